@@ -1,0 +1,21 @@
+#!/usr/bin/env python
+"""Train, validate or test with a config: ``python tools/train.py fit --config configs/quickstart.yaml``.
+
+LightningCLI: every constructor argument is a flag (``--trainer.devices 2 --trainer.strategy ddp``,
+``--model.init_args.lr 3e-4``, ``--data.init_args.train_fraction 0.1``); ``--print_config`` shows the
+resolved config. Runs log to ``<trainer.default_root_dir>/version_N/`` (CSV, TensorBoard, checkpoints).
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from vision_attn.tasks.cli import VisionAttnCLI  # noqa: E402
+
+
+def main(args=None) -> None:
+    VisionAttnCLI(args=args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,7 @@
+"""vision_attn: attention-based image models on one shared multi-head attention core."""
+from .attention import MultiHeadAttention, capture_attention
+from .models import create_model, list_models, load_pretrained
+
+__version__ = "0.1.0"
+
+__all__ = ["MultiHeadAttention", "capture_attention", "create_model", "list_models", "load_pretrained", "__version__"]

@@ -1,0 +1,18 @@
+"""Floor 3: models (plain nn.Modules), the registry and checkpoint loading."""
+from . import cnn, vit  # noqa: F401  (registers the models)
+from .checkpoint import CheckpointError, UnsafeCheckpointError, load_pretrained, load_state_dict
+from .registry import UnknownModelError, create_model, is_model, list_models, register_model
+from .vit import VisionTransformer
+
+__all__ = [
+    "create_model",
+    "list_models",
+    "is_model",
+    "register_model",
+    "UnknownModelError",
+    "load_pretrained",
+    "load_state_dict",
+    "CheckpointError",
+    "UnsafeCheckpointError",
+    "VisionTransformer",
+]

@@ -1,0 +1,187 @@
+"""Reading checkpoints safely, and the single place where foreign weights are adapted to our models."""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import pickle
+import pickletools
+import re
+import zipfile
+from pathlib import Path
+from typing import Dict, Mapping, Optional, Union
+from urllib.parse import urlparse
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "CheckpointError",
+    "UnsafeCheckpointError",
+    "load_state_dict",
+    "load_pretrained",
+    "resolve_checkpoint",
+]
+
+log = logging.getLogger(__name__)
+
+# Keys under which known checkpoint formats nest the model's weights, in order of preference.
+# Lightning .ckpt of our tasks: {"state_dict": {"model.<k>": ..., "ema.module.<k>": ...}}.
+_NESTED_KEYS = ("state_dict_ema", "model_ema", "state_dict", "model", "module")
+_EMA_PREFIX = "ema.module."
+_TASK_PREFIX = "model."
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, truncated, foreign or does not fit the model."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """A checkpoint carries pickled code or objects other than tensors; it was not executed."""
+
+
+def resolve_checkpoint(source: Union[str, Path], cache_dir: Optional[Union[str, Path]] = None) -> Path:
+    """A local path for ``source``: the path itself, or a URL downloaded once into the cache.
+
+    The cache is ``$TORCH_HOME/hub/checkpoints`` (torch.hub's, shared with timm and torchvision) unless
+    ``cache_dir`` is given.
+    """
+    s = str(source)
+    if urlparse(s).scheme in ("http", "https"):
+        cache = Path(cache_dir) if cache_dir else Path(torch.hub.get_dir()) / "checkpoints"
+        cache.mkdir(parents=True, exist_ok=True)
+        # hub URLs often end in the same file name (".../resolve/main/model.safetensors"): key by the URL too
+        target = cache / f"{hashlib.sha256(s.encode()).hexdigest()[:10]}-{os.path.basename(urlparse(s).path)}"
+        if not target.exists():
+            log.info("downloading %s to %s", s, target)
+            torch.hub.download_url_to_file(s, str(target), progress=True)  # writes a temp file, then renames
+        return target
+    path = Path(s).expanduser()
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist (expected a file path or an http(s) URL)")
+    return path
+
+
+def _pickle_imports(path: Path) -> Optional[list]:
+    """What a raw pickle file would import, read from its opcodes without executing anything; None if not a pickle."""
+    names, strings = [], []
+    try:
+        with open(path, "rb") as f:
+            for op, arg, _ in pickletools.genops(f):
+                if op.name in ("GLOBAL", "INST"):
+                    names.append(str(arg).replace(" ", "."))
+                elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    names.append(".".join(strings[-2:]))
+                elif isinstance(arg, str):
+                    strings.append(arg)
+    except Exception:  # not a pickle stream at all
+        return None
+    return names
+
+
+def _read(path: Path) -> object:
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path), device="cpu")
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CheckpointError(f"{path}: not a readable safetensors file (truncated or foreign?): {e}") from None
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        msg = str(e)
+        found = re.search(r"unsupported GLOBAL:? ?(\S+)|Unsupported global: GLOBAL (\S+)", msg, re.IGNORECASE)
+        imports = [next(g for g in found.groups() if g)] if found else _pickle_imports(path)
+        if imports:
+            raise UnsafeCheckpointError(
+                f"{path}: refused to load: it holds pickled code or objects other than tensors and plain "
+                f"containers (it would import {', '.join(sorted(set(imports))[:5])}). Nothing in it was executed. "
+                "Load only files you trust, or re-save the weights as a plain state dict or .safetensors"
+            ) from None
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint (the weights-only unpickler could not read it)") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(f"{path}: truncated or not a PyTorch checkpoint ({first})") from None
+
+
+def _unwrap(obj: object, path: Path) -> Dict[str, Tensor]:
+    """Find the model's tensors inside a checkpoint's nesting (Lightning, DETR, timm EMA, DDP)."""
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{path}: expected a dict of tensors, found {type(obj).__name__}")
+    while not any(isinstance(v, Tensor) for v in obj.values()):
+        key = next((k for k in _NESTED_KEYS if isinstance(obj.get(k), Mapping)), None)
+        if key is None:
+            raise CheckpointError(
+                f"{path}: found no weights; expected a state dict or one nested under one of {list(_NESTED_KEYS)}, "
+                f"found keys {sorted(map(str, obj))[:10]}"
+            )
+        obj = obj[key]
+    sd = {k: v for k, v in obj.items() if isinstance(v, Tensor)}
+    if any(k.startswith(_EMA_PREFIX) for k in sd):  # our task with EMA: the EMA weights are the evaluated ones
+        sd = {k[len(_EMA_PREFIX):]: v for k, v in sd.items() if k.startswith(_EMA_PREFIX)}
+    elif sd and all(k.startswith(_TASK_PREFIX) for k in sd):
+        sd = {k[len(_TASK_PREFIX):]: v for k, v in sd.items()}
+    if sd and all(k.startswith("module.") for k in sd):  # saved from DistributedDataParallel
+        sd = {k[len("module."):]: v for k, v in sd.items()}
+    return sd
+
+
+def load_state_dict(source: Union[str, Path]) -> Dict[str, Tensor]:
+    """Read a checkpoint into a flat ``{name: tensor}`` dict without executing anything in it.
+
+    Accepts ``.safetensors``, ``.pth``/``.pt``/``.bin`` (loaded with ``weights_only=True``) and Lightning
+    ``.ckpt``; a path or an http(s) URL.
+    """
+    path = resolve_checkpoint(source)
+    return _unwrap(_read(path), path)
+
+
+def _classifier_prefix(model: nn.Module) -> Optional[str]:
+    get = getattr(model, "get_classifier", None)
+    head = get() if callable(get) else None
+    if head is None:
+        return None
+    for name, m in model.named_modules():
+        if m is head:
+            return name
+    return None
+
+
+def load_pretrained(model: nn.Module, source: Union[str, Path], strict: bool = True) -> nn.Module:
+    """Load weights from ``source`` into ``model``, adapting foreign layouts.
+
+    The model's ``checkpoint_filter_fn(state_dict)`` (when it has one) maps foreign keys and resamples
+    positions; a classifier of another size is left at its initialisation with a warning; any other
+    mismatch is an error naming the key and both shapes.
+    """
+    path = resolve_checkpoint(source)
+    sd = _unwrap(_read(path), path)
+    filter_fn = getattr(model, "checkpoint_filter_fn", None)
+    if callable(filter_fn):
+        sd = filter_fn(sd)
+    own = model.state_dict()
+    head = _classifier_prefix(model)
+    if head:
+        mismatched = [k for k in own if k.startswith(head + ".") and k in sd and sd[k].shape != own[k].shape]
+        if mismatched:
+            log.warning(
+                "%s: classifier %r has %s outputs in the checkpoint, %s in the model; re-initialising it",
+                path.name, head, tuple(sd[mismatched[0]].shape)[0], tuple(own[mismatched[0]].shape)[0],
+            )
+            for k in [k for k in sd if k.startswith(head + ".")]:
+                sd.pop(k)
+                own.pop(k, None)
+    wrong = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(v.shape)}" for k, v in own.items() if k in sd and sd[k].shape != v.shape]
+    if wrong:
+        raise CheckpointError(f"{path}: {len(wrong)} tensor(s) do not fit {type(model).__name__}: " + "; ".join(wrong[:5]))
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    if strict and (missing or unexpected):
+        raise CheckpointError(
+            f"{path}: does not match {type(model).__name__}: missing {len(missing)} key(s) {missing[:5]}, "
+            f"unexpected {len(unexpected)} key(s) {unexpected[:5]}"
+        )
+    model.load_state_dict(sd, strict=False)
+    return model

@@ -1,0 +1,67 @@
+"""CNN baselines: timm's ResNets (the same architecture, key layout and weights as torchvision's).
+
+A CNN is self-attention restricted to a fixed local window with content-independent weights; these are
+the peers every attention model here is compared against.
+"""
+from __future__ import annotations
+
+import timm
+from torch import nn
+
+from ..layers import check_image_input
+from .registry import register_model
+
+__all__ = ["resnet18", "resnet34", "resnet50", "resnet18_cifar"]
+
+
+def _checked(model: nn.Module, in_chans: int, name: str) -> nn.Module:
+    """Make the model refuse input of the wrong rank or channel count with a message naming both."""
+
+    def hook(_module, args):
+        check_image_input(args[0], in_chans, name)
+
+    model.register_forward_pre_hook(hook)
+    model.in_chans = in_chans
+    return model
+
+
+def _timm_resnet(arch: str, num_classes: int, in_chans: int, **kwargs) -> nn.Module:
+    # pretrained weights come through create_model(pretrained=PATH_OR_URL), never from the hub here.
+    model = timm.create_model(arch, pretrained=False, num_classes=num_classes, in_chans=in_chans, **kwargs)
+    return _checked(model, in_chans, arch)
+
+
+@register_model
+def resnet18(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> nn.Module:
+    """ResNet-18, ImageNet stem (7x7/2 conv + max-pool), timm's."""
+    return _timm_resnet("resnet18", num_classes, in_chans, **kwargs)
+
+
+@register_model
+def resnet34(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> nn.Module:
+    """ResNet-34, ImageNet stem, timm's."""
+    return _timm_resnet("resnet34", num_classes, in_chans, **kwargs)
+
+
+@register_model
+def resnet50(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> nn.Module:
+    """ResNet-50, ImageNet stem, timm's."""
+    return _timm_resnet("resnet50", num_classes, in_chans, **kwargs)
+
+
+@register_model
+def resnet18_cifar(num_classes: int = 10, in_chans: int = 3, **kwargs) -> nn.Module:
+    """ResNet-18 for 32-px images: 3x3 stride-1 stem, no max-pool (the usual CIFAR recipe).
+
+    Extra ``kwargs`` go to timm's ``ResNet`` (e.g. ``channels=(32, 64, 128, 256)`` or ``layers=(1, 1, 1, 1)``
+    for a smaller network).
+    """
+    layers = kwargs.pop("layers", (2, 2, 2, 2))
+    model = timm.models.resnet.ResNet(
+        block=timm.models.resnet.BasicBlock, layers=layers, num_classes=num_classes, in_chans=in_chans, **kwargs
+    )
+    stem_width = model.conv1.out_channels
+    model.conv1 = nn.Conv2d(in_chans, stem_width, kernel_size=3, stride=1, padding=1, bias=False)
+    nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
+    model.maxpool = nn.Identity()
+    return _checked(model, in_chans, "resnet18_cifar")

@@ -1,0 +1,71 @@
+"""One registry: ``create_model(name)`` and ``list_models(pattern)``, with timm's names where the architecture is timm's."""
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from typing import Callable, Dict, List, Optional, Union
+from pathlib import Path
+
+from torch import nn
+
+__all__ = ["register_model", "create_model", "list_models", "is_model", "UnknownModelError"]
+
+_MODELS: Dict[str, Callable[..., nn.Module]] = {}
+
+
+class UnknownModelError(ValueError):
+    """The model name is not registered."""
+
+
+def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """Register a model factory under its function name."""
+    name = fn.__name__
+    if name in _MODELS:
+        raise ValueError(f"model {name!r} is registered twice")
+    _MODELS[name] = fn
+    return fn
+
+
+def list_models(pattern: str = "*") -> List[str]:
+    """Registered names matching a shell-style ``pattern`` (e.g. ``"vit_*"``), sorted."""
+    return sorted(n for n in _MODELS if fnmatch.fnmatchcase(n, pattern))
+
+
+def is_model(name: str) -> bool:
+    return name in _MODELS
+
+
+def create_model(
+    name: str,
+    pretrained: Optional[Union[str, Path]] = None,
+    num_classes: Optional[int] = None,
+    **kwargs,
+) -> nn.Module:
+    """Build a registered model, optionally loading weights.
+
+    Args:
+        name: a name from :func:`list_models`.
+        pretrained: path or URL of a checkpoint: ours (state dict or Lightning ``.ckpt``) or a timm /
+            torchvision state dict (``.pth``, ``.bin``, ``.safetensors``). Positions are resampled when
+            ``img_size`` differs; the head is re-initialised (with a warning) when ``num_classes`` differs.
+        num_classes: classifier outputs (default: the factory's).
+        **kwargs: architecture options of the factory (``img_size``, ``drop_path_rate``, ...).
+    """
+    if name not in _MODELS:
+        close = difflib.get_close_matches(name, list(_MODELS), n=5, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else f"; see vision_attn.list_models() ({len(_MODELS)} models)"
+        raise UnknownModelError(f"unknown model {name!r}{hint}")
+    fn = _MODELS[name]
+    if num_classes is not None:
+        kwargs["num_classes"] = num_classes
+    try:
+        model = fn(**kwargs)
+    except TypeError as e:
+        if "unexpected keyword argument" not in str(e):
+            raise
+        raise TypeError(f"model {name!r} takes no argument {str(e).rsplit(' ', 1)[-1]} ({e})") from None
+    if pretrained:
+        from .checkpoint import load_pretrained
+
+        load_pretrained(model, pretrained)
+    return model

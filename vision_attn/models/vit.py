@@ -1,0 +1,248 @@
+"""Vision Transformer (Dosovitskiy et al. 2021) on the shared attention core.
+
+Parameter names and hyper-parameters follow timm's ``vision_transformer.py``, so timm's weights load
+by an explicit rename (:meth:`VisionTransformer.checkpoint_filter_fn`) and give timm's outputs.
+"""
+from __future__ import annotations
+
+import math
+from functools import partial
+from typing import Dict, Optional, Set, Tuple
+
+import torch
+from timm.layers import trunc_normal_
+from torch import Tensor, nn
+
+from ..attention import POS_EMBED_KINDS, resample_abs_pos_embed, sine_position_grid
+from ..layers import PatchEmbed, TransformerEncoderLayer, check_image_input
+from .registry import register_model
+
+__all__ = ["VisionTransformer"]
+
+
+class VisionTransformer(nn.Module):
+    """ViT: patch embedding, class token, positions, a stack of pre-norm encoder layers, a linear head.
+
+    Args:
+        img_size: training image size (int or (H, W)).
+        patch_size: patch side (16 for ViT-*/16; 4 for 32-px CIFAR variants).
+        in_chans: image channels.
+        num_classes: head outputs (0 = no head, ``forward`` returns pooled features).
+        global_pool: ``"token"`` (class token) or ``"avg"`` (mean of patch tokens).
+        embed_dim, depth, num_heads, mlp_ratio, qkv_bias: the transformer's shape.
+        init_values: layer-scale initial value (None = off).
+        class_token: prepend a class token.
+        pos_embed: ``"learned"`` (absolute, trainable, timm's), ``"sine"`` (fixed 2-D sine) or ``"none"``
+            (the encoder is then permutation-equivariant over patches).
+        dynamic_img_size: accept any image size divisible by the patch (learned positions are resampled on the fly).
+        drop_rate: dropout before the head; pos_drop_rate: after adding positions; proj_drop_rate,
+            attn_drop_rate: inside the layers; drop_path_rate: stochastic depth, linearly increasing with depth.
+    """
+
+    def __init__(
+        self,
+        img_size=224,
+        patch_size=16,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        global_pool: str = "token",
+        embed_dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        init_values: Optional[float] = None,
+        class_token: bool = True,
+        pos_embed: str = "learned",
+        dynamic_img_size: bool = False,
+        drop_rate: float = 0.0,
+        pos_drop_rate: float = 0.0,
+        proj_drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if global_pool not in ("token", "avg"):
+            raise ValueError(f"global_pool must be 'token' or 'avg'; got {global_pool!r}")
+        if global_pool == "token" and not class_token:
+            raise ValueError("global_pool='token' needs class_token=True")
+        if pos_embed not in POS_EMBED_KINDS:
+            raise ValueError(f"pos_embed must be one of {POS_EMBED_KINDS}; got {pos_embed!r}")
+        if embed_dim % num_heads != 0:
+            raise ValueError(f"embed_dim={embed_dim} must be divisible by num_heads={num_heads}")
+        norm_layer = partial(nn.LayerNorm, eps=1e-6)
+        self.num_classes = num_classes
+        self.global_pool = global_pool
+        self.embed_dim = self.num_features = embed_dim
+        self.num_prefix_tokens = 1 if class_token else 0
+        self.pos_embed_kind = pos_embed
+        self.dynamic_img_size = dynamic_img_size
+        # Fixed or absent positions work at any grid; learned ones are tied to img_size unless dynamic.
+        strict = pos_embed == "learned" and not dynamic_img_size
+        self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim, strict_img_size=strict)
+        self.in_chans = in_chans
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if class_token else None
+        if pos_embed == "learned":
+            self.pos_embed = nn.Parameter(torch.zeros(1, self.num_prefix_tokens + self.patch_embed.num_patches, embed_dim))
+        else:
+            self.register_parameter("pos_embed", None)
+        self.pos_drop = nn.Dropout(pos_drop_rate)
+        dpr = [drop_path_rate * i / max(1, depth - 1) for i in range(depth)]  # linear in depth, as timm
+        self.blocks = nn.Sequential(
+            *[
+                TransformerEncoderLayer(
+                    embed_dim, num_heads, mlp_ratio, qkv_bias=qkv_bias, proj_drop=proj_drop_rate,
+                    attn_drop=attn_drop_rate, drop_path=dpr[i], init_values=init_values, norm_layer=norm_layer,
+                )
+                for i in range(depth)
+            ]
+        )
+        # timm: with avg pooling the final norm moves after pooling (fc_norm).
+        use_fc_norm = global_pool == "avg"
+        self.norm = nn.Identity() if use_fc_norm else norm_layer(embed_dim)
+        self.fc_norm = norm_layer(embed_dim) if use_fc_norm else nn.Identity()
+        self.head_drop = nn.Dropout(drop_rate)
+        self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        if self.pos_embed is not None:
+            trunc_normal_(self.pos_embed, std=0.02)
+        if self.cls_token is not None:
+            nn.init.normal_(self.cls_token, std=1e-6)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        for blk in self.blocks:
+            trunc_normal_(blk.attn.in_proj_weight, std=0.02)
+
+    # --- timm-compatible helpers -------------------------------------------------------------
+    def no_weight_decay(self) -> Set[str]:
+        """Parameter names that AdamW should not decay (besides norms and biases)."""
+        return {"pos_embed", "cls_token"}
+
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        if num_classes > 0:
+            trunc_normal_(self.head.weight, std=0.02)
+            nn.init.zeros_(self.head.bias)
+
+    # --- forward -------------------------------------------------------------------------------
+    def _add_positions(self, x: Tensor, grid: Tuple[int, int]) -> Tensor:
+        """``x (B, h*w, D)`` patch tokens -> ``(B, P + h*w, D)`` with prefix tokens and positions."""
+        B = x.shape[0]
+        prefix = [] if self.cls_token is None else [self.cls_token.expand(B, -1, -1)]
+        if self.pos_embed_kind == "learned":
+            pos = self.pos_embed
+            if grid != self.patch_embed.grid_size:
+                pos = resample_abs_pos_embed(pos, grid, self.patch_embed.grid_size, self.num_prefix_tokens)
+            x = torch.cat(prefix + [x], dim=1) + pos
+        elif self.pos_embed_kind == "sine":
+            x = x + sine_position_grid(grid[0], grid[1], self.embed_dim, device=x.device).to(x.dtype)
+            x = torch.cat(prefix + [x], dim=1)
+        else:
+            x = torch.cat(prefix + [x], dim=1)
+        return self.pos_drop(x)
+
+    def forward_features(self, x: Tensor, attn_mask: Optional[Tensor] = None) -> Tensor:
+        """Images ``(B, C, H, W)`` -> normalised tokens ``(B, P + h*w, D)`` (class token first when present).
+
+        ``attn_mask`` (bool True = may not attend) over the ``P + h*w`` tokens restricts attention, e.g.
+        :func:`vision_attn.attention.local_window_mask` padded by :func:`~vision_attn.attention.with_prefix_tokens`.
+        """
+        check_image_input(x, self.in_chans, type(self).__name__)
+        grid = self.patch_embed.feature_grid(x.shape[2], x.shape[3])
+        x = self._add_positions(self.patch_embed.proj(x).flatten(2).transpose(1, 2), grid)
+        for blk in self.blocks:
+            x = blk(x, attn_mask=attn_mask)
+        return self.norm(x)
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        """Tokens ``(B, N, D)`` -> logits ``(B, num_classes)`` (or pooled features ``(B, D)`` with ``pre_logits``)."""
+        x = x[:, self.num_prefix_tokens:].mean(dim=1) if self.global_pool == "avg" else x[:, 0]
+        x = self.head_drop(self.fc_norm(x))
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Images ``(B, C, H, W)`` -> logits ``(B, num_classes)``."""
+        return self.forward_head(self.forward_features(x))
+
+    # --- foreign weights ----------------------------------------------------------------------------
+    def checkpoint_filter_fn(self, state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        """Map a timm ViT state dict (or ours) onto this model, key by key, asserting each shape.
+
+        timm ``blocks.i.attn.qkv.*`` -> ``blocks.i.attn.in_proj_*``, ``blocks.i.attn.proj.*`` ->
+        ``blocks.i.attn.out_proj.*``; every other key is the same. ``pos_embed`` is resampled (bicubic,
+        prefix kept) when the grid differs; a checkpoint without ``pos_embed`` for a model with learned
+        positions is rejected.
+        """
+        out: Dict[str, Tensor] = {}
+        for k, v in state_dict.items():
+            if ".attn.qkv." in k:
+                k = k.replace(".attn.qkv.weight", ".attn.in_proj_weight").replace(".attn.qkv.bias", ".attn.in_proj_bias")
+            elif ".attn.proj." in k:
+                k = k.replace(".attn.proj.", ".attn.out_proj.")
+            elif ".attn.q_norm." in k or ".attn.k_norm." in k:
+                raise ValueError(f"checkpoint key {k}: qk-norm ViTs are not supported by this model")
+            out[k] = v
+        if self.pos_embed is not None and "pos_embed" in out and out["pos_embed"].shape != self.pos_embed.shape:
+            pe = out["pos_embed"]
+            n_prefix = self.num_prefix_tokens
+            n_grid = pe.shape[1] - n_prefix
+            side = int(math.isqrt(n_grid))
+            if side * side != n_grid or pe.shape[-1] != self.embed_dim:
+                raise ValueError(
+                    f"checkpoint pos_embed {tuple(pe.shape)} cannot be resampled to {tuple(self.pos_embed.shape)}"
+                )
+            out["pos_embed"] = resample_abs_pos_embed(pe, self.patch_embed.grid_size, (side, side), n_prefix)
+        return out
+
+
+def _vit(defaults: dict, **kwargs) -> VisionTransformer:
+    args = dict(defaults)
+    args.update(kwargs)
+    return VisionTransformer(**args)
+
+
+# Hyper-parameters exactly as timm's models of the same names.
+@register_model
+def vit_tiny_patch16_224(**kwargs) -> VisionTransformer:
+    """ViT-Ti/16 (5.7M params) at 224 px."""
+    return _vit(dict(patch_size=16, embed_dim=192, depth=12, num_heads=3), **kwargs)
+
+
+@register_model
+def vit_small_patch16_224(**kwargs) -> VisionTransformer:
+    """ViT-S/16 (22M params) at 224 px."""
+    return _vit(dict(patch_size=16, embed_dim=384, depth=12, num_heads=6), **kwargs)
+
+
+@register_model
+def vit_base_patch16_224(**kwargs) -> VisionTransformer:
+    """ViT-B/16 (86M params) at 224 px."""
+    return _vit(dict(patch_size=16, embed_dim=768, depth=12, num_heads=12), **kwargs)
+
+
+@register_model
+def vit_large_patch16_224(**kwargs) -> VisionTransformer:
+    """ViT-L/16 (304M params) at 224 px."""
+    return _vit(dict(patch_size=16, embed_dim=1024, depth=24, num_heads=16), **kwargs)
+
+
+# From-scratch CIFAR variants: 32 px images, 4x4 patches (64 tokens), 10 classes by default.
+@register_model
+def vit_tiny_patch4_32(**kwargs) -> VisionTransformer:
+    """ViT-Ti width (192, 3 heads), 12 layers, 4-px patches on 32-px images."""
+    return _vit(dict(img_size=32, patch_size=4, num_classes=10, embed_dim=192, depth=12, num_heads=3), **kwargs)
+
+
+@register_model
+def vit_small_patch4_32(**kwargs) -> VisionTransformer:
+    """ViT-S width (384, 6 heads), 12 layers, 4-px patches on 32-px images."""
+    return _vit(dict(img_size=32, patch_size=4, num_classes=10, embed_dim=384, depth=12, num_heads=6), **kwargs)

@@ -1,0 +1,1 @@
+"""Floor 1: pure tensor helpers (box ops arrive with the detector)."""
