@@ -1,0 +1,92 @@
+"""tools/benchmark.py: what its output promises (every contender, a usable ratio), never a speed."""
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+TOOL = Path(__file__).resolve().parents[1] / "tools" / "benchmark.py"
+
+
+@pytest.fixture(scope="module")
+def tool():
+    spec = importlib.util.spec_from_file_location("vision_attn_tools_benchmark", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def speed_run(tool, tmp_path_factory):
+    """One tiny ``speed`` run (attention batch 2, ViT batch 1 at 32 px): its JSON and its printed table."""
+    path = tmp_path_factory.mktemp("speed") / "speed.json"
+    out = io.StringIO()
+    threads = torch.get_num_threads()
+    try:
+        with contextlib.redirect_stdout(out):
+            # One thread: tiny ops on a busy machine otherwise spend most of their time at thread barriers.
+            tool.main(
+                ["speed", "--repeats", "2", "--warmup", "0", "--vit-batch", "1", "--attn-batch", "2",
+                 "--vit-img-size", "32", "--threads", "1", "--json", str(path)]
+            )
+    finally:
+        torch.set_num_threads(threads)
+    return json.loads(path.read_text()), out.getvalue()
+
+
+def test_json_has_every_contender_and_the_machine(speed_run):
+    data, _ = speed_run
+    names = {(r["benchmark"].split(" ")[0], r["implementation"].split(" (")[0]) for r in data["results"]}
+    assert names == {
+        ("attention", "vision_attn.MultiHeadAttention"),
+        ("attention", "torch.nn.MultiheadAttention"),
+        ("attention", "timm Attention"),
+        ("ViT-S/16", "vision_attn vit_small_patch16_224"),
+        ("ViT-S/16", "timm vit_small_patch16_224"),
+    }
+    assert {"cpu", "torch_threads", "torch", "timm"} <= set(data["machine"])
+    assert data["config"]["repeats"] == 2
+
+
+def test_each_peer_has_a_positive_finite_ratio_to_ours(speed_run):
+    data, _ = speed_run
+    for benchmark_name in {r["benchmark"] for r in data["results"]}:
+        rows = [r for r in data["results"] if r["benchmark"] == benchmark_name]
+        ours = [r for r in rows if r["ours"]]
+        assert len(ours) == 1, benchmark_name
+        for r in rows:
+            assert len(r["times_ms"]) == 2 and r["median_ms"] > 0 and r["iqr_ms"] >= 0
+            if r["ours"]:
+                assert r["peer_over_ours"] is None
+            else:
+                ratio = r["peer_over_ours"]
+                assert math.isfinite(ratio) and ratio > 0
+                assert ratio == pytest.approx(r["median_ms"] / ours[0]["median_ms"])
+                assert math.isfinite(r["paired_peer_over_ours"]) and r["paired_peer_over_ours"] > 0
+
+
+def test_printed_markdown_table_names_every_implementation(speed_run):
+    data, printed = speed_run
+    assert "| benchmark | implementation | median ms | IQR ms | peer/ours |" in printed
+    table_rows = [line for line in printed.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert len(table_rows) == len(data["results"])
+    for r in data["results"]:
+        assert any(r["implementation"] in line and r["benchmark"] in line for line in table_rows)
+    assert "n/a" in printed  # no CUDA peak memory on the CPU
+
+
+def test_outputs_of_different_shape_are_refused(tool):
+    impls = [
+        tool.Implementation("b", "ours", lambda: torch.zeros(2, 3), ours=True),
+        tool.Implementation("b", "peer", lambda: torch.zeros(2, 4)),
+    ]
+    with pytest.raises(RuntimeError, match="peer gives output"):
+        tool.measure(impls, repeats=1, warmup=0, device=torch.device("cpu"))

@@ -1,0 +1,332 @@
+"""Benchmarks of vision_attn against its peers, measured in one process.
+
+Usage::
+
+    python tools/benchmark.py speed                                   # CPU, float32: a few minutes on 2 cores
+    python tools/benchmark.py speed --device cuda --dtype bfloat16 --json speed_h100.json
+    python tools/benchmark.py speed --only attention --repeats 50
+
+``speed`` times two things, each ours against its peers:
+
+* attention forward + backward at ViT-S/16 shapes (B=32, N=197, D=384, H=6):
+  ``vision_attn.MultiHeadAttention`` vs ``torch.nn.MultiheadAttention`` (``need_weights=False``, its
+  SDPA path) vs timm's ``vision_transformer.Attention``;
+* one ViT-S/16 training step at 224 px (forward, cross-entropy, backward, AdamW step):
+  ``vision_attn.create_model("vit_small_patch16_224")`` vs ``timm.create_model`` of the same name.
+
+Measurement: after warmup, every repeat times every implementation of a benchmark once, rotating the
+order each repeat (so drift in clock speed or cache state hits all alike); CUDA is synchronised around each
+timing. It prints the machine and a markdown table (median, IQR, peer median / our median: > 1 means ours
+is faster, peak CUDA memory of the step); ``--json PATH`` writes the same data.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import random
+import statistics
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Callable, ContextManager, Dict, List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+import vision_attn
+
+
+@dataclass
+class Implementation:
+    """One contender of a benchmark: ``step()`` runs one timed step and returns its output (for the shape check)."""
+
+    benchmark: str
+    name: str
+    step: Callable[[], Tensor]
+    ours: bool = False
+    times_ms: List[float] = field(default_factory=list)
+    peaks_mib: List[float] = field(default_factory=list)
+
+
+# --- machine and measurement -------------------------------------------------------------------
+
+
+def machine_info(device: torch.device) -> Dict[str, object]:
+    """What the numbers were measured on."""
+    import timm
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    info: Dict[str, object] = {
+        "cpu": cpu,
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "vision_attn": vision_attn.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+    }
+    return info
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed)
+    except ImportError:
+        pass
+
+
+def autocast(device: torch.device, dtype: torch.dtype) -> ContextManager:
+    """bfloat16 through autocast (weights stay float32, as in mixed-precision training); float32 as is."""
+    return torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else nullcontext()
+
+
+def time_step(impl: Implementation, device: torch.device) -> None:
+    """Time one step of ``impl``; on CUDA also the step's peak memory above what was allocated before it."""
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+    t0 = time.perf_counter()
+    impl.step()
+    if cuda:
+        torch.cuda.synchronize(device)
+    impl.times_ms.append((time.perf_counter() - t0) * 1e3)
+    if cuda:
+        impl.peaks_mib.append((torch.cuda.max_memory_allocated(device) - before) / 2**20)
+
+
+def measure(impls: Sequence[Implementation], repeats: int, warmup: int, device: torch.device) -> None:
+    """Check that every output has our shape, warm up, then time interleaved with a rotating order."""
+    shapes = {impl.name: tuple(impl.step().shape) for impl in impls}  # one untimed step each
+    ours = next(impl for impl in impls if impl.ours)
+    for name, shape in shapes.items():
+        if shape != shapes[ours.name]:
+            raise RuntimeError(f"{impls[0].benchmark}: {name} gives output {shape}, ours gives {shapes[ours.name]}")
+    for _ in range(warmup):
+        for impl in impls:
+            impl.step()
+    for impl in impls:
+        impl.times_ms.clear()
+        impl.peaks_mib.clear()
+    for r in range(repeats):
+        k = r % len(impls)
+        for impl in list(impls[k:]) + list(impls[:k]):
+            time_step(impl, device)
+
+
+def summarize(impls: Sequence[Implementation]) -> List[Dict[str, object]]:
+    """Median, IQR and peer median / our median for each implementation of one benchmark."""
+    ours_times = next(i for i in impls if i.ours).times_ms
+    ours_median = statistics.median(ours_times)
+    rows = []
+    for impl in impls:
+        t = impl.times_ms
+        q1, _, q3 = statistics.quantiles(t, n=4, method="inclusive") if len(t) > 1 else (t[0], t[0], t[0])
+        median = statistics.median(t)
+        rows.append(
+            {
+                "benchmark": impl.benchmark,
+                "implementation": impl.name,
+                "ours": impl.ours,
+                "median_ms": median,
+                "iqr_ms": q3 - q1,
+                "peer_over_ours": None if impl.ours else median / ours_median,
+                # Median of the per-repeat ratios: timings of one repeat are neighbours, so this one
+                # also cancels load that drifts during the run (e.g. a shared machine).
+                "paired_peer_over_ours": None if impl.ours else statistics.median(
+                    p / o for p, o in zip(t, ours_times)
+                ),
+                "peak_mib": max(impl.peaks_mib) if impl.peaks_mib else None,
+                "times_ms": list(t),
+            }
+        )
+    return rows
+
+
+def markdown_table(rows: Sequence[Dict[str, object]]) -> str:
+    lines = [
+        "| benchmark | implementation | median ms | IQR ms | peer/ours | peak MiB |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        ratio = "ours" if r["ours"] else f"{r['peer_over_ours']:.2f}"
+        peak = "n/a" if r["peak_mib"] is None else f"{r['peak_mib']:.0f}"
+        lines.append(
+            f"| {r['benchmark']} | {r['implementation']} | {r['median_ms']:.1f} | {r['iqr_ms']:.1f} | {ratio} | {peak} |"
+        )
+    return "\n".join(lines)
+
+
+# --- speed ---------------------------------------------------------------------------------------
+
+
+def attention_implementations(batch: int, device: torch.device, dtype: torch.dtype, seed: int) -> List[Implementation]:
+    """Attention forward + backward at ViT-S/16 shapes: ours vs torch's vs timm's, same init seed."""
+    from timm.models.vision_transformer import Attention as TimmAttention
+
+    tokens, dim, heads = 197, 384, 6
+    bench = f"attention fwd+bwd (B={batch}, N={tokens}, D={dim}, H={heads})"
+    torch.manual_seed(seed)
+    x = torch.randn(batch, tokens, dim, device=device, requires_grad=True)
+    grad = torch.randn(batch, tokens, dim, device=device)
+    modules = {}
+    for name, build in [
+        ("vision_attn.MultiHeadAttention", lambda: vision_attn.MultiHeadAttention(dim, heads)),
+        ("torch.nn.MultiheadAttention", lambda: nn.MultiheadAttention(dim, heads, batch_first=True)),
+        ("timm Attention", lambda: TimmAttention(dim, num_heads=heads, qkv_bias=True)),
+    ]:
+        torch.manual_seed(seed)
+        modules[name] = build().to(device).train()
+    forwards = {
+        "vision_attn.MultiHeadAttention": lambda m: m(x),
+        "torch.nn.MultiheadAttention": lambda m: m(x, x, x, need_weights=False)[0],
+        "timm Attention": lambda m: m(x),
+    }
+
+    def make_step(name: str) -> Callable[[], Tensor]:
+        module, forward = modules[name], forwards[name]
+
+        def step() -> Tensor:
+            x.grad = None
+            module.zero_grad(set_to_none=True)
+            with autocast(device, dtype):
+                out = forward(module)
+            out.backward(grad)
+            return out
+
+        return step
+
+    timm_name = f"timm Attention (fused_attn={modules['timm Attention'].fused_attn})"
+    return [
+        Implementation(bench, "vision_attn.MultiHeadAttention", make_step("vision_attn.MultiHeadAttention"), ours=True),
+        Implementation(bench, "torch.nn.MultiheadAttention", make_step("torch.nn.MultiheadAttention")),
+        Implementation(bench, timm_name, make_step("timm Attention")),
+    ]
+
+
+def vit_implementations(
+    batch: int, img_size: int, device: torch.device, dtype: torch.dtype, seed: int
+) -> List[Implementation]:
+    """One ViT-S/16 training step (forward, cross-entropy, backward, AdamW): ours vs timm's, same init seed."""
+    import timm
+
+    name = "vit_small_patch16_224"
+    bench = f"ViT-S/16 train step (B={batch}, {img_size}px)"
+    torch.manual_seed(seed)
+    images = torch.randn(batch, 3, img_size, img_size, device=device)
+    labels = torch.randint(0, 1000, (batch,), device=device)
+    impls = []
+    for label, build, ours in [
+        (f"vision_attn {name}", lambda: vision_attn.create_model(name, img_size=img_size), True),
+        (f"timm {name}", lambda: timm.create_model(name, pretrained=False, img_size=img_size), False),
+    ]:
+        torch.manual_seed(seed)
+        model = build().to(device).train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05)
+
+        def step(model: nn.Module = model, optimizer: torch.optim.Optimizer = optimizer) -> Tensor:
+            optimizer.zero_grad(set_to_none=True)
+            with autocast(device, dtype):
+                logits = model(images)
+                loss = F.cross_entropy(logits, labels)
+            loss.backward()
+            optimizer.step()
+            return logits
+
+        impls.append(Implementation(bench, label, step, ours=ours))
+    return impls
+
+
+def speed(args: argparse.Namespace) -> Dict[str, object]:
+    """Attention fwd+bwd and ViT-S/16 training step, ours vs peers; prints the table, returns the data."""
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("benchmark.py speed: --device cuda asked for, but torch.cuda.is_available() is False")
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
+    on_cuda = device.type == "cuda"
+    repeats = args.repeats if args.repeats is not None else (50 if on_cuda else 10)
+    warmup = args.warmup if args.warmup is not None else (10 if on_cuda else 2)
+    vit_batch = args.vit_batch if args.vit_batch is not None else (64 if on_cuda else 8)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    seed_everything(args.seed)
+
+    machine = machine_info(device)
+    config = {
+        "device": str(device), "dtype": args.dtype, "repeats": repeats, "warmup": warmup,
+        "attn_batch": args.attn_batch, "vit_batch": vit_batch, "vit_img_size": args.vit_img_size, "seed": args.seed,
+    }
+    rows: List[Dict[str, object]] = []
+    groups = []
+    if args.only in (None, "attention"):
+        groups.append(lambda: attention_implementations(args.attn_batch, device, dtype, args.seed))
+    if args.only in (None, "vit"):
+        groups.append(lambda: vit_implementations(vit_batch, args.vit_img_size, device, dtype, args.seed))
+    for build in groups:
+        impls = build()
+        print(f"measuring {impls[0].benchmark} ...", file=sys.stderr, flush=True)
+        measure(impls, repeats, warmup, device)
+        rows.extend(summarize(impls))
+        del impls
+        if on_cuda:
+            torch.cuda.empty_cache()
+
+    gpu = f" | {machine['gpu']}" if machine["gpu"] else ""
+    print(
+        f"## speed: {machine['cpu']} | {machine['torch_threads']} torch threads{gpu} | "
+        f"torch {machine['torch']} | timm {machine['timm']} | {device.type} {args.dtype}\n"
+        f"{repeats} interleaved repeats after {warmup} warmup; peer/ours = peer median / our median "
+        f"(> 1: ours is faster); peak MiB = CUDA memory a step allocates beyond what it starts with\n"
+    )
+    print(markdown_table(rows))
+    result = {"machine": machine, "config": config, "results": rows}
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    return result
+
+
+# --- command line --------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="benchmark.py", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("speed", help="attention fwd+bwd and ViT-S/16 train step vs torch and timm")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="bfloat16 = autocast")
+    p.add_argument("--repeats", type=int, default=None, help="timed repeats (default 10 on cpu, 50 on cuda)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed repeats first (default 2 on cpu, 10 on cuda)")
+    p.add_argument("--attn-batch", type=int, default=32)
+    p.add_argument("--vit-batch", type=int, default=None, help="default 8 on cpu, 64 on cuda")
+    p.add_argument("--vit-img-size", type=int, default=224, help="smaller only for smoke tests (e.g. 32)")
+    p.add_argument("--only", choices=["attention", "vit"], default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's, one per core)")
+    p.add_argument("--json", metavar="PATH", default=None, help="also write machine, config and results as JSON")
+    p.set_defaults(func=speed)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    main()
