@@ -1,0 +1,127 @@
+"""Any ``root/{train,val}/<class>/<image>`` tree (ImageNet's layout) as a LightningDataModule."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader
+from torchvision.datasets import ImageFolder
+from torchvision.datasets.folder import find_classes
+
+from .cifar import TransformedSubset, make_loader, stratified_subset
+from .transforms import imagenet_eval_transform, imagenet_train_transform
+
+__all__ = ["ImageFolderDataModule"]
+
+
+class ImageFolderDataModule(pl.LightningDataModule):
+    """torchvision ``ImageFolder`` splits with ImageNet-style albumentations transforms.
+
+    Args:
+        root: folder holding the split folders.
+        train_dir, val_dir: split folders under ``root``, each with one sub-folder per class.
+        test_dir: split used by ``test_dataloader``; defaults to ``val_dir``.
+        img_size: side of the square crops fed to the model. Training: random resized crop + flip; evaluation:
+            short side to ``img_size * 256 / 224``, center crop. Normalised with ImageNet's mean/std.
+        batch_size, num_workers: as for the DataLoader.
+        train_fraction, fraction_seed: train on a stratified, seeded fraction of ``train_dir`` (same semantics as
+            :func:`vision_attn.data.stratified_subset`).
+    """
+
+    def __init__(
+        self,
+        root: str,
+        train_dir: str = "train",
+        val_dir: str = "val",
+        test_dir: Optional[str] = None,
+        img_size: int = 224,
+        batch_size: int = 64,
+        num_workers: int = 2,
+        train_fraction: float = 1.0,
+        fraction_seed: int = 0,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        if not 0.0 < float(train_fraction) <= 1.0:
+            raise ValueError(f"train_fraction must be in (0, 1]; got {train_fraction}")
+        self.root = Path(root)
+        self.train_dir, self.val_dir, self.test_dir = train_dir, val_dir, test_dir or val_dir
+        self.img_size = img_size
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.train_fraction = float(train_fraction)
+        self.fraction_seed = fraction_seed
+        self.train_set: Optional[TransformedSubset] = None
+        self.val_set: Optional[TransformedSubset] = None
+        self.test_set: Optional[TransformedSubset] = None
+        self._classes: Optional[list[str]] = None
+
+    def _split_path(self, split_dir: str) -> Path:
+        path = self.root / split_dir
+        if not path.is_dir():
+            raise FileNotFoundError(f"image folder {path} (absolute: {path.resolve()}) does not exist")
+        return path
+
+    @property
+    def classes(self) -> list[str]:
+        """Class names (sub-folders of the train split), index = label."""
+        if self._classes is None:
+            self._classes = find_classes(str(self._split_path(self.train_dir)))[0]
+        return self._classes
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def n_train(self) -> int:
+        """Number of training images after ``train_fraction`` (after ``setup``)."""
+        if self.train_set is None:
+            raise RuntimeError("ImageFolderDataModule.n_train is known after setup()")
+        return len(self.train_set)
+
+    def prepare_data(self) -> None:
+        for split in {self.train_dir, self.val_dir, self.test_dir}:
+            self._split_path(split)
+
+    def _load(self, split_dir: str) -> ImageFolder:
+        path = self._split_path(split_dir)
+        data = ImageFolder(str(path))
+        if data.classes != self.classes:
+            train_path = self._split_path(self.train_dir)
+            only_train = sorted(set(self.classes) - set(data.classes))
+            only_here = sorted(set(data.classes) - set(self.classes))
+            raise ValueError(
+                f"class folders differ between {train_path} and {path}: only in {self.train_dir}: {only_train}, "
+                f"only in {split_dir}: {only_here}"
+            )
+        return data
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        if self.train_set is not None:
+            return
+        train_data = self._load(self.train_dir)
+        val_data = self._load(self.val_dir)
+        test_data = val_data if self.test_dir == self.val_dir else self._load(self.test_dir)
+        eval_tf = imagenet_eval_transform(self.img_size)
+        keep = stratified_subset(np.asarray(train_data.targets), self.train_fraction, self.fraction_seed)
+        self.train_set = TransformedSubset(train_data, keep, imagenet_train_transform(self.img_size))
+        self.val_set = TransformedSubset(val_data, range(len(val_data)), eval_tf)
+        self.test_set = TransformedSubset(test_data, range(len(test_data)), eval_tf)
+
+    def _need(self, attr: str) -> TransformedSubset:
+        value = getattr(self, attr)
+        if value is None:
+            raise RuntimeError(f"ImageFolderDataModule.{attr} is not built yet: call setup() first")
+        return value
+
+    def train_dataloader(self) -> DataLoader:
+        return make_loader(self._need("train_set"), self.batch_size, self.num_workers, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return make_loader(self._need("val_set"), self.batch_size, self.num_workers, train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return make_loader(self._need("test_set"), self.batch_size, self.num_workers, train=False)

@@ -1,0 +1,137 @@
+"""Albumentations pipelines for image classification, and the adapter that lets torchvision datasets use them.
+
+torchvision datasets hand out PIL images; albumentations works on HWC ``uint8`` numpy arrays. The adapter
+bridges the two and always returns a float tensor ``(C, H, W)``.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Optional, Sequence
+
+# albumentations asks PyPI for a newer version on import (every process, every DataLoader worker); stay offline.
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import albumentations as A  # noqa: E402
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from albumentations.pytorch import ToTensorV2  # noqa: E402
+from PIL import Image  # noqa: E402
+
+__all__ = [
+    "CIFAR10_MEAN",
+    "CIFAR10_STD",
+    "CIFAR100_MEAN",
+    "CIFAR100_STD",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "AlbumentationsTransform",
+    "train_transform",
+    "eval_transform",
+    "imagenet_train_transform",
+    "imagenet_eval_transform",
+]
+
+# Per-channel statistics of the training splits, in [0, 1] units (RGB).
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
+CIFAR100_STD = (0.2673, 0.2564, 0.2762)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class AlbumentationsTransform:
+    """Run an albumentations pipeline on a PIL image or an HWC ``uint8`` array; return a float tensor ``(C, H, W)``.
+
+    Args:
+        transform: an albumentations ``Compose`` (or any callable taking ``image=`` and returning ``{"image": ...}``).
+
+    A pipeline without ``ToTensorV2`` is fine too: a numpy result is moved to ``(C, H, W)``; a ``uint8`` result
+    (no ``Normalize``) is scaled to [0, 1].
+    """
+
+    def __init__(self, transform: Callable[..., dict[str, Any]]):
+        self.transform = transform
+
+    def __call__(self, image: Image.Image | np.ndarray) -> torch.Tensor:
+        if isinstance(image, Image.Image):
+            image = np.asarray(image.convert("RGB") if image.mode != "RGB" else image)
+        elif not isinstance(image, np.ndarray):
+            raise TypeError(f"AlbumentationsTransform expects a PIL image or an HWC numpy array; got {type(image).__name__}")
+        if image.ndim == 2:  # grayscale array: albumentations wants an explicit channel axis
+            image = image[:, :, None]
+        out = self.transform(image=image)["image"]
+        if isinstance(out, np.ndarray):
+            out = torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1)))
+        if not out.is_floating_point():
+            out = out.float().div_(255.0)
+        return out
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.transform!r})"
+
+
+def _resize(img_size: Optional[int]) -> list[A.BasicTransform]:
+    return [] if img_size is None else [A.Resize(img_size, img_size, interpolation=cv2.INTER_LINEAR)]
+
+
+def train_transform(
+    mean: Sequence[float],
+    std: Sequence[float],
+    img_size: Optional[int] = None,
+    crop_padding: int = 4,
+    *,
+    input_size: int = 32,
+) -> AlbumentationsTransform:
+    """The standard CIFAR training augmentation: zero-pad, random crop back, horizontal flip, normalise.
+
+    Args:
+        mean, std: per-channel statistics in [0, 1] units.
+        img_size: if given, resize to ``img_size x img_size`` after cropping (e.g. 224 to fine-tune ImageNet models).
+        crop_padding: pixels of zero padding on each side before the random crop (0 disables padding and cropping).
+        input_size: side of the incoming square images (32 for CIFAR); the crop restores this size.
+
+    Returns:
+        callable: image -> float tensor ``(3, S, S)`` with ``S = img_size or input_size``.
+    """
+    ops: list[A.BasicTransform] = []
+    if crop_padding > 0:
+        ops += [
+            A.Pad(padding=crop_padding, fill=0, border_mode=cv2.BORDER_CONSTANT),
+            A.RandomCrop(height=input_size, width=input_size),
+        ]
+    ops += [A.HorizontalFlip(p=0.5), *_resize(img_size), A.Normalize(mean=tuple(mean), std=tuple(std)), ToTensorV2()]
+    return AlbumentationsTransform(A.Compose(ops))
+
+
+def eval_transform(mean: Sequence[float], std: Sequence[float], img_size: Optional[int] = None) -> AlbumentationsTransform:
+    """Deterministic evaluation transform: optional resize to ``img_size``, normalise, to tensor ``(3, H, W)``."""
+    ops = [*_resize(img_size), A.Normalize(mean=tuple(mean), std=tuple(std)), ToTensorV2()]
+    return AlbumentationsTransform(A.Compose(ops))
+
+
+def imagenet_train_transform(
+    img_size: int = 224, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+) -> AlbumentationsTransform:
+    """ImageNet-style training: random resized crop to ``img_size`` (scale 0.08-1), horizontal flip, normalise."""
+    ops = [
+        A.RandomResizedCrop(size=(img_size, img_size), scale=(0.08, 1.0)),
+        A.HorizontalFlip(p=0.5),
+        A.Normalize(mean=tuple(mean), std=tuple(std)),
+        ToTensorV2(),
+    ]
+    return AlbumentationsTransform(A.Compose(ops))
+
+
+def imagenet_eval_transform(
+    img_size: int = 224, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+) -> AlbumentationsTransform:
+    """ImageNet-style evaluation: short side to ``img_size * 256 / 224``, center crop ``img_size``, normalise."""
+    ops = [
+        A.SmallestMaxSize(max_size=int(round(img_size * 256 / 224))),
+        A.CenterCrop(height=img_size, width=img_size),
+        A.Normalize(mean=tuple(mean), std=tuple(std)),
+        ToTensorV2(),
+    ]
+    return AlbumentationsTransform(A.Compose(ops))
