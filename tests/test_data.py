@@ -24,7 +24,7 @@ from vision_attn.data import (
     stratified_subset,
     train_transform,
 )
-from vision_attn.data.synthetic import SHAPE_CLASSES
+from vision_attn.data.synthetic import SHAPE_CLASSES, shapes_folder_name
 
 SMALL = dict(num_train=600, num_test=200, seed=3)
 
@@ -117,7 +117,7 @@ def test_adapter_converts_uint8_pipeline_output_to_float():
 def test_generation_is_deterministic_and_in_cifar_layout(tmp_path):
     a = generate_shapes(tmp_path / "a", **SMALL)
     b = generate_shapes(tmp_path / "b", **SMALL)
-    assert a.name == "shapes32-n600-t200-s3-batches-py"
+    assert a.name == shapes_folder_name(600, 200, 32, 3)
     names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta", "checksums.json"]
     assert sorted(p.name for p in a.iterdir()) == sorted(names)
     for name in names:
@@ -138,7 +138,7 @@ def test_generation_is_deterministic_and_in_cifar_layout(tmp_path):
 
 
 def test_torchvision_cifar10_loader_reads_the_shapes(shapes_root):
-    folder = shapes_root / "shapes32-n600-t200-s3-batches-py"
+    folder = shapes_root / shapes_folder_name(600, 200, 32, 3)
     sums = json.loads((folder / "checksums.json").read_text())
 
     class Plain(CIFAR10):  # torchvision's class, only pointed at our files

@@ -85,7 +85,7 @@ def test_fit_writes_checkpoints_and_logs_and_eval_reproduces_the_test_metrics(tm
     assert saved["split"] == "test" and saved["params"] > 0
 
     # the checkpoint loads into a plain model (no Lightning) and gives the task's logits
-    plain = va.create_model("vit_tiny_patch4_32", pretrained=str(ckpts / "best.ckpt"), num_classes=cli.model.num_classes,
+    plain = va.create_model("vit_nano_patch4_32", pretrained=str(ckpts / "best.ckpt"), num_classes=cli.model.num_classes,
                             **json.loads(TINY_VIT)).eval()
     task = ClassificationTask.load_from_checkpoint(ckpts / "best.ckpt").eval()
     x = torch.randn(2, 3, 32, 32)
@@ -105,7 +105,7 @@ def test_ema_weights_are_evaluated_and_saved(tmp_path):
     assert task.eval_model is task.ema.module
     assert not torch.equal(task.ema.module.pos_embed, task.model.pos_embed)
     ckpt = tmp_path / "run" / "version_0" / "checkpoints" / "last.ckpt"
-    loaded = va.create_model("vit_tiny_patch4_32", pretrained=str(ckpt), num_classes=task.num_classes, **json.loads(TINY_VIT))
+    loaded = va.create_model("vit_nano_patch4_32", pretrained=str(ckpt), num_classes=task.num_classes, **json.loads(TINY_VIT))
     assert torch.equal(loaded.pos_embed, task.ema.module.pos_embed)
 
 

@@ -48,11 +48,14 @@ _NUM_TRAIN_BATCHES = 5  # like CIFAR-10: data_batch_1..5
 _CHUNK = 512  # images rendered at once; fixed, because the random stream is drawn chunk by chunk
 _INV_SQRT2 = np.float32(1.0 / math.sqrt(2.0))
 _PICKLE_PROTOCOL = 4  # fixed, so the bytes do not change with the Python version's default
+# Bump whenever the rendering changes: the folder name carries it, so data written by an older
+# generator is never silently reused.
+GENERATOR_VERSION = 2
 
 
 def shapes_folder_name(num_train: int = 10000, num_test: int = 2000, img_size: int = 32, seed: int = 0) -> str:
     """The folder (under ``root``) that :func:`generate_shapes` writes for these arguments."""
-    return f"shapes{img_size}-n{num_train}-t{num_test}-s{seed}-batches-py"
+    return f"shapes-v{GENERATOR_VERSION}-{img_size}px-n{num_train}-t{num_test}-s{seed}-batches-py"
 
 
 def _check_args(num_train: int, num_test: int, img_size: int, seed: int) -> None:

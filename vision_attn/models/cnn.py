@@ -11,7 +11,7 @@ from torch import nn
 from ..layers import check_image_input
 from .registry import register_model
 
-__all__ = ["resnet18", "resnet34", "resnet50", "resnet18_cifar"]
+__all__ = ["resnet18", "resnet34", "resnet50", "resnet18_cifar", "resnet10_narrow_cifar"]
 
 
 def _checked(model: nn.Module, in_chans: int, name: str) -> nn.Module:
@@ -49,14 +49,8 @@ def resnet50(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> nn.Module:
     return _timm_resnet("resnet50", num_classes, in_chans, **kwargs)
 
 
-@register_model
-def resnet18_cifar(num_classes: int = 10, in_chans: int = 3, **kwargs) -> nn.Module:
-    """ResNet-18 for 32-px images: 3x3 stride-1 stem, no max-pool (the usual CIFAR recipe).
-
-    Extra ``kwargs`` go to timm's ``ResNet`` (e.g. ``channels=(32, 64, 128, 256)`` or ``layers=(1, 1, 1, 1)``
-    for a smaller network).
-    """
-    layers = kwargs.pop("layers", (2, 2, 2, 2))
+def _cifar_resnet(name: str, num_classes: int, in_chans: int, layers=(2, 2, 2, 2), **kwargs) -> nn.Module:
+    """timm's ResNet with basic blocks, a 3x3 stride-1 stem and no max-pool (the usual 32-px recipe)."""
     model = timm.models.resnet.ResNet(
         block=timm.models.resnet.BasicBlock, layers=layers, num_classes=num_classes, in_chans=in_chans, **kwargs
     )
@@ -64,4 +58,22 @@ def resnet18_cifar(num_classes: int = 10, in_chans: int = 3, **kwargs) -> nn.Mod
     model.conv1 = nn.Conv2d(in_chans, stem_width, kernel_size=3, stride=1, padding=1, bias=False)
     nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
     model.maxpool = nn.Identity()
-    return _checked(model, in_chans, "resnet18_cifar")
+    return _checked(model, in_chans, name)
+
+
+@register_model
+def resnet18_cifar(num_classes: int = 10, in_chans: int = 3, **kwargs) -> nn.Module:
+    """ResNet-18 for 32-px images: 3x3 stride-1 stem, no max-pool (the usual CIFAR recipe).
+
+    Extra ``kwargs`` go to timm's ``ResNet`` (e.g. ``channels=(32, 64, 128, 256)`` or ``layers=(1, 1, 1, 1)``
+    for a smaller network).
+    """
+    return _cifar_resnet("resnet18_cifar", num_classes, in_chans, **kwargs)
+
+
+@register_model
+def resnet10_narrow_cifar(num_classes: int = 10, in_chans: int = 3, **kwargs) -> nn.Module:
+    """A CPU-sized CNN peer (0.3M params): the CIFAR ResNet with one basic block per stage and widths 16-128."""
+    kwargs.setdefault("layers", (1, 1, 1, 1))
+    kwargs.setdefault("channels", (16, 32, 64, 128))
+    return _cifar_resnet("resnet10_narrow_cifar", num_classes, in_chans, **kwargs)
