@@ -113,7 +113,7 @@ def test_demo_writes_results_for_each_model(tmp_path):
     out = tmp_path / "demo"
     results = demo_tool.main(["--output-dir", str(out), *tiny_overrides(tmp_path, epochs=1, root_dir=False)])
     saved = json.loads((out / "results.json").read_text())
-    assert saved == results and len(saved) == 2
+    assert saved == results and len(saved) == 3  # ViT, CNN, pixel attention
     for row in saved.values():
         assert set(row) == {"top1", "train_seconds", "params"}
         assert 0.0 <= row["top1"] <= 1.0 and row["train_seconds"] > 0 and row["params"] > 0

@@ -5,6 +5,8 @@ Usage::
     python tools/benchmark.py speed                                   # CPU, float32: a few minutes on 2 cores
     python tools/benchmark.py speed --device cuda --dtype bfloat16 --json speed_h100.json
     python tools/benchmark.py speed --only attention --repeats 50
+    python tools/benchmark.py pixel                                   # CPU, float32: ~10 min on 2 cores
+    python tools/benchmark.py pixel --device cuda --dtype bfloat16 --json pixel_h100.json
 
 ``speed`` times two things, each ours against its peers:
 
@@ -13,6 +15,15 @@ Usage::
   SDPA path) vs timm's ``vision_transformer.Attention``;
 * one ViT-S/16 training step at 224 px (forward, cross-entropy, backward, AdamW step):
   ``vision_attn.create_model("vit_small_patch16_224")`` vs ``timm.create_model`` of the same name.
+
+``pixel`` measures pixel-level self-attention, forward + backward of one layer on ``(B=4, C=64, S, S)`` maps,
+time and peak memory, ours against the naive peer with the same parameters (checked to give the same output):
+
+* global (``NonLocalBlock2d``, S = 16, 32, 64, 96) vs softmax(QK^T)V materialised as SAGAN ports do;
+* local 7x7 (``LocalSelfAttention2d``, 8 heads, S = 32, 64, 128) vs unfolding every pixel's 7x7 keys and
+  values, as SASA ports do; and how each one's peak memory grows with the pixels (linear: x4 pixels, ~x4).
+
+On CPU each peak is measured alone, in a fresh process (the resident memory one step adds at its peak).
 
 Measurement: after warmup, every repeat times every implementation of a benchmark once, rotating the
 order each repeat (so drift in clock speed or cache state hits all alike); CUDA is synchronised around each
@@ -300,6 +311,249 @@ def speed(args: argparse.Namespace) -> Dict[str, object]:
     return result
 
 
+# --- pixel attention -----------------------------------------------------------------------------
+
+
+class MaterialisingNonLocal(nn.Module):
+    """The peer of ``NonLocalBlock2d``: what SAGAN ports run, softmax(QK^T) materialised as ``(B, H, N, N)`` then
+    multiplied by V, with the same block's parameters. The weights come from the core's
+    ``attention_weights`` (the weights path), so there is still one softmax(QK^T) in the project."""
+
+    def __init__(self, block: nn.Module) -> None:
+        super().__init__()
+        self.block = block
+
+    def forward(self, x: Tensor) -> Tensor:
+        from vision_attn.attention import attention_weights
+
+        b = self.block
+        B, _, H, W = x.shape
+        q, k, v = b._heads(b.query(x)), b._heads(b.pool(b.key(x))), b._heads(b.pool(b.value(x)))
+        out = torch.matmul(attention_weights(q, k, scale=b.scale), v)  # (B, heads, N, N) @ (B, heads, N, dv)
+        return x + b.gamma * b.out_proj(out.transpose(-1, -2).reshape(B, -1, H, W))
+
+
+class UnfoldLocalAttention(nn.Module):
+    """The peer of ``LocalSelfAttention2d``: the usual port, which unfolds every pixel's k x k keys and values
+    (``(B, C, k*k, H*W)`` each) and adds the relative embeddings to the keys; same parameters, same border
+    masking, attention through the core's function on ``(B, heads, N, 1, k*k)`` slices."""
+
+    def __init__(self, block: nn.Module) -> None:
+        super().__init__()
+        self.block = block
+
+    def forward(self, x: Tensor) -> Tensor:
+        from vision_attn.attention import scaled_dot_product_attention
+
+        m = self.block
+        B, C, H, W = x.shape
+        nh, d, k = m.num_heads, m.head_dim, m.kernel_size
+        n, kk = H * W, k * k
+        q, key, v = m.qkv(x).chunk(3, dim=1)
+        q = q.reshape(B, nh, d, n, 1).permute(0, 1, 3, 4, 2)  # (B, heads, N, 1, d)
+
+        def unfold(t: Tensor) -> Tensor:  # (B, C, H, W) -> (B, heads, N, k*k, d)
+            return F.unfold(t, k, padding=k // 2).view(B, nh, d, kk, n).permute(0, 1, 4, 3, 2)
+
+        rel = torch.cat([m.rel_pos_h[:, :, None].expand(-1, -1, k, -1), m.rel_pos_w[:, None].expand(-1, k, -1, -1)], -1)
+        key = unfold(key) + rel.reshape(nh, 1, kk, d)
+        inside = F.unfold(torch.ones(1, 1, H, W, device=x.device, dtype=x.dtype), k, padding=k // 2) > 0  # (1, k*k, N)
+        out = scaled_dot_product_attention(q, key, unfold(v), inside.transpose(1, 2)[:, None, :, None, :], scale=d ** -0.5)
+        return m.pool(out.reshape(B, nh, n, d).permute(0, 1, 3, 2).reshape(B, C, H, W))
+
+
+def _pixel_modules(kind: str, channels: int, seed: int, device: torch.device) -> Dict[str, nn.Module]:
+    """Ours and the peer, sharing one set of parameters; the peer is checked to compute the same function."""
+    from vision_attn.layers import LocalSelfAttention2d, NonLocalBlock2d
+
+    torch.manual_seed(seed)
+    if kind == "global":
+        ours: nn.Module = NonLocalBlock2d(channels).to(device)
+        with torch.no_grad():
+            ours.gamma.fill_(1.0)  # at 0 the attention would not reach the output
+        peer: nn.Module = MaterialisingNonLocal(ours)
+    else:
+        ours = LocalSelfAttention2d(channels, kernel_size=7, num_heads=8).to(device)
+        peer = UnfoldLocalAttention(ours)
+    x = torch.randn(2, channels, 9, 13, device=device)  # odd, non-square: borders everywhere
+    with torch.no_grad():
+        torch.testing.assert_close(peer(x), ours(x), rtol=1e-4, atol=1e-4)
+    return {"ours": ours.train(), "peer": peer.train()}
+
+
+PIXEL_NAMES = {
+    "global": ("vision_attn NonLocalBlock2d (fused SDPA)", "materialised softmax(QK^T)V (SAGAN ports)"),
+    "local": ("vision_attn LocalSelfAttention2d k=7 (blocked + halo)", "unfold k x k keys/values (SASA ports)"),
+}
+
+
+def pixel_implementations(
+    kind: str, size: int, batch: int, channels: int, device: torch.device, dtype: torch.dtype, seed: int
+) -> List[Implementation]:
+    """fwd + bwd of one pixel-attention layer on ``(batch, channels, size, size)``: ours vs the peer."""
+    modules = _pixel_modules(kind, channels, seed, device)
+    bench = f"{kind} pixel attention fwd+bwd {size}x{size} (B={batch}, C={channels})"
+    torch.manual_seed(seed)
+    x = torch.randn(batch, channels, size, size, device=device, requires_grad=True)
+    grad = torch.randn(batch, channels, size, size, device=device)
+
+    def make_step(module: nn.Module) -> Callable[[], Tensor]:
+        def step() -> Tensor:
+            x.grad = None
+            module.zero_grad(set_to_none=True)
+            with autocast(device, dtype):
+                out = module(x)
+            out.backward(grad)
+            return out
+
+        return step
+
+    ours_name, peer_name = PIXEL_NAMES[kind]
+    return [
+        Implementation(bench, ours_name, make_step(modules["ours"]), ours=True),
+        Implementation(bench, peer_name, make_step(modules["peer"])),
+    ]
+
+
+def _rss_kib(field: str) -> Optional[int]:
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+    except (OSError, StopIteration, ValueError):
+        return None
+
+
+def _cpu_step_peak_mib(kind: str, which: int, size: int, batch: int, channels: int, dtype: str, seed: int, threads: int) -> float:
+    """In a fresh process: the resident memory one fwd+bwd step adds at its peak (Linux VmHWM after resetting
+    it; elsewhere the growth of ru_maxrss, a lower bound)."""
+    import gc
+    import resource
+
+    torch.set_num_threads(threads)
+    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
+    impl = pixel_implementations(kind, size, batch, channels, torch.device("cpu"), torch_dtype, seed)[which]
+    gc.collect()
+    before = _rss_kib("VmRSS")
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # resets the peak (VmHWM) to the current resident size
+        impl.step()
+        return (_rss_kib("VmHWM") - before) / 1024
+    except OSError:
+        start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        impl.step()
+        return max(0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - start) / 1024
+
+
+def _cpu_step_peak_in_child(*case) -> float:
+    """:func:`_cpu_step_peak_mib` in a fresh Python that loads this file (however this process loaded it)."""
+    import os
+    import subprocess
+
+    code = (
+        "import importlib.util, json, sys\n"
+        "spec = importlib.util.spec_from_file_location('benchmark_peak_child', sys.argv[1])\n"
+        "module = importlib.util.module_from_spec(spec)\n"
+        "sys.modules[spec.name] = module\n"
+        "spec.loader.exec_module(module)\n"
+        "print(json.dumps(module._cpu_step_peak_mib(*json.loads(sys.argv[2]))))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, os.path.abspath(__file__), json.dumps(case)], capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"peak-memory child for {case} failed:\n{proc.stderr[-2000:]}")
+    return float(proc.stdout.strip().splitlines()[-1])
+
+
+def pixel_table(rows: Sequence[Dict[str, object]]) -> str:
+    lines = [
+        "| attention | pixels | implementation | median ms | IQR ms | peer/ours time | peak MiB | peer/ours memory |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        t = "ours" if r["ours"] else f"{r['paired_peer_over_ours']:.2f}"
+        m = "ours" if r["ours"] else ("n/a" if r["memory_peer_over_ours"] is None else f"{r['memory_peer_over_ours']:.1f}")
+        peak = "n/a" if r["peak_mib"] is None else f"{r['peak_mib']:.0f}"
+        lines.append(
+            f"| {r['kind']} | {r['size']}x{r['size']} | {r['implementation']} | {r['median_ms']:.1f} | {r['iqr_ms']:.1f} | "
+            f"{t} | {peak} | {m} |"
+        )
+    return "\n".join(lines)
+
+
+def pixel(args: argparse.Namespace) -> Dict[str, object]:
+    """Global and local pixel attention, fwd+bwd time and peak memory, ours vs the naive peers; prints the table."""
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("benchmark.py pixel: --device cuda asked for, but torch.cuda.is_available() is False")
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
+    on_cuda = device.type == "cuda"
+    repeats = args.repeats if args.repeats is not None else (20 if on_cuda else 3)
+    warmup = args.warmup if args.warmup is not None else (5 if on_cuda else 1)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    seed_everything(args.seed)
+    machine = machine_info(device)
+    config = {
+        "device": str(device), "dtype": args.dtype, "repeats": repeats, "warmup": warmup, "batch": args.batch,
+        "channels": args.channels, "global_sizes": args.global_sizes, "local_sizes": args.local_sizes, "seed": args.seed,
+    }
+    cases = [("global", s) for s in args.global_sizes] * (args.only in (None, "global"))
+    cases += [("local", s) for s in args.local_sizes] * (args.only in (None, "local"))
+    rows: List[Dict[str, object]] = []
+    for kind, size in cases:
+        impls = pixel_implementations(kind, size, args.batch, args.channels, device, dtype, args.seed)
+        print(f"measuring {impls[0].benchmark} ...", file=sys.stderr, flush=True)
+        measure(impls, repeats, warmup, device)
+        group = summarize(impls)
+        del impls
+        if on_cuda:
+            torch.cuda.empty_cache()
+        else:  # each step's peak in a fresh process, so nothing measured before inflates or hides it
+            for which, row in enumerate(group):
+                row["peak_mib"] = _cpu_step_peak_in_child(
+                    kind, which, size, args.batch, args.channels, args.dtype, args.seed, torch.get_num_threads()
+                )
+        ours_peak = group[0]["peak_mib"]
+        for row in group:
+            row.update(kind=kind, size=size)
+            row["memory_peer_over_ours"] = None if row["ours"] or not ours_peak else row["peak_mib"] / ours_peak
+        rows.extend(group)
+
+    def peak(kind: str, size: int, ours: bool) -> Optional[float]:
+        return next((r["peak_mib"] for r in rows if r["kind"] == kind and r["size"] == size and r["ours"] == ours), None)
+
+    growth = []
+    for ours in (True, False):
+        sizes = sorted(s for k, s in cases if k == "local")
+        for a, b in zip(sizes, sizes[1:]):
+            pa, pb = peak("local", a, ours), peak("local", b, ours)
+            if pa and pb:
+                growth.append({"implementation": PIXEL_NAMES["local"][0 if ours else 1], "from": a, "to": b,
+                               "pixels_ratio": (b / a) ** 2, "memory_ratio": pb / pa})
+
+    where = f"{machine['gpu']}" if machine["gpu"] else f"{machine['cpu']} | {machine['torch_threads']} torch threads"
+    peak_note = ("CUDA memory a step allocates beyond what it starts with" if on_cuda else
+                 "resident memory one step adds at its peak, each measured alone in a fresh process")
+    print(
+        f"## pixel attention: {where} | torch {machine['torch']} | {device.type} {args.dtype}\n"
+        f"{repeats} interleaved repeats after {warmup} warmup; peer/ours time = median of per-repeat ratios "
+        f"(> 1: ours is faster); peak MiB = {peak_note}\n"
+    )
+    print(pixel_table(rows))
+    if growth:
+        print("\nlocal attention, peak memory as the pixels grow (linear: memory ratio ~ pixel ratio):\n")
+        print("| implementation | pixels | x pixels | x peak memory |\n| --- | --- | ---: | ---: |")
+        for g in growth:
+            print(f"| {g['implementation']} | {g['from']}^2 -> {g['to']}^2 | {g['pixels_ratio']:.0f} | {g['memory_ratio']:.2f} |")
+    result = {"machine": machine, "config": config, "results": rows, "local_memory_growth": growth}
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    return result
+
+
 # --- command line --------------------------------------------------------------------------------
 
 
@@ -320,6 +574,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's, one per core)")
     p.add_argument("--json", metavar="PATH", default=None, help="also write machine, config and results as JSON")
     p.set_defaults(func=speed)
+
+    p = sub.add_parser("pixel", help="global and local pixel attention: time and peak memory vs naive peers")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="bfloat16 = autocast")
+    p.add_argument("--repeats", type=int, default=None, help="timed repeats (default 3 on cpu, 20 on cuda)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed repeats first (default 1 on cpu, 5 on cuda)")
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--channels", type=int, default=64)
+    p.add_argument("--global-sizes", type=int, nargs="+", default=[16, 32, 64, 96], help="square map sides")
+    p.add_argument("--local-sizes", type=int, nargs="+", default=[32, 64, 128], help="square map sides")
+    p.add_argument("--only", choices=["global", "local"], default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's, one per core)")
+    p.add_argument("--json", metavar="PATH", default=None, help="also write machine, config and results as JSON")
+    p.set_defaults(func=pixel)
     return parser
 
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""The offline quickstart behind ``make demo``: train the quickstart models on the built-in synthetic
+"""The offline quickstart behind ``make demo``: train the quickstart ViT, CNN and non-local (pixel-attention)
+ResNet on the built-in synthetic
 shapes task on this CPU, test each best checkpoint, print a comparison table and write
 ``runs/demo/results.json`` as ``{"<model>": {"top1": float, "train_seconds": float, "params": int}}``.
 
@@ -16,7 +17,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from vision_attn.tasks.cli import VisionAttnCLI  # noqa: E402
 
-DEFAULT_CONFIGS = ["configs/quickstart.yaml", "configs/quickstart_resnet.yaml"]
+DEFAULT_CONFIGS = ["configs/quickstart.yaml", "configs/quickstart_resnet.yaml", "configs/quickstart_nonlocal.yaml"]
 
 
 def run_config(config: str, root: Path, overrides=()) -> dict:

@@ -13,7 +13,7 @@ import torch
 from timm.layers import trunc_normal_
 from torch import Tensor, nn
 
-from ..attention import POS_EMBED_KINDS, resample_abs_pos_embed, sine_position_grid
+from ..attention import POS_EMBED_KINDS, local_window_mask, resample_abs_pos_embed, sine_position_grid, with_prefix_tokens
 from ..layers import PatchEmbed, TransformerEncoderLayer, check_image_input
 from .registry import register_model
 
@@ -37,6 +37,9 @@ class VisionTransformer(nn.Module):
         dynamic_img_size: accept any image size divisible by the patch (learned positions are resampled on the fly).
         drop_rate: dropout before the head; pos_drop_rate: after adding positions; proj_drop_rate,
             attn_drop_rate: inside the layers; drop_path_rate: stochastic depth, linearly increasing with depth.
+        attn_window: None = global attention; an odd k restricts every patch to attend to the k x k patches
+            around it (prefix tokens such as the class token still see, and are seen by, every token): the
+            receptive field between a CNN's and global attention, on the same model and weights.
     """
 
     def __init__(
@@ -60,6 +63,7 @@ class VisionTransformer(nn.Module):
         proj_drop_rate: float = 0.0,
         attn_drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
+        attn_window: Optional[int] = None,
     ) -> None:
         super().__init__()
         if global_pool not in ("token", "avg"):
@@ -70,6 +74,8 @@ class VisionTransformer(nn.Module):
             raise ValueError(f"pos_embed must be one of {POS_EMBED_KINDS}; got {pos_embed!r}")
         if embed_dim % num_heads != 0:
             raise ValueError(f"embed_dim={embed_dim} must be divisible by num_heads={num_heads}")
+        if attn_window is not None and (not isinstance(attn_window, int) or attn_window < 1 or attn_window % 2 == 0):
+            raise ValueError(f"attn_window must be None (global) or a positive odd int (k x k patches); got attn_window={attn_window!r}")
         norm_layer = partial(nn.LayerNorm, eps=1e-6)
         self.num_classes = num_classes
         self.global_pool = global_pool
@@ -77,6 +83,7 @@ class VisionTransformer(nn.Module):
         self.num_prefix_tokens = 1 if class_token else 0
         self.pos_embed_kind = pos_embed
         self.dynamic_img_size = dynamic_img_size
+        self.attn_window = attn_window
         # Fixed or absent positions work at any grid; learned ones are tied to img_size unless dynamic.
         strict = pos_embed == "learned" and not dynamic_img_size
         self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim, strict_img_size=strict)
@@ -150,14 +157,31 @@ class VisionTransformer(nn.Module):
             x = torch.cat(prefix + [x], dim=1)
         return self.pos_drop(x)
 
+    def window_mask(self, grid: Tuple[int, int], device=None) -> Optional[Tensor]:
+        """The ``attn_window`` mask over the ``P + h*w`` tokens of a ``grid = (h, w)`` of patches (bool True = may
+        not attend), or None for global attention."""
+        if self.attn_window is None:
+            return None
+        mask = local_window_mask(grid[0], grid[1], self.attn_window, device=device)
+        return with_prefix_tokens(mask, self.num_prefix_tokens)
+
     def forward_features(self, x: Tensor, attn_mask: Optional[Tensor] = None) -> Tensor:
         """Images ``(B, C, H, W)`` -> normalised tokens ``(B, P + h*w, D)`` (class token first when present).
 
         ``attn_mask`` (bool True = may not attend) over the ``P + h*w`` tokens restricts attention, e.g.
-        :func:`vision_attn.attention.local_window_mask` padded by :func:`~vision_attn.attention.with_prefix_tokens`.
+        :func:`vision_attn.attention.local_window_mask` padded by :func:`~vision_attn.attention.with_prefix_tokens`;
+        with ``attn_window`` it is combined with the window mask.
         """
         check_image_input(x, self.in_chans, type(self).__name__)
         grid = self.patch_embed.feature_grid(x.shape[2], x.shape[3])
+        window = self.window_mask(grid, x.device)
+        if window is not None:
+            if attn_mask is None:
+                attn_mask = window
+            elif attn_mask.dtype == torch.bool:
+                attn_mask = attn_mask | window
+            else:
+                attn_mask = attn_mask.masked_fill(window, float("-inf"))
         x = self._add_positions(self.patch_embed.proj(x).flatten(2).transpose(1, 2), grid)
         for blk in self.blocks:
             x = blk(x, attn_mask=attn_mask)
@@ -246,3 +270,12 @@ def vit_tiny_patch4_32(**kwargs) -> VisionTransformer:
 def vit_small_patch4_32(**kwargs) -> VisionTransformer:
     """ViT-S width (384, 6 heads), 12 layers, 4-px patches on 32-px images."""
     return _vit(dict(img_size=32, patch_size=4, num_classes=10, embed_dim=384, depth=12, num_heads=6), **kwargs)
+
+
+@register_model
+def vit_nano_patch4_32(**kwargs) -> VisionTransformer:
+    """A CPU-sized ViT (0.5M params): width 128, 4 layers, 4 heads, MLP ratio 2, 4-px patches on 32-px images,
+    average pooling without a class token (learns faster from little data than class-token pooling)."""
+    defaults = dict(img_size=32, patch_size=4, num_classes=10, embed_dim=128, depth=4, num_heads=4, mlp_ratio=2.0,
+                    global_pool="avg", class_token=False)
+    return _vit(defaults, **kwargs)

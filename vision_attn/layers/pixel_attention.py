@@ -1,0 +1,295 @@
+"""Pixel-level self-attention: every pixel of a ``(B, C, H, W)`` feature map is a token, on the shared core.
+
+Two receptive fields, both computed by :func:`vision_attn.attention.scaled_dot_product_attention` (the fused
+kernel, forward and backward; no second softmax(QK^T)V here):
+
+* :class:`NonLocalBlock2d` - global: every pixel attends to every pixel (SAGAN / BigGAN / non-local networks).
+* :class:`LocalSelfAttention2d` - local: every pixel attends exactly to its k x k neighbourhood, with learned
+  relative row/column embeddings (stand-alone self-attention, Ramachandran et al. 2019).
+
+Both record per-pixel attention maps under :func:`vision_attn.attention.capture_attention`.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..attention import scaled_dot_product_attention
+
+__all__ = ["NonLocalBlock2d", "LocalSelfAttention2d"]
+
+
+def _check_feature_map(x: Tensor, channels: int, owner: str) -> None:
+    if not hasattr(x, "dim") or x.dim() != 4 or x.shape[1] != channels:
+        shape = tuple(x.shape) if hasattr(x, "shape") else type(x).__name__
+        raise ValueError(f"{owner} expects a feature map of shape (B, {channels}, H, W) (channels={channels}); got {shape}")
+
+
+def _check_heads(owner: str, what: str, width: int, num_heads: int) -> None:
+    if num_heads < 1:
+        raise ValueError(f"{owner}: num_heads must be >= 1; got num_heads={num_heads}")
+    if width % num_heads != 0:
+        raise ValueError(f"{owner}: {what}={width} is not divisible by num_heads={num_heads}")
+
+
+class NonLocalBlock2d(nn.Module):
+    """Global self-attention over all ``H*W`` pixels, as a residual block that starts as the identity.
+
+    ``out = x + gamma * out_proj(attention(query(x), pool(key(x)), pool(value(x))))``, with 1x1 convolutions
+    for the projections (queries and keys reduced to ``channels // reduction``, values to ``value_channels``)
+    and ``gamma`` a learnable scalar initialised to 0 (SAGAN, Zhang et al. 2019; BigGAN's layout).
+
+    Args:
+        channels: C, input and output channels; must be divisible by ``num_heads``.
+        num_heads: attention heads (SAGAN: 1).
+        reduction: queries and keys have ``channels // reduction`` channels (SAGAN / BigGAN: 8).
+        kv_pool: ``2`` max-pools keys and values 2x2 (BigGAN), so each pixel attends to ``ceil(H/2)*ceil(W/2)``
+            pooled pixels: about 4x less attention cost. ``1`` = every pixel.
+        value_channels: width of the values (default ``channels // 2``, as BigGAN).
+        scale: score scale (default ``(query channels per head) ** -0.5``; SAGAN's code uses 1).
+
+    Capture: :func:`~vision_attn.attention.capture_attention` records ``(B, num_heads, H*W, Nk)``, with
+    ``Nk = H*W`` (or the pooled key grid, row-major, with ``kv_pool``).
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        num_heads: int = 1,
+        reduction: int = 8,
+        kv_pool: int = 1,
+        value_channels: Optional[int] = None,
+        scale: Optional[float] = None,
+    ) -> None:
+        super().__init__()
+        name = type(self).__name__
+        _check_heads(name, "channels", channels, num_heads)
+        if reduction < 1 or channels % reduction != 0:
+            raise ValueError(f"{name}: channels={channels} is not divisible by reduction={reduction}")
+        qk_channels = channels // reduction
+        _check_heads(name, f"channels // reduction = {channels}//{reduction}", qk_channels, num_heads)
+        value_channels = max(1, channels // 2) if value_channels is None else value_channels
+        _check_heads(name, "value_channels", value_channels, num_heads)
+        if not isinstance(kv_pool, int) or kv_pool < 1:
+            raise ValueError(f"{name}: kv_pool must be a positive int (1 = off, 2 = BigGAN's 2x2 max-pool); got {kv_pool!r}")
+        self.channels = channels
+        self.num_heads = num_heads
+        self.kv_pool = kv_pool
+        self.scale = scale
+        self.query = nn.Conv2d(channels, qk_channels, 1, bias=False)
+        self.key = nn.Conv2d(channels, qk_channels, 1, bias=False)
+        self.value = nn.Conv2d(channels, value_channels, 1, bias=False)
+        self.out_proj = nn.Conv2d(value_channels, channels, 1, bias=False)
+        # ceil_mode: odd sizes keep their last row/column of keys.
+        self.pool = nn.MaxPool2d(kv_pool, kv_pool, ceil_mode=True) if kv_pool > 1 else nn.Identity()
+        self.gamma = nn.Parameter(torch.zeros(()))
+        # Set by capture_attention(): called with the weights (B, heads, H*W, Nk) of each forward.
+        self._capture: Optional[Callable[[Tensor], None]] = None
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, num_heads={self.num_heads}, kv_pool={self.kv_pool}"
+
+    def _heads(self, t: Tensor) -> Tensor:
+        """``(B, c, h, w)`` -> ``(B, heads, h*w, c / heads)``."""
+        B, c, h, w = t.shape
+        return t.reshape(B, self.num_heads, c // self.num_heads, h * w).transpose(-1, -2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x (B, C, H, W)`` -> ``(B, C, H, W)``; equal to ``x`` while ``gamma == 0``."""
+        _check_feature_map(x, self.channels, type(self).__name__)
+        B, _, H, W = x.shape
+        q = self._heads(self.query(x))
+        k = self._heads(self.pool(self.key(x)))
+        v = self._heads(self.pool(self.value(x)))
+        capture = self._capture
+        res = scaled_dot_product_attention(q, k, v, need_weights=capture is not None, scale=self.scale)
+        out, weights = res if capture is not None else (res, None)
+        out = out.transpose(-1, -2).reshape(B, -1, H, W)
+        if capture is not None:
+            capture(weights)
+        return x + self.gamma * self.out_proj(out)
+
+
+class LocalSelfAttention2d(nn.Module):
+    """Stand-alone local self-attention: each pixel attends exactly to its ``k x k`` neighbourhood.
+
+    For the query at pixel ``(y, x)`` and head ``h``, the logit of the key at ``(y + dy, x + dx)``,
+    ``|dy|, |dx| <= k // 2``, is ``q . (k + r[dy, dx]) / sqrt(head_dim)``, where ``r[dy, dx]`` concatenates a
+    learned row-offset embedding (first ``head_dim // 2`` channels) and a column-offset one (the rest), per
+    head (Ramachandran et al. 2019). Queries, keys and values are 1x1 convolutions; there is no output
+    projection (a SASA bottleneck's next 1x1 convolution is one). With ``stride=2`` a 2x2 average pool follows
+    the attention, as in the paper.
+
+    Borders: pixels outside the image are **masked**, not attended as zeros: a border pixel's softmax runs over
+    its in-image neighbours only. So the layer is exact (a pixel outside a query's window has no effect on it)
+    and translation-equivariant inside the image.
+
+    How (memory linear in ``H*W``; no ``(B, C, H, W, k*k)`` unfold): queries are cut into ``block_size`` x
+    ``block_size`` blocks; each block attends to its block plus a halo of ``k // 2`` pixels, through the core's
+    fused SDPA with a boolean window mask (``(blocks, 1, b*b, (b+2r)^2)``, shared by batch and heads). The
+    relative term ``q . r`` is added inside the dot product: each query is extended by its ``(b+2r)`` row and
+    ``(b+2r)`` column terms and each key by the one-hot code of its row and column in the halo block, so
+    ``q' . k' = q . k + q . r[dy, dx]`` exactly, and the fused kernel's backward carries the gradient of the
+    embeddings (a learned additive mask would fall back to the materialising kernel).
+
+    Args:
+        channels: C, input and output channels; must be divisible by ``num_heads``.
+        kernel_size: k, the window side; odd.
+        num_heads: heads; ``channels // num_heads`` must be >= 2 (a row half and a column half).
+        stride: 1, or s > 1 for an s x s average pool after the attention (output ``ceil(H/s) x ceil(W/s)``).
+        qkv_bias: bias on the query/key/value projections (SASA: none).
+        block_size: query block side b (a speed/memory trade-off only; the result does not depend on it).
+
+    Capture: :func:`~vision_attn.attention.capture_attention` records ``(B, num_heads, H*W, k*k)``: for each
+    query pixel (row-major, before any stride pooling) its weights over the window offsets
+    ``(dy, dx)``, ``dy, dx = -k//2 .. k//2``, row-major; offsets outside the image have weight 0.
+    :func:`vision_attn.attention.plot.window_weights_to_dense` turns them into ``(B, heads, H*W, H*W)`` maps.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        kernel_size: int = 7,
+        num_heads: int = 8,
+        stride: int = 1,
+        qkv_bias: bool = False,
+        block_size: int = 8,
+    ) -> None:
+        super().__init__()
+        name = type(self).__name__
+        _check_heads(name, "channels", channels, num_heads)
+        if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"{name}: kernel_size must be a positive odd int (the window is centred); got kernel_size={kernel_size!r}")
+        head_dim = channels // num_heads
+        if head_dim < 2:
+            raise ValueError(
+                f"{name}: channels // num_heads = {channels}//{num_heads} = {head_dim}; need >= 2 channels per head "
+                "(half for the row embedding, half for the column embedding)"
+            )
+        if not isinstance(stride, int) or stride < 1:
+            raise ValueError(f"{name}: stride must be a positive int; got stride={stride!r}")
+        if not isinstance(block_size, int) or block_size < 1:
+            raise ValueError(f"{name}: block_size must be a positive int; got block_size={block_size!r}")
+        self.channels = channels
+        self.kernel_size = kernel_size
+        self.num_heads = num_heads
+        self.head_dim = head_dim
+        self.stride = stride
+        self.block_size = block_size
+        self.qkv = nn.Conv2d(channels, 3 * channels, 1, bias=qkv_bias)
+        self.rel_pos_h = nn.Parameter(torch.empty(num_heads, kernel_size, head_dim // 2))
+        self.rel_pos_w = nn.Parameter(torch.empty(num_heads, kernel_size, head_dim - head_dim // 2))
+        self.pool = nn.AvgPool2d(stride, stride, ceil_mode=True) if stride > 1 else nn.Identity()
+        # Set by capture_attention(): called with the weights (B, heads, H*W, k*k) of each forward.
+        self._capture: Optional[Callable[[Tensor], None]] = None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.kaiming_normal_(self.qkv.weight, mode="fan_out", nonlinearity="relu")
+        if self.qkv.bias is not None:
+            nn.init.zeros_(self.qkv.bias)
+        # As timm's HaloNet / BoTNet relative embeddings: unit-variance logits for unit-variance queries.
+        nn.init.normal_(self.rel_pos_h, std=self.head_dim ** -0.5)
+        nn.init.normal_(self.rel_pos_w, std=self.head_dim ** -0.5)
+
+    def extra_repr(self) -> str:
+        return (f"channels={self.channels}, kernel_size={self.kernel_size}, num_heads={self.num_heads}, "
+                f"stride={self.stride}, block_size={self.block_size}")
+
+    # --- blocked layout ----------------------------------------------------------------------------------
+    def _layout(self, height: int, width: int) -> Tuple[int, int, int, int]:
+        """Block sides ``(bh, bw)`` and block counts ``(nbh, nbw)`` for an ``height x width`` map."""
+        bh, bw = min(self.block_size, height), min(self.block_size, width)
+        return bh, bw, -(-height // bh), -(-width // bw)
+
+    @staticmethod
+    def _shifted(rel: Tensor, block: int) -> Tensor:
+        """``rel (heads, k, c)`` indexed by offset -> ``(heads, block, block + k - 1, c)`` indexed by (query, halo key).
+
+        Entry ``[h, i, j]`` is ``rel[h, j - i]`` where ``0 <= j - i < k``, else 0 (those keys are masked anyway).
+        """
+        heads, k, c = rel.shape
+        j_minus_i = torch.arange(block + k - 1, device=rel.device)[None, :] - torch.arange(block, device=rel.device)[:, None]
+        inside = (j_minus_i >= 0) & (j_minus_i < k)
+        out = rel[:, j_minus_i.clamp(0, k - 1)]  # (heads, block, block + k - 1, c)
+        return out * inside[None, :, :, None].to(rel.dtype)
+
+    def _window_mask(self, height: int, width: int, device) -> Tensor:
+        """``(blocks, 1, bh*bw, Kh*Kw)`` bool, SDPA meaning (True = may attend): the key is in the query's window
+        and inside the image (queries in the padding, whose outputs are dropped, see their whole window)."""
+        r = self.kernel_size // 2
+        bh, bw, nbh, nbw = self._layout(height, width)
+
+        def axis(b: int, nb: int, size: int) -> Tuple[Tensor, Tensor, Tensor]:
+            start = torch.arange(nb, device=device)[:, None] * b
+            q = start + torch.arange(b, device=device)  # (nb, b) absolute query positions
+            k = start - r + torch.arange(b + 2 * r, device=device)  # (nb, b + 2r) absolute key positions
+            near = (k[:, None, :] - q[:, :, None]).abs() <= r  # (nb, b, b + 2r)
+            return near, (k >= 0) & (k < size), q < size
+
+        near_y, key_in_y, q_in_y = axis(bh, nbh, height)
+        near_x, key_in_x, q_in_x = axis(bw, nbw, width)
+        # index order: (by, bx, i, j, ky, kx)
+        near = near_y[:, None, :, None, :, None] & near_x[None, :, None, :, None, :]
+        key_in = key_in_y[:, None, None, None, :, None] & key_in_x[None, :, None, None, None, :]
+        q_in = q_in_y[:, None, :, None, None, None] & q_in_x[None, :, None, :, None, None]
+        allowed = near & (key_in | ~q_in)
+        return allowed.reshape(nbh * nbw, 1, bh * bw, (bh + 2 * r) * (bw + 2 * r))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x (B, C, H, W)`` -> ``(B, C, ceil(H/stride), ceil(W/stride))``."""
+        _check_feature_map(x, self.channels, type(self).__name__)
+        B, C, H, W = x.shape
+        nh, d, r = self.num_heads, self.head_dim, self.kernel_size // 2
+        bh, bw, nbh, nbw = self._layout(H, W)
+        Hp, Wp, Kh, Kw = nbh * bh, nbw * bw, bh + 2 * r, bw + 2 * r
+        nblocks = nbh * nbw
+        q, k, v = self.qkv(x).chunk(3, dim=1)
+
+        # Queries: (B, C, Hp, Wp) -> (nbh, nbw, B, heads, bh, bw, d).
+        q = F.pad(q, (0, Wp - W, 0, Hp - H)).reshape(B, nh, d, nbh, bh, nbw, bw).permute(3, 5, 0, 1, 4, 6, 2)
+        dr = d // 2
+        rows = torch.einsum("abnhijc,hikc->abnhijk", q[..., :dr], self._shifted(self.rel_pos_h, bh))
+        cols = torch.einsum("abnhijc,hjkc->abnhijk", q[..., dr:], self._shifted(self.rel_pos_w, bw))
+        q = torch.cat([q, rows, cols], dim=-1).reshape(nblocks, B * nh, bh * bw, d + Kh + Kw)
+
+        # Keys and values: each block's (bh + 2r) x (bw + 2r) halo; the zero padding is masked below.
+        kv = F.pad(torch.cat([k, v], dim=1), (r, r + Wp - W, r, r + Hp - H))
+        kv = kv.unfold(2, Kh, bh).unfold(3, Kw, bw)  # (B, 2C, nbh, nbw, Kh, Kw), a view
+        kv = kv.reshape(B, 2, nh, d, nbh, nbw, Kh, Kw).permute(1, 4, 5, 0, 2, 6, 7, 3)  # still a view
+        kv = kv.reshape(2, nblocks, B * nh, Kh * Kw, d)  # the one copy: ((b + 2r) / b)^2 x the keys and values
+        k, v = kv.unbind(0)
+        # One-hot code of each halo key's row and column: q'.k' adds the query's row and column terms.
+        code = torch.cat([
+            torch.eye(Kh, dtype=k.dtype, device=k.device).repeat_interleave(Kw, dim=0),
+            torch.eye(Kw, dtype=k.dtype, device=k.device).repeat(Kh, 1),
+        ], dim=1)  # (Kh*Kw, Kh + Kw)
+        k = torch.cat([k, code.expand(nblocks, B * nh, -1, -1)], dim=-1)
+
+        mask = self._window_mask(H, W, x.device)
+        capture = self._capture
+        res = scaled_dot_product_attention(q, k, v, mask, need_weights=capture is not None, scale=d ** -0.5)
+        out, weights = res if capture is not None else (res, None)
+        out = out.reshape(nbh, nbw, B, nh, bh, bw, d).permute(2, 3, 6, 0, 4, 1, 5).reshape(B, C, Hp, Wp)[:, :, :H, :W]
+        if capture is not None:
+            capture(self._window_weights(weights, B, H, W))
+        return self.pool(out)
+
+    def _window_weights(self, weights: Tensor, batch: int, height: int, width: int) -> Tensor:
+        """Blocked weights ``(blocks, B*heads, bh*bw, Kh*Kw)`` -> per-pixel window weights ``(B, heads, H*W, k*k)``."""
+        k = self.kernel_size
+        bh, bw, nbh, nbw = self._layout(height, width)
+        Kw = bw + k - 1
+        dev = weights.device
+        i = torch.arange(bh, device=dev).repeat_interleave(bw)  # query row in block
+        j = torch.arange(bw, device=dev).repeat(bh)  # query column in block
+        oy = torch.arange(k, device=dev).repeat_interleave(k)
+        ox = torch.arange(k, device=dev).repeat(k)
+        idx = (i[:, None] + oy[None, :]) * Kw + (j[:, None] + ox[None, :])  # (bh*bw, k*k) halo key of each offset
+        w = weights.gather(-1, idx.expand(weights.shape[0], weights.shape[1], -1, -1))
+        w = w.reshape(nbh, nbw, batch, self.num_heads, bh, bw, k * k).permute(2, 3, 0, 4, 1, 5, 6)
+        w = w.reshape(batch, self.num_heads, nbh * bh, nbw * bw, k * k)[:, :, :height, :width]
+        return w.reshape(batch, self.num_heads, height * width, k * k)
