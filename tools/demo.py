@@ -1,7 +1,6 @@
 #!/usr/bin/env python
 """The offline quickstart behind ``make demo``: train the quickstart ViT, CNN and non-local (pixel-attention)
-ResNet on the built-in synthetic
-shapes task on this CPU, test each best checkpoint, print a comparison table and write
+ResNet on the built-in synthetic shapes task on this CPU, test each best checkpoint, print a comparison table and write
 ``runs/demo/results.json`` as ``{"<model>": {"top1": float, "train_seconds": float, "params": int}}``.
 
     python tools/demo.py [--configs configs/quickstart.yaml configs/quickstart_resnet.yaml] [--output-dir runs/demo]
