@@ -23,7 +23,7 @@ from torchvision.datasets import CIFAR10, CIFAR100
 
 from .transforms import CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD, eval_transform, train_transform
 
-__all__ = ["CIFARDataModule", "stratified_subset", "TransformedSubset", "CorruptedDatasetError"]
+__all__ = ["CIFARDataModule", "SplitLoadersMixin", "stratified_subset", "TransformedSubset", "CorruptedDatasetError"]
 
 # Stream tags keep the validation hold-out and the training subset draws independent of each other.
 _SUBSET_STREAM = 1
@@ -154,7 +154,26 @@ class DatasetSpec:
     title: str
 
 
-class CIFARDataModule(pl.LightningDataModule):
+class SplitLoadersMixin:
+    """Train/val/test loaders over the ``train_set``/``val_set``/``test_set`` that ``setup()`` builds."""
+
+    def train_dataloader(self) -> DataLoader:
+        return make_loader(self._need("train_set"), self.batch_size, self.num_workers, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return make_loader(self._need("val_set"), self.batch_size, self.num_workers, train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return make_loader(self._need("test_set"), self.batch_size, self.num_workers, train=False)
+
+    def _need(self, attr: str) -> Any:
+        value = getattr(self, attr)
+        if value is None:
+            raise RuntimeError(f"{type(self).__name__}.{attr} is not built yet: call setup() first")
+        return value
+
+
+class CIFARDataModule(SplitLoadersMixin, pl.LightningDataModule):
     """CIFAR-10/100 with a fixed validation hold-out and a seeded, stratified training fraction.
 
     Args:
@@ -282,20 +301,6 @@ class CIFARDataModule(pl.LightningDataModule):
     def corrupted_hint(self) -> str:
         return f"Delete {self.dataset_dir} and download it again (download=True)."
 
-    def train_dataloader(self) -> DataLoader:
-        return make_loader(self._need("train_set"), self.batch_size, self.num_workers, train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return make_loader(self._need("val_set"), self.batch_size, self.num_workers, train=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return make_loader(self._need("test_set"), self.batch_size, self.num_workers, train=False)
-
-    def _need(self, attr: str) -> Any:
-        value = getattr(self, attr)
-        if value is None:
-            raise RuntimeError(f"{type(self).__name__}.{attr} is not built yet: call setup() first")
-        return value
 
     # ---- facts -------------------------------------------------------------------------------------------------
     @property

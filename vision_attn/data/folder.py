@@ -6,17 +6,16 @@ from typing import Optional
 
 import numpy as np
 import pytorch_lightning as pl
-from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import find_classes
 
-from .cifar import TransformedSubset, make_loader, stratified_subset
+from .cifar import SplitLoadersMixin, TransformedSubset, stratified_subset
 from .transforms import imagenet_eval_transform, imagenet_train_transform
 
 __all__ = ["ImageFolderDataModule"]
 
 
-class ImageFolderDataModule(pl.LightningDataModule):
+class ImageFolderDataModule(SplitLoadersMixin, pl.LightningDataModule):
     """torchvision ``ImageFolder`` splits with ImageNet-style albumentations transforms.
 
     Args:
@@ -110,18 +109,3 @@ class ImageFolderDataModule(pl.LightningDataModule):
         self.train_set = TransformedSubset(train_data, keep, imagenet_train_transform(self.img_size))
         self.val_set = TransformedSubset(val_data, range(len(val_data)), eval_tf)
         self.test_set = TransformedSubset(test_data, range(len(test_data)), eval_tf)
-
-    def _need(self, attr: str) -> TransformedSubset:
-        value = getattr(self, attr)
-        if value is None:
-            raise RuntimeError(f"ImageFolderDataModule.{attr} is not built yet: call setup() first")
-        return value
-
-    def train_dataloader(self) -> DataLoader:
-        return make_loader(self._need("train_set"), self.batch_size, self.num_workers, train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return make_loader(self._need("val_set"), self.batch_size, self.num_workers, train=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return make_loader(self._need("test_set"), self.batch_size, self.num_workers, train=False)
