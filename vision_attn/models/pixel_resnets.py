@@ -19,7 +19,7 @@ import timm
 from torch import nn
 
 from ..layers import LocalSelfAttention2d, NonLocalBlock2d
-from .cnn import _checked, resnet18_cifar
+from .cnn import _checked, _cifar_resnet
 from .registry import register_model
 
 __all__ = ["sasa_resnet26", "sasa_resnet50", "sasa_resnet26_cifar", "nonlocal_resnet18_cifar"]
@@ -99,8 +99,7 @@ def nonlocal_resnet18_cifar(
         stem_stride: stride of the 3x3 stem (2: layer1 works at 16x16 for 32-px images, 4x cheaper; for CPU runs).
         kwargs: as ``resnet18_cifar`` (``channels=``, ``layers=`` for smaller networks).
     """
-    model = resnet18_cifar(num_classes=num_classes, in_chans=in_chans, **kwargs)
-    model._forward_pre_hooks.clear()  # resnet18_cifar's input check; re-added below under this model's name
+    model = _cifar_resnet("nonlocal_resnet18_cifar", num_classes, in_chans, **kwargs)
     if stem_stride not in (1, 2):
         raise ValueError(f"nonlocal_resnet18_cifar: stem_stride must be 1 or 2; got stem_stride={stem_stride!r}")
     model.conv1.stride = (stem_stride, stem_stride)
@@ -110,4 +109,4 @@ def nonlocal_resnet18_cifar(
             raise ValueError(f"nonlocal_resnet18_cifar: nonlocal_stages must be among 1-4; got {tuple(nonlocal_stages)}")
         stage = getattr(model, f"layer{i}")
         stage.add_module("attn", NonLocalBlock2d(widths[f"layer{i}"], num_heads, reduction, kv_pool))
-    return _checked(model, in_chans, "nonlocal_resnet18_cifar")
+    return model
