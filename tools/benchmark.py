@@ -41,7 +41,7 @@ import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Callable, ContextManager, Dict, List, Optional, Sequence
+from typing import Callable, ContextManager, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -262,21 +262,28 @@ def vit_implementations(
     return impls
 
 
-def speed(args: argparse.Namespace) -> Dict[str, object]:
-    """Attention fwd+bwd and ViT-S/16 training step, ours vs peers; prints the table, returns the data."""
+def _prepare(args: argparse.Namespace, name: str, cuda: Tuple[int, int], cpu: Tuple[int, int]):
+    """The setup every benchmark shares: device check, dtype, (repeats, warmup) defaults per device, threads,
+    seed and machine description. Returns ``(device, dtype, repeats, warmup, machine)``."""
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("benchmark.py speed: --device cuda asked for, but torch.cuda.is_available() is False")
+        raise SystemExit(f"benchmark.py {name}: --device cuda asked for, but torch.cuda.is_available() is False")
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
-    on_cuda = device.type == "cuda"
-    repeats = args.repeats if args.repeats is not None else (50 if on_cuda else 10)
-    warmup = args.warmup if args.warmup is not None else (10 if on_cuda else 2)
-    vit_batch = args.vit_batch if args.vit_batch is not None else (64 if on_cuda else 8)
+    default_repeats, default_warmup = cuda if device.type == "cuda" else cpu
+    repeats = args.repeats if args.repeats is not None else default_repeats
+    warmup = args.warmup if args.warmup is not None else default_warmup
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     seed_everything(args.seed)
+    return device, dtype, repeats, warmup, machine_info(device)
 
-    machine = machine_info(device)
+
+def speed(args: argparse.Namespace) -> Dict[str, object]:
+    """Attention fwd+bwd and ViT-S/16 training step, ours vs peers; prints the table, returns the data."""
+    device, dtype, repeats, warmup, machine = _prepare(args, "speed", cuda=(50, 10), cpu=(10, 2))
+    on_cuda = device.type == "cuda"
+    vit_batch = args.vit_batch if args.vit_batch is not None else (64 if on_cuda else 8)
+
     config = {
         "device": str(device), "dtype": args.dtype, "repeats": repeats, "warmup": warmup,
         "attn_batch": args.attn_batch, "vit_batch": vit_batch, "vit_img_size": args.vit_img_size, "seed": args.seed,
@@ -484,17 +491,8 @@ def pixel_table(rows: Sequence[Dict[str, object]]) -> str:
 
 def pixel(args: argparse.Namespace) -> Dict[str, object]:
     """Global and local pixel attention, fwd+bwd time and peak memory, ours vs the naive peers; prints the table."""
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("benchmark.py pixel: --device cuda asked for, but torch.cuda.is_available() is False")
-    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
+    device, dtype, repeats, warmup, machine = _prepare(args, "pixel", cuda=(20, 5), cpu=(3, 1))
     on_cuda = device.type == "cuda"
-    repeats = args.repeats if args.repeats is not None else (20 if on_cuda else 3)
-    warmup = args.warmup if args.warmup is not None else (5 if on_cuda else 1)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    seed_everything(args.seed)
-    machine = machine_info(device)
     config = {
         "device": str(device), "dtype": args.dtype, "repeats": repeats, "warmup": warmup, "batch": args.batch,
         "channels": args.channels, "global_sizes": args.global_sizes, "local_sizes": args.local_sizes, "seed": args.seed,
