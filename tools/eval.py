@@ -23,11 +23,18 @@ def evaluate(config: str, ckpt: str, output_dir: str, split: str = "test", overr
     cli = VisionAttnCLI(args=["--config", config, "--trainer.logger", "false", *overrides], run=False)
     task, data, trainer = cli.model, cli.datamodule, cli.trainer
     task.load_weights(ckpt)
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    run = trainer.test if split == "test" else trainer.validate
-    (results,) = run(task, datamodule=data, verbose=False)
+    if hasattr(task, "run_evaluation"):
+        # Tasks whose metrics are not per-batch means (COCO mAP, FID) compute them themselves and may
+        # write more files (``predictions.json``) into ``out``.
+        metrics = task.run_evaluation(data, trainer, split=split, output_dir=out)
+    else:
+        run = trainer.test if split == "test" else trainer.validate
+        (results,) = run(task, datamodule=data, verbose=False)
+        metrics = {k.split("/", 1)[1]: float(v) for k, v in results.items()}
     seconds = time.perf_counter() - t0
-    metrics = {k.split("/", 1)[1]: float(v) for k, v in results.items()}
     report = {
         "config": config,
         "checkpoint": str(ckpt),
@@ -37,8 +44,6 @@ def evaluate(config: str, ckpt: str, output_dir: str, split: str = "test", overr
         "eval_seconds": round(seconds, 3),
         **metrics,
     }
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
     width = max(len(k) for k in report)
     print("\n".join(f"{k:<{width}}  {v}" for k, v in report.items()))
