@@ -1,0 +1,10 @@
+"""Floor 3: losses (DETR's Hungarian matcher and set criterion)."""
+from .matcher import HungarianMatcher
+from .set_criterion import SetCriterion
+
+__all__ = ["HungarianMatcher", "SetCriterion"]
+
+# GAN losses (SA-GAN)
+from .gan import DiffAugment, d_hinge_loss, d_nonsaturating_loss, diff_augment, g_hinge_loss, g_nonsaturating_loss, gan_losses  # noqa: E402
+
+__all__ += ["DiffAugment", "diff_augment", "d_hinge_loss", "g_hinge_loss", "d_nonsaturating_loss", "g_nonsaturating_loss", "gan_losses"]
