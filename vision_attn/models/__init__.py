@@ -1,6 +1,7 @@
 """Floor 3: models (plain nn.Modules), the registry and checkpoint loading."""
 from . import cnn, vit  # noqa: F401  (registers the models)
 from . import pixel_resnets  # noqa: F401  (registers the pixel-attention ResNets)
+from . import detr  # noqa: F401  (registers the DETR detectors)
 from .checkpoint import CheckpointError, UnsafeCheckpointError, load_pretrained, load_state_dict
 from .registry import UnknownModelError, create_model, is_model, list_models, register_model
 from .vit import VisionTransformer

@@ -1,0 +1,425 @@
+"""DETR (Carion et al. 2020, "End-to-End Object Detection with Transformers") on the shared attention core.
+
+A CNN backbone, a 1x1 projection, 2-D sine positions, an encoder-decoder transformer over learned object queries,
+a class head (``num_classes + 1``, the last one "no object") and a 3-layer box MLP. Parameter names follow
+facebookresearch/detr, so its checkpoints load by an explicit, shape-checked rename
+(:meth:`DETR.checkpoint_filter_fn`), as do Hugging Face ``DetrForObjectDetection`` state dicts.
+
+    >>> det = create_model("detr_resnet50", pretrained=DETR_CHECKPOINT_URLS["detr_resnet50"])
+    >>> out = det([img1, img2])            # ImageNet-normalised (3, H_i, W_i) tensors of any sizes
+    >>> out["pred_logits"].shape, out["pred_boxes"].shape      # (2, 100, 92), (2, 100, 4)
+"""
+from __future__ import annotations
+
+import math
+import re
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import timm
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import Tensor, nn
+from torchvision.models._utils import IntermediateLayerGetter
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+from ..attention import sine_position_encoding_2d
+from ..layers.detr_transformer import DetrTransformer
+from .checkpoint import CheckpointError
+from .registry import register_model
+
+__all__ = [
+    "DETR",
+    "DetrBackbone",
+    "MLP",
+    "DETR_CHECKPOINT_URLS",
+    "batch_images",
+    "detr_state_dict_from_official",
+    "detr_state_dict_from_hf",
+]
+
+# The official facebookresearch/detr COCO checkpoints ({"model": state_dict}, 91 classes + no-object).
+DETR_CHECKPOINT_URLS = {
+    "detr_resnet50": "https://dl.fbaipublicfiles.com/detr/detr-r50-e632da11.pth",  # 42.0 AP on val2017
+    "detr_resnet50_dc5": "https://dl.fbaipublicfiles.com/detr/detr-r50-dc5-f0fb7ef5.pth",  # 43.3 AP
+    "detr_resnet101": "https://dl.fbaipublicfiles.com/detr/detr-r101-2c7b67e5.pth",  # 43.5 AP
+}
+
+_TORCHVISION_RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+
+
+def batch_images(images: Union[Tensor, Sequence[Tensor]], mask: Optional[Tensor] = None, in_chans: int = 3) -> Tuple[Tensor, Tensor]:
+    """One padded batch and its padding mask, from a batch tensor or a list of differently sized images.
+
+    Args:
+        images: ``(B, C, H, W)``, or a list of ``(C, H_i, W_i)`` tensors (zero-padded at the bottom and right to
+            the largest height and width, as DETR does).
+        mask: ``(B, H, W)`` bool, True on padding pixels; only with a tensor ``images`` (default: no padding).
+
+    Returns:
+        ``images (B, C, H, W)`` and ``mask (B, H, W)`` bool (True = padding).
+    """
+    if isinstance(images, (list, tuple)):
+        if mask is not None:
+            raise ValueError("mask is computed from the image sizes when images is a list; pass mask=None")
+        if not images:
+            raise ValueError("images is an empty list; expected at least one (C, H, W) tensor")
+        for i, im in enumerate(images):
+            if not isinstance(im, Tensor) or im.dim() != 3 or im.shape[0] != in_chans:
+                shape = tuple(im.shape) if isinstance(im, Tensor) else type(im).__name__
+                raise ValueError(f"images[{i}] has shape {shape}; expected ({in_chans}, H, W)")
+        H = max(im.shape[1] for im in images)
+        W = max(im.shape[2] for im in images)
+        batch = images[0].new_zeros((len(images), in_chans, H, W))
+        pad = torch.ones((len(images), H, W), dtype=torch.bool, device=images[0].device)
+        for im, b, m in zip(images, batch, pad):
+            b[:, : im.shape[1], : im.shape[2]].copy_(im)
+            m[: im.shape[1], : im.shape[2]] = False
+        return batch, pad
+    if not isinstance(images, Tensor) or images.dim() != 4 or images.shape[1] != in_chans:
+        shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+        raise ValueError(f"DETR expects images of shape (B, {in_chans}, H, W) or a list of ({in_chans}, H, W) tensors; got {shape}")
+    B, _, H, W = images.shape
+    if mask is None:
+        return images, torch.zeros((B, H, W), dtype=torch.bool, device=images.device)
+    if mask.dtype != torch.bool or mask.shape != (B, H, W):
+        raise ValueError(f"mask has shape {tuple(mask.shape)} and dtype {mask.dtype}; expected bool (B, H, W)=({B}, {H}, {W}), True on padding")
+    if mask.flatten(1).all(dim=1).any():
+        raise ValueError("mask marks every pixel of an image as padding; each image needs at least one real pixel")
+    return images, mask
+
+
+class DetrBackbone(nn.Module):
+    """The CNN trunk: images to the last feature map, and the padding mask resized to it.
+
+    Args:
+        name: a torchvision ResNet (``resnet18/34/50/101/152``, the official DETR layout) or any timm CNN name
+            (through ``features_only``, last stage).
+        pretrained: load ImageNet weights (torchvision's ``IMAGENET1K_V1``, as DETR; timm's default tag); downloads.
+        dilation: dilate the last stage instead of striding it (DETR's DC5: stride 16 instead of 32).
+        freeze_bn: frozen batch norm (DETR's choice, needed for pretrained weights with small batches); False keeps
+            trainable ``BatchNorm2d`` (for a backbone trained from scratch).
+        freeze_early_layers: freeze the stem and the first stage (DETR freezes ``conv1``, ``bn1``, ``layer1``).
+    """
+
+    def __init__(
+        self,
+        name: str = "resnet50",
+        pretrained: bool = False,
+        dilation: bool = False,
+        freeze_bn: bool = True,
+        freeze_early_layers: bool = True,
+    ) -> None:
+        super().__init__()
+        self.name = name
+        if name in _TORCHVISION_RESNETS:
+            if dilation and name in ("resnet18", "resnet34"):
+                raise ValueError(f"dilation (DC5) needs a bottleneck ResNet; torchvision's {name} does not support it")
+            weights = "IMAGENET1K_V1" if pretrained else None
+            norm_layer = FrozenBatchNorm2d if freeze_bn else nn.BatchNorm2d
+            trunk = getattr(torchvision.models, name)(
+                weights=weights, replace_stride_with_dilation=[False, False, dilation], norm_layer=norm_layer
+            )
+            self.body = IntermediateLayerGetter(trunk, return_layers={"layer4": "0"})
+            self.num_channels = [m for m in trunk.layer4.modules() if isinstance(m, nn.Conv2d)][-1].out_channels
+            self.stride = 16 if dilation else 32
+            early = ("conv1", "bn1", "layer1")
+            self._timm = False
+        else:
+            kwargs = {"output_stride": 16} if dilation else {}
+            self.body = timm.create_model(name, pretrained=pretrained, features_only=True, out_indices=(-1,), **kwargs)
+            if freeze_bn:
+                self.body = timm.layers.freeze_batch_norm_2d(self.body)
+            info = self.body.feature_info
+            self.num_channels = info.channels()[-1]
+            self.stride = info.reduction()[-1]
+            # everything up to the last module at stride <= 4 (DETR's conv1/bn1/layer1 for a ResNet)
+            stem = [i["module"].replace(".", "_") for i in info.info if i["reduction"] <= 4]
+            names = list(self.body._modules)
+            early = tuple(names[: names.index(stem[-1]) + 1]) if stem and stem[-1] in names else ()
+            self._timm = True
+        if freeze_early_layers:
+            for n, p in self.body.named_parameters():
+                if n.split(".")[0] in early:
+                    p.requires_grad_(False)
+
+    def forward(self, images: Tensor, mask: Tensor) -> Tuple[Tensor, Tensor]:
+        """``images (B, 3, H, W)``, ``mask (B, H, W)`` bool -> ``features (B, C, h, w)``, ``mask (B, h, w)`` bool."""
+        out = self.body(images)
+        features = out[-1] if self._timm else out["0"]
+        # nearest resize of the pixel mask, as DETR
+        small = F.interpolate(mask[None].float(), size=features.shape[-2:]).to(torch.bool)[0]
+        return features, small
+
+
+class MLP(nn.Module):
+    """``num_layers`` linear layers with ReLU between them (DETR's box head: ``layers.0/1/2``)."""
+
+    def __init__(self, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int) -> None:
+        super().__init__()
+        dims = [input_dim] + [hidden_dim] * (num_layers - 1)
+        self.layers = nn.ModuleList(nn.Linear(n, k) for n, k in zip(dims, dims[1:] + [output_dim]))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(..., input_dim)`` -> ``(..., output_dim)``."""
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i < len(self.layers) - 1:
+                x = F.relu(x)
+        return x
+
+
+class DETR(nn.Module):
+    """The DETR detector.
+
+    Args:
+        num_classes: object classes K; the class head has ``K + 1`` outputs, the last one "no object". The official
+            COCO checkpoints use 91 (COCO's largest category id + 1).
+        num_queries: object queries Q, the most objects one image can hold (100 for COCO).
+        hidden_dim, nheads, enc_layers, dec_layers, dim_feedforward, dropout, activation, pre_norm: the
+            transformer (DETR: 256, 8, 6, 6, 2048, 0.1, relu, post-norm).
+        aux_loss: also return the predictions of every decoder layer but the last (``aux_outputs``).
+        backbone: a torchvision ResNet name or any timm CNN (see :class:`DetrBackbone`).
+        pretrained_backbone: ImageNet weights for the backbone (downloads); dilation: DC5.
+        freeze_bn, freeze_early_layers: see :class:`DetrBackbone`.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 91,
+        num_queries: int = 100,
+        hidden_dim: int = 256,
+        nheads: int = 8,
+        enc_layers: int = 6,
+        dec_layers: int = 6,
+        dim_feedforward: int = 2048,
+        dropout: float = 0.1,
+        activation: str = "relu",
+        pre_norm: bool = False,
+        aux_loss: bool = True,
+        backbone: str = "resnet50",
+        pretrained_backbone: bool = False,
+        dilation: bool = False,
+        freeze_bn: bool = True,
+        freeze_early_layers: bool = True,
+    ) -> None:
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1; got {num_classes}")
+        if num_queries < 1:
+            raise ValueError(f"num_queries must be >= 1; got {num_queries}")
+        if hidden_dim % 2 or hidden_dim % nheads:
+            raise ValueError(f"hidden_dim={hidden_dim} must be even (sine positions) and divisible by nheads={nheads}")
+        self.num_classes = num_classes
+        self.num_queries = num_queries
+        self.hidden_dim = hidden_dim
+        self.aux_loss = aux_loss
+        self.in_chans = 3
+        self.backbone = DetrBackbone(backbone, pretrained_backbone, dilation, freeze_bn, freeze_early_layers)
+        self.transformer = DetrTransformer(
+            hidden_dim, nheads, enc_layers, dec_layers, dim_feedforward, dropout, activation, pre_norm,
+            return_intermediate_dec=True,
+        )
+        self.input_proj = nn.Conv2d(self.backbone.num_channels, hidden_dim, kernel_size=1)
+        self.query_embed = nn.Embedding(num_queries, hidden_dim)
+        self.class_embed = nn.Linear(hidden_dim, num_classes + 1)
+        self.bbox_embed = MLP(hidden_dim, hidden_dim, 4, 3)
+
+    def get_classifier(self) -> nn.Module:
+        """The class head (re-initialised by ``load_pretrained`` when ``num_classes`` differs from a checkpoint's)."""
+        return self.class_embed
+
+    def feature_size(self, height: int, width: int) -> Tuple[int, int]:
+        """The feature grid ``(h, w)`` of a (padded) ``height x width`` batch: the cross-attention maps that
+        :func:`~vision_attn.capture_attention` records are ``(B, H, Q, h*w)``, row-major over this grid."""
+        s = self.backbone.stride
+        return math.ceil(height / s), math.ceil(width / s)
+
+    def forward(self, images: Union[Tensor, Sequence[Tensor]], mask: Optional[Tensor] = None) -> Dict[str, object]:
+        """Detect objects.
+
+        Args:
+            images: ``(B, 3, H, W)`` ImageNet-normalised, or a list of ``(3, H_i, W_i)`` tensors of different sizes
+                (padded inside, bottom and right).
+            mask: ``(B, H, W)`` bool, True on padding pixels (only with a tensor ``images``).
+
+        Returns:
+            a dict:
+
+            - ``pred_logits (B, Q, K + 1)``: class logits, the last index "no object";
+            - ``pred_boxes (B, Q, 4)``: sigmoid ``(cx, cy, w, h)`` normalised by each image's unpadded size;
+            - ``aux_outputs``: (with ``aux_loss``) a list of ``dec_layers - 1`` dicts with the same two keys, one
+              per decoder layer but the last.
+
+            Predictions are float32, also under autocast (the matcher and the losses need the precision).
+        """
+        x, mask = batch_images(images, mask, self.in_chans)
+        features, feature_mask = self.backbone(x, mask)
+        src = self.input_proj(features)
+        pos = sine_position_encoding_2d(~feature_mask, num_pos_feats=self.hidden_dim // 2, normalize=True).to(src.dtype)
+        hs, _ = self.transformer(src, feature_mask, self.query_embed.weight, pos)
+        logits = self.class_embed(hs).float()
+        boxes = self.bbox_embed(hs).float().sigmoid()
+        out: Dict[str, object] = {"pred_logits": logits[-1], "pred_boxes": boxes[-1]}
+        if self.aux_loss:
+            out["aux_outputs"] = [{"pred_logits": a, "pred_boxes": b} for a, b in zip(logits[:-1], boxes[:-1])]
+        return out
+
+    # --- foreign weights -------------------------------------------------------------------------
+    def checkpoint_filter_fn(self, state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        """Map an official facebookresearch/detr state dict, a Hugging Face ``DetrForObjectDetection`` one, or ours
+        onto this model, asserting every shape (the class head excepted: ``load_pretrained`` re-initialises it
+        with a warning when ``num_classes`` differs)."""
+        keys = list(state_dict)
+        if any(k.startswith("backbone.0.body.") for k in keys):
+            mapped, layout = detr_state_dict_from_official(state_dict), "official DETR"
+        elif any(k.startswith("model.backbone.") or k.startswith("class_labels_classifier.") for k in keys):
+            mapped, layout = detr_state_dict_from_hf(state_dict), "Hugging Face DETR"
+        else:
+            mapped, layout = dict(state_dict), "vision_attn DETR"
+        origin = getattr(mapped, "origin", {})
+        own = self.state_dict()
+        head = ("class_embed.weight", "class_embed.bias")
+        for k, v in mapped.items():
+            src = origin.get(k, k)
+            if k not in own:
+                raise CheckpointError(f"{layout} checkpoint key {src!r} (as {k!r}) has no counterpart in {type(self).__name__}")
+            if k not in head and v.shape != own[k].shape:
+                raise CheckpointError(
+                    f"{layout} checkpoint key {src!r} (as {k!r}) has shape {tuple(v.shape)}; "
+                    f"{type(self).__name__} expects {tuple(own[k].shape)}"
+                )
+        # frozen batch norm keeps no batch counter; a trainable one does: keep the model's own counters
+        for k, v in own.items():
+            if k.endswith("num_batches_tracked") and k not in mapped:
+                mapped[k] = v
+        return dict(mapped)
+
+
+class _MappedStateDict(dict):
+    """A mapped state dict that remembers each key's name in the source checkpoint (for error messages)."""
+
+    origin: Dict[str, str]
+
+
+def detr_state_dict_from_official(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
+    """facebookresearch/detr keys -> ours: ``backbone.0.body.*`` -> ``backbone.body.*``; every other key
+    (``transformer.*``, ``class_embed``, ``bbox_embed.layers.N``, ``query_embed``, ``input_proj``) is the same."""
+    out = _MappedStateDict()
+    out.origin = {}
+    for k, v in state_dict.items():
+        if k.startswith("backbone.0.body."):
+            new = "backbone.body." + k[len("backbone.0.body."):]
+        elif k.startswith("backbone."):
+            raise CheckpointError(f"official DETR checkpoint key {k!r}: only backbone.0.body.* is expected under backbone")
+        else:
+            new = k
+        out[new] = v
+        out.origin[new] = k
+    return out
+
+
+# Hugging Face DetrForObjectDetection -> ours, after the legacy renames below; {L} = encoder|decoder layer.
+_HF_RULES = [
+    (r"^model\.backbone\.model\.(.+)$", r"backbone.body.\1"),
+    (r"^model\.input_projection\.(weight|bias)$", r"input_proj.\1"),
+    (r"^model\.query_position_embeddings\.weight$", r"query_embed.weight"),
+    (r"^model\.decoder\.layernorm\.(weight|bias)$", r"transformer.decoder.norm.\1"),
+    (r"^class_labels_classifier\.(weight|bias)$", r"class_embed.\1"),
+    (r"^bbox_predictor\.layers\.(\d+)\.(weight|bias)$", r"bbox_embed.layers.\1.\2"),
+    (r"^model\.(encoder|decoder)\.layers\.(\d+)\.self_attn\.o_proj\.(weight|bias)$", r"transformer.\1.layers.\2.self_attn.out_proj.\3"),
+    (r"^model\.decoder\.layers\.(\d+)\.encoder_attn\.o_proj\.(weight|bias)$", r"transformer.decoder.layers.\1.multihead_attn.out_proj.\2"),
+    (r"^model\.(encoder|decoder)\.layers\.(\d+)\.self_attn_layer_norm\.(weight|bias)$", r"transformer.\1.layers.\2.norm1.\3"),
+    (r"^model\.decoder\.layers\.(\d+)\.encoder_attn_layer_norm\.(weight|bias)$", r"transformer.decoder.layers.\1.norm2.\2"),
+    (r"^model\.encoder\.layers\.(\d+)\.final_layer_norm\.(weight|bias)$", r"transformer.encoder.layers.\1.norm2.\2"),
+    (r"^model\.decoder\.layers\.(\d+)\.final_layer_norm\.(weight|bias)$", r"transformer.decoder.layers.\1.norm3.\2"),
+    (r"^model\.(encoder|decoder)\.layers\.(\d+)\.mlp\.fc1\.(weight|bias)$", r"transformer.\1.layers.\2.linear1.\3"),
+    (r"^model\.(encoder|decoder)\.layers\.(\d+)\.mlp\.fc2\.(weight|bias)$", r"transformer.\1.layers.\2.linear2.\3"),
+]
+_HF_QKV = re.compile(r"^model\.(encoder|decoder)\.layers\.(\d+)\.(self_attn|encoder_attn)\.([qkv])_proj\.(weight|bias)$")
+# transformers < 5 (and the hub's facebook/detr-* files) named a few modules differently
+_HF_LEGACY = [
+    (r"^model\.backbone\.conv_encoder\.model\.", "model.backbone.model."),
+    (r"\.out_proj\.", ".o_proj."),
+    (r"\.layers\.(\d+)\.fc([12])\.", r".layers.\1.mlp.fc\2."),
+]
+
+
+def detr_state_dict_from_hf(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
+    """Hugging Face ``DetrForObjectDetection`` keys -> ours: q/k/v projections concatenated into ``in_proj_*``,
+    ``o_proj`` -> ``out_proj``, ``encoder_attn`` -> ``multihead_attn``, the layer norms to ``norm1..3``,
+    ``model.backbone.model.*`` -> ``backbone.body.*`` (transformers 4's ``conv_encoder`` layout accepted too)."""
+    out = _MappedStateDict()
+    out.origin = {}
+    qkv: Dict[str, Dict[str, Tensor]] = {}
+    for k, v in state_dict.items():
+        name = k
+        for pat, rep in _HF_LEGACY:
+            name = re.sub(pat, rep, name)
+        if name.endswith("num_batches_tracked"):
+            continue
+        m = _HF_QKV.match(name)
+        if m:
+            part, idx, attn, which, kind = m.groups()
+            ours = "self_attn" if attn == "self_attn" else "multihead_attn"
+            target = f"transformer.{part}.layers.{idx}.{ours}.in_proj_{kind}"
+            qkv.setdefault(target, {})[which] = v
+            out.origin[target] = k.replace(f"{which}_proj", "{q,k,v}_proj")
+            continue
+        for pat, rep in _HF_RULES:
+            if re.match(pat, name):
+                new = re.sub(pat, rep, name)
+                break
+        else:
+            raise CheckpointError(f"Hugging Face DETR checkpoint key {k!r} has no counterpart in vision_attn's DETR")
+        out[new] = v
+        out.origin[new] = k
+    for target, parts in qkv.items():
+        if sorted(parts) != ["k", "q", "v"]:
+            raise CheckpointError(f"Hugging Face DETR checkpoint: {out.origin[target]} lacks {sorted({'q', 'k', 'v'} - set(parts))}")
+        out[target] = torch.cat([parts["q"], parts["k"], parts["v"]], dim=0)
+    return out
+
+
+# --- registered models ---------------------------------------------------------------------------------------
+
+
+def _detr(defaults: dict, url: Optional[str], **kwargs) -> DETR:
+    args = dict(defaults)
+    if "backbone_pretrained" in kwargs:  # the name the detection task's configs may use
+        kwargs["pretrained_backbone"] = kwargs.pop("backbone_pretrained")
+    args.update(kwargs)
+    model = DETR(**args)
+    model.pretrained_url = url  # the official checkpoint of this architecture (None: none published)
+    return model
+
+
+@register_model
+def detr_resnet50(**kwargs) -> DETR:
+    """DETR-R50 (41M params): the official COCO model, 42.0 AP with ``DETR_CHECKPOINT_URLS["detr_resnet50"]``."""
+    return _detr(dict(backbone="resnet50"), DETR_CHECKPOINT_URLS["detr_resnet50"], **kwargs)
+
+
+@register_model
+def detr_resnet50_dc5(**kwargs) -> DETR:
+    """DETR-DC5-R50: the last ResNet stage dilated (stride 16), 43.3 AP with its official checkpoint."""
+    return _detr(dict(backbone="resnet50", dilation=True), DETR_CHECKPOINT_URLS["detr_resnet50_dc5"], **kwargs)
+
+
+@register_model
+def detr_resnet101(**kwargs) -> DETR:
+    """DETR-R101 (60M params), 43.5 AP with its official checkpoint."""
+    return _detr(dict(backbone="resnet101"), DETR_CHECKPOINT_URLS["detr_resnet101"], **kwargs)
+
+
+@register_model
+def detr_resnet18_small(**kwargs) -> DETR:
+    """A CPU-sized DETR for training on small data: ResNet-18 backbone, width 128, 3 encoder and 3 decoder layers,
+    8 heads, feed-forward 512, 30 queries, no dropout. Without ``pretrained_backbone`` the backbone keeps trainable
+    batch norm and no layer is frozen (frozen batch norm would leave a from-scratch ResNet unnormalised)."""
+    pretrained = bool(kwargs.get("pretrained_backbone", kwargs.get("backbone_pretrained", False)))
+    defaults = dict(
+        backbone="resnet18", hidden_dim=128, nheads=8, enc_layers=3, dec_layers=3, dim_feedforward=512,
+        num_queries=30, dropout=0.0, freeze_bn=pretrained, freeze_early_layers=pretrained,
+    )
+    return _detr(defaults, None, **kwargs)
