@@ -419,6 +419,11 @@ class COCODataModule(pl.LightningDataModule):
         return self._labels()[0]
 
     @property
+    def category_ids(self) -> List[int]:
+        """The ids of the dataset's categories, sorted."""
+        return sorted(c["id"] for c in self._label_source()["categories"])
+
+    @property
     def category_id_to_label(self) -> Dict[int, int]:
         return {c: i for i, c in enumerate(self._labels()[0])}
 

@@ -1,0 +1,228 @@
+"""Object detection with Lightning: DETR's training loop (set criterion, AdamW with a backbone lr, clipping,
+step decay) and COCO evaluation (pycocotools) around any registered DETR."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import pytorch_lightning as pl
+import torch
+import torch.distributed as dist
+from pytorch_lightning.callbacks import ModelCheckpoint
+from torch import Tensor, nn
+
+from ..losses import HungarianMatcher, SetCriterion
+from ..metrics.coco import COCO_METRIC_NAMES, coco_evaluate, to_coco_results
+from ..models import create_model, load_pretrained
+from ..models import detr as _detr  # noqa: F401  (registers the DETR models)
+
+__all__ = ["DetectionTask"]
+
+Batch = Tuple[Tensor, Tensor, List[Dict[str, Any]]]
+
+
+class DetectionTask(pl.LightningModule):
+    """Train and evaluate a DETR from the registry on a COCO-format datamodule.
+
+    Args:
+        model: a registered DETR name (``detr_resnet50``, ``detr_resnet18_small``, ...) or an ``nn.Module``.
+        model_args: architecture options for ``create_model`` (``num_queries``, ``hidden_dim``, ``backbone``, ...).
+        num_classes: object classes (without "no object"); the CLI fills it from the datamodule.
+        pretrained: weights for ``create_model(pretrained=...)`` (e.g. the official checkpoint URL).
+        lr, lr_backbone: AdamW learning rates of the transformer/heads and of parameters named ``backbone.*``.
+        weight_decay: AdamW decay (DETR: 1e-4 on every parameter).
+        lr_drop_epochs: multiply both rates by ``lr_drop_gamma`` every this many epochs (DETR: 200 of 300);
+            None = constant.
+        warmup_steps: linear warm-up of both rates over this many optimizer steps (0 = off; DETR has none).
+        clip_max_norm: gradient clipping by global norm (DETR: 0.1; 0 = off). ``--trainer.gradient_clip_val``
+            overrides it.
+        cost_class, cost_bbox, cost_giou: Hungarian matching costs (1, 5, 2).
+        loss_ce, loss_bbox, loss_giou: loss weights (1, 5, 2); eos_coef: "no object" class weight (0.1).
+        aux_loss: losses at every decoder layer.
+        monitor: the validation number that picks ``best.ckpt`` (``AP`` or ``AP50``, ...).
+    """
+
+    def __init__(
+        self,
+        model: Union[str, nn.Module] = "detr_resnet18_small",
+        model_args: Optional[Dict[str, Any]] = None,
+        num_classes: Optional[int] = None,
+        pretrained: Optional[str] = None,
+        lr: float = 1e-4,
+        lr_backbone: float = 1e-5,
+        weight_decay: float = 1e-4,
+        lr_drop_epochs: Optional[int] = 200,
+        lr_drop_gamma: float = 0.1,
+        warmup_steps: int = 0,
+        clip_max_norm: float = 0.1,
+        cost_class: float = 1.0,
+        cost_bbox: float = 5.0,
+        cost_giou: float = 2.0,
+        loss_ce: float = 1.0,
+        loss_bbox: float = 5.0,
+        loss_giou: float = 2.0,
+        eos_coef: float = 0.1,
+        aux_loss: bool = True,
+        monitor: str = "AP50",
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["model"] if isinstance(model, nn.Module) else None)
+        if monitor not in COCO_METRIC_NAMES:
+            raise ValueError(f"monitor must be one of {COCO_METRIC_NAMES}; got {monitor!r}")
+        if isinstance(model, nn.Module):
+            self.model = model
+        else:
+            kwargs = dict(model_args or {})
+            kwargs.setdefault("aux_loss", aux_loss)
+            if num_classes is not None:
+                kwargs["num_classes"] = num_classes
+            self.model = create_model(model, pretrained=pretrained, **kwargs)
+        n = getattr(self.model, "num_classes", None) or num_classes
+        if not n:
+            raise ValueError("DetectionTask needs num_classes (or a model with a num_classes attribute)")
+        if num_classes is not None and n != num_classes:
+            raise ValueError(f"the model has {n} classes but num_classes={num_classes}")
+        self.num_classes = int(n)
+        matcher = HungarianMatcher(cost_class, cost_bbox, cost_giou)
+        weights = {"loss_ce": loss_ce, "loss_bbox": loss_bbox, "loss_giou": loss_giou}
+        self.criterion = SetCriterion(self.num_classes, matcher, eos_coef, weights, aux_loss)
+        self._predictions: Dict[int, List[Dict[str, Any]]] = {}
+
+    # --- model --------------------------------------------------------------------------------
+    def load_weights(self, source: str) -> None:
+        """Load weights (ours, a Lightning .ckpt, an official DETR or Hugging Face checkpoint; path or URL)."""
+        load_pretrained(self.model, source)
+
+    def forward(self, images: Union[Tensor, Sequence[Tensor]], mask: Optional[Tensor] = None) -> Dict[str, Any]:
+        """``images (B, 3, H, W)`` (+ ``mask (B, H, W)`` True on padding) or a list of ``(3, H_i, W_i)`` ->
+        the model's dict (``pred_logits (B, Q, K + 1)``, ``pred_boxes (B, Q, 4)``, ``aux_outputs``)."""
+        return self.model(images, mask)
+
+    # --- steps --------------------------------------------------------------------------------
+    def _losses(self, batch: Batch, stage: str) -> Tuple[Dict[str, Any], Dict[str, Tensor]]:
+        images, mask, targets = batch
+        outputs = self.model(images, mask)
+        losses = self.criterion(outputs, targets)
+        bs = len(targets)
+        on_step = stage == "train"
+        sync = stage != "train"
+        self.log(f"{stage}/loss", losses["loss"], prog_bar=True, batch_size=bs, on_step=on_step, on_epoch=True, sync_dist=sync)
+        for k in ("loss_ce", "loss_bbox", "loss_giou", "class_error", "cardinality_error"):
+            self.log(f"{stage}/{k}", losses[k], batch_size=bs, on_step=False, on_epoch=True, sync_dist=sync)
+        return outputs, losses
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        _, losses = self._losses(batch, "train")
+        if not math.isfinite(losses["loss"].item()):
+            raise FloatingPointError(f"DETR loss is {losses['loss'].item()} at step {self.global_step}: {({k: v.item() for k, v in losses.items()})}")
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False)
+        return losses["loss"]
+
+    def _collect(self, outputs: Dict[str, Any], targets: List[Dict[str, Any]]) -> None:
+        """Remember this batch's COCO results, by image id (an image repeated by a DDP sampler counts once)."""
+        dm = self.trainer.datamodule or getattr(self, "_eval_datamodule", None)
+        if not hasattr(dm, "label_to_category_id"):
+            raise RuntimeError(f"DetectionTask evaluation needs a COCO datamodule (label_to_category_id, ann_file); got {type(dm).__name__}")
+        results = to_coco_results(outputs, targets, dm.label_to_category_id, dm.category_ids)
+        for t in targets:
+            self._predictions[int(t["image_id"])] = []
+        for r in results:
+            self._predictions[r["image_id"]].append(r)
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        outputs, _ = self._losses(batch, "val")
+        self._collect(outputs, batch[2])
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        outputs, _ = self._losses(batch, "test")
+        self._collect(outputs, batch[2])
+
+    def predict_step(self, batch: Batch, batch_idx: int) -> List[Dict[str, Any]]:
+        """COCO results of the batch (original image and category ids, xywh in original pixels)."""
+        images, mask, targets = batch
+        self._collect(self.model(images, mask), targets)
+        return []
+
+    def on_validation_epoch_start(self) -> None:
+        self._predictions = {}
+
+    on_test_epoch_start = on_validation_epoch_start
+
+    def _gathered_predictions(self) -> Dict[int, List[Dict[str, Any]]]:
+        """Every process's predictions (all_gather_object under DDP), merged by image id."""
+        merged = dict(self._predictions)
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            parts: List[Any] = [None] * dist.get_world_size()
+            dist.all_gather_object(parts, self._predictions)
+            merged = {}
+            for p in parts:
+                merged.update(p)
+        return merged
+
+    def _coco_metrics(self, split_name: str) -> Dict[str, float]:
+        dm = self.trainer.datamodule
+        preds = self._gathered_predictions()
+        results = [r for image_id in sorted(preds) for r in preds[image_id]]
+        return coco_evaluate(dm.ann_file(split_name), results, image_ids=sorted(preds))
+
+    def _log_coco(self, stage: str, split_name: str) -> None:
+        if self.trainer.sanity_checking:
+            return
+        metrics = self._coco_metrics(split_name)  # every rank computes the same numbers from the same gather
+        for k, v in metrics.items():
+            self.log(f"{stage}/{k}", v, prog_bar=k == self.hparams.monitor)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_coco("val", self.trainer.datamodule.val_split)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_coco("test", self.trainer.datamodule.test_split)
+
+    # --- evaluation for tools/eval.py ------------------------------------------------------------
+    def run_evaluation(self, datamodule: pl.LightningDataModule, trainer: pl.Trainer, split: str = "test", output_dir: Union[str, Path] = ".") -> Dict[str, float]:
+        """Predict ``split`` (``"val"``/``"test"``/a split name), write ``output_dir/predictions.json`` (COCO results:
+        original image ids, original category ids, ``[x, y, w, h]`` in original pixels) and return the 12 COCO
+        numbers computed by pycocotools against the split's annotation file."""
+        name = datamodule.split_name(split)
+        self._predictions = {}
+        self._eval_datamodule = datamodule
+        trainer.predict(self, dataloaders=datamodule.split_dataloader(split), return_predictions=False)
+        preds = self._gathered_predictions()
+        results = [r for image_id in sorted(preds) for r in preds[image_id]]
+        out = Path(output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "predictions.json").write_text(json.dumps(results) + "\n")
+        metrics = coco_evaluate(datamodule.ann_file(name), results, image_ids=sorted(preds))
+        return {**metrics, "images": len(preds), "detections": len(results)}
+
+    # --- optimisation -------------------------------------------------------------------------
+    def configure_optimizers(self):
+        hp = self.hparams
+        backbone = [p for n, p in self.model.named_parameters() if n.startswith("backbone.") and p.requires_grad]
+        rest = [p for n, p in self.model.named_parameters() if not n.startswith("backbone.") and p.requires_grad]
+        groups = [{"params": rest, "lr": hp.lr}]
+        if backbone:
+            groups.append({"params": backbone, "lr": hp.lr_backbone})
+        opt = torch.optim.AdamW(groups, lr=hp.lr, weight_decay=hp.weight_decay)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else None
+        steps_per_epoch = max(1, round(total / epochs)) if epochs else total
+
+        def factor(step: int) -> float:
+            warm = min(1.0, (step + 1) / hp.warmup_steps) if hp.warmup_steps > 0 else 1.0
+            drops = step // (hp.lr_drop_epochs * steps_per_epoch) if hp.lr_drop_epochs else 0
+            return warm * hp.lr_drop_gamma**drops
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        clip = gradient_clip_val if gradient_clip_val is not None else self.hparams.clip_max_norm
+        if clip and clip > 0:
+            self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm=gradient_clip_algorithm or "norm")
+
+    def configure_callbacks(self):
+        # best.ckpt by validation COCO AP (``monitor``) and last.ckpt, under the run's log directory.
+        return [ModelCheckpoint(monitor=f"val/{self.hparams.monitor}", mode="max", filename="best", save_last=True, auto_insert_metric_name=False)]
