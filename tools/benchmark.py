@@ -5,6 +5,8 @@ Usage::
     python tools/benchmark.py speed                                   # CPU, float32: a few minutes on 2 cores
     python tools/benchmark.py speed --device cuda --dtype bfloat16 --json speed_h100.json
     python tools/benchmark.py speed --only attention --repeats 50
+    python tools/benchmark.py speed --only detr --threads 1          # DETR-R50 vs transformers' at 320x427 on CPU
+    python tools/benchmark.py speed --only detr --device cuda --dtype bfloat16   # at 800x1066
     python tools/benchmark.py pixel                                   # CPU, float32: ~10 min on 2 cores
     python tools/benchmark.py pixel --device cuda --dtype bfloat16 --json pixel_h100.json
 
@@ -15,6 +17,10 @@ Usage::
   SDPA path) vs timm's ``vision_transformer.Attention``;
 * one ViT-S/16 training step at 224 px (forward, cross-entropy, backward, AdamW step):
   ``vision_attn.create_model("vit_small_patch16_224")`` vs ``timm.create_model`` of the same name.
+
+``speed --only detr`` (only when named) times DETR-R50 inference and one training step (forward, a loss on the
+predictions, backward, AdamW) against Hugging Face ``transformers``' ``DetrForObjectDetection`` holding the same
+weights (checked to predict the same boxes), at 800x1066 on CUDA (320x427 on CPU), and prints images/s.
 
 ``pixel`` measures pixel-level self-attention, forward + backward of one layer on ``(B=4, C=64, S, S)`` maps,
 time and peak memory, ours against the naive peer with the same parameters (checked to give the same output):
@@ -262,6 +268,71 @@ def vit_implementations(
     return impls
 
 
+def detr_implementations(
+    mode: str, batch: int, size: Tuple[int, int], device: torch.device, dtype: torch.dtype, seed: int
+) -> List[Implementation]:
+    """DETR-R50 at ``size = (H, W)``, ours vs Hugging Face's ``DetrForObjectDetection`` with the same weights
+    (HF's random init mapped onto ours, checked to give the same predictions): ``mode="inference"`` (eval,
+    no_grad) or ``"train"`` (forward, a loss on the predictions, backward, AdamW step; dropout 0.1 in both,
+    including the attention dropout of the official DETR)."""
+    from transformers import DetrConfig, DetrForObjectDetection
+
+    from vision_attn.models.detr import detr_state_dict_from_hf
+
+    train = mode == "train"
+    H, W = size
+    bench = f"DETR-R50 {'train step' if train else 'inference'} (B={batch}, {H}x{W})"
+    torch.manual_seed(seed)
+    config = DetrConfig(backbone="resnet50", num_labels=91, dropout=0.1, attention_dropout=0.1)  # random init, no download
+    peer = DetrForObjectDetection(config).to(device)
+    ours = vision_attn.create_model("detr_resnet50", aux_loss=False).to(device)  # HF computes no auxiliary heads
+    ours.load_state_dict(detr_state_dict_from_hf(peer.state_dict()))
+    torch.manual_seed(seed)
+    images = torch.randn(batch, 3, H, W, device=device)
+    with torch.no_grad(), autocast(device, dtype):
+        err = (ours.eval()(images)["pred_boxes"] - peer.eval()(pixel_values=images).pred_boxes.float()).abs().max().item()
+    if dtype == torch.float32 and err > 1e-3:
+        raise RuntimeError(f"{bench}: ours and Hugging Face's DETR disagree by {err:.2e} for the same weights")
+    print(f"{bench}: same weights, max |box difference| {err:.1e}", file=sys.stderr, flush=True)
+
+    def make_step(model: nn.Module, forward: Callable[[Tensor], Tuple[Tensor, Tensor]]) -> Callable[[], Tensor]:
+        if not train:
+            model.eval()
+
+            def infer() -> Tensor:
+                with torch.no_grad(), autocast(device, dtype):
+                    return forward(images)[0]
+
+            return infer
+        model.train()
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, weight_decay=1e-4)
+
+        def step() -> Tensor:
+            optimizer.zero_grad(set_to_none=True)
+            with autocast(device, dtype):
+                logits, boxes = forward(images)
+                loss = logits.float().logsumexp(-1).mean() + boxes.float().mean()
+            loss.backward()
+            optimizer.step()
+            return logits
+
+        return step
+
+    def ours_forward(x: Tensor) -> Tuple[Tensor, Tensor]:
+        out = ours(x)
+        return out["pred_logits"], out["pred_boxes"]
+
+    def peer_forward(x: Tensor) -> Tuple[Tensor, Tensor]:
+        out = peer(pixel_values=x)
+        return out.logits, out.pred_boxes
+
+    peer_name = f"transformers DetrForObjectDetection ({peer.config._attn_implementation})"
+    return [
+        Implementation(bench, "vision_attn detr_resnet50", make_step(ours, ours_forward), ours=True),
+        Implementation(bench, peer_name, make_step(peer, peer_forward)),
+    ]
+
+
 def _prepare(args: argparse.Namespace, name: str, cuda: Tuple[int, int], cpu: Tuple[int, int]):
     """The setup every benchmark shares: device check, dtype, (repeats, warmup) defaults per device, threads,
     seed and machine description. Returns ``(device, dtype, repeats, warmup, machine)``."""
@@ -283,17 +354,24 @@ def speed(args: argparse.Namespace) -> Dict[str, object]:
     device, dtype, repeats, warmup, machine = _prepare(args, "speed", cuda=(50, 10), cpu=(10, 2))
     on_cuda = device.type == "cuda"
     vit_batch = args.vit_batch if args.vit_batch is not None else (64 if on_cuda else 8)
+    detr_batch = args.detr_batch if args.detr_batch is not None else (4 if on_cuda else 2)
+    detr_size = tuple(args.detr_size) if args.detr_size is not None else ((800, 1066) if on_cuda else (320, 427))
 
     config = {
         "device": str(device), "dtype": args.dtype, "repeats": repeats, "warmup": warmup,
         "attn_batch": args.attn_batch, "vit_batch": vit_batch, "vit_img_size": args.vit_img_size, "seed": args.seed,
     }
+    if args.only == "detr":
+        config.update(detr_batch=detr_batch, detr_size=list(detr_size))
     rows: List[Dict[str, object]] = []
     groups = []
     if args.only in (None, "attention"):
         groups.append(lambda: attention_implementations(args.attn_batch, device, dtype, args.seed))
     if args.only in (None, "vit"):
         groups.append(lambda: vit_implementations(vit_batch, args.vit_img_size, device, dtype, args.seed))
+    if args.only == "detr":  # opt-in: two DETR-R50s, minutes on a CPU
+        for mode in ("inference", "train"):
+            groups.append(lambda mode=mode: detr_implementations(mode, detr_batch, detr_size, device, dtype, args.seed))
     for build in groups:
         impls = build()
         print(f"measuring {impls[0].benchmark} ...", file=sys.stderr, flush=True)
@@ -311,6 +389,11 @@ def speed(args: argparse.Namespace) -> Dict[str, object]:
         f"(> 1: ours is faster); peak MiB = CUDA memory a step allocates beyond what it starts with\n"
     )
     print(markdown_table(rows))
+    detr_rows = [r for r in rows if r["benchmark"].startswith("DETR")]
+    for r in detr_rows:
+        r["images_per_s"] = detr_batch / r["median_ms"] * 1e3
+    if detr_rows:
+        print("\nDETR images/s: " + "; ".join(f"{r['benchmark']} {r['implementation']}: {r['images_per_s']:.2f}" for r in detr_rows))
     result = {"machine": machine, "config": config, "results": rows}
     if args.json:
         with open(args.json, "w") as f:
@@ -567,7 +650,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attn-batch", type=int, default=32)
     p.add_argument("--vit-batch", type=int, default=None, help="default 8 on cpu, 64 on cuda")
     p.add_argument("--vit-img-size", type=int, default=224, help="smaller only for smoke tests (e.g. 32)")
-    p.add_argument("--only", choices=["attention", "vit"], default=None)
+    p.add_argument("--only", choices=["attention", "vit", "detr"], default=None,
+                   help="one benchmark; detr (DETR-R50 inference and train step vs transformers') runs only when named")
+    p.add_argument("--detr-batch", type=int, default=None, help="DETR images per step (default 2 on cpu, 4 on cuda)")
+    p.add_argument("--detr-size", type=int, nargs=2, default=None, metavar=("H", "W"),
+                   help="DETR image size (default 320 427 on cpu, 800 1066 on cuda)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's, one per core)")
     p.add_argument("--json", metavar="PATH", default=None, help="also write machine, config and results as JSON")

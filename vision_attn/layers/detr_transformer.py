@@ -233,12 +233,13 @@ class DetrTransformer(nn.Module):
             if p.dim() > 1:
                 nn.init.xavier_uniform_(p)
 
-    def forward(self, src: Tensor, mask: Tensor, query_embed: Tensor, pos_embed: Tensor) -> Tuple[Tensor, Tensor]:
+    def forward(self, src: Tensor, mask: Optional[Tensor], query_embed: Tensor, pos_embed: Tensor) -> Tuple[Tensor, Tensor]:
         """Encode the image features and decode the object queries.
 
         Args:
             src: ``(B, D, h, w)`` projected backbone features.
-            mask: ``(B, h, w)`` bool, True on padding.
+            mask: ``(B, h, w)`` bool, True on padding; None when nothing is padded (lets the fused attention
+                kernels that take no mask run).
             query_embed: ``(Q, D)`` learned object queries (the decoder's query positions).
             pos_embed: ``(B, D, h, w)`` positions of the features.
 
@@ -249,7 +250,7 @@ class DetrTransformer(nn.Module):
         if src.dim() != 4 or src.shape[1] != self.d_model:
             raise ValueError(f"src has shape {tuple(src.shape)}; expected (B, D, h, w) with D={self.d_model}")
         B, D, h, w = src.shape
-        if mask.shape != (B, h, w):
+        if mask is not None and mask.shape != (B, h, w):
             raise ValueError(f"mask has shape {tuple(mask.shape)}; expected (B, h, w)=({B}, {h}, {w})")
         if pos_embed.shape != src.shape:
             raise ValueError(f"pos_embed has shape {tuple(pos_embed.shape)}; expected (B, D, h, w)={tuple(src.shape)}")
@@ -257,7 +258,7 @@ class DetrTransformer(nn.Module):
             raise ValueError(f"query_embed has shape {tuple(query_embed.shape)}; expected (Q, D) with D={D}")
         src_tokens = src.flatten(2).transpose(1, 2)
         pos = pos_embed.flatten(2).transpose(1, 2)
-        key_padding_mask = mask.flatten(1)
+        key_padding_mask = None if mask is None else mask.flatten(1)
         query_pos = query_embed.unsqueeze(0).expand(B, -1, -1)
         memory = self.encoder(src_tokens, pos=pos, key_padding_mask=key_padding_mask)
         tgt = torch.zeros_like(query_pos, dtype=memory.dtype)

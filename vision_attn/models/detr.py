@@ -257,7 +257,8 @@ class DETR(nn.Module):
         features, feature_mask = self.backbone(x, mask)
         src = self.input_proj(features)
         pos = sine_position_encoding_2d(~feature_mask, num_pos_feats=self.hidden_dim // 2, normalize=True).to(src.dtype)
-        hs, _ = self.transformer(src, feature_mask, self.query_embed.weight, pos)
+        padded = feature_mask if bool(feature_mask.any()) else None  # no mask: the fastest attention kernels
+        hs, _ = self.transformer(src, padded, self.query_embed.weight, pos)
         logits = self.class_embed(hs).float()
         boxes = self.bbox_embed(hs).float().sigmoid()
         out: Dict[str, object] = {"pred_logits": logits[-1], "pred_boxes": boxes[-1]}
