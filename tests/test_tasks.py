@@ -120,18 +120,38 @@ def test_demo_writes_results_for_each_model(tmp_path):
 
 
 @pytest.mark.slow
-def test_ddp_fit_with_two_cpu_processes_splits_the_data(tmp_path):
-    """Two DDP processes each see half of the training set: half the optimizer steps per epoch."""
-    num_train, val_split, batch = 400, 100, 50
-    cmd = [
-        sys.executable, str(REPO / "tools/train.py"), "fit", "--config", str(REPO / "configs/quickstart.yaml"),
-        *tiny_overrides(tmp_path, epochs=1, num_train=num_train),
-        "--model.init_args.model_args", TINY_VIT,
-        "--trainer.devices", "2", "--trainer.strategy", "ddp",
-    ]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    ckpt = torch.load(tmp_path / "run" / "version_0" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    per_process = (num_train - val_split) // 2
-    assert ckpt["global_step"] == per_process // batch
+def test_ddp_with_two_processes_reaches_the_weights_of_one_process_with_the_global_batch(tmp_path):
+    """2 DDP processes x batch B/2 == 1 process x batch B, step for step: each process takes every other image of the
+    (unshuffled, unaugmented) order and the gradients are averaged, so after the same optimizer steps the weights agree."""
+    num_train, val_split, global_batch = 400, 100, 100
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+
+    def fit(name, devices):
+        run = tmp_path / name
+        run.mkdir()
+        cmd = [
+            sys.executable, str(REPO / "tools/train.py"), "fit", "--config", str(REPO / "configs/quickstart.yaml"),
+            *tiny_overrides(run, epochs=1, num_train=num_train),
+            "--data.init_args.batch_size", str(global_batch // devices),
+            "--data.init_args.shuffle", "false", "--data.init_args.augment", "false",
+            "--model.init_args.model_args", TINY_VIT, "--trainer.devices", str(devices),
+            *(["--trainer.strategy", "ddp"] if devices > 1 else []),
+        ]
+        return run, subprocess.Popen(cmd, cwd=run, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    runs = [fit("ddp2", 2), fit("single", 1)]
+    ckpts = []
+    for run, proc in runs:
+        out, _ = proc.communicate(timeout=400)
+        assert proc.returncode == 0, out[-4000:]
+        ckpts.append(torch.load(run / "run" / "version_0" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True))
+    ddp, single = ckpts
+    steps = (num_train - val_split) // global_batch
+    assert ddp["global_step"] == single["global_step"] == steps  # each DDP process saw half the images per step
+    init = va.create_model("vit_nano_patch4_32", num_classes=10, **json.loads(TINY_VIT))
+    moved = 0
+    for name, w in single["state_dict"].items():
+        torch.testing.assert_close(ddp["state_dict"][name], w, rtol=1e-4, atol=1e-5, msg=lambda m: f"{name}: {m}")
+        key = name.removeprefix("model.")
+        moved += key in init.state_dict() and not torch.allclose(init.state_dict()[key], w)
+    assert moved > 10  # training changed the weights, so the agreement is not that of two untouched models

@@ -9,6 +9,9 @@ Usage::
     python tools/benchmark.py speed --only detr --device cuda --dtype bfloat16   # at 800x1066
     python tools/benchmark.py pixel                                   # CPU, float32: ~10 min on 2 cores
     python tools/benchmark.py pixel --device cuda --dtype bfloat16 --json pixel_h100.json
+    python tools/benchmark.py data-size --config configs/benchmark/data_size_quick.yaml --output-dir runs/data_size_quick
+    python tools/benchmark.py data-size --config configs/benchmark/data_size_cifar10.yaml --output-dir runs/ds_c10 \
+        --parallel-cells 8                                            # one cell per GPU
 
 ``speed`` times two things, each ours against its peers:
 
@@ -674,11 +677,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's, one per core)")
     p.add_argument("--json", metavar="PATH", default=None, help="also write machine, config and results as JSON")
     p.set_defaults(func=pixel)
+
+    p = sub.add_parser(
+        "data-size",
+        help="attention vs CNN test top-1 at varying training-set sizes (resumable sweep of Lightning fits)",
+        description="Arguments it does not know (--trainer.devices 4, --data.init_args.root /data) go to every cell's "
+        "LightningCLI.",
+    )
+    p.add_argument("--config", required=True, help="a sweep YAML, e.g. configs/benchmark/data_size_quick.yaml")
+    p.add_argument("--output-dir", required=True, help="results.csv, data_size.png, data_size.md and cells/ go here")
+    p.add_argument("--parallel-cells", type=int, default=1,
+                   help="cells run at once: one per GPU when GPUs are visible (each cell then on 1 device)")
+    p.set_defaults(func=data_size)
     return parser
 
 
+def data_size(args: argparse.Namespace) -> Dict[str, object]:
+    """The data-size sweep (``vision_attn.tasks.sweep``): cells, results.csv, data_size.png / .md."""
+    from vision_attn.tasks.sweep import run_sweep
+
+    rows = run_sweep(args.config, args.output_dir, extra_args=args.cell_args, parallel_cells=args.parallel_cells)
+    print(open(f"{args.output_dir}/data_size.md").read())
+    return {"results": rows}
+
+
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
-    args = build_parser().parse_args(argv)
+    args, rest = build_parser().parse_known_args(argv)
+    if rest and args.command != "data-size":
+        build_parser().error(f"unrecognized arguments: {' '.join(rest)}")
+    args.cell_args = rest
     return args.func(args)
 
 

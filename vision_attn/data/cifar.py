@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torchvision.datasets import CIFAR10, CIFAR100
 
 from .transforms import CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD, eval_transform, train_transform
@@ -103,12 +103,21 @@ class TransformedSubset(Dataset):
         return (self.transform(image) if self.transform is not None else image), target
 
 
-def make_loader(dataset: Dataset, batch_size: int, num_workers: int, train: bool) -> DataLoader:
-    """DataLoader with the house settings: training shuffles and drops the last partial batch."""
+def make_loader(dataset: Dataset, batch_size: int, num_workers: int, train: bool, shuffle: Optional[bool] = None) -> DataLoader:
+    """DataLoader with the house settings: training shuffles (unless ``shuffle=False``) and drops the last partial batch.
+
+    An unshuffled training loader under torch.distributed gets an unshuffled ``DistributedSampler`` here (Lightning
+    would otherwise inject a shuffling one): process ``r`` of ``W`` then takes images ``r, r + W, ...`` of the order.
+    """
+    shuffle = train if shuffle is None else shuffle
+    sampler = None
+    if train and not shuffle and torch.distributed.is_available() and torch.distributed.is_initialized():
+        sampler = DistributedSampler(dataset, shuffle=False)
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=train,
+        shuffle=shuffle if sampler is None else None,
+        sampler=sampler,
         # a subset smaller than one batch would otherwise give an empty epoch
         drop_last=train and len(dataset) >= batch_size,
         num_workers=num_workers,
@@ -158,7 +167,8 @@ class SplitLoadersMixin:
     """Train/val/test loaders over the ``train_set``/``val_set``/``test_set`` that ``setup()`` builds."""
 
     def train_dataloader(self) -> DataLoader:
-        return make_loader(self._need("train_set"), self.batch_size, self.num_workers, train=True)
+        return make_loader(self._need("train_set"), self.batch_size, self.num_workers, train=True,
+                           shuffle=getattr(self, "shuffle", True))
 
     def val_dataloader(self) -> DataLoader:
         return make_loader(self._need("val_set"), self.batch_size, self.num_workers, train=False)
@@ -186,6 +196,9 @@ class CIFARDataModule(SplitLoadersMixin, pl.LightningDataModule):
         val_split: images held out of the official train split for validation (0: validate on the test split).
         download: download the dataset in ``prepare_data`` if missing (never otherwise).
         img_size: resize images to ``img_size x img_size`` (e.g. 224 to fine-tune ImageNet models); None keeps 32.
+        augment: random crop and flip on training images (False: training images get the evaluation transform).
+        shuffle: shuffle the training images each epoch (False: a fixed order, e.g. to compare runs step by step;
+            under DDP each process then takes every world-size-th image of that order).
 
     Subclasses swap the dataset by overriding ``datasets`` (name -> :class:`DatasetSpec`) and, if the dataset class
     takes other arguments, ``load_dataset``, ``dataset_dir``, ``prepare_data`` and ``missing_hint``.
@@ -208,6 +221,8 @@ class CIFARDataModule(SplitLoadersMixin, pl.LightningDataModule):
         val_split: int = 5000,
         download: bool = False,
         img_size: Optional[int] = None,
+        augment: bool = True,
+        shuffle: bool = True,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -227,6 +242,8 @@ class CIFARDataModule(SplitLoadersMixin, pl.LightningDataModule):
         self.val_split = val_split
         self.download = download
         self.img_size = img_size
+        self.augment = augment
+        self.shuffle = shuffle
         self.train_set: Optional[TransformedSubset] = None
         self.val_set: Optional[TransformedSubset] = None
         self.test_set: Optional[TransformedSubset] = None
@@ -276,8 +293,11 @@ class CIFARDataModule(SplitLoadersMixin, pl.LightningDataModule):
         labels = np.asarray(train_data.targets)
 
         mean, std = self.spec.mean, self.spec.std
-        train_tf = train_transform(mean, std, self.img_size, crop_padding=self.input_size // 8, input_size=self.input_size)
         eval_tf = eval_transform(mean, std, self.img_size)
+        train_tf = (
+            train_transform(mean, std, self.img_size, crop_padding=self.input_size // 8, input_size=self.input_size)
+            if self.augment else eval_tf
+        )
 
         all_idx = np.arange(len(labels))
         self.val_indices = stratified_holdout(labels, self.val_split, seed=VAL_SEED) if self.val_split else []

@@ -318,7 +318,8 @@ class SyntheticShapesDataModule(CIFARDataModule):
     Args:
         root: where the generated folder goes.
         num_train, num_test, img_size, seed: generation arguments (see :func:`generate_shapes`).
-        batch_size, num_workers, train_fraction, fraction_seed, val_split: as for :class:`CIFARDataModule`.
+        batch_size, num_workers, train_fraction, fraction_seed, val_split, augment, shuffle: as for
+            :class:`CIFARDataModule`.
     """
 
     datasets = {"shapes": DatasetSpec(ShapesDataset, SHAPES_MEAN, SHAPES_STD, len(SHAPE_CLASSES), "Synthetic shapes")}
@@ -335,6 +336,8 @@ class SyntheticShapesDataModule(CIFARDataModule):
         train_fraction: float = 1.0,
         fraction_seed: int = 0,
         val_split: int = 1000,
+        augment: bool = True,
+        shuffle: bool = True,
     ):
         _check_args(num_train, num_test, img_size, seed)
         super().__init__(
@@ -347,6 +350,8 @@ class SyntheticShapesDataModule(CIFARDataModule):
             val_split=val_split,
             download=False,
             img_size=None,
+            augment=augment,
+            shuffle=shuffle,
         )
         # the base class saved its arguments merged with ours; drop the ones this class fixes
         self.save_hyperparameters(ignore=["name", "download"])

@@ -17,7 +17,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from ..models import create_model, load_pretrained
 
-__all__ = ["ClassificationTask", "param_groups_weight_decay", "warmup_cosine"]
+__all__ = ["ClassificationTask", "optimizer_steps_per_epoch", "param_groups_weight_decay", "warmup_cosine"]
 
 
 def param_groups_weight_decay(model: nn.Module, weight_decay: float) -> List[Dict[str, Any]]:
@@ -39,6 +39,18 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: flo
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def optimizer_steps_per_epoch(trainer: "pl.Trainer", total_steps: int) -> float:
+    """Optimizer steps in one epoch of this process's training loader (for epoch-denominated warm-ups).
+
+    Works whether the budget is ``max_epochs`` or ``max_steps`` (then ``total_steps`` may span many epochs);
+    falls back to ``total_steps`` when the loader has no length.
+    """
+    batches = trainer.num_training_batches
+    if batches is None or math.isinf(batches) or batches <= 0:
+        return float(total_steps)
+    return max(1.0, math.ceil(batches / max(1, trainer.accumulate_grad_batches)))
+
+
 class ClassificationTask(pl.LightningModule):
     """Train and evaluate a classifier from the registry.
 
@@ -51,6 +63,8 @@ class ClassificationTask(pl.LightningModule):
         betas: AdamW betas.
         optimizer: ``"adamw"`` or ``"sgd"`` (Nesterov, ``momentum``; the usual CIFAR ResNet recipe).
         warmup_epochs: linear warm-up length (fractions allowed); then cosine to ``min_lr_ratio * lr``.
+        warmup_steps: the warm-up in optimizer steps instead (overrides ``warmup_epochs``; the data-size sweep uses it so
+            that every training fraction warms up alike).
         label_smoothing: cross-entropy label smoothing.
         mixup_alpha, cutmix_alpha: timm's Mixup/CutMix (0 = off; the train batch size must be even).
         ema_decay: keep an exponential moving average of the weights (0 = off); when on, validation, test
@@ -69,6 +83,7 @@ class ClassificationTask(pl.LightningModule):
         optimizer: str = "adamw",
         momentum: float = 0.9,
         warmup_epochs: float = 5.0,
+        warmup_steps: Optional[int] = None,
         min_lr_ratio: float = 0.01,
         label_smoothing: float = 0.0,
         mixup_alpha: float = 0.0,
@@ -173,10 +188,13 @@ class ClassificationTask(pl.LightningModule):
             opt = torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum, nesterov=True)
         else:
             opt = torch.optim.AdamW(groups, lr=hp.lr, betas=tuple(hp.betas))
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else None
-        steps_per_epoch = total / epochs if epochs else total
-        warmup = min(total, int(round(hp.warmup_epochs * steps_per_epoch)))
+        total = max(1, int(self.trainer.estimated_stepping_batches))  # also sets up the train loader
+        steps_per_epoch = optimizer_steps_per_epoch(self.trainer, total)
+        if hp.get("warmup_steps") is not None:
+            warmup = min(total, int(hp.warmup_steps))
+        else:
+            warmup = min(total, int(round(hp.warmup_epochs * steps_per_epoch)))
+        warmup = max(1, warmup)
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda step: warmup_cosine(step, warmup, total, hp.min_lr_ratio)
         )

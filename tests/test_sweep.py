@@ -1,0 +1,158 @@
+"""The data-size sweep: its config checks, its results file (resume, torn rows), its report, and one real cell."""
+import csv
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from vision_attn.data import SyntheticShapesDataModule
+from vision_attn.tasks.sweep import (
+    RESULT_COLUMNS,
+    SweepConfigError,
+    append_result,
+    load_sweep,
+    read_results,
+    run_sweep,
+    summarize,
+    write_report,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def row(model="vit", fraction=1.0, seed=0, top1=0.5, n_train=300):
+    return {"model": model, "fraction": fraction, "seed": seed, "n_train": n_train, "top1": top1, "top5": 0.9,
+            "train_seconds": 1.5, "images_per_second": 100.0, "devices": 1}
+
+
+def write_sweep(path: Path, body: str) -> Path:
+    path.write_text(body)
+    return path
+
+
+def test_shipped_sweeps_parse_and_name_existing_configs():
+    for name in ("data_size_quick", "data_size_cifar10", "data_size_cifar100", "data_size_transfer"):
+        spec = load_sweep(REPO / "configs" / "benchmark" / f"{name}.yaml")
+        assert spec.steps >= 1 and spec.fractions == sorted(spec.fractions)
+        assert all(Path(m["config"]).is_file() for m in spec.models.values())
+        assert len(spec.cells()) == len(spec.models) * len(spec.fractions) * len(spec.seeds)
+    cifar = load_sweep(REPO / "configs/benchmark/data_size_cifar10.yaml")
+    assert cifar.fractions == [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0] and cifar.seeds == [0, 1, 2]
+
+
+@pytest.mark.parametrize(
+    "body, words",
+    [
+        ("fractions: [0.5]\nbudget: {steps: 3}\n", "missing 'models'"),
+        ("models: {a: {config: configs/quickstart.yaml}}\nfractions: [0, 1]\nbudget: {steps: 3}\n", "(0, 1]"),
+        ("models: {a: {config: configs/quickstart.yaml}}\nfractions: [1]\nbudget: {epochs: 3}\n", "{steps: N}"),
+        ("models: {a: {config: nowhere.yaml}}\nfractions: [1]\nbudget: {steps: 3}\n", "nowhere.yaml not found"),
+        ("models: {a: {config: configs/quickstart.yaml}}\nfractions: [1]\nbudget: {steps: 3}\nseed: [1]\n", "unknown keys"),
+        ("models: [\n", "not valid YAML"),
+    ],
+)
+def test_bad_sweep_configs_name_the_file_and_the_problem(tmp_path, monkeypatch, body, words):
+    monkeypatch.chdir(REPO)
+    path = write_sweep(tmp_path / "bad.yaml", body)
+    with pytest.raises(SweepConfigError) as err:
+        load_sweep(path)
+    assert str(path) in str(err.value) and words in str(err.value)
+
+
+def test_results_file_keeps_finished_rows_and_drops_only_a_torn_last_row(tmp_path):
+    path = tmp_path / "results.csv"
+    append_result(path, row("vit", 0.1))
+    append_result(path, row("cnn", 0.1))
+    good = path.read_text()
+    path.write_text(good + "vit,1,0,30")  # killed while appending: no newline
+    rows = read_results(path)
+    assert [(r["model"], r["fraction"]) for r in rows] == [("vit", 0.1), ("cnn", 0.1)]
+    assert path.read_text() == good  # the torn row is gone, the finished ones kept byte for byte
+    assert next(csv.reader([good.splitlines()[0]])) == list(RESULT_COLUMNS)
+
+    path.write_text(good.replace("cnn,0.1", "cnn,zero"))  # a broken row in the middle is not silently dropped
+    with pytest.raises(ValueError, match=r"results.csv, line 3"):
+        read_results(path)
+    assert "cnn,zero" in path.read_text()
+
+
+def test_report_has_a_line_per_model_with_the_seed_spread(tmp_path):
+    for seed, (v, c) in enumerate([(0.30, 0.50), (0.40, 0.60)]):
+        append_result(tmp_path / "results.csv", row("vit", 0.1, seed, v, 30))
+        append_result(tmp_path / "results.csv", row("cnn", 0.1, seed, c, 30))
+    append_result(tmp_path / "results.csv", row("vit", 1.0, 0, 0.9))
+    append_result(tmp_path / "results.csv", row("cnn", 1.0, 0, 0.8))
+    md, png = write_report(tmp_path)
+    summary = summarize(read_results(tmp_path / "results.csv"))
+    assert list(summary) == ["vit", "cnn"]  # the sweep's order
+    vit01 = summary["vit"][0]
+    assert vit01["top1"] == pytest.approx(0.35) and (vit01["top1_min"], vit01["top1_max"]) == (0.30, 0.40)
+    assert vit01["seeds"] == 2 and vit01["n_train"] == 30
+    text = md.read_text()
+    assert "| vit | 35.0 ± 7.1 (n=2) | 90.0 ± 0.0 (n=1) |" in text
+    assert "0.1: -20.0, 1: +10.0" in text  # the attention - CNN gap, by fraction
+    assert png.stat().st_size > 10_000 and png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_sweep_runs_missing_cells_only_and_appends_a_full_row(tmp_path, monkeypatch):
+    """A rerun skips what results.csv has (the resume after a kill); the cell that runs is a real fit."""
+    monkeypatch.chdir(REPO)
+    data = tmp_path / "data"
+    sweep = write_sweep(tmp_path / "tiny.yaml", f"""
+fractions: [0.25, 1.0]
+seeds: [3]
+budget: {{steps: 3}}
+args: [--data.init_args.root={data}, --data.init_args.num_train=400, --data.init_args.num_test=100,
+       --data.init_args.val_split=100, --data.init_args.batch_size=50, --model.init_args.warmup_steps=1,
+       --trainer.enable_progress_bar=false]
+models:
+  vit:
+    config: configs/quickstart.yaml
+    args: ['--model.init_args.model_args={{"embed_dim": 16, "depth": 1, "num_heads": 2}}']
+""")
+    out = tmp_path / "out"
+    out.mkdir()
+    append_result(out / "results.csv", row("vit", 1.0, 3, 0.123))  # finished before the "kill"
+    with open(out / "results.csv", "a") as f:
+        f.write("vit,0.25,3,7")  # the row being written when the sweep was killed
+    logs = []
+    rows = run_sweep(sweep, out, log=logs.append)
+    assert "1 already in" in logs[0] and "1 to run" in logs[0]
+    assert [(r["model"], r["fraction"], r["seed"]) for r in rows] == [("vit", 1.0, 3), ("vit", 0.25, 3)]
+    assert rows[0]["top1"] == 0.123  # the finished cell was not rerun
+    new = rows[1]
+    dm = SyntheticShapesDataModule(root=str(data), num_train=400, num_test=100, val_split=100, train_fraction=0.25,
+                                   fraction_seed=3)
+    dm.setup()
+    # the stratified fraction of the 300 non-validation images (to within one image per class)
+    assert new["n_train"] == dm.n_train and abs(dm.n_train - 75) <= 10
+    assert 0.0 <= new["top1"] <= new["top5"] <= 1.0 and new["devices"] == 1
+    assert new["train_seconds"] > 0 and new["images_per_second"] > 0
+    cell = out / "cells" / "vit" / "f0.25-s3"
+    ckpt_dir = next(cell.glob("version_*/checkpoints"))
+    assert (ckpt_dir / "last.ckpt").is_file()
+    metrics = list(csv.DictReader(open(next(cell.glob("version_*/metrics.csv")))))
+    assert max(int(m["step"]) for m in metrics) <= 3  # the equal-steps budget, not epochs
+    assert (out / "data_size.png").is_file() and "| vit |" in (out / "data_size.md").read_text()
+
+    logs.clear()
+    assert run_sweep(sweep, out, log=logs.append) == rows  # nothing left to run
+    assert "0 to run" in logs[0]
+
+
+def test_failed_cells_are_reported_after_the_others_ran(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    sweep = write_sweep(tmp_path / "bad_model.yaml", """
+fractions: [1.0]
+budget: {steps: 1}
+models:
+  nope:
+    config: configs/quickstart.yaml
+    args: [--model.init_args.model=vit_does_not_exist]
+""")
+    with pytest.raises(RuntimeError, match=r"1 cell\(s\) failed.*nope/f1-s0.*cell.log"):
+        run_sweep(sweep, tmp_path / "out", python=sys.executable, log=lambda *_: None)
+    log = (tmp_path / "out" / "cells" / "nope" / "f1-s0" / "cell.log").read_text()
+    assert "vit_does_not_exist" in log
+    assert not (tmp_path / "out" / "results.csv").exists()
