@@ -338,31 +338,31 @@ class SAGAN(nn.Module):
         return torch.cat(out).float() if out else z.new_zeros(0, 3, self.img_size, self.img_size)
 
 
-def _build(img_size, g_mults, d_mults, g_attn_res, d_attn_res, num_classes=0, ch=64, g_ch=None, d_ch=None, **kwargs) -> SAGAN:
-    """``ch`` sets both widths; ``g_ch`` / ``d_ch`` override one side; other kwargs go to :class:`SAGAN`."""
-    kwargs.setdefault("g_mults", g_mults)
-    kwargs.setdefault("d_mults", d_mults)
-    kwargs.setdefault("g_attn_res", g_attn_res)
-    kwargs.setdefault("d_attn_res", d_attn_res)
-    return SAGAN(img_size=img_size, num_classes=num_classes, g_ch=g_ch or ch, d_ch=d_ch or ch, **kwargs)
+def _build(img_size: int, defaults: dict, num_classes: int = 0, ch: int = 64, g_ch: Optional[int] = None,
+           d_ch: Optional[int] = None, **kwargs) -> SAGAN:
+    """``ch`` sets both widths; ``g_ch`` / ``d_ch`` override one side; other kwargs (overriding ``defaults``) go to
+    :class:`SAGAN`."""
+    return SAGAN(img_size=img_size, num_classes=num_classes, g_ch=g_ch or ch, d_ch=d_ch or ch, **{**defaults, **kwargs})
 
 
 @register_model
 def sagan_32(num_classes: int = 0, **kwargs) -> SAGAN:
     """CIFAR-size SA-GAN (BigGAN's CIFAR layout: 256-wide G and D at ``ch=64``; attention at 16 x 16 in G, 8 x 8 in D)."""
-    kwargs.setdefault("d_downsample", (True, True, False, False))
-    return _build(32, (4, 4, 4, 4), (4, 4, 4, 4), 16, 8, num_classes=num_classes, **kwargs)
+    defaults = dict(g_mults=(4, 4, 4, 4), d_mults=(4, 4, 4, 4), d_downsample=(True, True, False, False), g_attn_res=16, d_attn_res=8)
+    return _build(32, defaults, num_classes, **kwargs)
 
 
 @register_model
 def sagan_64(num_classes: int = 0, **kwargs) -> SAGAN:
     """64 x 64 SA-GAN: G widths ``16,16,8,4,2 x ch``, D ``1,2,4,8,16 x ch``, attention at 32 x 32 in both."""
-    return _build(64, (16, 16, 8, 4, 2), (1, 2, 4, 8, 16), 32, 32, num_classes=num_classes, **kwargs)
+    defaults = dict(g_mults=(16, 16, 8, 4, 2), d_mults=(1, 2, 4, 8, 16), g_attn_res=32, d_attn_res=32)
+    return _build(64, defaults, num_classes, **kwargs)
 
 
 @register_model
 def sagan_128(num_classes: int = 1000, **kwargs) -> SAGAN:
     """The paper's ImageNet 128 x 128 SA-GAN (``ch=64``): G ``16,16,8,4,2,1 x ch``, D ``1,2,4,8,16,16 x ch``
     (the last D block keeps 4 x 4), attention at 32 x 32 in G and D."""
-    kwargs.setdefault("d_downsample", (True, True, True, True, True, False))
-    return _build(128, (16, 16, 8, 4, 2, 1), (1, 2, 4, 8, 16, 16), 32, 32, num_classes=num_classes, **kwargs)
+    defaults = dict(g_mults=(16, 16, 8, 4, 2, 1), d_mults=(1, 2, 4, 8, 16, 16), d_downsample=(True,) * 5 + (False,),
+                    g_attn_res=32, d_attn_res=32)
+    return _build(128, defaults, num_classes, **kwargs)
