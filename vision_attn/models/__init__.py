@@ -2,6 +2,7 @@
 from . import cnn, vit  # noqa: F401  (registers the models)
 from . import pixel_resnets  # noqa: F401  (registers the pixel-attention ResNets)
 from . import detr  # noqa: F401  (registers the DETR detectors)
+from . import sagan  # noqa: F401  (registers the SA-GANs)
 from .checkpoint import CheckpointError, UnsafeCheckpointError, load_pretrained, load_state_dict
 from .registry import UnknownModelError, create_model, is_model, list_models, register_model
 from .vit import VisionTransformer

@@ -1,4 +1,5 @@
 """Floor 4: LightningModules, the only place Lightning trains."""
 from .classification import ClassificationTask
+from .generation import GenerationTask  # noqa: F401
 
 __all__ = ["ClassificationTask"]
