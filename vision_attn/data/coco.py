@@ -15,6 +15,7 @@ needed by the official checkpoints, whose class head has 91 + 1 outputs).
 """
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -362,6 +363,12 @@ class COCODataModule(pl.LightningDataModule):
     ):
         super().__init__()
         self.save_hyperparameters()
+        # the options, kept apart from hparams (a subclass saves its own arguments there)
+        self.opts = argparse.Namespace(
+            batch_size=batch_size, val_batch_size=val_batch_size, num_workers=num_workers, scales=list(scales),
+            max_size=max_size, val_size=val_size, random_crop=random_crop, crop_scales=list(crop_scales),
+            crop_size=tuple(crop_size), label_mapping=label_mapping,
+        )
         if label_mapping not in ("contiguous", "category_id"):
             raise ValueError(f"label_mapping must be 'contiguous' or 'category_id'; got {label_mapping!r}")
         if batch_size < 1:
@@ -400,11 +407,11 @@ class COCODataModule(pl.LightningDataModule):
     def _labels(self) -> Tuple[List[int], List[str]]:
         if self._mapping is None:
             self.prepare_data()
-            self._mapping = _category_mapping(self._label_source()["categories"], self.hparams.label_mapping)
+            self._mapping = _category_mapping(self._label_source()["categories"], self.opts.label_mapping)
             if self._num_classes is not None and self._num_classes != len(self._mapping[0]):
                 raise ValueError(
                     f"num_classes={self._num_classes} but {self.root} has {len(self._mapping[0])} labels "
-                    f"with label_mapping={self.hparams.label_mapping!r}"
+                    f"with label_mapping={self.opts.label_mapping!r}"
                 )
         return self._mapping
 
@@ -434,11 +441,11 @@ class COCODataModule(pl.LightningDataModule):
 
     # --- Lightning ------------------------------------------------------------------------------
     def train_transform(self) -> A.Compose:
-        hp = self.hparams
+        hp = self.opts
         return detr_train_transform(hp.scales, hp.max_size, hp.random_crop, hp.crop_scales, tuple(hp.crop_size))
 
     def eval_transform(self) -> A.Compose:
-        return detr_eval_transform(self.hparams.val_size, self.hparams.max_size)
+        return detr_eval_transform(self.opts.val_size, self.opts.max_size)
 
     def dataset(self, split: str, train: bool = False) -> COCODetection:
         """The dataset of ``split`` with the training or evaluation transform (cached)."""
@@ -463,23 +470,23 @@ class COCODataModule(pl.LightningDataModule):
             self.dataset(self.test_split)
 
     def _loader(self, ds: Dataset, shuffle: bool, batch_size: int) -> DataLoader:
-        nw = self.hparams.num_workers
+        nw = self.opts.num_workers
         return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=nw, collate_fn=detection_collate,
                           drop_last=shuffle, persistent_workers=nw > 0, pin_memory=torch.cuda.is_available())
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.dataset(self.train_split, train=True), True, self.hparams.batch_size)
+        return self._loader(self.dataset(self.train_split, train=True), True, self.opts.batch_size)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.dataset(self.val_split), False, self.hparams.val_batch_size or self.hparams.batch_size)
+        return self._loader(self.dataset(self.val_split), False, self.opts.val_batch_size or self.opts.batch_size)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.dataset(self.test_split), False, self.hparams.val_batch_size or self.hparams.batch_size)
+        return self._loader(self.dataset(self.test_split), False, self.opts.val_batch_size or self.opts.batch_size)
 
     def split_dataloader(self, split: str) -> DataLoader:
         """Evaluation loader of ``"train"``/``"val"``/``"test"`` (the configured split names)."""
         name = {"train": self.train_split, "val": self.val_split, "test": self.test_split}.get(split, split)
-        return self._loader(self.dataset(name), False, self.hparams.val_batch_size or self.hparams.batch_size)
+        return self._loader(self.dataset(name), False, self.opts.val_batch_size or self.opts.batch_size)
 
     def split_name(self, split: str) -> str:
         return {"train": self.train_split, "val": self.val_split, "test": self.test_split}.get(split, split)
