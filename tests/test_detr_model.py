@@ -345,3 +345,27 @@ def test_backbones_dc5_freezing_and_timm():
     assert out["pred_boxes"].shape == (1, 30, 4)
     with pytest.raises(ValueError, match="dilation"):
         va.create_model("detr_resnet18_small", dilation=True)
+
+
+def test_benchmark_times_ours_against_hugging_face_with_the_same_weights():
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("transformers")
+    path = Path(__file__).resolve().parents[1] / "tools" / "benchmark.py"
+    spec = importlib.util.spec_from_file_location("vision_attn_tools_benchmark_detr", path)
+    tool = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = tool  # dataclasses look their module up there
+    spec.loader.exec_module(tool)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        impls = tool.detr_implementations("inference", 1, (64, 96), torch.device("cpu"), torch.float32, seed=0)
+        tool.measure(impls, repeats=1, warmup=0, device=torch.device("cpu"))  # checks both give (1, 100, 92)
+    finally:
+        torch.set_num_threads(threads)
+    rows = tool.summarize(impls)
+    assert [r["ours"] for r in rows] == [True, False]
+    assert rows[1]["implementation"].startswith("transformers DetrForObjectDetection")
+    assert rows[1]["peer_over_ours"] > 0
