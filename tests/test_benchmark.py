@@ -90,3 +90,28 @@ def test_outputs_of_different_shape_are_refused(tool):
     ]
     with pytest.raises(RuntimeError, match="peer gives output"):
         tool.measure(impls, repeats=1, warmup=0, device=torch.device("cpu"))
+
+
+def test_models_benchmark_compares_with_timm_where_it_has_the_model_and_reports_mfu(tool):
+    out = io.StringIO()
+    threads = torch.get_num_threads()
+    try:
+        with contextlib.redirect_stdout(out):
+            data = tool.main(["speed", "--only", "models", "--models", "resnet18", "vit_nano_patch4_32", "--models-batch", "1",
+                              "--repeats", "1", "--warmup", "0", "--threads", "1", "--peak-tflops", "1"])
+    finally:
+        torch.set_num_threads(threads)
+    rows = {(r["benchmark"].split(" (")[0], r["implementation"]): r for r in data["results"]}
+    assert set(rows) == {
+        ("resnet18 train", "vision_attn resnet18"), ("resnet18 train", "timm resnet18"),
+        ("resnet18 inference", "vision_attn resnet18"), ("resnet18 inference", "timm resnet18"),
+        ("vit_nano_patch4_32 train", "vision_attn vit_nano_patch4_32"),  # timm has no such model: ours alone
+        ("vit_nano_patch4_32 inference", "vision_attn vit_nano_patch4_32"),
+    }
+    ours = rows[("resnet18 train", "vision_attn resnet18")]
+    # resnet18 at 224 px: 1.8 GMACs = 3.6 GFLOPs forward per image, backward ~2x that
+    assert 3 * 3.0e9 < ours["train_step_flops"] < 3 * 4.4e9
+    assert ours["mfu"] == pytest.approx(ours["train_step_flops"] / (ours["median_ms"] / 1e3) / 1e12)
+    assert ours["images_per_s"] == pytest.approx(1e3 / ours["median_ms"])
+    printed = out.getvalue()
+    assert "| resnet18 | train |" in printed and "| vit_nano_patch4_32 | inference |" in printed

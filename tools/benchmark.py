@@ -7,6 +7,7 @@ Usage::
     python tools/benchmark.py speed --only attention --repeats 50
     python tools/benchmark.py speed --only detr --threads 1          # DETR-R50 vs transformers' at 320x427 on CPU
     python tools/benchmark.py speed --only detr --device cuda --dtype bfloat16   # at 800x1066
+    python tools/benchmark.py speed --only models --models 'vit_*' resnet50 --device cuda --dtype bfloat16 --compile
     python tools/benchmark.py pixel                                   # CPU, float32: ~10 min on 2 cores
     python tools/benchmark.py pixel --device cuda --dtype bfloat16 --json pixel_h100.json
     python tools/benchmark.py data-size --config configs/benchmark/data_size_quick.yaml --output-dir runs/data_size_quick
@@ -24,6 +25,11 @@ Usage::
 ``speed --only detr`` (only when named) times DETR-R50 inference and one training step (forward, a loss on the
 predictions, backward, AdamW) against Hugging Face ``transformers``' ``DetrForObjectDetection`` holding the same
 weights (checked to predict the same boxes), at 800x1066 on CUDA (320x427 on CPU), and prints images/s.
+
+``speed --only models [--models 'vit_*' resnet50] [--compile] [--channels-last]`` (only when named) times a
+training step and inference of every registered classifier (or those matching) against timm's model of the same
+name where timm has one, prints images/s, peak CUDA memory, and the MFU of our training step (FLOPs counted by
+torch's FlopCounterMode, against ``--peak-tflops``, 989 by default on CUDA in bf16 = H100 dense bf16).
 
 ``pixel`` measures pixel-level self-attention, forward + backward of one layer on ``(B=4, C=64, S, S)`` maps,
 time and peak memory, ours against the naive peer with the same parameters (checked to give the same output):
@@ -336,6 +342,72 @@ def detr_implementations(
     ]
 
 
+def model_input_size(name: str) -> int:
+    """The image side a registered classifier is built for: 32 for the CIFAR-sized ones, else 224."""
+    return 32 if name.endswith("_32") or "cifar" in name else 224
+
+
+def model_implementations(
+    name: str, mode: str, batch: int, device: torch.device, dtype: torch.dtype, seed: int,
+    compile_models: bool = False, channels_last: bool = False,
+) -> List[Implementation]:
+    """One registered classifier, a training step (forward, cross-entropy, backward, AdamW) or inference (no grad):
+    ours vs ``timm.create_model`` of the same name when timm has it (then same init seed), else ours alone."""
+    import timm
+
+    size = model_input_size(name)
+    bench = f"{name} {mode} (B={batch}, {size}px)"
+    torch.manual_seed(seed)
+    images = torch.randn(batch, 3, size, size, device=device)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    labels = torch.randint(0, 10, (batch,), device=device)
+    builders = [(f"vision_attn {name}", lambda: vision_attn.create_model(name, num_classes=10), True)]
+    if timm.list_models(name):
+        builders.append((f"timm {name}", lambda: timm.create_model(name, pretrained=False, num_classes=10), False))
+    impls = []
+    for label, build, ours in builders:
+        torch.manual_seed(seed)
+        model = build().to(device).train(mode == "train")
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        fwd = torch.compile(model) if compile_models else model
+        if mode == "train":
+            optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05)
+
+            def step(fwd: nn.Module = fwd, optimizer: torch.optim.Optimizer = optimizer) -> Tensor:
+                optimizer.zero_grad(set_to_none=True)
+                with autocast(device, dtype):
+                    logits = fwd(images)
+                    loss = F.cross_entropy(logits, labels)
+                loss.backward()
+                optimizer.step()
+                return logits
+        else:
+            def step(fwd: nn.Module = fwd) -> Tensor:
+                with torch.inference_mode(), autocast(device, dtype):
+                    return fwd(images)
+
+        impls.append(Implementation(bench, label, step, ours=ours))
+    return impls
+
+
+def train_step_flops(name: str, batch: int, device: torch.device, dtype: torch.dtype) -> int:
+    """FLOPs of one training step of a registered classifier (forward + backward, counted by torch's FlopCounterMode:
+    matmuls, convolutions and attention kernels; the optimizer's elementwise work is not counted, as usual for MFU)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    size = model_input_size(name)
+    model = vision_attn.create_model(name, num_classes=10).to(device).train()
+    images = torch.randn(batch, 3, size, size, device=device)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        with autocast(device, dtype):
+            loss = model(images).float().logsumexp(-1).mean()
+        loss.backward()
+    return int(counter.get_total_flops())
+
+
 def _prepare(args: argparse.Namespace, name: str, cuda: Tuple[int, int], cpu: Tuple[int, int]):
     """The setup every benchmark shares: device check, dtype, (repeats, warmup) defaults per device, threads,
     seed and machine description. Returns ``(device, dtype, repeats, warmup, machine)``."""
@@ -375,6 +447,18 @@ def speed(args: argparse.Namespace) -> Dict[str, object]:
     if args.only == "detr":  # opt-in: two DETR-R50s, minutes on a CPU
         for mode in ("inference", "train"):
             groups.append(lambda mode=mode: detr_implementations(mode, detr_batch, detr_size, device, dtype, args.seed))
+    model_names: List[str] = []
+    if args.only == "models":  # opt-in: every registered classifier (or --models patterns), train and inference
+        model_batch = args.models_batch if args.models_batch is not None else (128 if on_cuda else 8)
+        model_names = sorted({n for pat in args.models for n in vision_attn.list_models(pat)}
+                             - set(vision_attn.list_models("detr_*")) - set(vision_attn.list_models("sagan_*")))
+        if not model_names:
+            raise SystemExit(f"benchmark.py speed: no registered classifier matches --models {' '.join(args.models)}")
+        config.update(models=model_names, models_batch=model_batch, compile=args.compile, channels_last=args.channels_last)
+        for name in model_names:
+            for mode in ("train", "inference"):
+                groups.append(lambda name=name, mode=mode: model_implementations(
+                    name, mode, model_batch, device, dtype, args.seed, args.compile, args.channels_last))
     for build in groups:
         impls = build()
         print(f"measuring {impls[0].benchmark} ...", file=sys.stderr, flush=True)
@@ -397,11 +481,48 @@ def speed(args: argparse.Namespace) -> Dict[str, object]:
         r["images_per_s"] = detr_batch / r["median_ms"] * 1e3
     if detr_rows:
         print("\nDETR images/s: " + "; ".join(f"{r['benchmark']} {r['implementation']}: {r['images_per_s']:.2f}" for r in detr_rows))
+    if model_names:
+        print("\n" + models_table(rows, model_names, config["models_batch"], device, dtype, args.peak_tflops))
     result = {"machine": machine, "config": config, "results": rows}
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
     return result
+
+
+def models_table(
+    rows: List[Dict[str, object]], names: Sequence[str], batch: int, device: torch.device, dtype: torch.dtype,
+    peak_tflops: Optional[float],
+) -> str:
+    """Per model: train and inference images/s and peak memory, ours and timm's, and MFU of our training step.
+    Adds ``images_per_s`` (and ``mfu``) to ``rows``."""
+    if peak_tflops is None and device.type == "cuda" and dtype == torch.bfloat16:
+        peak_tflops = 989.0  # H100 SXM dense bf16
+    lines = ["| model | mode | ours img/s | timm img/s | timm/ours time | ours peak MiB | MFU |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for name in names:
+        for mode in ("train", "inference"):
+            group = [r for r in rows if r["benchmark"].startswith(f"{name} {mode} ")]
+            if not group:
+                continue
+            for r in group:
+                r["images_per_s"] = batch / r["median_ms"] * 1e3
+            ours = next(r for r in group if r["ours"])
+            peer = next((r for r in group if not r["ours"]), None)
+            mfu = ""
+            if mode == "train" and peak_tflops:
+                flops = train_step_flops(name, batch, device, dtype)
+                ours["train_step_flops"] = flops
+                ours["mfu"] = flops / (ours["median_ms"] / 1e3) / (peak_tflops * 1e12)
+                mfu = f"{100 * ours['mfu']:.1f}%"
+            peak = "n/a" if ours["peak_mib"] is None else f"{ours['peak_mib']:.0f}"
+            lines.append(
+                f"| {name} | {mode} | {ours['images_per_s']:.1f} | "
+                + (f"{peer['images_per_s']:.1f} | {peer['peer_over_ours']:.2f}" if peer else "- | -")
+                + f" | {peak} | {mfu} |"
+            )
+    note = f"MFU against {peak_tflops} TFLOP/s" if peak_tflops else "MFU: pass --peak-tflops (default 989 on cuda bf16)"
+    return f"per-model images/s (B={batch}); {note}\n" + "\n".join(lines)
 
 
 # --- pixel attention -----------------------------------------------------------------------------
@@ -653,8 +774,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attn-batch", type=int, default=32)
     p.add_argument("--vit-batch", type=int, default=None, help="default 8 on cpu, 64 on cuda")
     p.add_argument("--vit-img-size", type=int, default=224, help="smaller only for smoke tests (e.g. 32)")
-    p.add_argument("--only", choices=["attention", "vit", "detr"], default=None,
-                   help="one benchmark; detr (DETR-R50 inference and train step vs transformers') runs only when named")
+    p.add_argument("--only", choices=["attention", "vit", "detr", "models"], default=None,
+                   help="one benchmark; detr (DETR-R50 inference and train step vs transformers') and models (every "
+                   "registered classifier vs timm's) run only when named")
+    p.add_argument("--models", nargs="+", default=["*"], help="with --only models: registry patterns (default all)")
+    p.add_argument("--models-batch", type=int, default=None, help="with --only models: default 8 on cpu, 128 on cuda")
+    p.add_argument("--compile", action="store_true", help="with --only models: torch.compile ours and timm's")
+    p.add_argument("--channels-last", action="store_true", help="with --only models: channels-last images and weights")
+    p.add_argument("--peak-tflops", type=float, default=None,
+                   help="accelerator peak for MFU (default 989 = H100 dense bf16 when --device cuda --dtype bfloat16)")
     p.add_argument("--detr-batch", type=int, default=None, help="DETR images per step (default 2 on cpu, 4 on cuda)")
     p.add_argument("--detr-size", type=int, nargs=2, default=None, metavar=("H", "W"),
                    help="DETR image size (default 320 427 on cpu, 800 1066 on cuda)")
