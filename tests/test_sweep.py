@@ -156,3 +156,29 @@ models:
     log = (tmp_path / "out" / "cells" / "nope" / "f1-s0" / "cell.log").read_text()
     assert "vit_does_not_exist" in log
     assert not (tmp_path / "out" / "results.csv").exists()
+
+
+def test_cells_finished_elsewhere_are_collected_and_print_cells_lists_the_rest(tmp_path, monkeypatch):
+    """Cells run as cluster jobs (from --print-cells) leave result.json; the next sweep run collects them."""
+    monkeypatch.chdir(REPO)
+    sweep = write_sweep(tmp_path / "s.yaml", """
+fractions: [0.5, 1.0]
+budget: {steps: 7}
+models:
+  cnn: {config: configs/quickstart_resnet.yaml}
+""")
+    out = tmp_path / "out"
+    logs = []
+    commands = run_sweep(sweep, out, extra_args=["--trainer.num_nodes", "2"], print_cells=True, log=logs.append)
+    assert len(commands) == 2 and logs == commands and not (out / "results.csv").exists()
+    assert "--trainer.max_steps 7" in commands[0] and "--trainer.num_nodes 2" in commands[0]
+    assert "--data.init_args.train_fraction 0.5" in commands[0] and "cnn/f0.5-s0/result.json" in commands[0]
+
+    for fraction in ("0.5", "1"):  # what the jobs leave behind
+        cell = out / "cells" / "cnn" / f"f{fraction}-s0"
+        cell.mkdir(parents=True)
+        (cell / "result.json").write_text(json.dumps({**row("cnn", fraction, 0, 0.7), "fraction": fraction}))
+    rows = run_sweep(sweep, out, log=logs.append)
+    assert [(r["model"], r["fraction"], r["top1"]) for r in rows] == [("cnn", 0.5, 0.7), ("cnn", 1.0, 0.7)]
+    assert "2 collected from cells/" in logs[-1] and "0 to run" in logs[-1]
+    assert run_sweep(sweep, out, print_cells=True, log=lambda *_: None) == []

@@ -816,6 +816,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", required=True, help="results.csv, data_size.png, data_size.md and cells/ go here")
     p.add_argument("--parallel-cells", type=int, default=1,
                    help="cells run at once: one per GPU when GPUs are visible (each cell then on 1 device)")
+    p.add_argument("--print-cells", action="store_true",
+                   help="run nothing: print the command of every cell still to run (to submit as cluster jobs); a "
+                   "later run collects their results")
     p.set_defaults(func=data_size)
     return parser
 
@@ -824,6 +827,8 @@ def data_size(args: argparse.Namespace) -> Dict[str, object]:
     """The data-size sweep (``vision_attn.tasks.sweep``): cells, results.csv, data_size.png / .md."""
     from vision_attn.tasks.sweep import run_sweep
 
+    if args.print_cells:
+        return {"commands": run_sweep(args.config, args.output_dir, extra_args=args.cell_args, print_cells=True)}
     rows = run_sweep(args.config, args.output_dir, extra_args=args.cell_args, parallel_cells=args.parallel_cells)
     print(open(f"{args.output_dir}/data_size.md").read())
     return {"results": rows}

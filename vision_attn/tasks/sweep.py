@@ -24,6 +24,10 @@ of ``results.csv``: one row is appended and fsynced when a cell finishes, so kil
 the cells running; a rerun skips the cells already in ``results.csv``. ``data_size.png`` (top-1 vs number of
 training images, log x, one line per model with the seed spread) and ``data_size.md`` are rewritten from
 ``results.csv`` after every cell.
+
+Clusters: ``print_cells`` (``--print-cells``) prints each remaining cell's command instead of running it, to submit
+as jobs (e.g. ``srun`` with ``--trainer.num_nodes``); a cell leaves its row in its ``result.json``, and the next run
+of the sweep collects those into ``results.csv`` before running what is still missing.
 """
 from __future__ import annotations
 
@@ -319,6 +323,29 @@ def cell_cli_args(spec: SweepSpec, cell: SweepCell, cell_dir: Path, extra: Seque
     ]
 
 
+def cell_command(spec: SweepSpec, cell: SweepCell, out: Path, extra: Sequence[str] = (), python: str = sys.executable) -> List[str]:
+    """The command that runs one cell and leaves its row in ``out/cells/<model>/f<fraction>-s<seed>/result.json``."""
+    cell_dir = out.resolve() / "cells" / cell.dirname
+    return [python, "-m", "vision_attn.tasks.sweep", "cell", "--result", str(cell_dir / "result.json"),
+            "--model-label", cell.model, "--fraction", fraction_key(cell.fraction), "--seed", str(cell.seed), "--",
+            *cell_cli_args(spec, cell, cell_dir, extra)]
+
+
+def _quote(arg: str) -> str:
+    import shlex
+
+    return shlex.quote(arg)
+
+
+def _finished_row(path: Path) -> Optional[Dict[str, Any]]:
+    """The row a finished cell left in its result.json, or None when there is none (or it is unreadable)."""
+    try:
+        row = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return row if isinstance(row, dict) and set(row) == set(RESULT_COLUMNS) else None
+
+
 def run_sweep(
     config: str | os.PathLike,
     output_dir: str | os.PathLike,
@@ -326,17 +353,35 @@ def run_sweep(
     parallel_cells: int = 1,
     python: str = sys.executable,
     log=print,
-) -> List[Dict[str, Any]]:
+    print_cells: bool = False,
+) -> List[Any]:
     """Run every cell of a sweep not yet in ``output_dir/results.csv``; returns all rows. Raises RuntimeError
-    naming the failed cells (and their logs) after running all the others."""
+    naming the failed cells (and their logs) after running all the others.
+
+    Cells that finished elsewhere (their ``result.json`` exists, e.g. run as cluster jobs) are collected into
+    ``results.csv`` instead of run. ``print_cells=True`` runs nothing: it logs and returns the command of every
+    cell still to run, one line each (to submit as jobs, e.g. under ``srun`` for multi-node DDP cells)."""
     spec = load_sweep(config)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     results = out / "results.csv"
     done = {(r["model"], fraction_key(r["fraction"]), r["seed"]) for r in read_results(results)}
     todo = [c for c in spec.cells() if c.key not in done]
-    log(f"sweep {spec.path}: {len(spec.cells())} cells, {len(done)} already in {results}, {len(todo)} to run"
-        f" ({parallel_cells} at a time)")
+    # cells that finished without reaching results.csv (run as separate jobs, or the sweep was killed just then)
+    collected = 0
+    for cell in list(todo):
+        row = _finished_row(out / "cells" / cell.dirname / "result.json")
+        if row is not None:
+            append_result(results, row)
+            todo.remove(cell)
+            collected += 1
+    if print_cells:
+        commands = [" ".join(_quote(a) for a in cell_command(spec, c, out, extra_args, python)) for c in todo]
+        for line in commands:
+            log(line)
+        return commands
+    log(f"sweep {spec.path}: {len(spec.cells())} cells, {len(done) + collected} already in {results}"
+        f"{f' ({collected} collected from cells/)' if collected else ''}, {len(todo)} to run ({parallel_cells} at a time)")
     if parallel_cells < 1:
         raise ValueError(f"parallel_cells must be >= 1; got {parallel_cells}")
     slots = _device_slots(parallel_cells)
@@ -351,9 +396,7 @@ def run_sweep(
             cell_dir.mkdir(parents=True, exist_ok=True)
             result_file = cell_dir / "result.json"
             result_file.unlink(missing_ok=True)
-            cmd = [python, "-m", "vision_attn.tasks.sweep", "cell", "--result", str(result_file), "--model-label", cell.model,
-                   "--fraction", fraction_key(cell.fraction), "--seed", str(cell.seed), "--",
-                   *cell_cli_args(spec, cell, cell_dir, extra_args)]
+            cmd = cell_command(spec, cell, out, extra_args, python)
             logf = open(cell_dir / "cell.log", "w")
             logf.write(" ".join(cmd) + "\n\n")
             logf.flush()
