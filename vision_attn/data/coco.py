@@ -407,7 +407,11 @@ class COCODataModule(pl.LightningDataModule):
     def _labels(self) -> Tuple[List[int], List[str]]:
         if self._mapping is None:
             self.prepare_data()
-            self._mapping = _category_mapping(self._label_source()["categories"], self.opts.label_mapping)
+            ids, names = _category_mapping(self._label_source()["categories"], self.opts.label_mapping)
+            if self.opts.label_mapping == "category_id" and self._num_classes is not None and self._num_classes > len(ids):
+                # label = category id: a larger head (COCO's 91) just has labels no category uses
+                ids, names = list(range(self._num_classes)), names + [""] * (self._num_classes - len(ids))
+            self._mapping = (ids, names)
             if self._num_classes is not None and self._num_classes != len(self._mapping[0]):
                 raise ValueError(
                     f"num_classes={self._num_classes} but {self.root} has {len(self._mapping[0])} labels "
