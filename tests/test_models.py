@@ -222,3 +222,17 @@ def test_lightning_checkpoint_loads_and_prefers_ema_weights(tmp_path):
     a = va.create_model("vit_tiny_patch4_32", depth=1, pretrained=str(tmp_path / "plain.ckpt"))
     b = va.create_model("vit_tiny_patch4_32", depth=1, pretrained=str(tmp_path / "ema.ckpt"))
     assert torch.equal(a.pos_embed, src.pos_embed) and torch.equal(b.pos_embed, ema.pos_embed)
+
+
+def test_training_checkpoints_with_their_args_load_and_pretrained_true_needs_published_weights(tmp_path):
+    """DETR-style training checkpoints carry {"model": weights, "args": argparse.Namespace}: they load (the Namespace
+    only holds values); pretrained=True means the model's published URL, and a model without one says so."""
+    import argparse
+
+    model = va.create_model("vit_nano_patch4_32", num_classes=10)
+    path = tmp_path / "train.pth"
+    torch.save({"model": model.state_dict(), "args": argparse.Namespace(lr=1e-4, backbone="resnet50"), "epoch": 3}, path)
+    loaded = va.create_model("vit_nano_patch4_32", num_classes=10, pretrained=str(path))
+    assert torch.equal(loaded.pos_embed, model.pos_embed)
+    with pytest.raises(ValueError, match="'vit_nano_patch4_32' has no default pretrained weights"):
+        va.create_model("vit_nano_patch4_32", pretrained=True)

@@ -1,6 +1,7 @@
 """Reading checkpoints safely, and the single place where foreign weights are adapted to our models."""
 from __future__ import annotations
 
+import argparse
 import hashlib
 import logging
 import os
@@ -89,7 +90,10 @@ def _read(path: Path) -> object:
         except (SafetensorError, OSError, ValueError) as e:
             raise CheckpointError(f"{path}: not a readable safetensors file (truncated or foreign?): {e}") from None
     try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
+        # argparse.Namespace: training checkpoints (DETR's among them) store their command-line args; unpickling one
+        # only sets attributes, so it is allowed beside tensors and plain containers.
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         msg = str(e)
         found = re.search(r"unsupported GLOBAL:? ?(\S+)|Unsupported global: GLOBAL (\S+)", msg, re.IGNORECASE)

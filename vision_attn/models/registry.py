@@ -37,7 +37,7 @@ def is_model(name: str) -> bool:
 
 def create_model(
     name: str,
-    pretrained: Optional[Union[str, Path]] = None,
+    pretrained: Optional[Union[str, Path, bool]] = None,
     num_classes: Optional[int] = None,
     **kwargs,
 ) -> nn.Module:
@@ -46,7 +46,8 @@ def create_model(
     Args:
         name: a name from :func:`list_models`.
         pretrained: path or URL of a checkpoint: ours (state dict or Lightning ``.ckpt``) or a timm /
-            torchvision state dict (``.pth``, ``.bin``, ``.safetensors``). Positions are resampled when
+            torchvision state dict (``.pth``, ``.bin``, ``.safetensors``), or an official DETR checkpoint; ``True``:
+            the model's published weights (its ``pretrained_url``; DETR's official ones). Positions are resampled when
             ``img_size`` differs; the head is re-initialised (with a warning) when ``num_classes`` differs.
         num_classes: classifier outputs (default: the factory's).
         **kwargs: architecture options of the factory (``img_size``, ``drop_path_rate``, ...).
@@ -64,6 +65,13 @@ def create_model(
         if "unexpected keyword argument" not in str(e):
             raise
         raise TypeError(f"model {name!r} takes no argument {str(e).rsplit(' ', 1)[-1]} ({e})") from None
+    if pretrained is True:  # the model's published weights (e.g. the official DETR checkpoints)
+        url = getattr(model, "pretrained_url", None)
+        if not url:
+            raise ValueError(
+                f"model {name!r} has no default pretrained weights; pass pretrained=PATH_OR_URL of a checkpoint"
+            )
+        pretrained = url
     if pretrained:
         from .checkpoint import load_pretrained
 
