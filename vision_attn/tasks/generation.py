@@ -239,11 +239,13 @@ class GenerationTask(pl.LightningModule):
 
     def write_samples(self) -> Optional[Path]:
         """Write the grid as ``<log_dir>/samples/step_XXXXXX.png`` and a TensorBoard image (rank 0 only)."""
-        if self._trainer is None or not self.trainer.is_global_zero:
+        if self._trainer is None:
+            return None
+        root = Path(self.trainer.log_dir or self.trainer.default_root_dir)  # a broadcast under DDP: every rank asks
+        if not self.trainer.is_global_zero:
             return None
         with torch.autocast(self.device.type, enabled=False):
             images = self.sample_grid_images()
-        root = Path(self.trainer.log_dir or self.trainer.default_root_dir)
         path = save_image_grid(images, root / "samples" / f"step_{self.g_steps:06d}.png",
                                nrow=self.num_classes if self.num_classes and self.hparams.n_samples % self.num_classes == 0 and self.num_classes <= 16 else None)
         for logger in self.loggers:
