@@ -352,7 +352,7 @@ def run_sweep(
     extra_args: Sequence[str] = (),
     parallel_cells: int = 1,
     python: str = sys.executable,
-    log=print,
+    log=None,
     print_cells: bool = False,
 ) -> List[Any]:
     """Run every cell of a sweep not yet in ``output_dir/results.csv``; returns all rows. Raises RuntimeError
@@ -361,6 +361,7 @@ def run_sweep(
     Cells that finished elsewhere (their ``result.json`` exists, e.g. run as cluster jobs) are collected into
     ``results.csv`` instead of run. ``print_cells=True`` runs nothing: it logs and returns the command of every
     cell still to run, one line each (to submit as jobs, e.g. under ``srun`` for multi-node DDP cells)."""
+    log = log or (lambda msg: print(msg, flush=True))
     spec = load_sweep(config)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
