@@ -105,8 +105,21 @@ def test_sample_uses_the_ema_generator_and_is_deterministic_with_a_generator():
     m.eval()
     assert torch.allclose(a, m.generator_ema(z, torch.arange(4)), atol=1e-6)
     assert not torch.allclose(a, m.generator(z, torch.arange(4)), atol=1e-3)
-    m.update_ema(0.0)  # decay 0: the EMA copies G
+    m.update_ema(0.0)  # decay 0: the EMA copies G's weights (its BN statistics are its own; here both untouched)
     assert torch.allclose(m.sample(4, generator=torch.Generator().manual_seed(3)), m.generator(z, torch.arange(4)), atol=1e-6)
+
+
+def test_ema_keeps_its_own_batchnorm_statistics():
+    m = tiny()
+    bn_g, bn_ema = m.generator.out_bn, m.generator_ema.out_bn
+    m.generator(torch.randn(8, 16), torch.arange(8))  # moves G's running statistics only
+    m.update_ema(0.9, torch.randn(8, 16), torch.arange(8))
+    assert not torch.equal(bn_ema.running_mean, bn_g.running_mean) and bn_ema.num_batches_tracked == 1
+    m.recompute_ema_statistics(n_batches=3, batch_size=4, generator=torch.Generator().manual_seed(0))
+    first = bn_ema.running_var.clone()
+    m.recompute_ema_statistics(n_batches=3, batch_size=4, generator=torch.Generator().manual_seed(0))
+    # same noise, same statistics (up to the spectral-norm vectors, which power-iterate in train mode)
+    assert torch.allclose(first, bn_ema.running_var, rtol=1e-3) and bn_ema.num_batches_tracked == 3 and bn_ema.momentum == 0.1
 
 
 def test_truncation_bounds_the_noise():
@@ -256,7 +269,7 @@ def test_sample_tool_and_evaluation_with_a_small_extractor(tmp_path):
     ckpt = tmp_path / "run" / "version_0" / "checkpoints" / "last.ckpt"
     overrides = ["--model.init_args.model_args", TINY_JSON, *shapes_args(tmp_path)]
     res = sample_tool.main(["--config", str(REPO / "configs/sagan_shapes.yaml"), "--ckpt", str(ckpt), "--n", "10",
-                            "--truncation", "1.0", "--out", str(tmp_path / "grid.png"), "--attention-out",
+                            "--truncation", "1.0", "--standing-stats", "2", "--out", str(tmp_path / "grid.png"), "--attention-out",
                             str(tmp_path / "attn.png"), "--query-pixels", "4,4", "20,28", *overrides])
     for key in ("grid", "attention"):
         assert Path(res[key]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

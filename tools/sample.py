@@ -37,12 +37,14 @@ def _pixel(text: str):
 
 
 def sample(config: str, ckpt: str, out: str, n: int = 64, labels=None, truncation=None, seed: int = 0, nrow=None,
-           attention_out=None, query_pixels=None, attention_index: int = 0, overrides=()) -> dict:
+           attention_out=None, query_pixels=None, attention_index: int = 0, standing_stats: int = 0, overrides=()) -> dict:
     """Write the grid (and the attention PNG); return ``{"grid": path, "attention": path or None, "labels": [...]}``."""
     cli = VisionAttnCLI(args=["--config", config, "--trainer.logger", "false", *overrides], run=False)
     task = cli.model
     task.load_weights(ckpt)
     model = task.model.eval()
+    if standing_stats:
+        model.recompute_ema_statistics(standing_stats, generator=torch.Generator().manual_seed(seed + 1))
     if labels is not None and len(labels) == 1:
         labels = labels[0]
     y = model.make_labels(n, labels)
@@ -88,6 +90,8 @@ def main(argv=None) -> dict:
     p.add_argument("--attention-out", default=None, help="also draw the generator's attention maps into this PNG")
     p.add_argument("--query-pixels", type=_pixel, nargs="+", default=None, help="image pixels 'y,x' to draw attention for")
     p.add_argument("--attention-index", type=int, default=0, help="which sample's attention to draw")
+    p.add_argument("--standing-stats", type=int, default=0, metavar="N",
+                   help="re-estimate the generator's BatchNorm statistics over N random batches first (BigGAN)")
     args, overrides = p.parse_known_args(argv)
     if not os.path.isfile(args.config):
         p.error(f"config {args.config} does not exist")
@@ -96,7 +100,7 @@ def main(argv=None) -> dict:
     if args.truncation is not None and args.truncation <= 0:
         p.error(f"--truncation must be > 0; got {args.truncation}")
     return sample(args.config, args.ckpt, args.out, args.n, args.labels, args.truncation, args.seed, args.nrow,
-                  args.attention_out, args.query_pixels, args.attention_index, overrides)
+                  args.attention_out, args.query_pixels, args.attention_index, args.standing_stats, overrides)
 
 
 if __name__ == "__main__":

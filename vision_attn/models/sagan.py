@@ -290,14 +290,45 @@ class SAGAN(nn.Module):
         return self.generator_ema if self.generator_ema is not None else self.generator
 
     @torch.no_grad()
-    def update_ema(self, decay: float) -> None:
-        """``ema <- decay * ema + (1 - decay) * G`` for parameters; buffers (BN statistics, spectral-norm vectors) copied."""
+    def update_ema(self, decay: float, z: Optional[Tensor] = None, labels: Optional[Tensor] = None) -> None:
+        """``ema <- decay * ema + (1 - decay) * G`` for the parameters.
+
+        The EMA keeps its own buffers: with ``z (B, z_dim)`` (and ``labels (B,)``) it then runs one forward in train
+        mode, so its BatchNorm statistics follow the EMA weights and its spectral-norm vectors power-iterate on
+        them (copying G's statistics would mismatch the averaged weights and shift the samples' colours).
+        """
         if self.generator_ema is None:
             raise RuntimeError("this SAGAN was built with ema=False: there is no generator_ema to update")
         for p_ema, p in zip(self.generator_ema.parameters(), self.generator.parameters()):
             p_ema.lerp_(p.detach().to(p_ema.dtype), 1.0 - decay)
-        for b_ema, b in zip(self.generator_ema.buffers(), self.generator.buffers()):
-            b_ema.copy_(b)
+        if z is not None:
+            was_training = self.generator_ema.training
+            self.generator_ema.train()
+            self.generator_ema(z, labels)
+            self.generator_ema.train(was_training)
+
+    @torch.no_grad()
+    def recompute_ema_statistics(self, n_batches: int = 20, batch_size: int = 64, generator: Optional[torch.Generator] = None) -> None:
+        """BigGAN's "standing statistics": the sampler's BatchNorm statistics re-estimated as the plain average over
+        ``n_batches`` random batches in train mode (classes uniform). Use on checkpoints whose EMA statistics are stale."""
+        g = self.sampler
+        device = next(g.parameters()).device
+        bns = [m for m in g.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        momenta = [bn.momentum for bn in bns]
+        for bn in bns:
+            bn.reset_running_stats()
+            bn.momentum = None  # cumulative average
+        was_training = g.training
+        g.train()
+        try:
+            for _ in range(n_batches):
+                z = torch.randn(batch_size, self.z_dim, generator=generator, device=device)
+                y = torch.randint(0, self.num_classes, (batch_size,), generator=generator, device=device) if self.num_classes else None
+                g(z, y)
+        finally:
+            for bn, m in zip(bns, momenta):
+                bn.momentum = m
+            g.train(was_training)
 
     def make_labels(self, n: int, labels=None, device=None) -> Optional[Tensor]:
         """``labels``: None (conditional models: classes ``0, 1, ..., 0, 1, ...`` cycling), an int (all one class)

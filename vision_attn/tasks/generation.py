@@ -78,6 +78,8 @@ class GenerationTask(pl.LightningModule):
         classifier_model, classifier_args: its registered name and architecture options.
         classifier_n_per_class: generated images per class for that accuracy.
         stats_cache_dir: where real-image features are cached (default ``<datamodule.root>/fid_stats``).
+        standing_stats_batches: before evaluating, re-estimate the sampling generator's BatchNorm statistics over
+            this many random batches (BigGAN's standing statistics; 0 = use the stored ones).
         seed: seed of the evaluation / grid noise.
     """
 
@@ -110,6 +112,7 @@ class GenerationTask(pl.LightningModule):
         classifier_args: Optional[Dict[str, Any]] = None,
         classifier_n_per_class: int = 100,
         stats_cache_dir: Optional[str] = None,
+        standing_stats_batches: int = 0,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -217,7 +220,8 @@ class GenerationTask(pl.LightningModule):
         # generator: fool D (D's weights are frozen by the toggle)
         self.toggle_optimizer(opt_g)
         y_gen = self._random_labels(B)
-        gen = G(torch.randn(B, z_dim, device=self.device), y_gen)
+        z = torch.randn(B, z_dim, device=self.device)
+        gen = G(z, y_gen)
         g_loss = self.g_loss_fn(D(self.diffaug(gen), y_gen))
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(g_loss)
@@ -226,7 +230,8 @@ class GenerationTask(pl.LightningModule):
         self.log("train/g_loss", g_loss.detach().float(), prog_bar=True)
         self.g_steps += 1
         if self.model.generator_ema is not None:
-            self.model.update_ema(0.0 if self.g_steps <= self.hparams.ema_start else self.hparams.ema_decay)
+            decay = 0.0 if self.g_steps <= self.hparams.ema_start else self.hparams.ema_decay
+            self.model.update_ema(decay, z, y_gen)  # the forward keeps the EMA's own BatchNorm statistics current
         every = self.hparams.sample_every_n_steps
         if every and self.g_steps % every == 0:
             self.write_samples()
@@ -344,6 +349,9 @@ class GenerationTask(pl.LightningModule):
         self._read_normalisation(datamodule)
         loader = datamodule.test_dataloader() if split == "test" else datamodule.val_dataloader()
         extractor = self.feature_extractor_module().to(device)
+        if hp.standing_stats_batches:
+            self.model.recompute_ema_statistics(hp.standing_stats_batches, hp.eval_batch_size,
+                                                torch.Generator(device=device).manual_seed(hp.seed + 2))
         n_real = min(hp.eval_n_samples, len(loader.dataset))
         root = getattr(datamodule, "root", ".")
         cache = Path(hp.stats_cache_dir) if hp.stats_cache_dir else Path(root) / "fid_stats"
