@@ -80,6 +80,8 @@ class GenerationTask(pl.LightningModule):
         stats_cache_dir: where real-image features are cached (default ``<datamodule.root>/fid_stats``).
         standing_stats_batches: before evaluating, re-estimate the sampling generator's BatchNorm statistics over
             this many random batches (BigGAN's standing statistics; 0 = use the stored ones).
+        eval_generator: ``"ema"`` (the EMA copy, when the model has one) or ``"generator"`` (the trained weights)
+            for :meth:`run_evaluation` (a short run's EMA can lag behind G).
         seed: seed of the evaluation / grid noise.
     """
 
@@ -113,11 +115,14 @@ class GenerationTask(pl.LightningModule):
         classifier_n_per_class: int = 100,
         stats_cache_dir: Optional[str] = None,
         standing_stats_batches: int = 0,
+        eval_generator: str = "ema",
         seed: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=[k for k, v in (("model", model), ("feature_extractor", feature_extractor)) if isinstance(v, nn.Module)])
         self.automatic_optimization = False
+        if eval_generator not in ("ema", "generator"):
+            raise ValueError(f"eval_generator must be 'ema' or 'generator'; got {eval_generator!r}")
         if d_steps < 1:
             raise ValueError(f"d_steps must be >= 1; got {d_steps}")
         if not 0.0 <= ema_decay < 1.0:
@@ -334,6 +339,17 @@ class GenerationTask(pl.LightningModule):
         return out
 
     def run_evaluation(self, datamodule, trainer, split: str = "test", output_dir: Union[str, Path] = ".") -> Dict[str, float]:
+        ema = self.model.generator_ema
+        if self.hparams.eval_generator == "generator":
+            self.model.generator_ema = None  # sample() then uses the trained generator
+        try:
+            metrics = self._run_evaluation(datamodule, trainer, split, output_dir)
+        finally:
+            self.model.generator_ema = ema
+        metrics["generator"] = "ema" if ema is not None and self.hparams.eval_generator == "ema" else "generator"
+        return metrics
+
+    def _run_evaluation(self, datamodule, trainer, split: str, output_dir: Union[str, Path]) -> Dict[str, float]:
         """FID, IS (mean, std), KID (mean, std) of ``eval_n_samples`` generated images vs the ``split`` images.
 
         Also writes ``samples.png`` into ``output_dir`` and, with a ``classifier`` configured, adds the classifier
@@ -349,7 +365,7 @@ class GenerationTask(pl.LightningModule):
         self._read_normalisation(datamodule)
         loader = datamodule.test_dataloader() if split == "test" else datamodule.val_dataloader()
         extractor = self.feature_extractor_module().to(device)
-        if hp.standing_stats_batches:
+        if hp.standing_stats_batches and self.model.generator_ema is not None:
             self.model.recompute_ema_statistics(hp.standing_stats_batches, hp.eval_batch_size,
                                                 torch.Generator(device=device).manual_seed(hp.seed + 2))
         n_real = min(hp.eval_n_samples, len(loader.dataset))
