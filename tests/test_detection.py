@@ -256,7 +256,7 @@ def test_model_outputs_to_coco_results_in_original_pixels_and_ids():
 
 
 # ---- the task and tools ----------------------------------------------------------------------------------------
-TINY = ('{"backbone": "lcnet_050", "dilation": true, "hidden_dim": 32, "nheads": 2, "enc_layers": 1, '
+TINY = ('{"backbone": "test_resnet", "dilation": true, "pre_norm": true, "hidden_dim": 32, "nheads": 2, "enc_layers": 1, '
         '"dec_layers": 2, "dim_feedforward": 64, "num_queries": 8}')
 
 

@@ -1,15 +1,15 @@
 """A built-in, offline detection task: light shapes on a dark noisy background, written in COCO's format.
 
 Each image (random size between ``0.75 * img_size`` and ``img_size`` per side) holds 0 to ``max_objects``
-shapes from the first ``num_classes`` silhouettes of :data:`vision_attn.data.synthetic.SHAPE_CLASSES`, drawn with
-that module's signed distances and colours, with little overlap. A box is the tight box of the drawn pixels.
+shapes from the first ``num_classes`` of :data:`DETECTION_CLASSES` (the silhouettes of
+:mod:`vision_attn.data.synthetic`, most distinct first), drawn with that module's signed distances and colours, with little overlap. A box is the tight box of the drawn pixels.
 About 3% of the objects are marked ``iscrowd`` (excluded from training, ignored by COCO evaluation) and some
 images have no object. Category ids are 1, 3, 5, ... on purpose, like COCO's gaps, so the id <-> label
 mapping is always exercised.
 
 Layout (what :class:`vision_attn.data.COCODataModule` reads)::
 
-    root/shapes-coco-v1-128px-n2000-v200-c4-o4-s0/
+    root/shapes-coco-v2-128px-n2000-v200-c4-o4-s0/
         train/000000000001.png ...      val/...
         annotations/instances_train.json   annotations/instances_val.json
 
@@ -27,13 +27,16 @@ from typing import Any, Dict, List
 import numpy as np
 from PIL import Image
 
-from .synthetic import SHAPE_CLASSES, _blend, _contrasting_colors, _segment_alpha, _shape_distance
+from .synthetic import _blend, _contrasting_colors, _segment_alpha, _shape_distance
 
-__all__ = ["generate_coco_shapes", "coco_shapes_folder_name", "COCO_SHAPES_SPLITS"]
+__all__ = ["generate_coco_shapes", "coco_shapes_folder_name", "COCO_SHAPES_SPLITS", "DETECTION_CLASSES"]
 
 # Bump whenever the rendering changes: the folder name carries it, so stale data is never reused.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 COCO_SHAPES_SPLITS = ("train", "val")
+# Category order: the most dissimilar silhouettes first, so a few classes are told apart by shape, not by a detail
+# (circle vs ring, square vs square_frame differ only by a hole).
+DETECTION_CLASSES = ("circle", "triangle", "plus", "square_frame", "ring", "diamond", "square", "x_cross", "horizontal_bar", "vertical_bar")
 _CROWD_RATE = 0.03
 _MAX_IOU = 0.1  # placement rejects a shape whose box overlaps an earlier one more than this
 
@@ -46,8 +49,8 @@ def coco_shapes_folder_name(num_train: int, num_val: int, img_size: int, num_cla
 def _check_args(num_train: int, num_val: int, img_size: int, num_classes: int, max_objects: int, seed: int) -> None:
     if img_size < 32:
         raise ValueError(f"img_size must be >= 32; got {img_size}")
-    if not 1 <= num_classes <= len(SHAPE_CLASSES):
-        raise ValueError(f"num_classes must be in [1, {len(SHAPE_CLASSES)}]; got {num_classes}")
+    if not 1 <= num_classes <= len(DETECTION_CLASSES):
+        raise ValueError(f"num_classes must be in [1, {len(DETECTION_CLASSES)}]; got {num_classes}")
     if max_objects < 1:
         raise ValueError(f"max_objects must be >= 1; got {max_objects}")
     if num_train < 1 or num_val < 1:
@@ -84,7 +87,7 @@ def _render_image(rng: np.random.Generator, height: int, width: int, num_classes
     objects, boxes = [], []
     for _ in range(count):
         for _attempt in range(20):
-            s = f32(rng.uniform(0.09, 0.22) * min(height, width))  # half-extent in pixels
+            s = f32(rng.uniform(0.12, 0.25) * min(height, width))  # half-extent in pixels
             cx, cy = f32(rng.uniform(s, width - s)), f32(rng.uniform(s, height - s))
             box = np.array([cx - 1.2 * s, cy - 1.2 * s, cx + 1.2 * s, cy + 1.2 * s])
             if all(_iou(box, other) <= _MAX_IOU for other in boxes):
@@ -97,7 +100,7 @@ def _render_image(rng: np.random.Generator, height: int, width: int, num_classes
         k = np.full((1, 1, 1), rng.uniform(0.8, 1.25), f32)
         dx, dy = xs - cx, ys - cy
         u, v = (dx * cos + dy * sin) / s, (dy * cos - dx * sin) / s
-        alpha = np.clip(0.5 - _shape_distance(SHAPE_CLASSES[label], u, v, k) * s, 0.0, 1.0)  # (1, H, W)
+        alpha = np.clip(0.5 - _shape_distance(DETECTION_CLASSES[label], u, v, k) * s, 0.0, 1.0)  # (1, H, W)
         img = _blend(img, alpha, _contrasting_colors(rng, base))
         on = alpha[0] >= 0.5
         if not on.any():
@@ -133,7 +136,7 @@ def _write_split(folder: Path, split: str, num: int, img_size: int, num_classes:
                 "iscrowd": crowd,
                 "segmentation": [[x, y, x + bw, y, x + bw, y + bh, x, y + bh]],
             })
-    categories = [{"id": 2 * c + 1, "name": SHAPE_CLASSES[c], "supercategory": "shape"} for c in range(num_classes)]
+    categories = [{"id": 2 * c + 1, "name": DETECTION_CLASSES[c], "supercategory": "shape"} for c in range(num_classes)]
     return {"info": {"description": f"synthetic shapes ({split})", "version": str(GENERATOR_VERSION)},
             "images": images, "annotations": annotations, "categories": categories}
 
