@@ -57,7 +57,11 @@ def main(argv=None) -> dict:
     p.add_argument("--ckpt", required=True, help="checkpoint path or URL")
     p.add_argument("--output-dir", default=None, help="where metrics.json goes (default: beside the checkpoint)")
     p.add_argument("--split", choices=("test", "val"), default="test")
+    p.add_argument("--inception-weights", default=None, metavar="PATH",
+                   help="GAN configs: a local copy of the standard FID Inception weights (pt_inception-2015-12-05)")
     args, overrides = p.parse_known_args(argv)
+    if args.inception_weights:
+        overrides = [*overrides, "--model.init_args.inception_weights", args.inception_weights]
     if not os.path.isfile(args.config):
         p.error(f"config {args.config} does not exist")
     out = args.output_dir or (os.path.dirname(args.ckpt) if os.path.exists(args.ckpt) else ".")

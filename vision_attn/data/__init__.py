@@ -1,12 +1,15 @@
-"""LightningDataModules (CIFAR, synthetic shapes, image folders) and albumentations transforms."""
+"""LightningDataModules (CIFAR, COCO, synthetic shapes and COCO-format shapes, image folders); albumentations transforms."""
 from .cifar import CIFARDataModule, stratified_subset
-from .coco import COCODataModule, SyntheticCOCODataModule  # noqa: F401
+from .coco import COCODataModule, COCOFormatError, SyntheticCOCODataModule
 from .folder import ImageFolderDataModule
 from .synthetic import ShapesDataset, SyntheticShapesDataModule, generate_shapes
 from .transforms import AlbumentationsTransform, eval_transform, train_transform
 
 __all__ = [
     "CIFARDataModule",
+    "COCODataModule",
+    "SyntheticCOCODataModule",
+    "COCOFormatError",
     "SyntheticShapesDataModule",
     "ImageFolderDataModule",
     "ShapesDataset",

@@ -1,6 +1,7 @@
 """Floor 2: layers built on the attention core."""
 from .patch_embed import PatchEmbed, check_image_input
 from .pixel_attention import LocalSelfAttention2d, NonLocalBlock2d
+from .detr_transformer import DetrTransformer
 from .transformer import TransformerEncoderLayer
 
-__all__ = ["PatchEmbed", "check_image_input", "TransformerEncoderLayer", "NonLocalBlock2d", "LocalSelfAttention2d"]
+__all__ = ["PatchEmbed", "check_image_input", "TransformerEncoderLayer", "NonLocalBlock2d", "LocalSelfAttention2d", "DetrTransformer"]

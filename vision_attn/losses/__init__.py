@@ -1,4 +1,4 @@
-"""Floor 3: losses (DETR's Hungarian matcher and set criterion)."""
+"""Floor 3: losses: DETR's Hungarian matcher and set criterion, GAN hinge / non-saturating losses, DiffAugment."""
 from .matcher import HungarianMatcher
 from .set_criterion import SetCriterion
 

@@ -70,7 +70,7 @@ def resolve_inception_weights(path: Optional[Union[str, os.PathLike]] = None, al
     raise InceptionWeightsMissingError(
         f"FID / IS / KID need the Inception-v3 weights {INCEPTION_FILE} and they are not in torch's hub cache "
         f"({cached}). Download {INCEPTION_URL} on a machine with internet and either put it there or pass its path: "
-        f"--inception-weights PATH (tools/eval.py / tools/sample.py), --model.init_args.inception_weights PATH "
+        f"--inception-weights PATH (tools/eval.py), --model.init_args.inception_weights PATH "
         f"(GenerationTask config), or inception_weights=PATH (Python). Set allow_download (inception_download=true) "
         f"to let torch-fidelity download it when online. Offline, a classifier checkpoint can serve as the feature "
         f"extractor instead (feature_extractor='classifier'; not comparable to Inception numbers)."

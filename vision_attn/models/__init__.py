@@ -5,6 +5,8 @@ from . import detr  # noqa: F401  (registers the DETR detectors)
 from . import sagan  # noqa: F401  (registers the SA-GANs)
 from .checkpoint import CheckpointError, UnsafeCheckpointError, load_pretrained, load_state_dict
 from .registry import UnknownModelError, create_model, is_model, list_models, register_model
+from .detr import DETR, DETR_CHECKPOINT_URLS
+from .sagan import SAGAN
 from .vit import VisionTransformer
 
 __all__ = [
@@ -18,4 +20,7 @@ __all__ = [
     "CheckpointError",
     "UnsafeCheckpointError",
     "VisionTransformer",
+    "DETR",
+    "DETR_CHECKPOINT_URLS",
+    "SAGAN",
 ]

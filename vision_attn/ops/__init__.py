@@ -1,1 +1,5 @@
-"""Floor 1: pure tensor helpers (box ops arrive with the detector)."""
+"""Floor 1: pure tensor helpers: box conversions and IoU (on torchvision.ops)."""
+from .boxes import box_cxcywh_to_xyxy, box_iou, box_xywh_to_xyxy, box_xyxy_to_cxcywh, box_xyxy_to_xywh, generalized_box_iou, scale_boxes
+
+__all__ = ["box_cxcywh_to_xyxy", "box_xyxy_to_cxcywh", "box_xywh_to_xyxy", "box_xyxy_to_xywh", "box_iou",
+           "generalized_box_iou", "scale_boxes"]

@@ -1,6 +1,6 @@
 """Floor 4: LightningModules, the only place Lightning trains."""
 from .classification import ClassificationTask
-from .detection import DetectionTask  # noqa: F401
-from .generation import GenerationTask  # noqa: F401
+from .detection import DetectionTask
+from .generation import GenerationTask
 
-__all__ = ["ClassificationTask"]
+__all__ = ["ClassificationTask", "DetectionTask", "GenerationTask"]

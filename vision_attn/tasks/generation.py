@@ -61,8 +61,8 @@ class GenerationTask(pl.LightningModule):
         ema_decay: decay of the generator EMA used for sampling and evaluation; ema_start: generator steps
             before which the EMA simply copies G.
         diffaug: DiffAugment policy (``"color,translation,cutout"``) for small data; None = off.
-        real_flip: random horizontal flips of real images (the datamodule's own crop augmentation is replaced
-            by its evaluation transform: zero-padded crops would teach G black borders).
+        real_flip: random horizontal flips of real images (the datamodule must have ``augment=False``: its
+            zero-padded crops would teach G black borders; the task says so if not).
         sample_every_n_steps: write a sample grid (PNG under ``<log_dir>/samples``, TensorBoard image) every N
             generator steps; 0 = never. n_samples: images in that grid (fixed noise, cycling classes).
         sample_truncation: truncation for those grids (None = none).
@@ -168,9 +168,12 @@ class GenerationTask(pl.LightningModule):
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if dm is not None:
             self._read_normalisation(dm)
-            train_set, test_set = getattr(dm, "train_set", None), getattr(dm, "test_set", None)
-            if stage == "fit" and hasattr(train_set, "transform") and hasattr(test_set, "transform"):
-                train_set.transform = test_set.transform  # no zero-padded random crops for a GAN's real images
+            if stage == "fit" and getattr(dm, "augment", False):
+                raise ValueError(
+                    f"GenerationTask: {type(dm).__name__} has augment=True: its zero-padded random crops would teach "
+                    "the generator black borders. Set --data.init_args.augment false (the task flips real images "
+                    "itself, real_flip=True)"
+                )
         if stage == "fit":
             strategy = self.trainer.strategy
             if isinstance(strategy, DDPStrategy) and strategy.num_processes * strategy.num_nodes > 1:
