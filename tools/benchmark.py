@@ -244,6 +244,25 @@ def attention_implementations(batch: int, device: torch.device, dtype: torch.dty
     ]
 
 
+def classifier_train_step(
+    model: nn.Module, fwd: nn.Module, images: Tensor, labels: Tensor, device: torch.device, dtype: torch.dtype
+) -> Callable[[], Tensor]:
+    """One classifier training step (forward through ``fwd`` — the model or its compiled wrapper — cross-entropy,
+    backward, AdamW on ``model``'s parameters); returns the step, which returns the logits."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05)
+
+    def step() -> Tensor:
+        optimizer.zero_grad(set_to_none=True)
+        with autocast(device, dtype):
+            logits = fwd(images)
+            loss = F.cross_entropy(logits, labels)
+        loss.backward()
+        optimizer.step()
+        return logits
+
+    return step
+
+
 def vit_implementations(
     batch: int, img_size: int, device: torch.device, dtype: torch.dtype, seed: int
 ) -> List[Implementation]:
@@ -262,18 +281,7 @@ def vit_implementations(
     ]:
         torch.manual_seed(seed)
         model = build().to(device).train()
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05)
-
-        def step(model: nn.Module = model, optimizer: torch.optim.Optimizer = optimizer) -> Tensor:
-            optimizer.zero_grad(set_to_none=True)
-            with autocast(device, dtype):
-                logits = model(images)
-                loss = F.cross_entropy(logits, labels)
-            loss.backward()
-            optimizer.step()
-            return logits
-
-        impls.append(Implementation(bench, label, step, ours=ours))
+        impls.append(Implementation(bench, label, classifier_train_step(model, model, images, labels, device, dtype), ours=ours))
     return impls
 
 
@@ -373,16 +381,7 @@ def model_implementations(
             model = model.to(memory_format=torch.channels_last)
         fwd = torch.compile(model) if compile_models else model
         if mode == "train":
-            optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05)
-
-            def step(fwd: nn.Module = fwd, optimizer: torch.optim.Optimizer = optimizer) -> Tensor:
-                optimizer.zero_grad(set_to_none=True)
-                with autocast(device, dtype):
-                    logits = fwd(images)
-                    loss = F.cross_entropy(logits, labels)
-                loss.backward()
-                optimizer.step()
-                return logits
+            step = classifier_train_step(model, fwd, images, labels, device, dtype)
         else:
             def step(fwd: nn.Module = fwd) -> Tensor:
                 with torch.inference_mode(), autocast(device, dtype):

@@ -245,22 +245,16 @@ def generation_metrics_from_features(real: Tensor, fake: Tensor, fake_logits: Op
         kid = KernelInceptionDistance(feature=_Given(d), subsets=kid_subsets, subset_size=size)
     kid.update(real.double(), real=True)
     kid.update(fake.double(), real=False)
-    state = torch.random.get_rng_state()
-    torch.manual_seed(seed)  # KID draws random subsets
-    try:
+    with torch.random.fork_rng(devices=[]):  # KID draws random subsets: seeded, without touching the caller's RNG
+        torch.manual_seed(seed)
         kid_mean, kid_std = kid.compute()
-    finally:
-        torch.random.set_rng_state(state)
     out.update(kid_mean=float(kid_mean), kid_std=float(kid_std))
     if fake_logits is not None:
         isc = InceptionScore(feature=_Given(fake_logits.shape[1]), splits=min(is_splits, len(fake_logits)))
         isc.update(fake_logits.double())
-        state = torch.random.get_rng_state()
-        torch.manual_seed(seed)  # IS shuffles before splitting
-        try:
+        with torch.random.fork_rng(devices=[]):  # IS shuffles before splitting
+            torch.manual_seed(seed)
             is_mean, is_std = isc.compute()
-        finally:
-            torch.random.set_rng_state(state)
         out.update(is_mean=float(is_mean), is_std=float(is_std))
     out = {k: (v if math.isfinite(v) else float("nan")) for k, v in out.items()}
     return out
