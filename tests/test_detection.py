@@ -289,3 +289,29 @@ def test_fit_then_eval_and_visualize_write_coco_files(tmp_path):
     pngs = visualize_tool.main(["--config", str(REPO / "configs/detr_shapes.yaml"), "--ckpt", str(ckpt), "--out", str(tmp_path / "vis"),
                                 "--images", "2", "--queries", "0", "3", "--threshold", "0.0", *model, *data])
     assert len(pngs) == 4 and all(p.stat().st_size > 1000 and p.read_bytes()[:4] == b"\x89PNG" for p in pngs)
+
+
+@pytest.mark.slow
+def test_ddp_fit_with_two_processes_evaluates_every_val_image_once(tmp_path):
+    """2 CPU processes (gloo): the set criterion's num_boxes all-reduce runs, and validation mAP is computed over the
+    predictions of BOTH processes, merged by image id (5 val images: the sampler pads one rank with a duplicate)."""
+    import csv
+    import os
+    import subprocess
+
+    cmd = [sys.executable, str(REPO / "tools/train.py"), "fit", "--config", str(REPO / "configs/detr_shapes.yaml"),
+           "--model.init_args.model_args", TINY, "--data.init_args.root", str(tmp_path / "data"),
+           "--data.init_args.num_train", "8", "--data.init_args.num_val", "5", "--data.init_args.img_size", "64",
+           "--data.init_args.batch_size", "2", "--data.init_args.scales", "[64]", "--data.init_args.val_size", "64",
+           "--data.init_args.max_size", "96", "--trainer.max_epochs", "1", "--trainer.default_root_dir", str(tmp_path / "run"),
+           "--trainer.enable_progress_bar", "false", "--trainer.devices", "2", "--trainer.strategy", "ddp",
+           "--trainer.accelerator", "cpu"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = list(csv.DictReader(open(tmp_path / "run" / "version_0" / "metrics.csv")))
+    val = [r for r in rows if r.get("val/images")]
+    assert val and all(float(r["val/images"]) == 5 for r in val)
+    assert all(-1.0 <= float(r["val/AP50"]) <= 1.0 for r in val)
+    ckpt = torch.load(tmp_path / "run" / "version_0" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] == 2  # 8 images / (2 processes x batch 2)

@@ -162,10 +162,11 @@ class DetectionTask(pl.LightningModule):
         return merged
 
     def _coco_metrics(self, split_name: str) -> Dict[str, float]:
+        """The 12 COCO numbers over every process's predictions, and ``images``: how many images they cover."""
         dm = self.trainer.datamodule
         preds = self._gathered_predictions()
         results = [r for image_id in sorted(preds) for r in preds[image_id]]
-        return coco_evaluate(dm.ann_file(split_name), results, image_ids=sorted(preds))
+        return {**coco_evaluate(dm.ann_file(split_name), results, image_ids=sorted(preds)), "images": float(len(preds))}
 
     def _log_coco(self, stage: str, split_name: str) -> None:
         if self.trainer.sanity_checking:
