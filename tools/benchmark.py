@@ -834,9 +834,10 @@ def data_size(args: argparse.Namespace) -> Dict[str, object]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
-    args, rest = build_parser().parse_known_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
     if rest and args.command != "data-size":
-        build_parser().error(f"unrecognized arguments: {' '.join(rest)}")
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     args.cell_args = rest
     return args.func(args)
 

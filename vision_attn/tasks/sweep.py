@@ -36,6 +36,7 @@ import csv
 import json
 import math
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -331,12 +332,6 @@ def cell_command(spec: SweepSpec, cell: SweepCell, out: Path, extra: Sequence[st
             *cell_cli_args(spec, cell, cell_dir, extra)]
 
 
-def _quote(arg: str) -> str:
-    import shlex
-
-    return shlex.quote(arg)
-
-
 def _finished_row(path: Path) -> Optional[Dict[str, Any]]:
     """The row a finished cell left in its result.json, or None when there is none (or it is unreadable)."""
     try:
@@ -362,6 +357,8 @@ def run_sweep(
     ``results.csv`` instead of run. ``print_cells=True`` runs nothing: it logs and returns the command of every
     cell still to run, one line each (to submit as jobs, e.g. under ``srun`` for multi-node DDP cells)."""
     log = log or (lambda msg: print(msg, flush=True))
+    if parallel_cells < 1:
+        raise ValueError(f"parallel_cells must be >= 1; got {parallel_cells}")
     spec = load_sweep(config)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -377,16 +374,14 @@ def run_sweep(
             todo.remove(cell)
             collected += 1
     if print_cells:
-        commands = [" ".join(_quote(a) for a in cell_command(spec, c, out, extra_args, python)) for c in todo]
+        commands = [shlex.join(cell_command(spec, c, out, extra_args, python)) for c in todo]
         for line in commands:
             log(line)
         return commands
     log(f"sweep {spec.path}: {len(spec.cells())} cells, {len(done) + collected} already in {results}"
         f"{f' ({collected} collected from cells/)' if collected else ''}, {len(todo)} to run ({parallel_cells} at a time)")
-    if parallel_cells < 1:
-        raise ValueError(f"parallel_cells must be >= 1; got {parallel_cells}")
     slots = _device_slots(parallel_cells)
-    running: Dict[int, Tuple[subprocess.Popen, SweepCell, Path, float, Any]] = {}
+    running: Dict[int, Tuple[subprocess.Popen, SweepCell, Path, Any]] = {}
     failed: List[str] = []
     queue = list(todo)
     while queue or running:
@@ -399,20 +394,20 @@ def run_sweep(
             result_file.unlink(missing_ok=True)
             cmd = cell_command(spec, cell, out, extra_args, python)
             logf = open(cell_dir / "cell.log", "w")
-            logf.write(" ".join(cmd) + "\n\n")
+            logf.write(shlex.join(cmd) + "\n\n")
             logf.flush()
             env = {**os.environ, **slots[slot], "PYTHONUNBUFFERED": "1"}
             proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env, cwd=os.getcwd())
-            running[slot] = (proc, cell, result_file, time.perf_counter(), logf)
+            running[slot] = (proc, cell, result_file, logf)
             log(f"  start {cell.dirname} (slot {slot})")
         time.sleep(0.2)
-        for slot, (proc, cell, result_file, t0, logf) in list(running.items()):
+        for slot, (proc, cell, result_file, logf) in list(running.items()):
             if proc.poll() is None:
                 continue
             logf.close()
             del running[slot]
-            if proc.returncode == 0 and result_file.is_file():
-                row = json.loads(result_file.read_text())
+            row = _finished_row(result_file) if proc.returncode == 0 else None
+            if row is not None:
                 append_result(results, row)
                 write_report(out, title=f"{spec.path.stem}: test top-1 vs training images")
                 log(f"  done  {cell.dirname}: top1 {row['top1']:.4f}, n_train {row['n_train']}, "
