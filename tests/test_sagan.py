@@ -265,6 +265,26 @@ def test_training_steps_change_g_and_d_and_write_sample_grids(tmp_path, precisio
     assert list((tmp_path / "run" / "version_0").glob("events.out.tfevents*"))  # TensorBoard got the images
 
 
+def test_channels_last_training_keeps_the_format_and_gives_the_default_layouts_result(tmp_path):
+    """channels_last=True is a speed option only: it trains as the default layout does."""
+    results, initial = {}, {}
+    for flag in ("false", "true"):
+        cli = _cli(tmp_path / flag, "--model.init_args.channels_last", flag, "--model.init_args.sample_every_n_steps", "0", steps=2)
+        initial[flag] = {k: v.clone() for k, v in cli.model.model.state_dict().items()}
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+        results[flag] = cli.model.model
+    conv = results["true"].generator.blocks[0].conv1.parametrizations.weight.original
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    base, fast = results["false"].state_dict(), results["true"].state_dict()
+    params = [k for k in base if "original" in k and not k.startswith("generator_ema")]
+    assert all(torch.equal(initial["false"][k], initial["true"][k]) for k in params)
+    # Adam's first update is ~lr * sign(grad) per element, so compare the updates' directions, not their sizes
+    d_base = torch.cat([(base[k] - initial["false"][k]).flatten() for k in params])
+    d_fast = torch.cat([(fast[k] - initial["true"][k]).flatten() for k in params])
+    assert d_base.abs().max() > 1e-4  # G and D did move
+    assert torch.nn.functional.cosine_similarity(d_base, d_fast, dim=0) > 0.98
+
+
 def test_sample_tool_and_evaluation_with_a_small_extractor(tmp_path):
     cli = _cli(tmp_path)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
