@@ -115,3 +115,26 @@ def test_models_benchmark_compares_with_timm_where_it_has_the_model_and_reports_
     assert ours["images_per_s"] == pytest.approx(1e3 / ours["median_ms"])
     printed = out.getvalue()
     assert "| resnet18 | train |" in printed and "| vit_nano_patch4_32 | inference |" in printed
+
+
+def test_gan_benchmark_times_the_configs_model_in_both_memory_layouts(tool, tmp_path):
+    config = tmp_path / "gan.yaml"
+    config.write_text(
+        "model:\n  class_path: vision_attn.tasks.GenerationTask\n  init_args:\n    model: sagan_32\n"
+        "    model_args: {ch: 8, g_mults: [1, 1, 1, 1], d_mults: [1, 1, 1, 1], z_dim: 8, embed_dim: 4}\n"
+    )
+    threads = torch.get_num_threads()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            data = tool.main(["speed", "--only", "gan", "--gan-config", str(config), "--gan-batch", "2",
+                              "--repeats", "2", "--warmup", "0", "--threads", "1"])
+    finally:
+        torch.set_num_threads(threads)
+    rows = {r["implementation"]: r for r in data["results"]}
+    assert set(rows) == {"default layout (NCHW)", "channels-last"}
+    assert rows["channels-last"]["ours"] and "gan.yaml" in rows["channels-last"]["benchmark"]
+    ratio = rows["default layout (NCHW)"]["peer_over_ours"]
+    assert math.isfinite(ratio) and ratio > 0
+    assert data["config"]["gan_batch"] == 2
+    with pytest.raises(SystemExit, match="no config file"):
+        tool.main(["speed", "--only", "gan", "--gan-config", str(tmp_path / "missing.yaml"), "--repeats", "1"])

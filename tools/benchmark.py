@@ -8,6 +8,7 @@ Usage::
     python tools/benchmark.py speed --only detr --threads 1          # DETR-R50 vs transformers' at 320x427 on CPU
     python tools/benchmark.py speed --only detr --device cuda --dtype bfloat16   # at 800x1066
     python tools/benchmark.py speed --only models --models 'vit_*' resnet50 --device cuda --dtype bfloat16 --compile
+    python tools/benchmark.py speed --only gan                        # SA-GAN quickstart step: NCHW vs channels-last
     python tools/benchmark.py pixel                                   # CPU, float32: ~10 min on 2 cores
     python tools/benchmark.py pixel --device cuda --dtype bfloat16 --json pixel_h100.json
     python tools/benchmark.py data-size --config configs/benchmark/data_size_quick.yaml --output-dir runs/data_size_quick
@@ -30,6 +31,10 @@ weights (checked to predict the same boxes), at 800x1066 on CUDA (320x427 on CPU
 training step and inference of every registered classifier (or those matching) against timm's model of the same
 name where timm has one, prints images/s, peak CUDA memory, and the MFU of our training step (FLOPs counted by
 torch's FlopCounterMode, against ``--peak-tflops``, 989 by default on CUDA in bf16 = H100 dense bf16).
+
+``speed --only gan [--gan-config configs/sagan_shapes.yaml]`` (only when named) times one SA-GAN training step
+(D step, G step, EMA update, as ``GenerationTask``) of the config's model in the default layout against
+channels-last (``GenerationTask(channels_last=True)``).
 
 ``pixel`` measures pixel-level self-attention, forward + backward of one layer on ``(B=4, C=64, S, S)`` maps,
 time and peak memory, ours against the naive peer with the same parameters (checked to give the same output):
@@ -56,6 +61,7 @@ import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, ContextManager, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -263,6 +269,64 @@ def classifier_train_step(
     return step
 
 
+def gan_implementations(
+    batch: int, device: torch.device, dtype: torch.dtype, seed: int, config: str = "configs/sagan_shapes.yaml"
+) -> List[Implementation]:
+    """One SA-GAN training step as ``GenerationTask`` takes it (a discriminator step on real and generated images,
+    hinge loss; a generator step; the EMA update with its BatchNorm forward), for the model of ``config`` (the
+    shapes quickstart's widths), in the default memory layout vs channels-last (ours = channels-last)."""
+    import yaml
+
+    from vision_attn.losses.gan import gan_losses
+
+    path = Path(config)
+    if not path.is_file() and not path.is_absolute():
+        path = Path(__file__).resolve().parents[1] / config  # the repository's configs/, from any working directory
+    if not path.is_file():
+        raise SystemExit(f"benchmark.py speed --only gan: no config file {config}")
+    init = yaml.safe_load(path.read_text())["model"]["init_args"]
+    name, model_args = init.get("model", "sagan_32"), dict(init.get("model_args") or {})
+    lr_g, lr_d, betas = float(init.get("lr_g", 1e-4)), float(init.get("lr_d", 4e-4)), tuple(float(b) for b in init.get("betas", (0.0, 0.9)))
+    d_loss_fn, g_loss_fn = gan_losses(init.get("loss", "hinge"))
+    impls = []
+    for channels_last in (False, True):
+        torch.manual_seed(seed)
+        model = vision_attn.create_model(name, num_classes=10, **model_args).to(device).train()
+        size, z_dim = model.img_size, model.z_dim
+        real = torch.rand(batch, 3, size, size, device=device) * 2 - 1
+        labels = torch.randint(0, 10, (batch,), device=device)
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+            real = real.contiguous(memory_format=torch.channels_last)
+        G, D = model.generator, model.discriminator
+        opt_g = torch.optim.Adam(G.parameters(), lr=lr_g, betas=betas)
+        opt_d = torch.optim.Adam(D.parameters(), lr=lr_d, betas=betas)
+
+        def step(model=model, G=G, D=D, opt_g=opt_g, opt_d=opt_d, real=real) -> Tensor:
+            z = torch.randn(batch, z_dim, device=device)
+            with autocast(device, dtype):
+                with torch.no_grad():
+                    fake = G(z, labels)
+                d_loss = d_loss_fn(D(real, labels), D(fake, labels))
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
+            D.requires_grad_(False)
+            with autocast(device, dtype):
+                gen = G(z, labels)
+                g_loss = g_loss_fn(D(gen, labels))
+            opt_g.zero_grad(set_to_none=True)
+            g_loss.backward()
+            opt_g.step()
+            D.requires_grad_(True)
+            model.update_ema(0.99, z, labels)
+            return gen.detach()
+
+        label = "channels-last" if channels_last else "default layout (NCHW)"
+        impls.append(Implementation(f"{name} GAN train step, {path.name} widths (B={batch}, {size}px)", label, step, ours=channels_last))
+    return impls
+
+
 def vit_implementations(
     batch: int, img_size: int, device: torch.device, dtype: torch.dtype, seed: int
 ) -> List[Implementation]:
@@ -443,6 +507,10 @@ def speed(args: argparse.Namespace) -> Dict[str, object]:
         groups.append(lambda: attention_implementations(args.attn_batch, device, dtype, args.seed))
     if args.only in (None, "vit"):
         groups.append(lambda: vit_implementations(vit_batch, args.vit_img_size, device, dtype, args.seed))
+    if args.only == "gan":  # opt-in: the SA-GAN quickstart's training step, default layout vs channels-last
+        gan_batch = args.gan_batch if args.gan_batch is not None else (256 if on_cuda else 32)
+        config.update(gan_batch=gan_batch, gan_config=args.gan_config)
+        groups.append(lambda: gan_implementations(gan_batch, device, dtype, args.seed, args.gan_config))
     if args.only == "detr":  # opt-in: two DETR-R50s, minutes on a CPU
         for mode in ("inference", "train"):
             groups.append(lambda mode=mode: detr_implementations(mode, detr_batch, detr_size, device, dtype, args.seed))
@@ -773,9 +841,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attn-batch", type=int, default=32)
     p.add_argument("--vit-batch", type=int, default=None, help="default 8 on cpu, 64 on cuda")
     p.add_argument("--vit-img-size", type=int, default=224, help="smaller only for smoke tests (e.g. 32)")
-    p.add_argument("--only", choices=["attention", "vit", "detr", "models"], default=None,
-                   help="one benchmark; detr (DETR-R50 inference and train step vs transformers') and models (every "
-                   "registered classifier vs timm's) run only when named")
+    p.add_argument("--gan-batch", type=int, default=None, help="with --only gan: default 32 on cpu, 256 on cuda")
+    p.add_argument("--gan-config", default="configs/sagan_shapes.yaml", help="with --only gan: the GAN config whose model is timed")
+    p.add_argument("--only", choices=["attention", "vit", "detr", "models", "gan"], default=None,
+                   help="one benchmark; detr (DETR-R50 inference and train step vs transformers'), models (every "
+                   "registered classifier vs timm's) and gan (SA-GAN step, NCHW vs channels-last) run only when named")
     p.add_argument("--models", nargs="+", default=["*"], help="with --only models: registry patterns (default all)")
     p.add_argument("--models-batch", type=int, default=None, help="with --only models: default 8 on cpu, 128 on cuda")
     p.add_argument("--compile", action="store_true", help="with --only models: torch.compile ours and timm's")
