@@ -284,7 +284,13 @@ def gan_implementations(
         path = Path(__file__).resolve().parents[1] / config  # the repository's configs/, from any working directory
     if not path.is_file():
         raise SystemExit(f"benchmark.py speed --only gan: no config file {config}")
-    init = yaml.safe_load(path.read_text())["model"]["init_args"]
+    try:
+        init = (yaml.safe_load(path.read_text()) or {})["model"]["init_args"]
+        if not isinstance(init, dict):
+            raise TypeError(type(init).__name__)
+    except (yaml.YAMLError, KeyError, TypeError) as err:
+        raise SystemExit(f"benchmark.py speed --only gan: {path} is not a GAN config with model.init_args "
+                         f"(as configs/sagan_shapes.yaml): {type(err).__name__}: {err}") from None
     name, model_args = init.get("model", "sagan_32"), dict(init.get("model_args") or {})
     lr_g, lr_d, betas = float(init.get("lr_g", 1e-4)), float(init.get("lr_d", 4e-4)), tuple(float(b) for b in init.get("betas", (0.0, 0.9)))
     d_loss_fn, g_loss_fn = gan_losses(init.get("loss", "hinge"))

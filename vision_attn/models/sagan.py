@@ -304,8 +304,10 @@ class SAGAN(nn.Module):
         if z is not None:
             was_training = self.generator_ema.training
             self.generator_ema.train()
-            self.generator_ema(z, labels)
-            self.generator_ema.train(was_training)
+            try:
+                self.generator_ema(z, labels)
+            finally:
+                self.generator_ema.train(was_training)
 
     @torch.no_grad()
     def recompute_ema_statistics(self, n_batches: int = 20, batch_size: int = 64, generator: Optional[torch.Generator] = None) -> None:
