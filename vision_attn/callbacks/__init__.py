@@ -1,0 +1,1 @@
+"""Floor 4: Lightning callbacks (sample grids, sweep results, guards). May import models and below, not tasks or run."""
