@@ -5,7 +5,7 @@ from torch.profiler import profile
 
 import vision_attn as va
 from vision_attn.attention import capture_attention, local_window_mask, scaled_dot_product_attention
-from vision_attn.attention.plot import pixel_attention_maps, plot_pixel_attention, window_weights_to_dense
+from vision_attn.run.viz.attention import pixel_attention_maps, plot_pixel_attention, window_weights_to_dense
 from vision_attn.layers import LocalSelfAttention2d, NonLocalBlock2d
 from vision_attn.tasks import ClassificationTask
 

@@ -238,7 +238,7 @@ def test_missing_inception_weights_say_what_is_missing_without_downloading(tmp_p
 
 # ---- task and tools ------------------------------------------------------------------------------------------------
 def _cli(tmp_path, *extra, steps=4):
-    from vision_attn.tasks.cli import VisionAttnCLI
+    from vision_attn.run.cli import VisionAttnCLI
 
     return VisionAttnCLI(args=[
         "--config", str(REPO / "configs/sagan_shapes.yaml"), "--trainer.max_steps", str(steps),

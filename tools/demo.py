@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from vision_attn.tasks.cli import VisionAttnCLI  # noqa: E402
+from vision_attn.run.cli import VisionAttnCLI  # noqa: E402
 
 DEFAULT_CONFIGS = ["configs/quickstart.yaml", "configs/quickstart_resnet.yaml", "configs/quickstart_nonlocal.yaml"]
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from vision_attn.tasks.cli import VisionAttnCLI  # noqa: E402
+from vision_attn.run.cli import VisionAttnCLI  # noqa: E402
 
 
 def evaluate(config: str, ckpt: str, output_dir: str, split: str = "test", overrides=()) -> dict:

@@ -23,8 +23,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import torch  # noqa: E402
 
 from vision_attn.attention import capture_attention  # noqa: E402
-from vision_attn.attention.plot import plot_pixel_attention  # noqa: E402
-from vision_attn.tasks.cli import VisionAttnCLI  # noqa: E402
+from vision_attn.run.viz.attention import plot_pixel_attention  # noqa: E402
+from vision_attn.run.cli import VisionAttnCLI  # noqa: E402
 from vision_attn.tasks.generation import save_image_grid  # noqa: E402
 
 

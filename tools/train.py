@@ -10,7 +10,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from vision_attn.tasks.cli import VisionAttnCLI  # noqa: E402
+from vision_attn.run.cli import VisionAttnCLI  # noqa: E402
 
 
 def main(args=None) -> None:

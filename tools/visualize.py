@@ -29,7 +29,7 @@ import torch.nn.functional as F  # noqa: E402
 from vision_attn.attention.capture import capture_attention  # noqa: E402
 from vision_attn.data.transforms import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from vision_attn.ops.boxes import box_cxcywh_to_xyxy  # noqa: E402
-from vision_attn.tasks.cli import VisionAttnCLI  # noqa: E402
+from vision_attn.run.cli import VisionAttnCLI  # noqa: E402
 
 
 def last_cross_attention(maps: dict) -> torch.Tensor:

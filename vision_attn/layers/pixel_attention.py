@@ -146,7 +146,7 @@ class LocalSelfAttention2d(nn.Module):
     Capture: :func:`~vision_attn.attention.capture_attention` records ``(B, num_heads, H*W, k*k)``: for each
     query pixel (row-major, before any stride pooling) its weights over the window offsets
     ``(dy, dx)``, ``dy, dx = -k//2 .. k//2``, row-major; offsets outside the image have weight 0.
-    :func:`vision_attn.attention.plot.window_weights_to_dense` turns them into ``(B, heads, H*W, H*W)`` maps.
+    :func:`vision_attn.run.viz.attention.window_weights_to_dense` turns them into ``(B, heads, H*W, H*W)`` maps.
     """
 
     def __init__(

@@ -445,7 +445,7 @@ def run_cell(cli_args: Sequence[str], result_path: str | os.PathLike, label: str
     """Fit and test one cell in this process (DDP ranks included); rank 0 writes the result row as JSON."""
     import pytorch_lightning as pl
 
-    from .cli import VisionAttnCLI
+    from ..run.cli import VisionAttnCLI
 
     class Throughput(pl.Callback):
         """Wall time of the training loop without validation, and the images it trained on (all processes)."""
