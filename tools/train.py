@@ -5,12 +5,7 @@ LightningCLI: every constructor argument is a flag (``--trainer.devices 2 --trai
 ``--model.init_args.lr 3e-4``, ``--data.init_args.train_fraction 0.1``); ``--print_config`` shows the
 resolved config. Runs log to ``<trainer.default_root_dir>/version_N/`` (CSV, TensorBoard, checkpoints).
 """
-import os
-import sys
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-from vision_attn.run.cli import VisionAttnCLI  # noqa: E402
+from vision_attn.run.cli import VisionAttnCLI
 
 
 def main(args=None) -> None:

@@ -1,14 +1,14 @@
-"""The LightningCLI behind ``tools/train.py``, ``tools/eval.py`` and ``make demo``."""
+"""The LightningCLI behind every tool (``train``, ``eval``, ``visualize``, ``sample``, ``demo``) and ``load_task``."""
 from __future__ import annotations
 
 import os
-from typing import List, Optional
+from typing import List, Optional, Sequence, Tuple
 
 import pytorch_lightning as pl
 from pytorch_lightning.cli import LightningCLI
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
-__all__ = ["VisionAttnCLI"]
+__all__ = ["VisionAttnCLI", "load_task"]
 
 
 class VisionAttnCLI(LightningCLI):
@@ -43,3 +43,18 @@ class VisionAttnCLI(LightningCLI):
             csv = CSVLogger(root, name="")
             cfg["logger"] = [csv, TensorBoardLogger(root, name="", version=csv.version, default_hp_metric=False)]
         return super().instantiate_trainer(**kwargs)
+
+
+def load_task(config: str, ckpt: Optional[str] = None, overrides: Sequence[str] = ()
+              ) -> Tuple[pl.LightningModule, pl.LightningDataModule, pl.Trainer]:
+    """Build the task, datamodule and trainer of ``config`` (no logger), with ``ckpt`` loaded into the task's model.
+
+    ``ckpt``: our Lightning ``.ckpt`` (its EMA weights when present), a state dict, or foreign weights the model's
+    ``create_model`` takes (path or URL); ``None`` keeps the config's initial weights. ``overrides`` are CLI flags.
+    """
+    if not os.path.isfile(os.path.expanduser(config)):
+        raise FileNotFoundError(f"config {config} does not exist")
+    cli = VisionAttnCLI(args=["--config", os.path.expanduser(config), "--trainer.logger", "false", *overrides], run=False)
+    if ckpt is not None:
+        cli.model.load_weights(os.path.expanduser(ckpt) if "://" not in str(ckpt) else ckpt)
+    return cli.model, cli.datamodule, cli.trainer
