@@ -1,0 +1,26 @@
+"""``python -m vision_attn.run.data_size cell --result R --model-label M --fraction F --seed S -- <LightningCLI args>``:
+run one cell of a sweep in this process (the command :func:`~vision_attn.run.data_size.cell_command` builds)."""
+from __future__ import annotations
+
+import argparse
+from typing import Optional, Sequence
+
+from .runner import run_cell
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m vision_attn.run.data_size", description="run one cell of a sweep")
+    sub = p.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("cell")
+    c.add_argument("--result", required=True)
+    c.add_argument("--model-label", required=True)
+    c.add_argument("--fraction", type=float, required=True)
+    c.add_argument("--seed", type=int, required=True)
+    c.add_argument("cli_args", nargs=argparse.REMAINDER)
+    a = p.parse_args(argv)
+    cli_args = a.cli_args[1:] if a.cli_args[:1] == ["--"] else a.cli_args
+    run_cell(cli_args, a.result, a.model_label, a.fraction, a.seed)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""The sweep YAML: its checks (every error names the file and the entry) and the grid of cells it describes.
+
+::
+
+    fractions: [0.01, 0.1, 1.0]     # of the (non-validation) training images; stratified, nested per seed
+    seeds: [0, 1, 2]                # seed_everything and fraction_seed of a cell
+    budget:
+      steps: 2000                   # every cell: this many optimizer steps, whatever its fraction
+    args: [--data.init_args.root=data]          # passed to every cell
+    models:
+      resnet18_cifar:                           # the label in results.csv
+        config: configs/resnet18_cifar10.yaml
+        args: [--model.init_args.lr=0.1]        # passed to this model's cells
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Tuple
+
+import yaml
+
+__all__ = ["SweepCell", "SweepConfigError", "SweepSpec", "fraction_key", "load_sweep"]
+
+
+class SweepConfigError(ValueError):
+    """A sweep YAML that cannot be run; the message names the file and the offending entry."""
+
+
+def fraction_key(fraction: float) -> str:
+    """The canonical text of a fraction in results.csv and folder names (``0.01``, ``0.5``, ``1``)."""
+    return f"{float(fraction):g}"
+
+
+@dataclass(frozen=True)
+class SweepCell:
+    """One fit of the grid: a model label, a training fraction and a seed."""
+
+    model: str
+    fraction: float
+    seed: int
+
+    @property
+    def key(self) -> Tuple[str, str, int]:
+        return (self.model, fraction_key(self.fraction), int(self.seed))
+
+    @property
+    def dirname(self) -> str:
+        return f"{self.model}/f{fraction_key(self.fraction)}-s{self.seed}"
+
+
+@dataclass
+class SweepSpec:
+    """A parsed sweep YAML (see the module docstring); ``path`` is the file it came from."""
+
+    path: Path
+    models: Dict[str, Dict[str, Any]]
+    fractions: List[float]
+    seeds: List[int]
+    steps: int
+    args: List[str] = field(default_factory=list)
+
+    def cells(self) -> List[SweepCell]:
+        """Every cell, smallest fraction first (the cheap end of the curve arrives first), then seed, then model."""
+        return [SweepCell(m, f, s) for f in sorted(self.fractions) for s in self.seeds for m in self.models]
+
+
+def _as_args(value: Any, where: str) -> List[str]:
+    if value is None:
+        return []
+    if isinstance(value, dict):  # {"--trainer.max_epochs": 3} or {"trainer.max_epochs": 3}
+        return [f"{k if k.startswith('--') else '--' + k}={json.dumps(v) if isinstance(v, (dict, list, bool)) or v is None else v}"
+                for k, v in value.items()]
+    if isinstance(value, list) and all(isinstance(a, (str, int, float)) for a in value):
+        return [str(a) for a in value]
+    raise SweepConfigError(f"{where}: expected a list of CLI arguments or a mapping of them; got {value!r}")
+
+
+def load_sweep(path: str | os.PathLike) -> SweepSpec:
+    """Read and check a sweep YAML. Config paths are resolved against the current directory, then the YAML's folder
+    and its parents (so ``configs/...`` works from the repository root and from anywhere else)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"sweep config {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise SweepConfigError(f"{path}: not valid YAML: {err}") from err
+    if not isinstance(raw, dict):
+        raise SweepConfigError(f"{path}: expected a mapping with models, fractions, seeds and budget; got {type(raw).__name__}")
+    unknown = set(raw) - {"models", "fractions", "seeds", "budget", "args", "description"}
+    if unknown:
+        raise SweepConfigError(f"{path}: unknown keys {sorted(unknown)}; expected models, fractions, seeds, budget, args")
+    for key in ("models", "fractions", "budget"):
+        if key not in raw:
+            raise SweepConfigError(f"{path}: missing '{key}'")
+    fractions = raw["fractions"]
+    if not isinstance(fractions, list) or not fractions or not all(isinstance(f, (int, float)) and 0 < f <= 1 for f in fractions):
+        raise SweepConfigError(f"{path}: 'fractions' must be a non-empty list of numbers in (0, 1]; got {fractions!r}")
+    seeds = raw.get("seeds", [0])
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise SweepConfigError(f"{path}: 'seeds' must be a non-empty list of integers; got {seeds!r}")
+    budget = raw["budget"]
+    if not isinstance(budget, dict) or set(budget) != {"steps"} or not isinstance(budget["steps"], int) or budget["steps"] < 1:
+        raise SweepConfigError(
+            f"{path}: 'budget' must be {{steps: N}} with N >= 1 optimizer steps per cell (the equal-steps rule); got {budget!r}"
+        )
+    models = raw["models"]
+    if not isinstance(models, dict) or not models:
+        raise SweepConfigError(f"{path}: 'models' must map labels to {{config: ..., args: [...]}}; got {models!r}")
+    parsed: Dict[str, Dict[str, Any]] = {}
+    for label, entry in models.items():
+        where = f"{path}: models.{label}"
+        if not isinstance(label, str) or not label or any(c in label for c in "/\\, \n"):
+            raise SweepConfigError(f"{where}: a label must be a non-empty name without '/', ',', spaces")
+        if not isinstance(entry, dict) or "config" not in entry:
+            raise SweepConfigError(f"{where}: expected a mapping with 'config' (a LightningCLI YAML) and optional 'args'")
+        extra = set(entry) - {"config", "args"}
+        if extra:
+            raise SweepConfigError(f"{where}: unknown keys {sorted(extra)}")
+        parsed[label] = {"config": str(_find_config(entry["config"], path, where)), "args": _as_args(entry.get("args"), where)}
+    return SweepSpec(
+        path=path, models=parsed, fractions=[float(f) for f in fractions], seeds=[int(s) for s in seeds],
+        steps=int(budget["steps"]), args=_as_args(raw.get("args"), f"{path}: args"),
+    )
+
+
+def _find_config(name: str, sweep_path: Path, where: str) -> Path:
+    candidates = [Path(name)] + [p / name for p in [sweep_path.parent, *sweep_path.resolve().parents]]
+    for c in candidates:
+        if c.is_file():
+            return c.resolve()
+    raise SweepConfigError(f"{where}: config {name} not found (looked in the current directory and above {sweep_path.parent})")
