@@ -204,6 +204,27 @@ def test_malformed_annotations_name_the_file_and_record(tmp_path):
         COCODataModule(str(tmp_path), train_split="train", val_split="train").setup("fit")
 
 
+def test_albumentations_is_imported_offline_whichever_coco_module_comes_first():
+    """albumentations asks PyPI for updates on import unless NO_ALBUMENTATIONS_UPDATE is set: DETR's transforms,
+    imported on their own in a fresh process (as in a spawned DataLoader worker), must find it set."""
+    import os
+    import subprocess
+
+    probe = (
+        "import os, sys\n"
+        "class Probe:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'albumentations':\n"
+        "            print('at import:', os.environ.get('NO_ALBUMENTATIONS_UPDATE'))\n"
+        "sys.meta_path.insert(0, Probe())\n"
+        "import vision_attn.data.coco.transforms\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "NO_ALBUMENTATIONS_UPDATE"}
+    proc = subprocess.run([sys.executable, "-c", probe], env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.splitlines()[0] == "at import: 1"
+
+
 def test_synthetic_coco_is_deterministic_with_gaps_in_category_ids(tmp_path):
     a = generate_coco_shapes(tmp_path / "a", num_train=12, num_val=4, img_size=48, num_classes=3, max_objects=3, seed=5)
     b = generate_coco_shapes(tmp_path / "b", num_train=12, num_val=4, img_size=48, num_classes=3, max_objects=3, seed=5)

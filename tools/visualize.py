@@ -1,4 +1,14 @@
 #!/usr/bin/env python
+"""Draw a DETR's detections and its decoder cross-attention maps as PNGs.
+
+    python tools/visualize.py --config configs/detr_shapes.yaml --ckpt runs/detr_shapes/version_0/checkpoints/best.ckpt --out vis/
+    python tools/visualize.py --config configs/detr_r50_coco.yaml --ckpt https://dl.fbaipublicfiles.com/detr/detr-r50-e632da11.pth --images 2 --queries 5 17 --out vis/
+
+For each of the first ``--images`` images of the split it writes ``<image_id>_boxes.png`` (boxes scoring at least
+``--threshold``, with class names and scores) and ``<image_id>_attention.png``: for each chosen query (default:
+the ``--top`` best-scoring ones), the last decoder layer's cross-attention over the feature grid (mean over heads,
+recorded with ``vision_attn.capture_attention``) over the image, with that query's box. Extra arguments go to the
+config (``--data.init_args.root /datasets/coco``).
 """
 import argparse
 import os

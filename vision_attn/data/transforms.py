@@ -5,18 +5,14 @@ bridges the two and always returns a float tensor ``(C, H, W)``.
 """
 from __future__ import annotations
 
-import os
 from typing import Any, Callable, Optional, Sequence
 
-# albumentations asks PyPI for a newer version on import (every process, every DataLoader worker); stay offline.
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-
-import albumentations as A  # noqa: E402
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from albumentations.pytorch import ToTensorV2  # noqa: E402
-from PIL import Image  # noqa: E402
+import albumentations as A  # vision_attn.data's __init__ has set NO_ALBUMENTATIONS_UPDATE (data/_offline.py)
+import cv2
+import numpy as np
+import torch
+from albumentations.pytorch import ToTensorV2
+from PIL import Image
 
 __all__ = [
     "CIFAR10_MEAN",

@@ -1,4 +1,8 @@
-"""Reading checkpoints safely, and the single place where foreign weights are adapted to our models."""
+"""Reading checkpoints safely, and loading them into a model through its ``checkpoint_filter_fn``.
+
+The foreign-weight maps those filters call (timm ViT, torchvision/timm ResNet, official and Hugging Face DETR) live
+in :mod:`vision_attn.models.weights`, one module per source; this module only reads, unwraps and checks.
+"""
 from __future__ import annotations
 
 import argparse

@@ -3,7 +3,8 @@
 A CNN backbone, a 1x1 projection, 2-D sine positions, an encoder-decoder transformer over learned object queries,
 a class head (``num_classes + 1``, the last one "no object") and a 3-layer box MLP. Parameter names follow
 facebookresearch/detr, so its checkpoints load by an explicit, shape-checked rename
-(:meth:`DETR.checkpoint_filter_fn`), as do Hugging Face ``DetrForObjectDetection`` state dicts.
+(:meth:`DETR.checkpoint_filter_fn`, mapped in :mod:`vision_attn.models.weights.detr`), as do Hugging Face
+``DetrForObjectDetection`` state dicts.
 
     >>> det = create_model("detr_resnet50", pretrained=DETR_CHECKPOINT_URLS["detr_resnet50"])
     >>> out = det([img1, img2])            # ImageNet-normalised (3, H_i, W_i) tensors of any sizes
@@ -12,8 +13,8 @@ facebookresearch/detr, so its checkpoints load by an explicit, shape-checked ren
 from __future__ import annotations
 
 import math
-import re
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+import warnings
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import timm
 import torch
@@ -25,8 +26,9 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 from ..attention import sine_position_encoding_2d
 from ..layers.detr_transformer import DetrTransformer
-from .checkpoint import CheckpointError
+from ..ops import pad_images_to_batch
 from .registry import register_model
+from .weights import detr_checkpoint_filter
 
 __all__ = [
     "DETR",
@@ -34,8 +36,6 @@ __all__ = [
     "MLP",
     "DETR_CHECKPOINT_URLS",
     "batch_images",
-    "detr_state_dict_from_official",
-    "detr_state_dict_from_hf",
 ]
 
 # The official facebookresearch/detr COCO checkpoints ({"model": state_dict}, 91 classes + no-object).
@@ -46,6 +46,18 @@ DETR_CHECKPOINT_URLS = {
 }
 
 _TORCHVISION_RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+_MOVED_TO_WEIGHTS = ("detr_state_dict_from_official", "detr_state_dict_from_hf")
+
+
+def __getattr__(name: str):
+    # the checkpoint maps moved to models/weights/detr.py; the old import path warns for one release
+    if name not in _MOVED_TO_WEIGHTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from . import weights
+
+    warnings.warn(f"vision_attn.models.detr.{name} moved to vision_attn.models.weights.{name}; the old path goes away "
+                  "in the next release", DeprecationWarning, stacklevel=2)
+    return getattr(weights, name)
 
 
 def batch_images(images: Union[Tensor, Sequence[Tensor]], mask: Optional[Tensor] = None, in_chans: int = 3) -> Tuple[Tensor, Tensor]:
@@ -53,7 +65,7 @@ def batch_images(images: Union[Tensor, Sequence[Tensor]], mask: Optional[Tensor]
 
     Args:
         images: ``(B, C, H, W)``, or a list of ``(C, H_i, W_i)`` tensors (zero-padded at the bottom and right to
-            the largest height and width, as DETR does).
+            the largest height and width, as DETR does: :func:`~vision_attn.ops.pad_images_to_batch`).
         mask: ``(B, H, W)`` bool, True on padding pixels; only with a tensor ``images`` (default: no padding).
 
     Returns:
@@ -62,20 +74,7 @@ def batch_images(images: Union[Tensor, Sequence[Tensor]], mask: Optional[Tensor]
     if isinstance(images, (list, tuple)):
         if mask is not None:
             raise ValueError("mask is computed from the image sizes when images is a list; pass mask=None")
-        if not images:
-            raise ValueError("images is an empty list; expected at least one (C, H, W) tensor")
-        for i, im in enumerate(images):
-            if not isinstance(im, Tensor) or im.dim() != 3 or im.shape[0] != in_chans:
-                shape = tuple(im.shape) if isinstance(im, Tensor) else type(im).__name__
-                raise ValueError(f"images[{i}] has shape {shape}; expected ({in_chans}, H, W)")
-        H = max(im.shape[1] for im in images)
-        W = max(im.shape[2] for im in images)
-        batch = images[0].new_zeros((len(images), in_chans, H, W))
-        pad = torch.ones((len(images), H, W), dtype=torch.bool, device=images[0].device)
-        for im, b, m in zip(images, batch, pad):
-            b[:, : im.shape[1], : im.shape[2]].copy_(im)
-            m[: im.shape[1], : im.shape[2]] = False
-        return batch, pad
+        return pad_images_to_batch(images, channels=in_chans)
     if not isinstance(images, Tensor) or images.dim() != 4 or images.shape[1] != in_chans:
         shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
         raise ValueError(f"DETR expects images of shape (B, {in_chans}, H, W) or a list of ({in_chans}, H, W) tensors; got {shape}")
@@ -269,117 +268,8 @@ class DETR(nn.Module):
     # --- foreign weights -------------------------------------------------------------------------
     def checkpoint_filter_fn(self, state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
         """Map an official facebookresearch/detr state dict, a Hugging Face ``DetrForObjectDetection`` one, or ours
-        onto this model, asserting every shape (the class head excepted: ``load_pretrained`` re-initialises it
-        with a warning when ``num_classes`` differs)."""
-        keys = list(state_dict)
-        if any(k.startswith("backbone.0.body.") for k in keys):
-            mapped, layout = detr_state_dict_from_official(state_dict), "official DETR"
-        elif any(k.startswith("model.backbone.") or k.startswith("class_labels_classifier.") for k in keys):
-            mapped, layout = detr_state_dict_from_hf(state_dict), "Hugging Face DETR"
-        else:
-            mapped, layout = dict(state_dict), "vision_attn DETR"
-        origin = getattr(mapped, "origin", {})
-        own = self.state_dict()
-        head = ("class_embed.weight", "class_embed.bias")
-        for k, v in mapped.items():
-            src = origin.get(k, k)
-            if k not in own:
-                raise CheckpointError(f"{layout} checkpoint key {src!r} (as {k!r}) has no counterpart in {type(self).__name__}")
-            if k not in head and v.shape != own[k].shape:
-                raise CheckpointError(
-                    f"{layout} checkpoint key {src!r} (as {k!r}) has shape {tuple(v.shape)}; "
-                    f"{type(self).__name__} expects {tuple(own[k].shape)}"
-                )
-        # frozen batch norm keeps no batch counter; a trainable one does: keep the model's own counters
-        for k, v in own.items():
-            if k.endswith("num_batches_tracked") and k not in mapped:
-                mapped[k] = v
-        return dict(mapped)
-
-
-class _MappedStateDict(dict):
-    """A mapped state dict that remembers each key's name in the source checkpoint (for error messages)."""
-
-    origin: Dict[str, str]
-
-
-def detr_state_dict_from_official(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
-    """facebookresearch/detr keys -> ours: ``backbone.0.body.*`` -> ``backbone.body.*``; every other key
-    (``transformer.*``, ``class_embed``, ``bbox_embed.layers.N``, ``query_embed``, ``input_proj``) is the same."""
-    out = _MappedStateDict()
-    out.origin = {}
-    for k, v in state_dict.items():
-        if k.startswith("backbone.0.body."):
-            new = "backbone.body." + k[len("backbone.0.body."):]
-        elif k.startswith("backbone."):
-            raise CheckpointError(f"official DETR checkpoint key {k!r}: only backbone.0.body.* is expected under backbone")
-        else:
-            new = k
-        out[new] = v
-        out.origin[new] = k
-    return out
-
-
-# Hugging Face DetrForObjectDetection -> ours, after the legacy renames below; {L} = encoder|decoder layer.
-_HF_RULES = [
-    (r"^model\.backbone\.model\.(.+)$", r"backbone.body.\1"),
-    (r"^model\.input_projection\.(weight|bias)$", r"input_proj.\1"),
-    (r"^model\.query_position_embeddings\.weight$", r"query_embed.weight"),
-    (r"^model\.decoder\.layernorm\.(weight|bias)$", r"transformer.decoder.norm.\1"),
-    (r"^class_labels_classifier\.(weight|bias)$", r"class_embed.\1"),
-    (r"^bbox_predictor\.layers\.(\d+)\.(weight|bias)$", r"bbox_embed.layers.\1.\2"),
-    (r"^model\.(encoder|decoder)\.layers\.(\d+)\.self_attn\.o_proj\.(weight|bias)$", r"transformer.\1.layers.\2.self_attn.out_proj.\3"),
-    (r"^model\.decoder\.layers\.(\d+)\.encoder_attn\.o_proj\.(weight|bias)$", r"transformer.decoder.layers.\1.multihead_attn.out_proj.\2"),
-    (r"^model\.(encoder|decoder)\.layers\.(\d+)\.self_attn_layer_norm\.(weight|bias)$", r"transformer.\1.layers.\2.norm1.\3"),
-    (r"^model\.decoder\.layers\.(\d+)\.encoder_attn_layer_norm\.(weight|bias)$", r"transformer.decoder.layers.\1.norm2.\2"),
-    (r"^model\.encoder\.layers\.(\d+)\.final_layer_norm\.(weight|bias)$", r"transformer.encoder.layers.\1.norm2.\2"),
-    (r"^model\.decoder\.layers\.(\d+)\.final_layer_norm\.(weight|bias)$", r"transformer.decoder.layers.\1.norm3.\2"),
-    (r"^model\.(encoder|decoder)\.layers\.(\d+)\.mlp\.fc1\.(weight|bias)$", r"transformer.\1.layers.\2.linear1.\3"),
-    (r"^model\.(encoder|decoder)\.layers\.(\d+)\.mlp\.fc2\.(weight|bias)$", r"transformer.\1.layers.\2.linear2.\3"),
-]
-_HF_QKV = re.compile(r"^model\.(encoder|decoder)\.layers\.(\d+)\.(self_attn|encoder_attn)\.([qkv])_proj\.(weight|bias)$")
-# transformers < 5 (and the hub's facebook/detr-* files) named a few modules differently
-_HF_LEGACY = [
-    (r"^model\.backbone\.conv_encoder\.model\.", "model.backbone.model."),
-    (r"\.out_proj\.", ".o_proj."),
-    (r"\.layers\.(\d+)\.fc([12])\.", r".layers.\1.mlp.fc\2."),
-]
-
-
-def detr_state_dict_from_hf(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
-    """Hugging Face ``DetrForObjectDetection`` keys -> ours: q/k/v projections concatenated into ``in_proj_*``,
-    ``o_proj`` -> ``out_proj``, ``encoder_attn`` -> ``multihead_attn``, the layer norms to ``norm1..3``,
-    ``model.backbone.model.*`` -> ``backbone.body.*`` (transformers 4's ``conv_encoder`` layout accepted too)."""
-    out = _MappedStateDict()
-    out.origin = {}
-    qkv: Dict[str, Dict[str, Tensor]] = {}
-    for k, v in state_dict.items():
-        name = k
-        for pat, rep in _HF_LEGACY:
-            name = re.sub(pat, rep, name)
-        if name.endswith("num_batches_tracked"):
-            continue
-        m = _HF_QKV.match(name)
-        if m:
-            part, idx, attn, which, kind = m.groups()
-            ours = "self_attn" if attn == "self_attn" else "multihead_attn"
-            target = f"transformer.{part}.layers.{idx}.{ours}.in_proj_{kind}"
-            qkv.setdefault(target, {})[which] = v
-            out.origin[target] = k.replace(f"{which}_proj", "{q,k,v}_proj")
-            continue
-        for pat, rep in _HF_RULES:
-            if re.match(pat, name):
-                new = re.sub(pat, rep, name)
-                break
-        else:
-            raise CheckpointError(f"Hugging Face DETR checkpoint key {k!r} has no counterpart in vision_attn's DETR")
-        out[new] = v
-        out.origin[new] = k
-    for target, parts in qkv.items():
-        if sorted(parts) != ["k", "q", "v"]:
-            raise CheckpointError(f"Hugging Face DETR checkpoint: {out.origin[target]} lacks {sorted({'q', 'k', 'v'} - set(parts))}")
-        out[target] = torch.cat([parts["q"], parts["k"], parts["v"]], dim=0)
-    return out
+        onto this model, asserting every shape (:func:`~vision_attn.models.weights.detr_checkpoint_filter`)."""
+        return detr_checkpoint_filter(state_dict, self)
 
 
 # --- registered models ---------------------------------------------------------------------------------------

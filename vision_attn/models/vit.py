@@ -1,11 +1,11 @@
 """Vision Transformer (Dosovitskiy et al. 2021) on the shared attention core.
 
 Parameter names and hyper-parameters follow timm's ``vision_transformer.py``, so timm's weights load
-by an explicit rename (:meth:`VisionTransformer.checkpoint_filter_fn`) and give timm's outputs.
+by an explicit rename (:meth:`VisionTransformer.checkpoint_filter_fn`, mapped in
+:mod:`vision_attn.models.weights.timm_vit`) and give timm's outputs.
 """
 from __future__ import annotations
 
-import math
 from functools import partial
 from typing import Dict, Optional, Set, Tuple
 
@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from ..attention import POS_EMBED_KINDS, local_window_mask, resample_abs_pos_embed, sine_position_grid, with_prefix_tokens
 from ..layers import PatchEmbed, TransformerEncoderLayer, check_image_input
 from .registry import register_model
+from .weights import vit_state_dict_from_timm
 
 __all__ = ["VisionTransformer"]
 
@@ -199,33 +200,9 @@ class VisionTransformer(nn.Module):
 
     # --- foreign weights ----------------------------------------------------------------------------
     def checkpoint_filter_fn(self, state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
-        """Map a timm ViT state dict (or ours) onto this model, key by key, asserting each shape.
-
-        timm ``blocks.i.attn.qkv.*`` -> ``blocks.i.attn.in_proj_*``, ``blocks.i.attn.proj.*`` ->
-        ``blocks.i.attn.out_proj.*``; every other key is the same. ``pos_embed`` is resampled (bicubic,
-        prefix kept) when the grid differs; a checkpoint without ``pos_embed`` for a model with learned
-        positions is rejected.
-        """
-        out: Dict[str, Tensor] = {}
-        for k, v in state_dict.items():
-            if ".attn.qkv." in k:
-                k = k.replace(".attn.qkv.weight", ".attn.in_proj_weight").replace(".attn.qkv.bias", ".attn.in_proj_bias")
-            elif ".attn.proj." in k:
-                k = k.replace(".attn.proj.", ".attn.out_proj.")
-            elif ".attn.q_norm." in k or ".attn.k_norm." in k:
-                raise ValueError(f"checkpoint key {k}: qk-norm ViTs are not supported by this model")
-            out[k] = v
-        if self.pos_embed is not None and "pos_embed" in out and out["pos_embed"].shape != self.pos_embed.shape:
-            pe = out["pos_embed"]
-            n_prefix = self.num_prefix_tokens
-            n_grid = pe.shape[1] - n_prefix
-            side = int(math.isqrt(n_grid))
-            if side * side != n_grid or pe.shape[-1] != self.embed_dim:
-                raise ValueError(
-                    f"checkpoint pos_embed {tuple(pe.shape)} cannot be resampled to {tuple(self.pos_embed.shape)}"
-                )
-            out["pos_embed"] = resample_abs_pos_embed(pe, self.patch_embed.grid_size, (side, side), n_prefix)
-        return out
+        """Map a timm ViT state dict (or ours) onto this model, resampling ``pos_embed`` to its grid
+        (:func:`~vision_attn.models.weights.vit_state_dict_from_timm`)."""
+        return vit_state_dict_from_timm(state_dict, self)
 
 
 def _vit(defaults: dict, **kwargs) -> VisionTransformer:

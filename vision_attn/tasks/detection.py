@@ -1,10 +1,11 @@
 """Object detection with Lightning: DETR's training loop (set criterion, AdamW with a backbone lr, clipping,
-step decay) and COCO evaluation (pycocotools) around any registered DETR."""
+step decay) and COCO evaluation (pycocotools) around any registered DETR.
+
+:meth:`DetectionTask.coco_metrics` is the one place COCO numbers are computed: validation and test log them, and
+:func:`vision_attn.run.evaluate.detection.evaluate_detection` writes them with ``predictions.json``."""
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import pytorch_lightning as pl
@@ -121,11 +122,9 @@ class DetectionTask(pl.LightningModule):
         return losses["loss"]
 
     def _collect(self, outputs: Dict[str, Any], targets: List[Dict[str, Any]]) -> None:
-        """Remember this batch's COCO results, by image id (an image repeated by a DDP sampler counts once)."""
-        dm = self.trainer.datamodule or getattr(self, "_eval_datamodule", None)
-        if not hasattr(dm, "label_to_category_id"):
-            raise RuntimeError(f"DetectionTask evaluation needs a COCO datamodule (label_to_category_id, ann_file); got {type(dm).__name__}")
-        results = to_coco_results(outputs, targets, dm.label_to_category_id, dm.category_ids)
+        """Remember this batch's detections by image id (an image repeated by a DDP sampler counts once), as COCO
+        results whose ``category_id`` is still the label: :meth:`coco_metrics` maps labels to the data's categories."""
+        results = to_coco_results(outputs, targets, range(self.num_classes))
         for t in targets:
             self._predictions[int(t["image_id"])] = []
         for r in results:
@@ -140,7 +139,7 @@ class DetectionTask(pl.LightningModule):
         self._collect(outputs, batch[2])
 
     def predict_step(self, batch: Batch, batch_idx: int) -> List[Dict[str, Any]]:
-        """COCO results of the batch (original image and category ids, xywh in original pixels)."""
+        """Collect the batch's detections for :meth:`coco_metrics` (returns nothing: they stay in the task)."""
         images, mask, targets = batch
         self._collect(self.model(images, mask), targets)
         return []
@@ -148,7 +147,7 @@ class DetectionTask(pl.LightningModule):
     def on_validation_epoch_start(self) -> None:
         self._predictions = {}
 
-    on_test_epoch_start = on_validation_epoch_start
+    on_test_epoch_start = on_predict_epoch_start = on_validation_epoch_start
 
     def _gathered_predictions(self) -> Dict[int, List[Dict[str, Any]]]:
         """Every process's predictions (all_gather_object under DDP), merged by image id."""
@@ -161,42 +160,42 @@ class DetectionTask(pl.LightningModule):
                 merged.update(p)
         return merged
 
-    def _coco_metrics(self, split_name: str) -> Dict[str, float]:
-        """The 12 COCO numbers over every process's predictions, and ``images``: how many images they cover."""
-        dm = self.trainer.datamodule
-        preds = self._gathered_predictions()
-        results = [r for image_id in sorted(preds) for r in preds[image_id]]
-        return {**coco_evaluate(dm.ann_file(split_name), results, image_ids=sorted(preds)), "images": float(len(preds))}
+    def coco_metrics(self, datamodule: pl.LightningDataModule, split: str) -> Tuple[Dict[str, float], List[Dict[str, Any]]]:
+        """The COCO evaluation of the detections collected since the loop started (every process's, merged by image id).
 
-    def _log_coco(self, stage: str, split_name: str) -> None:
+        Args:
+            datamodule: a COCO datamodule (``label_to_category_id``, ``category_ids``, ``ann_file``, ``split_name``).
+            split: ``"train"``/``"val"``/``"test"`` or a split name: whose annotation file is the ground truth.
+
+        Returns:
+            the 12 COCO numbers (pycocotools) and ``images`` (how many images the detections cover), and the
+            detections as COCO results (original image ids, original category ids, ``[x, y, w, h]`` in original
+            pixels), by image id; labels that are no category of the data are left out.
+        """
+        needs = ("label_to_category_id", "category_ids", "ann_file", "split_name")
+        if not all(hasattr(datamodule, a) for a in needs):
+            raise RuntimeError(f"DetectionTask evaluation needs a COCO datamodule ({', '.join(needs)}); got {type(datamodule).__name__}")
+        # a label's category id, for the labels that are categories of this data (DETR's COCO head has unused labels)
+        categories = set(datamodule.category_ids)
+        to_category = {lab: c for lab, c in enumerate(datamodule.label_to_category_id) if c in categories}
+        preds = self._gathered_predictions()
+        results = [dict(r, category_id=to_category[r["category_id"]])
+                   for image_id in sorted(preds) for r in preds[image_id] if r["category_id"] in to_category]
+        metrics = coco_evaluate(datamodule.ann_file(datamodule.split_name(split)), results, image_ids=sorted(preds))
+        return {**metrics, "images": float(len(preds))}, results
+
+    def _log_coco(self, stage: str) -> None:
         if self.trainer.sanity_checking:
             return
-        metrics = self._coco_metrics(split_name)  # every rank computes the same numbers from the same gather
+        metrics, _ = self.coco_metrics(self.trainer.datamodule, stage)  # every rank: the same numbers from the same gather
         for k, v in metrics.items():
             self.log(f"{stage}/{k}", v, prog_bar=k == self.hparams.monitor)
 
     def on_validation_epoch_end(self) -> None:
-        self._log_coco("val", self.trainer.datamodule.val_split)
+        self._log_coco("val")
 
     def on_test_epoch_end(self) -> None:
-        self._log_coco("test", self.trainer.datamodule.test_split)
-
-    # --- evaluation for tools/eval.py ------------------------------------------------------------
-    def run_evaluation(self, datamodule: pl.LightningDataModule, trainer: pl.Trainer, split: str = "test", output_dir: Union[str, Path] = ".") -> Dict[str, float]:
-        """Predict ``split`` (``"val"``/``"test"``/a split name), write ``output_dir/predictions.json`` (COCO results:
-        original image ids, original category ids, ``[x, y, w, h]`` in original pixels) and return the 12 COCO
-        numbers computed by pycocotools against the split's annotation file."""
-        name = datamodule.split_name(split)
-        self._predictions = {}
-        self._eval_datamodule = datamodule
-        trainer.predict(self, dataloaders=datamodule.split_dataloader(split), return_predictions=False)
-        preds = self._gathered_predictions()
-        results = [r for image_id in sorted(preds) for r in preds[image_id]]
-        out = Path(output_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "predictions.json").write_text(json.dumps(results) + "\n")
-        metrics = coco_evaluate(datamodule.ann_file(name), results, image_ids=sorted(preds))
-        return {**metrics, "images": len(preds), "detections": len(results)}
+        self._log_coco("test")
 
     # --- optimisation -------------------------------------------------------------------------
     def configure_optimizers(self):

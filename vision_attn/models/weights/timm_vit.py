@@ -1,0 +1,45 @@
+"""timm ViT weights -> ours: two renames in every block, and learned positions resampled to our patch grid.
+
+timm's ``vision_transformer.py`` and :class:`~vision_attn.models.vit.VisionTransformer` share every other key, so a
+timm checkpoint (or ours) loads by this explicit map and gives timm's outputs.
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict
+
+from torch import Tensor, nn
+
+from ...attention import resample_abs_pos_embed
+
+__all__ = ["vit_state_dict_from_timm"]
+
+
+def vit_state_dict_from_timm(state_dict: Dict[str, Tensor], model: nn.Module) -> Dict[str, Tensor]:
+    """Map a timm ViT state dict (or ours) onto ``model`` (a :class:`~vision_attn.models.vit.VisionTransformer`).
+
+    timm ``blocks.i.attn.qkv.*`` -> ``blocks.i.attn.in_proj_*``, ``blocks.i.attn.proj.*`` ->
+    ``blocks.i.attn.out_proj.*``; every other key is the same. ``pos_embed (1, P + h*w, D)`` is resampled (bicubic,
+    the ``P`` prefix tokens kept) from the checkpoint's square grid to the model's when they differ; a checkpoint
+    without ``pos_embed`` for a model with learned positions is then rejected by ``load_pretrained`` (missing key).
+    """
+    out: Dict[str, Tensor] = {}
+    for k, v in state_dict.items():
+        if ".attn.qkv." in k:
+            k = k.replace(".attn.qkv.weight", ".attn.in_proj_weight").replace(".attn.qkv.bias", ".attn.in_proj_bias")
+        elif ".attn.proj." in k:
+            k = k.replace(".attn.proj.", ".attn.out_proj.")
+        elif ".attn.q_norm." in k or ".attn.k_norm." in k:
+            raise ValueError(f"checkpoint key {k}: qk-norm ViTs are not supported by this model")
+        out[k] = v
+    if model.pos_embed is not None and "pos_embed" in out and out["pos_embed"].shape != model.pos_embed.shape:
+        pe = out["pos_embed"]
+        n_prefix = model.num_prefix_tokens
+        n_grid = pe.shape[1] - n_prefix
+        side = int(math.isqrt(n_grid))
+        if side * side != n_grid or pe.shape[-1] != model.embed_dim:
+            raise ValueError(
+                f"checkpoint pos_embed {tuple(pe.shape)} cannot be resampled to {tuple(model.pos_embed.shape)}"
+            )
+        out["pos_embed"] = resample_abs_pos_embed(pe, model.patch_embed.grid_size, (side, side), n_prefix)
+    return out
