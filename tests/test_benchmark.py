@@ -1,45 +1,38 @@
-"""tools/benchmark.py: what its output promises (every contender, a usable ratio), never a speed."""
+"""tools/benchmark.py and vision_attn.run.bench: what the output promises (every contender, a usable ratio), never a
+speed."""
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import json
 import math
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from vision_attn.run.bench import main
+from vision_attn.run.bench.harness import Implementation, measure
+
 TOOL = Path(__file__).resolve().parents[1] / "tools" / "benchmark.py"
 
 
 @pytest.fixture(scope="module")
-def tool():
-    spec = importlib.util.spec_from_file_location("vision_attn_tools_benchmark", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def speed_run(tool, tmp_path_factory):
-    """One tiny ``speed`` run (attention batch 2, ViT batch 1 at 32 px): its JSON and its printed table."""
-    path = tmp_path_factory.mktemp("speed") / "speed.json"
-    out = io.StringIO()
-    threads = torch.get_num_threads()
-    try:
-        with contextlib.redirect_stdout(out):
-            # One thread: tiny ops on a busy machine otherwise spend most of their time at thread barriers.
-            tool.main(
-                ["speed", "--repeats", "2", "--warmup", "0", "--vit-batch", "1", "--attn-batch", "2",
-                 "--vit-img-size", "32", "--threads", "1", "--json", str(path)]
-            )
-    finally:
-        torch.set_num_threads(threads)
-    return json.loads(path.read_text()), out.getvalue()
+def speed_run(tmp_path_factory):
+    """One tiny ``speed`` run of the command-line tool (attention batch 2, ViT batch 1 at 32 px), from another
+    working directory: its JSON and its printed table."""
+    workdir = tmp_path_factory.mktemp("speed")
+    path = workdir / "speed.json"
+    # One thread: tiny ops on a busy machine otherwise spend most of their time at thread barriers.
+    proc = subprocess.run(
+        [sys.executable, str(TOOL), "speed", "--repeats", "2", "--warmup", "0", "--vit-batch", "1", "--attn-batch", "2",
+         "--vit-img-size", "32", "--threads", "1", "--json", str(path)],
+        cwd=workdir, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(path.read_text()), proc.stdout
 
 
 def test_json_has_every_contender_and_the_machine(speed_run):
@@ -83,21 +76,21 @@ def test_printed_markdown_table_names_every_implementation(speed_run):
     assert "n/a" in printed  # no CUDA peak memory on the CPU
 
 
-def test_outputs_of_different_shape_are_refused(tool):
+def test_outputs_of_different_shape_are_refused():
     impls = [
-        tool.Implementation("b", "ours", lambda: torch.zeros(2, 3), ours=True),
-        tool.Implementation("b", "peer", lambda: torch.zeros(2, 4)),
+        Implementation("b", "ours", lambda: torch.zeros(2, 3), ours=True),
+        Implementation("b", "peer", lambda: torch.zeros(2, 4)),
     ]
     with pytest.raises(RuntimeError, match="peer gives output"):
-        tool.measure(impls, repeats=1, warmup=0, device=torch.device("cpu"))
+        measure(impls, repeats=1, warmup=0, device=torch.device("cpu"))
 
 
-def test_models_benchmark_compares_with_timm_where_it_has_the_model_and_reports_mfu(tool):
+def test_models_benchmark_compares_with_timm_where_it_has_the_model_and_reports_mfu():
     out = io.StringIO()
     threads = torch.get_num_threads()
     try:
         with contextlib.redirect_stdout(out):
-            data = tool.main(["speed", "--only", "models", "--models", "resnet18", "vit_nano_patch4_32", "--models-batch", "1",
+            data = main(["speed", "--only", "models", "--models", "resnet18", "vit_nano_patch4_32", "--models-batch", "1",
                               "--repeats", "1", "--warmup", "0", "--threads", "1", "--peak-tflops", "1"])
     finally:
         torch.set_num_threads(threads)
@@ -117,19 +110,25 @@ def test_models_benchmark_compares_with_timm_where_it_has_the_model_and_reports_
     assert "| resnet18 | train |" in printed and "| vit_nano_patch4_32 | inference |" in printed
 
 
-def test_gan_benchmark_times_the_configs_model_in_both_memory_layouts(tool, tmp_path):
+def test_gan_benchmark_times_the_configs_model_in_both_memory_layouts(tmp_path, monkeypatch):
     config = tmp_path / "gan.yaml"
     config.write_text(
         "model:\n  class_path: vision_attn.tasks.GenerationTask\n  init_args:\n    model: sagan_32\n"
         "    model_args: {ch: 8, g_mults: [1, 1, 1, 1], d_mults: [1, 1, 1, 1], z_dim: 8, embed_dim: 4}\n"
     )
+    from vision_attn.tasks import GenerationTask
+
+    steps = []  # the benchmark must time the task's own training step, not a copy of it
+    task_step = GenerationTask.gan_step
+    monkeypatch.setattr(GenerationTask, "gan_step", lambda task, *a, **k: steps.append(task) or task_step(task, *a, **k))
     threads = torch.get_num_threads()
     try:
         with contextlib.redirect_stdout(io.StringIO()):
-            data = tool.main(["speed", "--only", "gan", "--gan-config", str(config), "--gan-batch", "2",
-                              "--repeats", "2", "--warmup", "0", "--threads", "1"])
+            data = main(["speed", "--only", "gan", "--gan-config", str(config), "--gan-batch", "2",
+                         "--repeats", "2", "--warmup", "0", "--threads", "1"])
     finally:
         torch.set_num_threads(threads)
+    assert len(steps) == 2 * (1 + 2) and len(set(map(id, steps))) == 2  # per layout: the shape check + 2 repeats
     rows = {r["implementation"]: r for r in data["results"]}
     assert set(rows) == {"default layout (NCHW)", "channels-last"}
     assert rows["channels-last"]["ours"] and "gan.yaml" in rows["channels-last"]["benchmark"]
@@ -137,4 +136,23 @@ def test_gan_benchmark_times_the_configs_model_in_both_memory_layouts(tool, tmp_
     assert math.isfinite(ratio) and ratio > 0
     assert data["config"]["gan_batch"] == 2
     with pytest.raises(SystemExit, match="no config file"):
-        tool.main(["speed", "--only", "gan", "--gan-config", str(tmp_path / "missing.yaml"), "--repeats", "1"])
+        main(["speed", "--only", "gan", "--gan-config", str(tmp_path / "missing.yaml"), "--repeats", "1"])
+
+
+def test_pixel_benchmark_measures_each_peak_alone_and_the_materialised_peer_needs_more(tmp_path):
+    path = tmp_path / "pixel.json"
+    out = io.StringIO()
+    threads = torch.get_num_threads()
+    try:
+        with contextlib.redirect_stdout(out):
+            data = main(["pixel", "--only", "global", "--global-sizes", "32", "--batch", "1", "--channels", "16",
+                         "--repeats", "1", "--warmup", "0", "--threads", "1", "--json", str(path)])
+    finally:
+        torch.set_num_threads(threads)
+    ours, peer = data["results"]
+    assert ours["ours"] and not peer["ours"] and ours["kind"] == peer["kind"] == "global"
+    # (B, heads, N, N) = 1024^2 float32 probabilities and their gradient: MiBs the fused kernel never holds
+    assert ours["peak_mib"] > 0 and peer["memory_peer_over_ours"] == pytest.approx(peer["peak_mib"] / ours["peak_mib"])
+    assert peer["memory_peer_over_ours"] > 1.5
+    assert json.loads(path.read_text())["results"] == json.loads(json.dumps(data["results"]))
+    assert f"| global | 32x32 | {peer['implementation']} |" in out.getvalue()

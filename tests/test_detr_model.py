@@ -213,6 +213,15 @@ def test_other_num_classes_reinitialises_only_the_class_head_with_a_warning(tmp_
     assert torch.equal(ours.bbox_embed.layers[2].weight, official["bbox_embed.layers.2.weight"])
 
 
+def test_moved_checkpoint_maps_keep_their_old_import_path_for_a_release_with_a_warning():
+    import vision_attn.models.detr as detr_module
+    from vision_attn.models import weights
+
+    for name in ("detr_state_dict_from_official", "detr_state_dict_from_hf"):
+        with pytest.warns(DeprecationWarning, match=f"vision_attn.models.weights.{name}"):
+            assert getattr(detr_module, name) is getattr(weights, name)
+
+
 # --- inputs, padding, outputs ------------------------------------------------------------------------------------
 
 
@@ -348,24 +357,18 @@ def test_backbones_dc5_freezing_and_timm():
 
 
 def test_benchmark_times_ours_against_hugging_face_with_the_same_weights():
-    import importlib.util
-    import sys
-    from pathlib import Path
-
     pytest.importorskip("transformers")
-    path = Path(__file__).resolve().parents[1] / "tools" / "benchmark.py"
-    spec = importlib.util.spec_from_file_location("vision_attn_tools_benchmark_detr", path)
-    tool = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = tool  # dataclasses look their module up there
-    spec.loader.exec_module(tool)
+    from vision_attn.run.bench.detr import detr_implementations
+    from vision_attn.run.bench.harness import measure, summarize
+
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        impls = tool.detr_implementations("inference", 1, (64, 96), torch.device("cpu"), torch.float32, seed=0)
-        tool.measure(impls, repeats=1, warmup=0, device=torch.device("cpu"))  # checks both give (1, 100, 92)
+        impls = detr_implementations("inference", 1, (64, 96), torch.device("cpu"), torch.float32, seed=0)
+        measure(impls, repeats=1, warmup=0, device=torch.device("cpu"))  # checks both give (1, 100, 92)
     finally:
         torch.set_num_threads(threads)
-    rows = tool.summarize(impls)
+    rows = summarize(impls)
     assert [r["ours"] for r in rows] == [True, False]
     assert rows[1]["implementation"].startswith("transformers DetrForObjectDetection")
     assert rows[1]["peer_over_ours"] > 0
