@@ -1,4 +1,5 @@
 """SA-GAN: the model, its losses, the FID/IS/KID metrics, the Lightning task and the sampling / evaluation tools."""
+import dataclasses
 import json
 import os
 import subprocess
@@ -20,7 +21,8 @@ from vision_attn.metrics.generation import (
     real_features,
 )
 from vision_attn.models.sagan import truncated_normal
-from vision_attn.tasks.generation import GenerationTask
+from vision_attn.run.evaluate.generation import evaluate_generation
+from vision_attn.tasks.generation import GenerationEvalConfig, GenerationTask
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tools"))
@@ -285,6 +287,44 @@ def test_channels_last_training_keeps_the_format_and_gives_the_default_layouts_r
     assert torch.nn.functional.cosine_similarity(d_base, d_fast, dim=0) > 0.98
 
 
+def test_gan_step_without_a_trainer_trains_as_training_step_under_a_trainer(tmp_path):
+    """The benchmark times gan_step alone: it must be the Trainer's step (toggling, DiffAugment, d_steps, EMA)."""
+    import pytorch_lightning as pl
+
+    g = torch.Generator().manual_seed(0)
+    data = [(torch.rand(4, 3, 32, 32, generator=g) * 2 - 1, torch.randint(0, 10, (4,), generator=g)) for _ in range(4)]
+
+    def make():
+        torch.manual_seed(0)
+        return GenerationTask(model="sagan_32", model_args=TINY, num_classes=10, d_steps=2, ema_start=0, ema_decay=0.5,
+                              diffaug="color,translation,cutout", sample_every_n_steps=0)
+
+    class Reseed(pl.Callback):  # both paths start their first step from the same global RNG state
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if batch_idx == 0:
+                torch.manual_seed(1)
+
+    initial = make().model.state_dict()
+    trained = make()
+    pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+               callbacks=[Reseed()], default_root_dir=tmp_path).fit(trained, torch.utils.data.DataLoader(data, batch_size=None))
+    alone = make()
+    opt_g, opt_d = alone.configure_optimizers()
+    torch.manual_seed(1)
+    for i, (real, labels) in enumerate(data):
+        losses = alone.gan_step(real, labels, opt_g, opt_d, generator_step=(i + 1) % 2 == 0)
+        assert set(losses) == ({"d_loss", "d_real", "d_fake", "g_loss"} if i % 2 else {"d_loss", "d_real", "d_fake"})
+        assert not any(v.requires_grad for v in losses.values())
+    assert alone.g_steps == trained.g_steps == 2
+    a, b = trained.model.state_dict(), alone.model.state_dict()
+    for net in ("generator.", "discriminator.", "generator_ema."):
+        assert any(not torch.equal(initial[k], b[k]) for k in b if k.startswith(net))  # every network moved
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:5]
+    # the freezing during each step is undone: both networks train again afterwards
+    assert all(p.requires_grad for p in alone.model.generator.parameters())
+    assert all(p.requires_grad for p in alone.model.discriminator.parameters())
+
+
 def test_sample_tool_and_evaluation_with_a_small_extractor(tmp_path):
     cli = _cli(tmp_path)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
@@ -300,14 +340,22 @@ def test_sample_tool_and_evaluation_with_a_small_extractor(tmp_path):
     # evaluation: load the checkpoint into a fresh task with an injected extractor; metrics.json via the same path as eval.py
     import eval as eval_tool
 
-    task = GenerationTask(model="sagan_32", model_args=TINY, num_classes=10, feature_extractor=SmallFeatures(),
-                          eval_n_samples=40, eval_batch_size=20, stats_cache_dir=str(tmp_path / "stats"))
+    evaluation = GenerationEvalConfig(feature_extractor=SmallFeatures(), eval_n_samples=40, eval_batch_size=20,
+                                      stats_cache_dir=str(tmp_path / "stats"))
+    task = GenerationTask(model="sagan_32", model_args=TINY, num_classes=10, evaluation=evaluation)
     task.load_weights(str(ckpt))
     assert torch.equal(task.model.generator_ema.out_bn.running_mean, cli.model.model.generator_ema.out_bn.running_mean)
-    metrics = task.run_evaluation(cli.datamodule, None, split="test", output_dir=tmp_path / "eval")
+    metrics = evaluate_generation(task, cli.datamodule, None, split="test", output_dir=tmp_path / "eval")
     assert {"fid", "kid_mean", "kid_std", "is_mean", "is_std"} <= set(metrics) and metrics["fid"] > 0
     assert metrics["n_generated"] == 40 and metrics["n_real"] == 40
     assert (tmp_path / "eval" / "samples.png").is_file() and list((tmp_path / "stats").glob("real-features-*.pt"))
+    assert metrics["generator"] == "ema"
+    # eval_generator="generator" evaluates the trained weights (not the EMA's) and leaves the model as it was
+    ema = task.model.generator_ema
+    task.evaluation = dataclasses.replace(task.evaluation, eval_generator="generator")
+    trained_g = evaluate_generation(task, cli.datamodule, None, split="test", output_dir=tmp_path / "eval_g")
+    assert trained_g["generator"] == "generator" and trained_g["fid"] != metrics["fid"]
+    assert task.model.generator_ema is ema and task.model.sampler is ema
     assert callable(getattr(eval_tool, "evaluate"))
 
 
@@ -321,10 +369,11 @@ def test_eval_tool_writes_metrics_json_with_classifier_features_and_accuracy(tmp
 
     report = eval_tool.main(["--config", str(REPO / "configs/sagan_shapes.yaml"), "--ckpt", str(ckpt), "--output-dir",
                              str(tmp_path / "out"), "--model.init_args.model_args", TINY_JSON, *shapes_args(tmp_path),
-                             "--model.init_args.classifier", str(tmp_path / "clf.pth"),
-                             "--model.init_args.classifier_args", '{"channels": [8, 8, 8, 8]}',
-                             "--model.init_args.eval_n_samples", "30", "--model.init_args.classifier_n_per_class", "2",
-                             "--model.init_args.stats_cache_dir", str(tmp_path / "stats")])
+                             "--model.init_args.evaluation.classifier", str(tmp_path / "clf.pth"),
+                             "--model.init_args.evaluation.classifier_args", '{"channels": [8, 8, 8, 8]}',
+                             "--model.init_args.evaluation.eval_n_samples", "30",
+                             "--model.init_args.evaluation.classifier_n_per_class", "2",
+                             "--model.init_args.evaluation.stats_cache_dir", str(tmp_path / "stats")])
     saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert saved["feature_extractor"] == "classifier" and saved["feature_dim"] == 8
     for key in ("fid", "kid_mean", "is_mean", "classifier_accuracy", "classifier_acc/circle"):

@@ -15,17 +15,8 @@ go to the config (``--data.init_args.root /datasets``).
 """
 import argparse
 import os
-import sys
-from pathlib import Path
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-import torch  # noqa: E402
-
-from vision_attn.attention import capture_attention  # noqa: E402
-from vision_attn.run.viz.attention import plot_pixel_attention  # noqa: E402
-from vision_attn.run.cli import VisionAttnCLI  # noqa: E402
-from vision_attn.tasks.generation import save_image_grid  # noqa: E402
+from vision_attn.run.sample import sample
 
 
 def _pixel(text: str):
@@ -34,47 +25,6 @@ def _pixel(text: str):
     except ValueError:
         raise argparse.ArgumentTypeError(f"query pixel must be 'y,x' (two ints); got {text!r}") from None
     return y, x
-
-
-def sample(config: str, ckpt: str, out: str, n: int = 64, labels=None, truncation=None, seed: int = 0, nrow=None,
-           attention_out=None, query_pixels=None, attention_index: int = 0, standing_stats: int = 0, overrides=()) -> dict:
-    """Write the grid (and the attention PNG); return ``{"grid": path, "attention": path or None, "labels": [...]}``."""
-    cli = VisionAttnCLI(args=["--config", config, "--trainer.logger", "false", *overrides], run=False)
-    task = cli.model
-    task.load_weights(ckpt)
-    model = task.model.eval()
-    if standing_stats:
-        model.recompute_ema_statistics(standing_stats, generator=torch.Generator().manual_seed(seed + 1))
-    if labels is not None and len(labels) == 1:
-        labels = labels[0]
-    y = model.make_labels(n, labels)
-    g = torch.Generator().manual_seed(seed)
-    result = {"grid": None, "attention": None, "labels": None if y is None else y.tolist()}
-    if attention_out:
-        gen = model.sampler
-        if gen.attention is None:
-            raise SystemExit(f"{config}: the generator has no self-attention (g_attn_res=None): nothing to draw")
-        with capture_attention(gen) as maps:
-            images = model.sample(n, labels=y, truncation=truncation, generator=g, batch_size=max(n, 1))
-        weights = maps["attention"]  # (n, heads, R*R, Nk)
-        r, side = gen.attn_res, model.img_size
-        if not 0 <= attention_index < n:
-            raise SystemExit(f"--attention-index {attention_index} is outside the {n} samples")
-        pixels = query_pixels or [(side // 4, side // 4), (side // 2, side // 2), (side // 4, 3 * side // 4), (3 * side // 4, side // 2)]
-        for py, px in pixels:
-            if not (0 <= py < side and 0 <= px < side):
-                raise SystemExit(f"query pixel ({py}, {px}) is outside the {side}x{side} image")
-        grid_pixels = [(py * r // side, px * r // side) for py, px in pixels]
-        title = f"generator self-attention at {r}x{r}" + (f", class {int(y[attention_index])}" if y is not None else "")
-        result["attention"] = str(plot_pixel_attention(weights, (r, r), grid_pixels, attention_out, image=images[attention_index],
-                                                       batch_index=attention_index, title=title))
-    else:
-        images = model.sample(n, labels=y, truncation=truncation, generator=g)
-    if nrow is None and y is not None and model.num_classes <= 16 and n % model.num_classes == 0 and labels is None:
-        nrow = model.num_classes  # one class per column
-    result["grid"] = str(save_image_grid(images, out, nrow=nrow))
-    print(f"wrote {result['grid']}" + (f" and {result['attention']}" if result["attention"] else ""))
-    return result
 
 
 def main(argv=None) -> dict:
@@ -99,8 +49,11 @@ def main(argv=None) -> dict:
         p.error(f"--n must be >= 1; got {args.n}")
     if args.truncation is not None and args.truncation <= 0:
         p.error(f"--truncation must be > 0; got {args.truncation}")
-    return sample(args.config, args.ckpt, args.out, args.n, args.labels, args.truncation, args.seed, args.nrow,
-                  args.attention_out, args.query_pixels, args.attention_index, args.standing_stats, overrides)
+    try:
+        return sample(args.config, args.ckpt, args.out, args.n, args.labels, args.truncation, args.seed, args.nrow,
+                      args.attention_out, args.query_pixels, args.attention_index, args.standing_stats, overrides)
+    except ValueError as e:  # bad labels, pixels or index: one line, as argparse errors
+        raise SystemExit(f"tools/sample.py: {e}") from None
 
 
 if __name__ == "__main__":

@@ -52,9 +52,4 @@ def evaluate(config: str, ckpt: str, output_dir: Union[str, Path], split: str = 
     return report
 
 
-# register the evaluators  (TEMP during the refactor: the lead makes this a plain import of all three)
-import importlib as _il  # noqa: E402
-
-for _name in ("classification", "detection", "generation"):
-    if (Path(__file__).parent / f"{_name}.py").exists():
-        _il.import_module(f"{__name__}.{_name}")
+from . import classification, detection, generation  # noqa: E402,F401  (each registers its evaluator)
