@@ -163,6 +163,27 @@ def test_coco_loader_ids_crowd_empty_images_and_bad_boxes(tmp_path):
     assert images.shape[-2:] == mask.shape[-2:]
 
 
+def test_duplicate_ids_missing_and_truncated_images_are_named_at_setup(tmp_path):
+    write_coco(tmp_path, "train")
+    ann = tmp_path / "annotations" / "instances_train.json"
+    data = json.loads(ann.read_text())
+    twice = dict(data, images=data["images"] + [dict(data["images"][0], file_name="other.jpg")])
+    ann.write_text(json.dumps(twice))
+    with pytest.raises(COCOFormatError, match=r"images\[3\] id 11 is used twice \(also images\[0\]\)"):
+        COCODataModule(str(tmp_path), train_split="train", val_split="train").setup("fit")
+    ann.write_text(json.dumps(data))
+    first = tmp_path / "train" / data["images"][0]["file_name"]
+    first.rename(tmp_path / "elsewhere.jpg")  # listed in the JSON, absent on disk: named before any epoch starts
+    with pytest.raises(FileNotFoundError, match=rf"1 of 3 listed images are not in .*train, e.g. {first.name}"):
+        COCODataModule(str(tmp_path), train_split="train", val_split="train").setup("fit")
+    (tmp_path / "elsewhere.jpg").rename(first)
+    first.write_bytes(first.read_bytes()[:40])  # a truncated file
+    dm = COCODataModule(str(tmp_path), train_split="train", val_split="train", num_workers=0)
+    dm.setup("fit")
+    with pytest.raises(OSError, match=rf"cannot read image .*{first.name} \(image id 11\)"):
+        dm.dataset("train")[0]
+
+
 def test_train_transform_keeps_boxes_on_their_objects():
     img = np.zeros((60, 100, 3), np.uint8)
     img[10:30, 20:50] = 255

@@ -236,3 +236,19 @@ def test_training_checkpoints_with_their_args_load_and_pretrained_true_needs_pub
     assert torch.equal(loaded.pos_embed, model.pos_embed)
     with pytest.raises(ValueError, match="'vit_nano_patch4_32' has no default pretrained weights"):
         va.create_model("vit_nano_patch4_32", pretrained=True)
+
+
+def test_a_checkpoint_url_without_network_is_one_line_naming_the_url_and_the_way_out(tmp_path, monkeypatch):
+    import urllib.error
+
+    from vision_attn.models.checkpoint import CheckpointError, resolve_checkpoint
+
+    def offline(url, dst, **_):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr("torch.hub.download_url_to_file", offline)
+    url = "https://example.invalid/weights/vit.pth"
+    with pytest.raises(CheckpointError) as err:
+        resolve_checkpoint(url, cache_dir=tmp_path)
+    msg = str(err.value)
+    assert "\n" not in msg and url in msg and "name resolution" in msg and str(tmp_path) in msg and "path" in msg

@@ -19,13 +19,22 @@ from vision_attn.run.data_size import (
     summarize,
     write_report,
 )
+from vision_attn.run.data_size.runner import SweepLockedError, cell_hash, sweep_lock
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def row(model="vit", fraction=1.0, seed=0, top1=0.5, n_train=300):
+def row(model="vit", fraction=1.0, seed=0, top1=0.5, n_train=300, cell_hash=""):
     return {"model": model, "fraction": fraction, "seed": seed, "n_train": n_train, "top1": top1, "top5": 0.9,
-            "train_seconds": 1.5, "images_per_second": 100.0, "devices": 1}
+            "train_seconds": 1.5, "images_per_second": 100.0, "devices": 1, "cell_hash": cell_hash,
+            "code_version": "test"}
+
+
+def hash_of(sweep: Path, model: str, fraction: float, seed: int, extra=()) -> str:
+    """The cell hash the sweep computes now for one of its cells (what a row made by that cell records)."""
+    spec = load_sweep(sweep)
+    (cell,) = [c for c in spec.cells() if (c.model, c.fraction, c.seed) == (model, fraction, seed)]
+    return cell_hash(spec, cell, extra)
 
 
 def write_sweep(path: Path, body: str) -> Path:
@@ -115,7 +124,7 @@ models:
 """)
     out = tmp_path / "out"
     out.mkdir()
-    append_result(out / "results.csv", row("vit", 1.0, 3, 0.123))  # finished before the "kill"
+    append_result(out / "results.csv", row("vit", 1.0, 3, 0.123, cell_hash=hash_of(sweep, "vit", 1.0, 3)))  # finished before the "kill"
     with open(out / "results.csv", "a") as f:
         f.write("vit,0.25,3,7")  # the row being written when the sweep was killed
     logs = []
@@ -180,11 +189,13 @@ models:
     for fraction in ("0.5", "1"):  # what the jobs leave behind
         cell = out / "cells" / "cnn" / f"f{fraction}-s0"
         cell.mkdir(parents=True)
-        (cell / "result.json").write_text(json.dumps({**row("cnn", fraction, 0, 0.7), "fraction": fraction}))
-    rows = run_sweep(sweep, out, log=logs.append)
+        made_by = hash_of(sweep, "cnn", float(fraction), 0, ["--trainer.num_nodes", "2"])
+        (cell / "result.json").write_text(json.dumps({**row("cnn", fraction, 0, 0.7, cell_hash=made_by), "fraction": fraction}))
+    nodes = ["--trainer.num_nodes", "2"]  # the same command again: the same cells
+    rows = run_sweep(sweep, out, extra_args=nodes, log=logs.append)
     assert [(r["model"], r["fraction"], r["top1"]) for r in rows] == [("cnn", 0.5, 0.7), ("cnn", 1.0, 0.7)]
     assert "2 collected from cells/" in logs[-1] and "0 to run" in logs[-1]
-    assert run_sweep(sweep, out, print_cells=True, log=lambda *_: None) == []
+    assert run_sweep(sweep, out, extra_args=nodes, print_cells=True, log=lambda *_: None) == []
 
 
 def test_old_sweep_path_still_works_for_one_release_and_warns():
@@ -198,3 +209,128 @@ def test_old_sweep_path_still_works_for_one_release_and_warns():
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "python -m vision_attn.run.data_size cell" in proc.stderr
     assert "--result" in proc.stderr and "DeprecationWarning" in proc.stderr
+
+
+def test_journal_refuses_a_duplicated_row_and_keeps_a_complete_last_row_without_newline(tmp_path):
+    path = tmp_path / "results.csv"
+    append_result(path, row("vit", 0.1, cell_hash="abc"))
+    append_result(path, row("cnn", 0.1, cell_hash="abc"))
+    text = path.read_text()
+    path.write_text(text + text.splitlines(keepends=True)[1])  # the vit row again
+    with pytest.raises(ValueError, match=r"results.csv, line 4: duplicate of line 2 \(model vit"):
+        read_results(path)
+    path.write_text(text.rstrip("\n"))  # complete, but the newline never made it to disk
+    assert [r["model"] for r in read_results(path)] == ["vit", "cnn"]
+    append_result(path, row("vit", 1.0, cell_hash="abc"))  # must not be glued onto the cnn row
+    assert [(r["model"], r["fraction"]) for r in read_results(path)] == [("vit", 0.1), ("cnn", 0.1), ("vit", 1.0)]
+
+
+def test_rows_record_what_made_them_and_a_changed_budget_or_config_reruns_the_cells(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    config = tmp_path / "cnn.yaml"
+    config.write_text((REPO / "configs/quickstart_resnet.yaml").read_text())
+    body = f"""
+fractions: [0.5, 1.0]
+budget: {{steps: 7}}
+models:
+  cnn: {{config: {config}}}
+"""
+    sweep = write_sweep(tmp_path / "s.yaml", body)
+    out = tmp_path / "out"
+    for f in (0.5, 1.0):
+        append_result(out / "results.csv", row("cnn", f, 0, 0.7, cell_hash=hash_of(sweep, "cnn", f, 0)))
+    assert run_sweep(sweep, out, print_cells=True, log=lambda *_: None) == []  # nothing changed: nothing to run
+    write_sweep(sweep, body.replace("steps: 7", "steps: 9"))  # a new budget: every cell is another experiment
+    assert len(run_sweep(sweep, out, print_cells=True, log=lambda *_: None)) == 2
+    write_sweep(sweep, body)
+    config.write_text(config.read_text().replace("lr: ", "lr: 0.5 #"))  # an edited model config
+    assert len(run_sweep(sweep, out, print_cells=True, log=lambda *_: None)) == 2
+    assert {r["code_version"] for r in read_results(out / "results.csv")} == {"test"}
+    # the report shows only rows of the configuration as it is now: here, none
+    assert write_report(out, current={hash_of(sweep, "cnn", 1.0, 0)}) is None
+
+
+def test_a_second_sweep_in_the_same_folder_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    sweep = write_sweep(tmp_path / "s.yaml", "fractions: [1.0]\nbudget: {steps: 1}\nmodels:\n  cnn: {config: configs/quickstart_resnet.yaml}\n")
+    out = tmp_path / "out"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from vision_attn.run.data_size.runner import sweep_lock\n"
+                               "with sweep_lock(__import__('pathlib').Path(sys.argv[1])):\n print('held', flush=True); time.sleep(60)",
+                               str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(SweepLockedError, match=rf"{out}: another sweep \(pid {holder.pid}\) is running"):
+            run_sweep(sweep, out, print_cells=True, log=lambda *_: None)
+    finally:
+        holder.kill()
+        holder.wait()
+    with sweep_lock(out):  # released when its holder died
+        pass
+
+
+FAKE_PYTHON = """#!/bin/sh
+# stands in for python: records the cell's pid and its arguments, then runs as long as a fit would
+echo $$ >> "$(dirname "$0")/pids"
+echo "cell started: $*"
+exec sleep 120
+"""
+
+
+def test_cells_die_with_a_killed_sweep_and_a_rerun_keeps_their_logs(tmp_path, monkeypatch):
+    import os
+    import signal
+    import time
+
+    monkeypatch.chdir(REPO)
+    fake = tmp_path / "bin" / "python"
+    fake.parent.mkdir()
+    fake.write_text(FAKE_PYTHON)
+    fake.chmod(0o755)
+    sweep = write_sweep(tmp_path / "s.yaml", "fractions: [1.0]\nbudget: {steps: 1}\nmodels:\n  cnn: {config: configs/quickstart_resnet.yaml}\n")
+    out = tmp_path / "out"
+    code = "import sys; from vision_attn.run.data_size import run_sweep; run_sweep(sys.argv[1], sys.argv[2], python=sys.argv[3])"
+    log = out / "cells" / "cnn" / "f1-s0" / "cell.log"
+    for attempt in (1, 2):
+        sweep_proc = subprocess.Popen([sys.executable, "-c", code, str(sweep), str(out), str(fake)])
+        deadline = time.time() + 60
+        while time.time() < deadline and len((fake.parent / "pids").read_text().split() if (fake.parent / "pids").exists() else []) < attempt:
+            time.sleep(0.2)
+        cell_pid = int((fake.parent / "pids").read_text().split()[-1])
+        os.kill(sweep_proc.pid, signal.SIGKILL)  # kill -9 the sweep
+        sweep_proc.wait()
+        deadline = time.time() + 10
+        while time.time() < deadline and _alive(cell_pid):
+            time.sleep(0.1)
+        assert not _alive(cell_pid), "the cell outlived its sweep"
+    text = log.read_text()
+    assert text.count("cell started:") == 2 and text.count("=== ") == 2  # the rerun appended, nothing truncated
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_submitit_local_launcher_runs_the_cells_as_a_job_array_and_collects_them(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    data = tmp_path / "data"
+    sweep = write_sweep(tmp_path / "s.yaml", f"""
+fractions: [0.5, 1.0]
+budget: {{steps: 2}}
+args: [--data.init_args.root={data}, --data.init_args.num_train=200, --data.init_args.num_test=50,
+       --data.init_args.val_split=50, --data.init_args.batch_size=25, --trainer.enable_progress_bar=false]
+models:
+  cnn:
+    config: configs/quickstart_resnet.yaml
+""")
+    SyntheticShapesDataModule(root=str(data), num_train=200, num_test=50, val_split=50).prepare_data()
+    out = tmp_path / "out"
+    logs = []
+    rows = run_sweep(sweep, out, launcher={"cluster": "local", "time_min": 10}, log=logs.append)
+    assert sorted((r["model"], r["fraction"]) for r in rows) == [("cnn", 0.5), ("cnn", 1.0)]
+    assert all(r["cell_hash"] == hash_of(sweep, "cnn", r["fraction"], 0) for r in rows)
+    assert any("job array" in line for line in logs) and (out / "submitit").is_dir()
+    assert run_sweep(sweep, out, launcher={"cluster": "local"}, print_cells=True, log=lambda *_: None) == []

@@ -59,7 +59,13 @@ def resolve_checkpoint(source: Union[str, Path], cache_dir: Optional[Union[str, 
         target = cache / f"{hashlib.sha256(s.encode()).hexdigest()[:10]}-{os.path.basename(urlparse(s).path)}"
         if not target.exists():
             log.info("downloading %s to %s", s, target)
-            torch.hub.download_url_to_file(s, str(target), progress=True)  # writes a temp file, then renames
+            try:
+                torch.hub.download_url_to_file(s, str(target), progress=True)  # writes a temp file, then renames
+            except OSError as err:  # URLError, timeouts, DNS failures: no network, or the file moved
+                raise CheckpointError(
+                    f"cannot download {s} ({getattr(err, 'reason', err)}); without network, fetch it on a machine "
+                    f"that has one and pass the file's path, or copy it to {target}"
+                ) from None
         return target
     path = Path(s).expanduser()
     if not path.is_file():

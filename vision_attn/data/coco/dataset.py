@@ -72,6 +72,10 @@ class COCODetection(Dataset):
         if missing:
             raise COCOFormatError(f"{self.ann_file}: category ids {missing} are not in the label mapping {self.label_to_category_id}")
         self.images = sorted(data["images"], key=lambda im: im["id"])
+        absent = [im["file_name"] for im in self.images if not (self.image_dir / im["file_name"]).is_file()]
+        if absent:  # found now, at setup, not as a crash in the middle of an epoch
+            raise FileNotFoundError(f"{self.ann_file}: {len(absent)} of {len(self.images)} listed images are not in "
+                                    f"{self.image_dir}, e.g. {', '.join(absent[:5])}")
         per_image: Dict[Any, List[Tuple[List[float], int]]] = {im["id"]: [] for im in self.images}
         sizes = {im["id"]: (float(im["width"]), float(im["height"])) for im in self.images}
         clipped = dropped = crowd = 0
@@ -103,8 +107,11 @@ class COCODetection(Dataset):
     def load_image(self, index: int) -> np.ndarray:
         """The image file as HWC uint8 RGB."""
         path = self.image_dir / self.images[index]["file_name"]
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
+        try:
+            with Image.open(path) as im:
+                return np.asarray(im.convert("RGB"))
+        except (OSError, SyntaxError, ValueError) as err:  # truncated, corrupt or not an image (PIL's own errors)
+            raise OSError(f"cannot read image {path} (image id {self.images[index]['id']}): {err}") from err
 
     def __getitem__(self, index: int) -> Tuple[Tensor, Dict[str, Tensor]]:
         info, objs = self.images[index], self.targets[index]

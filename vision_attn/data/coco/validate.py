@@ -50,18 +50,22 @@ def load_coco_annotations(path: str | os.PathLike) -> Dict[str, Any]:
         text = json.dumps(rec)[:200] if not isinstance(rec, str) else rec
         return COCOFormatError(f"{path}: {kind}[{i}] {why}: {text}")
 
-    image_ids = set()
+    image_ids: Dict[Any, int] = {}
     for i, im in enumerate(data["images"]):
         if not isinstance(im, dict) or not all(k in im for k in ("id", "file_name", "width", "height")):
             raise bad("images", i, im, "needs keys id, file_name, width, height")
         if not (_is_number(im["width"]) and _is_number(im["height"]) and im["width"] > 0 and im["height"] > 0):
             raise bad("images", i, im, "width and height must be positive numbers")
-        image_ids.add(im["id"])
-    cat_ids = set()
+        if im["id"] in image_ids:
+            raise bad("images", i, im, f"id {im['id']!r} is used twice (also images[{image_ids[im['id']]}]); ids must be unique")
+        image_ids[im["id"]] = i
+    cat_ids: Dict[int, int] = {}
     for i, c in enumerate(data["categories"]):
         if not isinstance(c, dict) or not isinstance(c.get("id"), int) or isinstance(c.get("id"), bool) or c["id"] < 0 or "name" not in c:
             raise bad("categories", i, c, "needs an int id >= 0 and a name")
-        cat_ids.add(c["id"])
+        if c["id"] in cat_ids:
+            raise bad("categories", i, c, f"id {c['id']} is used twice (also categories[{cat_ids[c['id']]}]); ids must be unique")
+        cat_ids[c["id"]] = i
     for i, a in enumerate(data["annotations"]):
         if not isinstance(a, dict) or not all(k in a for k in ("image_id", "category_id", "bbox")):
             raise bad("annotations", i, a, "needs keys image_id, category_id, bbox")

@@ -72,6 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--print-cells", action="store_true",
                    help="run nothing: print the command of every cell still to run (to submit as cluster jobs); a "
                    "later run collects their results")
+    p.add_argument("--launcher", choices=["local", "slurm", "submitit-local"], default="local",
+                   help="local: a process pool on this machine (--parallel-cells); slurm: the remaining cells as one "
+                   "submitit job array; submitit-local: the same path through submitit's LocalExecutor")
+    p.add_argument("--array-parallelism", type=int, default=8, help="with --launcher slurm: array tasks at once")
+    p.add_argument("--partition", default=None, help="with --launcher slurm: the SLURM partition")
+    p.add_argument("--time", type=int, default=60, metavar="MINUTES", help="with --launcher slurm/submitit-local: "
+                   "time limit of one cell")
+    p.add_argument("--gpus-per-node", type=int, default=0, help="with --launcher slurm: GPUs per cell and node")
+    p.add_argument("--nodes", type=int, default=1, help="with --launcher slurm: nodes per cell")
     p.set_defaults(func=data_size)
     return parser
 
@@ -82,7 +91,13 @@ def data_size(args: argparse.Namespace) -> Dict[str, object]:
 
     if args.print_cells:
         return {"commands": run_sweep(args.config, args.output_dir, extra_args=args.cell_args, print_cells=True)}
-    rows = run_sweep(args.config, args.output_dir, extra_args=args.cell_args, parallel_cells=args.parallel_cells)
+    launcher = None
+    if args.launcher != "local":
+        launcher = {"cluster": "slurm" if args.launcher == "slurm" else "local", "time_min": args.time,
+                    "array_parallelism": args.array_parallelism, "partition": args.partition,
+                    "gpus_per_node": args.gpus_per_node, "nodes": args.nodes}
+    rows = run_sweep(args.config, args.output_dir, extra_args=args.cell_args, parallel_cells=args.parallel_cells,
+                     launcher=launcher)
     print(open(f"{args.output_dir}/data_size.md").read())
     return {"results": rows}
 

@@ -16,10 +16,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     c.add_argument("--model-label", required=True)
     c.add_argument("--fraction", type=float, required=True)
     c.add_argument("--seed", type=int, required=True)
+    c.add_argument("--cell-hash", default="", help="what the sweep computed for this cell (recorded in its row)")
     c.add_argument("cli_args", nargs=argparse.REMAINDER)
     a = p.parse_args(argv)
     cli_args = a.cli_args[1:] if a.cli_args[:1] == ["--"] else a.cli_args
-    run_cell(cli_args, a.result, a.model_label, a.fraction, a.seed)
+    run_cell(cli_args, a.result, a.model_label, a.fraction, a.seed, a.cell_hash)
 
 
 if __name__ == "__main__":

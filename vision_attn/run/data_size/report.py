@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 
 from ..viz.curves import plot_data_size
 from .journal import read_results
@@ -35,10 +35,14 @@ def summarize(rows: Iterable[Dict[str, Any]]) -> Dict[str, List[Dict[str, Any]]]
     return out
 
 
-def write_report(output_dir: str | os.PathLike, title: str = "") -> Optional[Tuple[Path, Path]]:
-    """Write ``data_size.md`` and ``data_size.png`` from ``output_dir/results.csv``; None when it has no rows."""
+def write_report(output_dir: str | os.PathLike, title: str = "", current: Optional[Set[str]] = None
+                 ) -> Optional[Tuple[Path, Path]]:
+    """Write ``data_size.md`` and ``data_size.png`` from ``output_dir/results.csv``; None when it has no rows.
+
+    ``current``: the cell hashes of the sweep as configured now; rows made by another configuration are left out.
+    """
     out = Path(output_dir)
-    rows = read_results(out / "results.csv")
+    rows = [r for r in read_results(out / "results.csv") if current is None or r["cell_hash"] in current]
     if not rows:
         return None
     summary = summarize(rows)
