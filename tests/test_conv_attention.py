@@ -125,3 +125,16 @@ def test_a_trained_resnet_keeps_its_test_accuracy_after_conversion():
     assert torch.equal(attn.argmax(1), cnn.argmax(1))
     assert (attn.argmax(1) == y[1024:]).float().mean() == acc
     assert _rel(attn, cnn) <= 1e-5
+
+
+def test_figure_shows_each_head_on_its_offset(tmp_path):
+    from vision_attn.run.viz.conv_attention import conv_attention_maps, plot_conv_attention
+
+    torch.manual_seed(0)
+    layer = attention_from_conv(nn.Conv2d(3, 2, 3, padding=1))
+    maps = conv_attention_maps(layer, torch.randn(1, 3, 6, 5), query=(0, 4))
+    assert maps.shape == (9, 8, 7)
+    peaks = [divmod(int(m.argmax()), 7) for m in maps]
+    assert peaks == [(1 + dy, 5 + dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]  # padded grid: query at (1, 5)
+    path = plot_conv_attention(tmp_path / "conv.png", image=torch.rand(3, 6, 5), query=(0, 4))
+    assert path.stat().st_size > 1000
