@@ -1,7 +1,19 @@
 """Floor 2: layers built on the attention core."""
 from .patch_embed import PatchEmbed, check_image_input
 from .pixel_attention import LocalSelfAttention2d, NonLocalBlock2d
+from .conv_attention import ConvAttention2d, attention_from_conv, conv_attention_unsupported, convert_convs_to_attention
 from .detr_transformer import DetrTransformer
 from .transformer import TransformerEncoderLayer
 
-__all__ = ["PatchEmbed", "check_image_input", "TransformerEncoderLayer", "NonLocalBlock2d", "LocalSelfAttention2d", "DetrTransformer"]
+__all__ = [
+    "PatchEmbed",
+    "check_image_input",
+    "TransformerEncoderLayer",
+    "NonLocalBlock2d",
+    "LocalSelfAttention2d",
+    "ConvAttention2d",
+    "attention_from_conv",
+    "convert_convs_to_attention",
+    "conv_attention_unsupported",
+    "DetrTransformer",
+]

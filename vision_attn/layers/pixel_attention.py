@@ -46,10 +46,11 @@ class NonLocalBlock2d(nn.Module):
         channels: C, input and output channels; must be divisible by ``num_heads``.
         num_heads: attention heads (SAGAN: 1).
         reduction: queries and keys have ``channels // reduction`` channels (SAGAN / BigGAN: 8).
-        kv_pool: ``2`` max-pools keys and values 2x2 (BigGAN), so each pixel attends to ``ceil(H/2)*ceil(W/2)``
+        kv_pool: ``2`` max-pools keys and values 2x2 (SAGAN / BigGAN), so each pixel attends to ``ceil(H/2)*ceil(W/2)``
             pooled pixels: about 4x less attention cost. ``1`` = every pixel.
         value_channels: width of the values (default ``channels // 2``, as BigGAN).
-        scale: score scale (default ``(query channels per head) ** -0.5``; SAGAN's code uses 1).
+        scale: score scale: None = ``(query channels per head) ** -0.5``; ``1.0`` = raw ``q . k``, as SAGAN's
+            ``non_local.py`` (``kv_pool=2, scale=1.0`` with the defaults is SAGAN's block; its SN is the model's).
 
     Capture: :func:`~vision_attn.attention.capture_attention` records ``(B, num_heads, H*W, Nk)``, with
     ``Nk = H*W`` (or the pooled key grid, row-major, with ``kv_pool``).

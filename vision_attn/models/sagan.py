@@ -8,8 +8,10 @@ conditions its block's BatchNorm together with the class embedding.
 Discriminator: residual down-sampling blocks, :class:`~vision_attn.layers.NonLocalBlock2d` at ``d_attn_res``, ReLU,
 global sum pooling, a linear output plus the projection term ``<embed(y), h>`` (Miyato & Koyama 2018).
 
-Spectral norm on every conv / linear / embedding weight of G and D (attention projections included),
-orthogonal initialisation (BigGAN). Layouts follow the SAGAN / BigGAN reference code: ``sagan_128`` is the paper's
+Attention as SAGAN's ``non_local.py`` (and BigGAN-PyTorch's ``Attention``): softmax of the raw ``q . k`` (no
+``1/sqrt(d)``), keys / values 2x2 max-pooled, C/8 query / key and C/2 value channels, ``gamma`` starting at 0.
+Spectral norm on every conv / linear / embedding weight of G and D (the four 1x1 attention convs included) but G's
+class embedding (BigGAN: "SN on G's embedding seems to randomly cripple G"); orthogonal init (BigGAN). Layouts follow the SAGAN / BigGAN reference code: ``sagan_128`` is the paper's
 ImageNet model (``ch=64``, G widths ``16,16,8,4,2,1 x ch``, attention at 32 x 32 in G and D).
 """
 from __future__ import annotations
@@ -35,8 +37,9 @@ def _sn(module: nn.Module, eps: float = 1e-6) -> nn.Module:
     return spectral_norm(module, eps=eps)
 
 
-def _sn_attention(block: NonLocalBlock2d) -> NonLocalBlock2d:
-    """Spectral norm on the 1x1 query / key / value / output convolutions of a non-local block."""
+def _sn_attention(channels: int, kv_pool: int = 2, scale: Optional[float] = 1.0) -> NonLocalBlock2d:
+    """SAGAN's attention: C/8 query / key, C/2 value channels, one head, spectral norm on the four 1x1 convs."""
+    block = NonLocalBlock2d(channels, num_heads=1, reduction=8, kv_pool=kv_pool, value_channels=channels // 2, scale=scale)
     for name in ("query", "key", "value", "out_proj"):
         setattr(block, name, _sn(getattr(block, name)))
     return block
@@ -120,6 +123,14 @@ class DiscriminatorBlock(nn.Module):
         return h + s
 
 
+def _unwrap_sn_embedding(state_dict, prefix, *_args) -> None:
+    """Load a G saved with a spectral-normalised class embedding: its weight is ``original / (u . W v)``."""
+    old = prefix + "embed.parametrizations.weight."
+    if old + "original" in state_dict:
+        w, u, v = (state_dict.pop(old + key) for key in ("original", "0._u", "0._v"))
+        state_dict[prefix + "embed.weight"] = w / torch.vdot(u, w.flatten(1) @ v)
+
+
 def _check_labels(labels: Optional[Tensor], batch: int, num_classes: int, owner: str) -> None:
     if num_classes == 0:
         if labels is not None:
@@ -129,11 +140,12 @@ def _check_labels(labels: Optional[Tensor], batch: int, num_classes: int, owner:
         raise ValueError(f"{owner} is class-conditional (num_classes={num_classes}); pass labels (B,) in [0, {num_classes - 1}]")
     if labels.dim() != 1 or labels.shape[0] != batch or labels.dtype.is_floating_point:
         raise ValueError(f"{owner}: labels must be an integer tensor of shape ({batch},); got {labels.dtype} {tuple(labels.shape)}")
-    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-        raise ValueError(
-            f"{owner}: labels must be in [0, {num_classes - 1}] (num_classes={num_classes}); "
-            f"got values in [{int(labels.min())}, {int(labels.max())}]"
-        )
+    expected = f"{owner}: labels must be in [0, {num_classes - 1}] (num_classes={num_classes})"
+    if torch.compiler.is_compiling():
+        # traceable (torch.compile fullgraph, torch.export): reading the values would break the graph
+        torch._assert_async(((labels >= 0) & (labels < num_classes)).all(), expected)
+    elif labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise ValueError(f"{expected}; got values in [{int(labels.min())}, {int(labels.max())}]")
 
 
 class Generator(nn.Module):
@@ -148,12 +160,16 @@ class Generator(nn.Module):
         embed_dim: size of that shared class embedding.
         hierarchical_z: BigGAN's split of ``z`` into one chunk per block, fed to its BatchNorm.
         attn_res: resolution of the self-attention (a block output size: 8 .. img_size); None = no attention.
-        attn_kv_pool: 2x2 max-pool of keys / values in the attention (BigGAN: 2; SAGAN: 1).
+        attn_kv_pool: 2x2 max-pool of keys / values in the attention (SAGAN / BigGAN: 2; 1 = every pixel).
+        attn_scale: the attention's score scale (SAGAN / BigGAN: 1.0, raw dot products; None = ``1/sqrt(d)``).
+
+    Checkpoints saved when the class embedding was spectral-normalised load (as ``W / sigma``, what they computed
+    in eval mode); pass ``attn_kv_pool=1, attn_scale=None`` to get their attention back too.
     """
 
     def __init__(self, img_size: int = 32, ch: int = 64, mults: Sequence[int] = (4, 4, 4, 4), z_dim: int = 128,
                  num_classes: int = 0, embed_dim: int = 128, hierarchical_z: bool = False, attn_res: Optional[int] = 16,
-                 attn_kv_pool: int = 1) -> None:
+                 attn_kv_pool: int = 2, attn_scale: Optional[float] = 1.0) -> None:
         super().__init__()
         n_blocks = len(mults) - 1
         if n_blocks < 1 or 4 * 2 ** n_blocks != img_size:
@@ -173,12 +189,15 @@ class Generator(nn.Module):
         else:
             self.z_chunk, self.z_first = 0, z_dim
         cond_dim = (embed_dim if num_classes > 0 else 0) + self.z_chunk
-        self.embed = _sn(nn.Embedding(num_classes, embed_dim)) if num_classes > 0 else None
+        self.embed = nn.Embedding(num_classes, embed_dim) if num_classes > 0 else None  # no SN, as BigGAN
+        if self.embed is not None:  # orthogonal, as every BigGAN weight
+            nn.init.orthogonal_(self.embed.weight)
+        self._register_load_state_dict_pre_hook(_unwrap_sn_embedding)
         widths = [m * ch for m in mults]
         self.linear = _sn(nn.Linear(self.z_first, 16 * widths[0]))
         self.blocks = nn.ModuleList(GeneratorBlock(widths[i], widths[i + 1], cond_dim) for i in range(n_blocks))
         self.attn_index = resolutions.index(attn_res) if attn_res is not None else -1
-        self.attention = _sn_attention(NonLocalBlock2d(widths[self.attn_index + 1], kv_pool=attn_kv_pool)) if attn_res else None
+        self.attention = _sn_attention(widths[self.attn_index + 1], attn_kv_pool, attn_scale) if attn_res else None
         self.out_bn = nn.BatchNorm2d(widths[-1])
         self.out_conv = _sn(nn.Conv2d(widths[-1], 3, 3, padding=1))
 
@@ -211,11 +230,12 @@ class Discriminator(nn.Module):
         downsample: per block, whether it halves the resolution (default: all but the last).
         num_classes: 0 = unconditional; otherwise the projection term ``<embed(y), h>`` is added.
         attn_res: resolution (of a block output) where the self-attention goes; None = none.
+        attn_kv_pool, attn_scale: see :class:`Generator`.
     """
 
     def __init__(self, img_size: int = 32, ch: int = 64, mults: Sequence[int] = (4, 4, 4, 4),
                  downsample: Optional[Sequence[bool]] = None, num_classes: int = 0, attn_res: Optional[int] = 16,
-                 attn_kv_pool: int = 1) -> None:
+                 attn_kv_pool: int = 2, attn_scale: Optional[float] = 1.0) -> None:
         super().__init__()
         downsample = [True] * (len(mults) - 1) + [False] if downsample is None else list(downsample)
         if len(downsample) != len(mults):
@@ -236,7 +256,7 @@ class Discriminator(nn.Module):
             DiscriminatorBlock(widths[i], widths[i + 1], downsample[i], first=i == 0) for i in range(len(mults))
         )
         self.attn_index = resolutions.index(attn_res) if attn_res is not None else -1
-        self.attention = _sn_attention(NonLocalBlock2d(widths[self.attn_index + 1], kv_pool=attn_kv_pool)) if attn_res else None
+        self.attention = _sn_attention(widths[self.attn_index + 1], attn_kv_pool, attn_scale) if attn_res else None
         self.linear = _sn(nn.Linear(widths[-1], 1))
         self.embed = _sn(nn.Embedding(num_classes, widths[-1])) if num_classes > 0 else None
 
@@ -264,18 +284,20 @@ class SAGAN(nn.Module):
         img_size, num_classes, z_dim, hierarchical_z: shared by G and D (0 classes = unconditional).
         g_ch, g_mults, g_attn_res, d_ch, d_mults, d_downsample, d_attn_res: see :class:`Generator` and
             :class:`Discriminator`.
-        attn_kv_pool: 2x2 pooling of keys / values in both attentions (1 = off, as SAGAN).
+        attn_kv_pool, attn_scale: both attentions' key / value pooling and score scale (default SAGAN's: 2, 1.0).
         ema: keep ``generator_ema`` (updated by :meth:`update_ema`; the training task does this).
     """
 
     def __init__(self, img_size: int = 32, num_classes: int = 0, z_dim: int = 128, hierarchical_z: bool = False,
                  g_ch: int = 64, g_mults: Sequence[int] = (4, 4, 4, 4), g_attn_res: Optional[int] = 16,
                  d_ch: int = 64, d_mults: Sequence[int] = (4, 4, 4, 4), d_downsample: Optional[Sequence[bool]] = None,
-                 d_attn_res: Optional[int] = 16, embed_dim: int = 128, attn_kv_pool: int = 1, ema: bool = True) -> None:
+                 d_attn_res: Optional[int] = 16, embed_dim: int = 128, attn_kv_pool: int = 2,
+                 attn_scale: Optional[float] = 1.0, ema: bool = True) -> None:
         super().__init__()
         self.img_size, self.num_classes, self.z_dim = img_size, num_classes, z_dim
-        self.generator = Generator(img_size, g_ch, g_mults, z_dim, num_classes, embed_dim, hierarchical_z, g_attn_res, attn_kv_pool)
-        self.discriminator = Discriminator(img_size, d_ch, d_mults, d_downsample, num_classes, d_attn_res, attn_kv_pool)
+        attn = (attn_kv_pool, attn_scale)
+        self.generator = Generator(img_size, g_ch, g_mults, z_dim, num_classes, embed_dim, hierarchical_z, g_attn_res, *attn)
+        self.discriminator = Discriminator(img_size, d_ch, d_mults, d_downsample, num_classes, d_attn_res, *attn)
         self.generator_ema: Optional[Generator] = None
         if ema:
             self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
