@@ -16,15 +16,16 @@ from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 from .journal import append_result, read_result_json, read_results, write_result_json
 from .report import write_report
-from .spec import SweepCell, SweepSpec, fraction_key, load_sweep
+from .spec import SweepCell, SweepSpec, epoch_budget_steps, fraction_key, load_sweep
 
 __all__ = ["cell_cli_args", "cell_command", "run_cell", "run_sweep"]
 
 
 def cell_cli_args(spec: SweepSpec, cell: SweepCell, cell_dir: Path, extra: Sequence[str] = ()) -> List[str]:
-    """The LightningCLI arguments of one cell: model config, sweep/model/command-line overrides, then the cell's own."""
+    """The LightningCLI arguments of one cell: model config, sweep/model/command-line overrides, then the cell's own.
+    Under the equal-epochs budget the steps here are the floor (``min_steps``); the cell raises them (:func:`run_cell`)."""
     model = spec.models[cell.model]
-    steps = str(spec.steps)
+    steps = str(spec.steps if spec.epochs is None else spec.min_steps)
     return [
         "--config", model["config"], *spec.args, *model["args"], *extra,
         "--data.init_args.train_fraction", fraction_key(cell.fraction),
@@ -40,7 +41,8 @@ def cell_command(spec: SweepSpec, cell: SweepCell, out: Path, extra: Sequence[st
     """The command that runs one cell and leaves its row in ``out/cells/<model>/f<fraction>-s<seed>/result.json``."""
     cell_dir = out.resolve() / "cells" / cell.dirname
     return [python, "-m", "vision_attn.run.data_size", "cell", "--result", str(cell_dir / "result.json"),
-            "--model-label", cell.model, "--fraction", fraction_key(cell.fraction), "--seed", str(cell.seed), "--",
+            "--model-label", cell.model, "--fraction", fraction_key(cell.fraction), "--seed", str(cell.seed),
+            *([] if spec.epochs is None else ["--epochs", f"{spec.epochs:g}", "--min-steps", str(spec.min_steps)]), "--",
             *cell_cli_args(spec, cell, cell_dir, extra)]
 
 
@@ -84,14 +86,15 @@ def run_sweep(
     log(f"sweep {spec.path}: {len(spec.cells())} cells, {len(done) + collected} already in {results}"
         f"{f' ({collected} collected from cells/)' if collected else ''}, {len(todo)} to run ({parallel_cells} at a time)")
     failed = _run_pool(spec, todo, out, extra_args, parallel_cells, python, log)
-    write_report(out, title=_report_title(spec))
+    _write_report(out, spec)
     if failed:
         raise RuntimeError(f"{len(failed)} cell(s) failed, the others are in {results}: " + "; ".join(failed))
     return read_results(results)
 
 
-def _report_title(spec: SweepSpec) -> str:
-    return f"{spec.path.stem}: test top-1 vs training images"
+def _write_report(out: Path, spec: SweepSpec) -> None:
+    write_report(out, title=f"{spec.path.stem}: test top-1 vs training images", baseline=spec.baseline,
+                 budget_rule=spec.budget_rule)
 
 
 def _run_pool(spec: SweepSpec, todo: List[SweepCell], out: Path, extra_args: Sequence[str], parallel_cells: int,
@@ -116,7 +119,7 @@ def _run_pool(spec: SweepSpec, todo: List[SweepCell], out: Path, extra_args: Seq
             row = read_result_json(result_file) if proc.returncode == 0 else None
             if row is not None:
                 append_result(out / "results.csv", row)
-                write_report(out, title=_report_title(spec))
+                _write_report(out, spec)
                 log(f"  done  {cell.dirname}: top1 {row['top1']:.4f}, n_train {row['n_train']}, "
                     f"{row['train_seconds']:.0f} s, {row['images_per_second']:.0f} img/s")
             else:
@@ -161,12 +164,23 @@ def _device_slots(n: int) -> List[Dict[str, str]]:
     return [{"OMP_NUM_THREADS": threads} for _ in range(n)]
 
 
-def run_cell(cli_args: Sequence[str], result_path: str | os.PathLike, label: str, fraction: float, seed: int) -> Dict[str, Any]:
-    """Fit and test one cell in this process (DDP ranks included); rank 0 writes the result row as JSON."""
-    from ...callbacks import Throughput  # Lightning is imported in the cell process only, not by the sweep
+def run_cell(cli_args: Sequence[str], result_path: str | os.PathLike, label: str, fraction: float, seed: int,
+             epochs: float | None = None, min_steps: int = 1) -> Dict[str, Any]:
+    """Fit and test one cell in this process (DDP ranks included); rank 0 writes the result row as JSON.
+
+    ``epochs``: the equal-epochs budget (:func:`~vision_attn.run.data_size.spec.epoch_budget_steps` of this cell's
+    training images, at least ``min_steps``) replaces ``--trainer.max_steps`` and the validation interval."""
+    from ...callbacks.throughput import Throughput  # Lightning is imported in the cell process only, not by the sweep
     from ..cli import VisionAttnCLI
 
     cli = VisionAttnCLI(args=list(cli_args), run=False)
+    if epochs is not None:
+        dm, t = cli.datamodule, cli.trainer
+        dm.prepare_data()
+        dm.setup("fit")  # n_train is known only now
+        steps = epoch_budget_steps(dm.n_train, dm.batch_size, epochs, min_steps, t.num_devices * t.num_nodes)
+        t.fit_loop.epoch_loop.max_steps = steps
+        t.val_check_interval = steps  # validate once, after the last step, as under the equal-steps rule
     timer = Throughput()
     cli.trainer.callbacks.append(timer)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
@@ -177,7 +191,8 @@ def run_cell(cli_args: Sequence[str], result_path: str | os.PathLike, label: str
         "n_train": int(cli.datamodule.n_train), "top1": round(float(res["test/top1"]), 6),
         "top5": round(float(res["test/top5"]), 6), "train_seconds": round(timer.seconds, 3),
         "images_per_second": round(timer.images / max(timer.seconds, 1e-9), 2),
-        "devices": int(trainer.num_devices * trainer.num_nodes),
+        "devices": int(trainer.num_devices * trainer.num_nodes), "steps": int(trainer.global_step),
+        "params": sum(p.numel() for p in cli.model.parameters()),
     }
     if trainer.is_global_zero:
         write_result_json(result_path, row)
