@@ -36,7 +36,8 @@ def plot_data_size(summary: Mapping[str, Sequence[Mapping[str, Any]]], path: Uni
         if any(p["seeds"] > 1 for p in points):
             ax.fill_between(x, [100 * p["top1_min"] for p in points], [100 * p["top1_max"] for p in points],
                             color=colors[model], alpha=0.2)
-    _axes(ax, f"test top-1 (%), band: {band}", title)
+    ticks = sorted({p["n_train"] for points in summary.values() for p in points})
+    _axes(ax, f"test top-1 (%), band: {band}", title, ticks)
     if gaps:
         ax = axes[0][1]
         ax.axhline(0.0, color="black", linewidth=1)
@@ -49,12 +50,14 @@ def plot_data_size(summary: Mapping[str, Sequence[Mapping[str, Any]]], path: Uni
             if ci:
                 ax.fill_between([p["n_train"] for p in ci], [100 * p["low"] for p in ci], [100 * p["high"] for p in ci],
                                 color=colors.get(model), alpha=0.2)
-        _axes(ax, "gap to baseline (top-1 points), band: 95% CI", f"model − {baseline}, paired by seed")
+        _axes(ax, "gap to baseline (top-1 points), band: 95% CI", f"model − {baseline}, paired by seed", ticks)
     return save_figure(fig, path, dpi=120)
 
 
-def _axes(ax, ylabel: str, title: str) -> None:
+def _axes(ax, ylabel: str, title: str, ticks: Sequence[int]) -> None:
     ax.set_xscale("log")
+    ax.set_xticks(ticks, labels=[str(t) for t in ticks])  # the measured sizes, not powers of ten
+    ax.set_xticks([], minor=True)
     ax.set_xlabel("training images (log scale)")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
