@@ -162,6 +162,27 @@ def test_torchvision_cifar10_loader_reads_the_shapes(shapes_root):
     assert train.data.std() > 20
 
 
+def test_relational_task_is_deterministic_balanced_and_has_four_relation_classes(tmp_path):
+    from vision_attn.data.synthetic import RELATIONAL_CLASSES
+
+    args = dict(num_train=200, num_test=40, seed=5, task="relational")
+    a, b = generate_shapes(tmp_path / "a", **args), generate_shapes(tmp_path / "b", **args)
+    assert a.name == shapes_folder_name(200, 40, 32, 5, "relational") != shapes_folder_name(200, 40, 32, 5)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]:
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    train, test = (ShapesDataset(tmp_path / "a", train=t, **args) for t in (True, False))
+    assert train.classes == list(RELATIONAL_CLASSES) and len(RELATIONAL_CLASSES) == 4
+    assert Counter(train.targets) == {c: 50 for c in range(4)} and Counter(test.targets) == {c: 10 for c in range(4)}
+    shapes = ShapesDataset(generate_shapes(tmp_path / "a", num_train=200, num_test=40, seed=5).parent, train=False,
+                           num_train=200, num_test=40, seed=5)
+    assert not np.array_equal(shapes.data, test.data)  # a different task, not a relabelling
+    dm = SyntheticShapesDataModule(root=str(tmp_path / "a"), val_split=40, train_fraction=0.5, **args)
+    dm.setup()
+    assert dm.num_classes == 4 and dm.classes == list(RELATIONAL_CLASSES) and dm.n_train == 80
+    with pytest.raises(ValueError, match=r"task must be one of \['shapes', 'relational'\]; got 'relation'"):
+        SyntheticShapesDataModule(task="relation")
+
+
 def test_shapes_at_64px(tmp_path):
     generate_shapes(tmp_path, num_train=50, num_test=20, img_size=64)
     ds = ShapesDataset(tmp_path, train=False, num_train=50, num_test=20, img_size=64)

@@ -13,10 +13,14 @@ from vision_attn.run.data_size import (
     RESULT_COLUMNS,
     SweepConfigError,
     append_result,
+    epoch_budget_steps,
+    gap_trend,
     load_sweep,
+    paired_gaps,
     read_results,
     run_sweep,
     summarize,
+    t_interval,
     write_report,
 )
 from vision_attn.run.data_size.runner import SweepLockedError, cell_hash, sweep_lock
@@ -26,8 +30,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def row(model="vit", fraction=1.0, seed=0, top1=0.5, n_train=300, cell_hash=""):
     return {"model": model, "fraction": fraction, "seed": seed, "n_train": n_train, "top1": top1, "top5": 0.9,
-            "train_seconds": 1.5, "images_per_second": 100.0, "devices": 1, "cell_hash": cell_hash,
-            "code_version": "test"}
+            "train_seconds": 1.5, "images_per_second": 100.0, "devices": 1, "steps": 40, "params": 1234,
+            "cell_hash": cell_hash, "code_version": "test"}
 
 
 def hash_of(sweep: Path, model: str, fraction: float, seed: int, extra=()) -> str:
@@ -45,11 +49,18 @@ def write_sweep(path: Path, body: str) -> Path:
 def test_shipped_sweeps_parse_and_name_existing_configs():
     for name in ("data_size_quick", "data_size_cifar10", "data_size_cifar100", "data_size_transfer"):
         spec = load_sweep(REPO / "configs" / "benchmark" / f"{name}.yaml")
-        assert spec.steps >= 1 and spec.fractions == sorted(spec.fractions)
+        assert (spec.steps or spec.min_steps) >= 1 and spec.fractions == sorted(spec.fractions)
         assert all(Path(m["config"]).is_file() for m in spec.models.values())
         assert len(spec.cells()) == len(spec.models) * len(spec.fractions) * len(spec.seeds)
+        assert spec.baseline in spec.models and "resnet" in spec.baseline  # gaps are to a declared CNN
     cifar = load_sweep(REPO / "configs/benchmark/data_size_cifar10.yaml")
     assert cifar.fractions == [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0] and cifar.seeds == [0, 1, 2]
+    # the laptop study: >= 3 seeds, >= 5 fractions spanning >= 30x, equal epochs, CNN vs global vs 3x3-window ViT
+    quick = load_sweep(REPO / "configs/benchmark/data_size_quick.yaml")
+    assert len(quick.seeds) >= 3 and len(quick.fractions) >= 5 and max(quick.fractions) / min(quick.fractions) >= 30
+    assert quick.epochs is not None and quick.steps is None and quick.baseline == "resnet10_narrow_cifar"
+    assert any('"attn_window": 3' in a for m in quick.models.values() for a in m["args"])
+    assert "--data.init_args.task=relational" in quick.args
 
 
 @pytest.mark.parametrize(
@@ -57,7 +68,10 @@ def test_shipped_sweeps_parse_and_name_existing_configs():
     [
         ("fractions: [0.5]\nbudget: {steps: 3}\n", "missing 'models'"),
         ("models: {a: {config: configs/quickstart.yaml}}\nfractions: [0, 1]\nbudget: {steps: 3}\n", "(0, 1]"),
-        ("models: {a: {config: configs/quickstart.yaml}}\nfractions: [1]\nbudget: {epochs: 3}\n", "{steps: N}"),
+        ("models: {a: {config: configs/quickstart.yaml}}\nfractions: [1]\nbudget: {epochs: 0}\n", "{steps: N}"),
+        ("models: {a: {config: configs/quickstart.yaml}}\nfractions: [1]\nbudget: {epochs: 2, steps: 3}\n", "{epochs: E"),
+        ("models: {a: {config: configs/quickstart.yaml}}\nfractions: [1]\nbudget: {steps: 3}\nbaseline: b\n",
+         "baseline 'b' is not one of the models ['a']"),
         ("models: {a: {config: nowhere.yaml}}\nfractions: [1]\nbudget: {steps: 3}\n", "nowhere.yaml not found"),
         ("models: {a: {config: configs/quickstart.yaml}}\nfractions: [1]\nbudget: {steps: 3}\nseed: [1]\n", "unknown keys"),
         ("models: [\n", "not valid YAML"),
@@ -94,15 +108,17 @@ def test_report_has_a_line_per_model_with_the_seed_spread(tmp_path):
         append_result(tmp_path / "results.csv", row("cnn", 0.1, seed, c, 30))
     append_result(tmp_path / "results.csv", row("vit", 1.0, 0, 0.9))
     append_result(tmp_path / "results.csv", row("cnn", 1.0, 0, 0.8))
-    md, png = write_report(tmp_path)
+    md, png = write_report(tmp_path, baseline="cnn", budget_rule="equal epochs: 3 passes")
     summary = summarize(read_results(tmp_path / "results.csv"))
     assert list(summary) == ["vit", "cnn"]  # the sweep's order
     vit01 = summary["vit"][0]
     assert vit01["top1"] == pytest.approx(0.35) and (vit01["top1_min"], vit01["top1_max"]) == (0.30, 0.40)
     assert vit01["seeds"] == 2 and vit01["n_train"] == 30
     text = md.read_text()
-    assert "| vit | 35.0 ± 7.1 (n=2) | 90.0 ± 0.0 (n=1) |" in text
-    assert "0.1: -20.0, 1: +10.0" in text  # the attention - CNN gap, by fraction
+    assert "| vit | 0.001M | 35.0 ± 7.1 (n=2) | 90.0 ± 0.0 (n=1) |" in text
+    # the gap to the declared baseline (second in the file): paired by seed, no CI from one seed
+    assert "| vit | -20.0 [-20.0, -20.0] (n=2) | +10.0 (n=1) |" in text
+    assert "Budget rule: equal epochs: 3 passes." in text and "| cnn | 40 | 40 |" in text  # steps per cell
     assert png.stat().st_size > 10_000 and png.read_bytes()[:4] == b"\x89PNG"
 
 
@@ -334,3 +350,114 @@ models:
     assert all(r["cell_hash"] == hash_of(sweep, "cnn", r["fraction"], 0) for r in rows)
     assert any("job array" in line for line in logs) and (out / "submitit").is_dir()
     assert run_sweep(sweep, out, launcher={"cluster": "local"}, print_cells=True, log=lambda *_: None) == []
+# ---- the study's statistics: paired gaps to the declared baseline, their CI, and the sentence ------------------------
+def gap_rows(gaps_by_seed, fractions=(0.01, 0.1, 1.0), base=0.6):
+    """Rows of a baseline ``cnn`` at ``base`` top-1 and a ``vit`` at ``base + gap`` (one gap list per seed)."""
+    rows = []
+    for seed, gaps in enumerate(gaps_by_seed):
+        for f, g in zip(fractions, gaps):
+            rows += [row("cnn", f, seed, base), row("vit", f, seed, base + g)]
+    return rows
+
+
+def test_gap_ci_is_the_paired_t_interval_of_a_hand_worked_example():
+    mean, low, high = t_interval([0.1, 0.2, 0.3])
+    # mean 0.2, sd 0.1, t(0.975, 2 df) = 4.302653: half-width 4.302653 * 0.1 / sqrt(3) = 0.248414
+    assert mean == pytest.approx(0.2) and low == pytest.approx(-0.048414, abs=1e-6) and high == pytest.approx(0.448414, abs=1e-6)
+    assert t_interval([0.5]) == (0.5, None, None)
+    # paired by seed: seed 1's baseline is better, seed 2 has no baseline (not paired); gaps 0.1, 0.2, 0.3
+    rows = [row("cnn", 0.5, 0, 0.5), row("cnn", 0.5, 1, 0.7), row("cnn", 0.5, 3, 0.4),
+            row("vit", 0.5, 0, 0.6), row("vit", 0.5, 1, 0.9), row("vit", 0.5, 3, 0.7), row("vit", 0.5, 2, 0.1)]
+    (point,) = paired_gaps(rows, "cnn")["vit"]
+    assert point["n"] == 3 and sorted(point["by_seed"]) == [0, 1, 3]
+    assert (point["gap"], point["low"], point["high"]) == pytest.approx((0.2, -0.048414, 0.448414), abs=1e-6)
+
+
+@pytest.mark.parametrize("gaps_by_seed, trend, crossing, words", [
+    # behind at every size, less so with data: shrinks, does not cross
+    # (per-seed slopes 0.100, 0.095, 0.105 per decade: mean 0.1, sd 0.005, 4.302653 * 0.005 / sqrt(3) = 0.0124)
+    ([[-0.30, -0.20, -0.10], [-0.32, -0.21, -0.13], [-0.28, -0.19, -0.07]], "shrinks", "does not cross",
+     "the gap shrinks with data (slope +10.0 top-1 points per 10x data, 95% CI [+8.8, +11.2] over 3 seeds), and it "
+     "does not cross zero (model behind at every fraction; CI below 0 at 3 of 3)"),
+    # behind with little data, ahead with a lot: the claim
+    ([[-0.20, 0.00, 0.20], [-0.22, 0.01, 0.18], [-0.18, -0.01, 0.22]], "shrinks", "crosses",
+     "crosses zero (CI below 0 at fraction 0.01, above 0 at 1)"),
+    # behind by a constant, seeds disagree on the slope: neither
+    ([[-0.10, -0.12, -0.09], [-0.05, -0.02, -0.07], [-0.08, -0.10, -0.06]], "no clear trend", "does not cross",
+     "shows no clear trend with data"),
+    # falls further behind
+    ([[-0.02, -0.10, -0.20], [-0.01, -0.12, -0.21], [-0.03, -0.11, -0.19]], "widens", "does not cross", "widens with data"),
+    # the mean changes sign, but no fraction's CI excludes 0
+    ([[-0.05, 0.05, 0.0], [0.03, -0.06, 0.01], [-0.01, 0.04, -0.02]], "no clear trend", "no significant crossing",
+     "does not cross significantly"),
+])
+def test_gap_sentence_says_whether_the_gap_shrinks_and_crosses(gaps_by_seed, trend, crossing, words):
+    res = gap_trend(paired_gaps(gap_rows(gaps_by_seed), "cnn")["vit"])
+    assert (res["trend"], res["crossing"]) == (trend, crossing)
+    assert words in res["sentence"]
+
+
+def test_report_gaps_are_to_the_declared_baseline_and_survive_missing_cells(tmp_path):
+    results = tmp_path / "results.csv"
+    # the baseline finishes last and is not among the first two models; vit_w lacks 0.1, vit lacks 1.0 for seed 1,
+    # and `late` has no fraction in common with the baseline
+    for seed in (0, 1):
+        append_result(results, row("vit", 0.1, seed, 0.30 + 0.02 * seed, 30))
+        append_result(results, row("vit_w", 1.0, seed, 0.70 + 0.02 * seed))
+    append_result(results, row("vit", 1.0, 0, 0.65))
+    append_result(results, row("late", 0.5, 0, 0.4))
+    for seed in (0, 1):
+        for f, top1 in ((0.1, 0.5), (1.0, 0.8)):
+            append_result(results, row("cnn", f, seed, top1 + 0.01 * seed, 30 if f == 0.1 else 300))
+    md, png = write_report(tmp_path, baseline="cnn")
+    text = md.read_text()
+    assert "Gap to the baseline `cnn`" in text and "`vit` − `cnn`" in text and "`vit_w` − `cnn`" in text
+    assert "| vit | -19.5 [-25.9, -13.1] (n=2) | — | -15.0 (n=1) |" in text  # 0.5 has no baseline cells
+    assert "| vit_w | — | — | -9.5 [-15.9, -3.1] (n=2) |" in text
+    assert "| late | — | — | — |" in text and "`late` − `cnn`: no fraction has both" in text
+    assert "| late | 0.001M | — | 40.0 ± 0.0 (n=1) | — |" in text
+    assert png.stat().st_size > 10_000
+    assert "No baseline declared" in write_report(tmp_path)[0].read_text()
+    assert "`nope` has no finished cells" in write_report(tmp_path, baseline="nope")[0].read_text()
+
+
+def test_equal_epochs_budget_gives_each_size_its_passes_with_a_floor():
+    assert epoch_budget_steps(4500, 64, 10, 100) == 700  # 70 full batches x 10 epochs
+    assert epoch_budget_steps(1800, 64, 10, 100) == 280
+    assert epoch_budget_steps(135, 64, 10, 100) == 100  # 2 batches x 10 = 20 steps: the floor
+    assert epoch_budget_steps(30, 64, 2.5, 1) == 3  # smaller than a batch: one batch per epoch
+    assert epoch_budget_steps(4500, 64, 10, 1, devices=2) == 350
+
+
+def test_results_written_before_steps_and_params_are_read_and_upgraded(tmp_path):
+    path = tmp_path / "results.csv"
+    path.write_text(",".join(RESULT_COLUMNS[:9]) + "\nvit,0.1,0,30,0.5,0.9,1.5,100.0,1\n")
+    (old,) = read_results(path)
+    assert old["top1"] == 0.5 and old["steps"] is None and old["params"] is None
+    append_result(path, row("cnn", 0.1, 0, 0.6))
+    assert path.read_text().splitlines()[0] == ",".join(RESULT_COLUMNS) and RESULT_COLUMNS[-2:] == ("steps", "params")
+    assert [(r["model"], r["steps"], r["params"]) for r in read_results(path)] == [("vit", None, None), ("cnn", 40, 1234)]
+
+
+def test_an_equal_epochs_cell_trains_epochs_times_its_batches_and_records_steps_and_params(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    data = tmp_path / "data"
+    sweep = write_sweep(tmp_path / "epochs.yaml", f"""
+fractions: [1.0]
+budget: {{epochs: 2, min_steps: 3}}
+args: [--data.init_args.root={data}, --data.init_args.num_train=400, --data.init_args.num_test=100,
+       --data.init_args.val_split=100, --data.init_args.batch_size=50, --model.init_args.warmup_steps=1,
+       --trainer.enable_progress_bar=false, --data.init_args.task=relational]
+models:
+  vit:
+    config: configs/quickstart.yaml
+    args: ['--model.init_args.model_args={{"embed_dim": 16, "depth": 1, "num_heads": 2}}']
+""")
+    (r,) = run_sweep(sweep, tmp_path / "out", log=lambda *_: None)
+    assert r["n_train"] == 300 and r["steps"] == 12  # 2 epochs x 6 batches of 50, above the floor of 3
+    from vision_attn import create_model
+
+    assert r["params"] == sum(p.numel() for p in create_model("vit_nano_patch4_32", num_classes=4, embed_dim=16,
+                                                              depth=1, num_heads=2).parameters())
+    metrics = list(csv.DictReader(open(next((tmp_path / "out/cells/vit/f1-s0").glob("version_*/metrics.csv")))))
+    assert max(int(m["step"]) for m in metrics if m["step"]) <= 12 and any(m.get("val/top1") for m in metrics)

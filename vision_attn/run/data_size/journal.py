@@ -15,11 +15,19 @@ from typing import Any, Dict, List, Optional
 __all__ = ["RESULT_COLUMNS", "PROVENANCE_COLUMNS", "append_result", "read_result_json", "read_results", "write_result_json"]
 
 RESULT_COLUMNS = ("model", "fraction", "seed", "n_train", "top1", "top5", "train_seconds", "images_per_second", "devices",
-                  "cell_hash", "code_version")
+                  "steps", "params", "cell_hash", "code_version")
 # what produced a row: files written before provenance existed lack these (their rows count as stale and rerun)
 PROVENANCE_COLUMNS = ("cell_hash", "code_version")
+# added later too: optimizer steps the cell took and the model's parameters (None in older files)
+_OPTIONAL_COLUMNS = ("steps", "params") + PROVENANCE_COLUMNS
+
+
+def _int_or_none(text: Optional[str]) -> Optional[int]:
+    return int(text) if text not in (None, "") else None
+
+
 _TYPES = {"fraction": float, "seed": int, "n_train": int, "top1": float, "top5": float, "train_seconds": float,
-          "images_per_second": float, "devices": int}
+          "images_per_second": float, "devices": int, "steps": _int_or_none, "params": _int_or_none}
 
 
 def read_results(path: str | os.PathLike) -> List[Dict[str, Any]]:
@@ -36,7 +44,7 @@ def read_results(path: str | os.PathLike) -> List[Dict[str, Any]]:
         return []
     header = tuple(next(csv.reader([lines[0]])))
     known = set(RESULT_COLUMNS)
-    if not set(RESULT_COLUMNS) - set(PROVENANCE_COLUMNS) <= set(header) or not set(header) <= known:
+    if not set(RESULT_COLUMNS) - set(_OPTIONAL_COLUMNS) <= set(header) or not set(header) <= known:
         raise ValueError(f"{path}: header {list(header)} is not {list(RESULT_COLUMNS)}; move the file away or pick "
                          "another --output-dir")
     rows: List[Dict[str, Any]] = []
@@ -71,7 +79,7 @@ def append_result(path: Path, row: Dict[str, Any]) -> None:
     if not new:
         text = path.read_text()
         if tuple(next(csv.reader([text.splitlines()[0]]))) != RESULT_COLUMNS:  # an older file: add the new columns
-            _atomic_write(path, _csv_text([RESULT_COLUMNS, *([r[c] for c in RESULT_COLUMNS] for r in read_results(path))]))
+            _atomic_write(path, _csv_text([RESULT_COLUMNS, *([_cell(r[c]) for c in RESULT_COLUMNS] for r in read_results(path))]))
         elif not text.endswith("\n"):  # a complete last row without its newline: do not glue this row onto it
             with open(path, "a") as f:
                 f.write("\n")
@@ -79,7 +87,7 @@ def append_result(path: Path, row: Dict[str, Any]) -> None:
         w = csv.writer(f, lineterminator="\n")
         if new:
             w.writerow(RESULT_COLUMNS)
-        w.writerow([row.get(c, "") for c in RESULT_COLUMNS])
+        w.writerow([_cell(row.get(c)) for c in RESULT_COLUMNS])
         f.flush()
         os.fsync(f.fileno())
 
@@ -101,7 +109,12 @@ def read_result_json(path: Path) -> Optional[Dict[str, Any]]:
         row = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    return row if isinstance(row, dict) and set(row) == set(RESULT_COLUMNS) else None
+    required = set(RESULT_COLUMNS) - set(_OPTIONAL_COLUMNS)
+    return row if isinstance(row, dict) and required <= set(row) <= set(RESULT_COLUMNS) else None
+
+
+def _cell(value: Any) -> Any:
+    return "" if value is None else value
 
 
 def _fsync_dir(path: Path) -> None:

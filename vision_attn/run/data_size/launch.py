@@ -8,7 +8,7 @@ waits for the array, then appends every finished cell's ``result.json`` to ``res
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from .journal import append_result, read_result_json
 from .spec import SweepCell, SweepSpec, fraction_key
@@ -18,11 +18,12 @@ __all__ = ["LAUNCHERS", "run_with_submitit"]
 LAUNCHERS = ("slurm", "submitit-local")
 
 
-def _cell_job(cli_args: List[str], result: str, label: str, fraction: float, seed: int, cell_hash: str) -> str:
+def _cell_job(cli_args: List[str], result: str, label: str, fraction: float, seed: int, cell_hash: str,
+              epochs: Optional[float], min_steps: int) -> str:
     """One array task: fit and test a cell in this (submitit-started) process; returns its result file."""
     from .runner import run_cell
 
-    run_cell(cli_args, result, label, fraction, seed, cell_hash)
+    run_cell(cli_args, result, label, fraction, seed, cell_hash, epochs, min_steps)
     return result
 
 
@@ -58,7 +59,8 @@ def run_with_submitit(spec: SweepSpec, todo: Sequence[SweepCell], out: Path, ext
         cell_dir.mkdir(parents=True, exist_ok=True)
         (cell_dir / "result.json").unlink(missing_ok=True)
         args.append((cell_cli_args(spec, cell, cell_dir, extra_args), str(cell_dir / "result.json"), cell.model,
-                     float(fraction_key(cell.fraction)), int(cell.seed), cell_hash(spec, cell, extra_args)))
+                     float(fraction_key(cell.fraction)), int(cell.seed), cell_hash(spec, cell, extra_args),
+                     spec.epochs, spec.min_steps))
     jobs = executor.map_array(_cell_job, *zip(*args))
     log(f"  submitted {len(jobs)} cells as job array {jobs[0].job_id.split('_')[0]} ({cluster}); logs in {folder}")
     failed = []

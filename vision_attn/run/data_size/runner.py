@@ -28,7 +28,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 from .journal import append_result, read_result_json, read_results, write_result_json
 from .report import write_report
-from .spec import SweepCell, SweepSpec, fraction_key, load_sweep
+from .spec import SweepCell, SweepSpec, epoch_budget_steps, fraction_key, load_sweep
 
 __all__ = ["cell_cli_args", "cell_command", "cell_hash", "code_version", "run_cell", "run_sweep", "SweepLockedError"]
 
@@ -38,9 +38,10 @@ class SweepLockedError(RuntimeError):
 
 
 def cell_cli_args(spec: SweepSpec, cell: SweepCell, cell_dir: Path, extra: Sequence[str] = ()) -> List[str]:
-    """The LightningCLI arguments of one cell: model config, sweep/model/command-line overrides, then the cell's own."""
+    """The LightningCLI arguments of one cell: model config, sweep/model/command-line overrides, then the cell's own.
+    Under the equal-epochs budget the steps here are the floor (``min_steps``); the cell raises them (:func:`run_cell`)."""
     model = spec.models[cell.model]
-    steps = str(spec.steps)
+    steps = str(spec.steps if spec.epochs is None else spec.min_steps)
     return [
         "--config", model["config"], *spec.args, *model["args"], *extra,
         "--data.init_args.train_fraction", fraction_key(cell.fraction),
@@ -58,7 +59,7 @@ def cell_hash(spec: SweepSpec, cell: SweepCell, extra: Sequence[str] = ()) -> st
     args = cell_cli_args(spec, cell, Path("."), extra)
     i = args.index("--trainer.default_root_dir")
     config = Path(spec.models[cell.model]["config"])
-    payload = {"model": cell.model, "args": args[:i] + args[i + 2:],
+    payload = {"model": cell.model, "args": args[:i] + args[i + 2:], "budget": [spec.epochs, spec.min_steps],
                "config": config.read_text() if config.is_file() else str(config)}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -83,7 +84,9 @@ def cell_command(spec: SweepSpec, cell: SweepCell, out: Path, extra: Sequence[st
     cell_dir = out.resolve() / "cells" / cell.dirname
     return [python, "-m", "vision_attn.run.data_size", "cell", "--result", str(cell_dir / "result.json"),
             "--model-label", cell.model, "--fraction", fraction_key(cell.fraction), "--seed", str(cell.seed),
-            "--cell-hash", cell_hash(spec, cell, extra), "--", *cell_cli_args(spec, cell, cell_dir, extra)]
+            "--cell-hash", cell_hash(spec, cell, extra),
+            *([] if spec.epochs is None else ["--epochs", f"{spec.epochs:g}", "--min-steps", str(spec.min_steps)]), "--",
+            *cell_cli_args(spec, cell, cell_dir, extra)]
 
 
 @contextmanager
@@ -165,7 +168,7 @@ def _run_sweep_locked(spec: SweepSpec, out: Path, extra_args: Sequence[str], par
         failed = run_with_submitit(spec, todo, out, extra_args, launcher, log)
     else:
         failed = _run_pool(spec, todo, out, extra_args, parallel_cells, python, log)
-    write_report(out, title=_report_title(spec), current=current)
+    _write_report(out, spec, current)
     if failed:
         raise RuntimeError(f"{len(failed)} cell(s) failed, the others are in {results}: " + "; ".join(failed))
     return [r for r in read_results(results) if r["cell_hash"] in current]
@@ -175,8 +178,9 @@ def _current(spec: SweepSpec, extra_args: Sequence[str]) -> set:
     return {cell_hash(spec, c, extra_args) for c in spec.cells()}
 
 
-def _report_title(spec: SweepSpec) -> str:
-    return f"{spec.path.stem}: test top-1 vs training images"
+def _write_report(out: Path, spec: SweepSpec, current: set) -> None:
+    write_report(out, title=f"{spec.path.stem}: test top-1 vs training images", baseline=spec.baseline,
+                 budget_rule=spec.budget_rule, current=current)
 
 
 def _run_pool(spec: SweepSpec, todo: List[SweepCell], out: Path, extra_args: Sequence[str], parallel_cells: int,
@@ -201,7 +205,7 @@ def _run_pool(spec: SweepSpec, todo: List[SweepCell], out: Path, extra_args: Seq
             row = read_result_json(result_file) if proc.returncode == 0 else None
             if row is not None:
                 append_result(out / "results.csv", row)
-                write_report(out, title=_report_title(spec), current={row["cell_hash"]} | _current(spec, extra_args))
+                _write_report(out, spec, _current(spec, extra_args))
                 log(f"  done  {cell.dirname}: top1 {row['top1']:.4f}, n_train {row['n_train']}, "
                     f"{row['train_seconds']:.0f} s, {row['images_per_second']:.0f} img/s")
             else:
@@ -256,8 +260,11 @@ def _device_slots(n: int) -> List[Dict[str, str]]:
 
 
 def run_cell(cli_args: Sequence[str], result_path: str | os.PathLike, label: str, fraction: float, seed: int,
-             cell_hash: str = "") -> Dict[str, Any]:
-    """Fit and test one cell in this process (DDP ranks included); rank 0 writes the result row as JSON."""
+             cell_hash: str = "", epochs: float | None = None, min_steps: int = 1) -> Dict[str, Any]:
+    """Fit and test one cell in this process (DDP ranks included); rank 0 writes the result row as JSON.
+
+    ``epochs``: the equal-epochs budget (:func:`~vision_attn.run.data_size.spec.epoch_budget_steps` of this cell's
+    training images, at least ``min_steps``) replaces ``--trainer.max_steps`` and the validation interval."""
     from ...callbacks import Throughput  # Lightning is imported in the cell process only, not by the sweep
     from ..cli import VisionAttnCLI
 
@@ -265,6 +272,13 @@ def run_cell(cli_args: Sequence[str], result_path: str | os.PathLike, label: str
         signal.signal(signal.SIGTERM, lambda *_: os.killpg(0, signal.SIGKILL))
 
     cli = VisionAttnCLI(args=list(cli_args), run=False)
+    if epochs is not None:
+        dm, t = cli.datamodule, cli.trainer
+        dm.prepare_data()
+        dm.setup("fit")  # n_train is known only now
+        steps = epoch_budget_steps(dm.n_train, dm.batch_size, epochs, min_steps, t.num_devices * t.num_nodes)
+        t.fit_loop.epoch_loop.max_steps = steps
+        t.val_check_interval = steps  # validate once, after the last step, as under the equal-steps rule
     timer = Throughput()
     cli.trainer.callbacks.append(timer)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
@@ -275,7 +289,8 @@ def run_cell(cli_args: Sequence[str], result_path: str | os.PathLike, label: str
         "n_train": int(cli.datamodule.n_train), "top1": round(float(res["test/top1"]), 6),
         "top5": round(float(res["test/top5"]), 6), "train_seconds": round(timer.seconds, 3),
         "images_per_second": round(timer.images / max(timer.seconds, 1e-9), 2),
-        "devices": int(trainer.num_devices * trainer.num_nodes),
+        "devices": int(trainer.num_devices * trainer.num_nodes), "steps": int(trainer.global_step),
+        "params": sum(p.numel() for p in cli.model.parameters()),
         "cell_hash": cell_hash, "code_version": code_version(),
     }
     if trainer.is_global_zero:

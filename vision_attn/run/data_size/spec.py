@@ -4,8 +4,11 @@
 
     fractions: [0.01, 0.1, 1.0]     # of the (non-validation) training images; stratified, nested per seed
     seeds: [0, 1, 2]                # seed_everything and fraction_seed of a cell
-    budget:
-      steps: 2000                   # every cell: this many optimizer steps, whatever its fraction
+    budget:                         # one of:
+      steps: 2000                   #   equal steps: every cell this many optimizer steps, whatever its fraction
+      # epochs: 20                  #   equal epochs: steps = max(min_steps, ceil(epochs x batches per epoch)),
+      # min_steps: 100              #   batches per epoch = floor(n_train / (batch_size x devices))
+    baseline: resnet18_cifar        # the model every other one is compared to in data_size.md (a label below)
     args: [--data.init_args.root=data]          # passed to every cell
     models:
       resnet18_cifar:                           # the label in results.csv
@@ -15,14 +18,15 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import yaml
 
-__all__ = ["SweepCell", "SweepConfigError", "SweepSpec", "fraction_key", "load_sweep"]
+__all__ = ["SweepCell", "SweepConfigError", "SweepSpec", "epoch_budget_steps", "fraction_key", "load_sweep"]
 
 
 class SweepConfigError(ValueError):
@@ -32,6 +36,17 @@ class SweepConfigError(ValueError):
 def fraction_key(fraction: float) -> str:
     """The canonical text of a fraction in results.csv and folder names (``0.01``, ``0.5``, ``1``)."""
     return f"{float(fraction):g}"
+
+
+def epoch_budget_steps(n_train: int, batch_size: int, epochs: float, min_steps: int = 1, devices: int = 1) -> int:
+    """Optimizer steps of the equal-epochs rule: ``max(min_steps, ceil(epochs x batches per epoch))``.
+
+    A batch per epoch is ``batch_size`` images on each of ``devices`` processes; the training loader drops a last
+    partial batch (:func:`vision_attn.data.cifar.make_loader`), unless the set is smaller than one batch (one batch).
+    """
+    per_device = math.ceil(n_train / max(1, devices))
+    batches = per_device // batch_size if per_device >= batch_size else 1
+    return max(int(min_steps), math.ceil(epochs * batches))
 
 
 @dataclass(frozen=True)
@@ -53,14 +68,26 @@ class SweepCell:
 
 @dataclass
 class SweepSpec:
-    """A parsed sweep YAML (see the module docstring); ``path`` is the file it came from."""
+    """A parsed sweep YAML (see the module docstring); ``path`` is the file it came from. The budget is ``steps``
+    (equal steps) or ``epochs`` with ``min_steps`` (equal epochs); the other is None."""
 
     path: Path
     models: Dict[str, Dict[str, Any]]
     fractions: List[float]
     seeds: List[int]
-    steps: int
+    steps: Optional[int]
     args: List[str] = field(default_factory=list)
+    epochs: Optional[float] = None
+    min_steps: int = 1
+    baseline: Optional[str] = None
+
+    @property
+    def budget_rule(self) -> str:
+        """The budget rule in words, for the report."""
+        if self.epochs is None:
+            return f"equal steps: every cell trains {self.steps} optimizer steps, whatever its training fraction"
+        return (f"equal epochs: every cell trains max({self.min_steps}, ceil({self.epochs:g} x floor(n_train / batch))) "
+                f"optimizer steps, i.e. {self.epochs:g} passes over its training images, at least {self.min_steps} steps")
 
     def cells(self) -> List[SweepCell]:
         """Every cell, smallest fraction first (the cheap end of the curve arrives first), then seed, then model."""
@@ -90,9 +117,9 @@ def load_sweep(path: str | os.PathLike) -> SweepSpec:
         raise SweepConfigError(f"{path}: not valid YAML: {err}") from err
     if not isinstance(raw, dict):
         raise SweepConfigError(f"{path}: expected a mapping with models, fractions, seeds and budget; got {type(raw).__name__}")
-    unknown = set(raw) - {"models", "fractions", "seeds", "budget", "args", "description"}
+    unknown = set(raw) - {"models", "fractions", "seeds", "budget", "baseline", "args", "description"}
     if unknown:
-        raise SweepConfigError(f"{path}: unknown keys {sorted(unknown)}; expected models, fractions, seeds, budget, args")
+        raise SweepConfigError(f"{path}: unknown keys {sorted(unknown)}; expected models, fractions, seeds, budget, baseline, args")
     for key in ("models", "fractions", "budget"):
         if key not in raw:
             raise SweepConfigError(f"{path}: missing '{key}'")
@@ -102,11 +129,7 @@ def load_sweep(path: str | os.PathLike) -> SweepSpec:
     seeds = raw.get("seeds", [0])
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         raise SweepConfigError(f"{path}: 'seeds' must be a non-empty list of integers; got {seeds!r}")
-    budget = raw["budget"]
-    if not isinstance(budget, dict) or set(budget) != {"steps"} or not isinstance(budget["steps"], int) or budget["steps"] < 1:
-        raise SweepConfigError(
-            f"{path}: 'budget' must be {{steps: N}} with N >= 1 optimizer steps per cell (the equal-steps rule); got {budget!r}"
-        )
+    steps, epochs, min_steps = _parse_budget(raw["budget"], path)
     models = raw["models"]
     if not isinstance(models, dict) or not models:
         raise SweepConfigError(f"{path}: 'models' must map labels to {{config: ..., args: [...]}}; got {models!r}")
@@ -121,9 +144,30 @@ def load_sweep(path: str | os.PathLike) -> SweepSpec:
         if extra:
             raise SweepConfigError(f"{where}: unknown keys {sorted(extra)}")
         parsed[label] = {"config": str(_find_config(entry["config"], path, where)), "args": _as_args(entry.get("args"), where)}
+    baseline = raw.get("baseline")
+    if baseline is not None and baseline not in parsed:
+        raise SweepConfigError(f"{path}: baseline {baseline!r} is not one of the models {sorted(parsed)}")
     return SweepSpec(
         path=path, models=parsed, fractions=[float(f) for f in fractions], seeds=[int(s) for s in seeds],
-        steps=int(budget["steps"]), args=_as_args(raw.get("args"), f"{path}: args"),
+        steps=steps, args=_as_args(raw.get("args"), f"{path}: args"), epochs=epochs, min_steps=min_steps,
+        baseline=baseline,
+    )
+
+
+def _parse_budget(budget: Any, path: Path) -> Tuple[Optional[int], Optional[float], int]:
+    """``(steps, epochs, min_steps)`` of a ``budget`` entry: ``{steps: N}`` or ``{epochs: E, min_steps: S}``."""
+    def count(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+    if isinstance(budget, dict) and set(budget) == {"steps"} and count(budget["steps"]):
+        return int(budget["steps"]), None, 1
+    if (isinstance(budget, dict) and "epochs" in budget and set(budget) <= {"epochs", "min_steps"}
+            and isinstance(budget["epochs"], (int, float)) and not isinstance(budget["epochs"], bool)
+            and budget["epochs"] > 0 and count(budget.get("min_steps", 1))):
+        return None, float(budget["epochs"]), int(budget.get("min_steps", 1))
+    raise SweepConfigError(
+        f"{path}: 'budget' must be {{steps: N}} (equal steps, N >= 1) or {{epochs: E, min_steps: S}} (equal epochs, "
+        f"E > 0, optional S >= 1); got {budget!r}"
     )
 
 
