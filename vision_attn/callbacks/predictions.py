@@ -77,10 +77,14 @@ def _name(names: Optional[Sequence[str]], label: int) -> str:
     return str(names[label]) if names is not None and label < len(names) and names[label] else str(label)
 
 
-def category_map(num_classes: int, names: Optional[Sequence[str]] = None, datamodule: Any = None) -> CategoryMap:
+def category_map(num_classes: int, names: Optional[Sequence[str]] = None, datamodule: Any = None,
+                 label_to_category_id: Optional[Sequence[int]] = None) -> CategoryMap:
     """Label -> ``(category id, name)`` for a detector. With a COCO datamodule: its ``label_to_category_id``, only
-    labels that are categories of the data (as :meth:`DetectionTask.coco_metrics`). Otherwise label = category id,
-    and labels whose name is ``""`` (no category, e.g. the gaps in COCO's 91 ids) are left out."""
+    labels that are categories of the data (as :meth:`DetectionTask.coco_metrics`); else a checkpoint's
+    ``label_to_category_id``. Otherwise label = category id, and labels whose name is ``""`` (no category, e.g. the
+    gaps in COCO's 91 ids) are left out."""
+    if label_to_category_id is not None and (datamodule is None or not hasattr(datamodule, "label_to_category_id")):
+        return {lab: (int(c), _name(names, lab)) for lab, c in enumerate(label_to_category_id)}
     if datamodule is not None and hasattr(datamodule, "label_to_category_id"):
         try:
             valid = set(datamodule.category_ids)

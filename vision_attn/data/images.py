@@ -64,7 +64,7 @@ def load_rgb(path: str | os.PathLike) -> Image.Image:
         im.load()
     if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         im = _to_8bit(im)
-    if im.mode == "P" and "transparency" in im.info:
+    if im.mode in ("P", "L", "RGB") and "transparency" in im.info:  # a palette entry or colour marked transparent
         im = im.convert("RGBA")
     if im.mode in ("RGBA", "LA", "La", "RGBa", "PA"):
         background = Image.new("RGBA", im.size, _WHITE)

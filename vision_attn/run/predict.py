@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -96,7 +97,8 @@ def _normalization(transform: Any) -> Tuple[Optional[Sequence[float]], Optional[
 
 
 def _checkpoint_meta(ckpt: Optional[str]) -> Dict[str, Any]:
-    """``num_classes``, ``class_names``, ``model``, ``model_args`` a training checkpoint records (empty if none)."""
+    """What a training checkpoint records beside the weights (empty if nothing): ``num_classes``, ``class_names``,
+    ``label_to_category_id`` (detection), and its task's ``model`` and ``model_args``."""
     path = Path(str(ckpt)).expanduser() if ckpt else None
     if path is None or "://" in str(ckpt) or not path.is_file() or path.suffix == ".safetensors":
         return {}
@@ -109,7 +111,8 @@ def _checkpoint_meta(ckpt: Optional[str]) -> Dict[str, Any]:
         return {}
     hp = obj.get("hyper_parameters") or {}
     return {"num_classes": obj.get("num_classes", hp.get("num_classes")), "class_names": obj.get("class_names"),
-            "model": hp.get("model"), "model_args": hp.get("model_args")}
+            "label_to_category_id": obj.get("label_to_category_id"), "model": hp.get("model"),
+            "model_args": hp.get("model_args")}
 
 
 @dataclass
@@ -148,7 +151,7 @@ def load_predictor(model: Optional[str] = None, config: Optional[str] = None, ck
                          "(a GAN generates images: use tools/sample.py)")
     detection = isinstance(task, DetectionTask)
     names = class_names_for(task.model, dm, meta.get("class_names"), detection)
-    labels = category_map(task.num_classes, names, dm) if detection else names
+    labels = category_map(task.num_classes, names, dm, meta.get("label_to_category_id")) if detection else names
     return Predictor(task.eval(), dm, detection, labels)
 
 
@@ -179,9 +182,9 @@ def _draw_attention(p: Predictor, maps: Dict[str, Tensor], row: int, image: Tens
         layers = vit_block_maps(maps)
         grid = net.patch_embed.feature_grid(*image.shape[-2:])
         P, cls = net.num_prefix_tokens, "class token" if net.num_prefix_tokens else "mean over patches (avg pooling)"
-        last = layers[-1][row:row + 1].float().mean(1)
-        panels = {"attention rollout": token_relevance(attention_rollout([w[row:row + 1] for w in layers]), P)[0].reshape(grid),
-                  f"last layer, {cls}": token_relevance(last, P)[0].reshape(grid)}
+        layers = [w[row:row + 1].float().cpu() for w in layers]
+        panels = {"attention rollout": token_relevance(attention_rollout(layers), P)[0].reshape(grid),
+                  f"last layer, {cls}": token_relevance(layers[-1].mean(1), P)[0].reshape(grid)}
         return [plot_token_maps(rgb, panels, f"{stem}_attention.png", Path(info["file"]).name)]
     if isinstance(net, DETR):
         keep = [q for q in det["scores"].argsort(descending=True).tolist()
@@ -191,9 +194,9 @@ def _draw_attention(p: Predictor, maps: Dict[str, Tensor], row: int, image: Tens
         H, W = image.shape[-2:]
         scale = torch.tensor([W / info["width"], H / info["height"]] * 2)
         names = {lab: name for lab, (_, name) in p.labels.items()}
-        attn = last_cross_attention(maps)[row].float().mean(0)  # (Q, h*w) of the batch's (unpadded) grid
+        attn = last_cross_attention(maps)[row].float().mean(0).cpu()  # (Q, h*w) over the batch's feature grid
         hw = net.feature_size(*batch_hw)
-        return [plot_query_attention(rgb, attn, hw, net.backbone.stride, keep, det["boxes"].cpu() * scale,
+        return [plot_query_attention(rgb, attn, hw, net.backbone.stride, keep, det["boxes"].float().cpu() * scale,
                                      det["labels"].tolist(), det["scores"].tolist(), names, f"{stem}_attention.png",
                                      f"{Path(info['file']).name}: last decoder layer cross-attention (mean over heads)")]
     return plot_pixel_maps(net, maps, row, image, pixels, Path(f"{stem}_pixel_attention"))
@@ -226,7 +229,7 @@ def predict(inputs: Sequence[str], output_dir: str, model: Optional[str] = None,
         except ValueError as e:  # a model without attention modules
             if "to capture" not in str(e):
                 raise
-            print(f"--attention: {e}; no attention maps drawn")
+            print(f"--attention: {e}; no attention maps drawn", file=sys.stderr)
             attention, maps = False, {}
             with torch.no_grad():
                 pred = p.task.predict_step(batch, i)
