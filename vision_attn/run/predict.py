@@ -218,21 +218,20 @@ def predict(inputs: Sequence[str], output_dir: str, model: Optional[str] = None,
     loader = image_loader(files, transform, batch_size or default_bs, 0, p.detection)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     p.task.to(device)
+    if attention:
+        try:
+            with capture_attention(p.model):
+                pass
+        except ValueError as e:  # a model without attention modules (a CNN baseline)
+            print(f"--attention: {e}; no attention maps drawn", file=sys.stderr)
+            attention = False
     stats, used, records = _normalization(transform), set(), []
     for i, batch in enumerate(loader):
         infos, images = batch[-1], batch[0]
         batch = tuple(b.to(device) if isinstance(b, Tensor) else b for b in batch)
         capture = capture_attention(p.model) if attention and images is not None else contextlib.nullcontext({})
-        try:
-            with torch.no_grad(), capture as maps:
-                pred = p.task.predict_step(batch, i)
-        except ValueError as e:  # a model without attention modules
-            if "to capture" not in str(e):
-                raise
-            print(f"--attention: {e}; no attention maps drawn", file=sys.stderr)
-            attention, maps = False, {}
-            with torch.no_grad():
-                pred = p.task.predict_step(batch, i)
+        with torch.no_grad(), capture as maps:
+            pred = p.task.predict_step(batch, i)
         if p.detection:
             new = detection_records(pred, infos, threshold, p.labels)
         else:

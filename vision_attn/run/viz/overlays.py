@@ -114,5 +114,5 @@ def plot_pixel_maps(model: nn.Module, maps: Mapping[str, Tensor], row: int, imag
         k = module.kernel_size if isinstance(module, LocalSelfAttention2d) else None
         path = Path(f"{out_stem}_{name.replace('.', '_')}.png")
         written.append(plot_pixel_attention(weights[row], grid, cells, path, kernel_size=k, image=image,
-                                            title=f"{name}: where the marked pixels attend (mean over heads)"))
+                                            title=f"{name} (grid {grid[0]}x{grid[1]})"))
     return written
