@@ -3,6 +3,7 @@ from . import _offline  # noqa: F401  (first: sets NO_ALBUMENTATIONS_UPDATE befo
 from .cifar import CIFARDataModule, stratified_subset
 from .coco import COCODataModule, COCOFormatError, SyntheticCOCODataModule
 from .folder import ImageFolderDataModule
+from .images import find_images, image_loader, load_rgb
 from .synthetic import ShapesDataset, SyntheticShapesDataModule, generate_shapes
 from .transforms import AlbumentationsTransform, eval_transform, train_transform
 
@@ -13,6 +14,9 @@ __all__ = [
     "COCOFormatError",
     "SyntheticShapesDataModule",
     "ImageFolderDataModule",
+    "find_images",
+    "image_loader",
+    "load_rgb",
     "ShapesDataset",
     "generate_shapes",
     "stratified_subset",

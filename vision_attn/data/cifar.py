@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torchvision.datasets import CIFAR10, CIFAR100
 
+from .images import PredictFolderMixin
 from .transforms import CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD, eval_transform, train_transform
 
 __all__ = ["CIFARDataModule", "SplitLoadersMixin", "stratified_subset", "TransformedSubset", "CorruptedDatasetError"]
@@ -183,7 +184,7 @@ class SplitLoadersMixin:
         return value
 
 
-class CIFARDataModule(SplitLoadersMixin, pl.LightningDataModule):
+class CIFARDataModule(SplitLoadersMixin, PredictFolderMixin, pl.LightningDataModule):
     """CIFAR-10/100 with a fixed validation hold-out and a seeded, stratified training fraction.
 
     Args:
@@ -199,6 +200,9 @@ class CIFARDataModule(SplitLoadersMixin, pl.LightningDataModule):
         augment: random crop and flip on training images (False: training images get the evaluation transform).
         shuffle: shuffle the training images each epoch (False: a fixed order, e.g. to compare runs step by step;
             under DDP each process then takes every world-size-th image of that order).
+        predict_root: a folder, image file or glob of your own images for ``predict`` (``tools/train.py predict
+            --data.init_args.predict_root DIR``): resized to the training size (``img_size``, else 32) and normalised
+            as the evaluation images; the dataset's own files are then not needed.
 
     Subclasses swap the dataset by overriding ``datasets`` (name -> :class:`DatasetSpec`) and, if the dataset class
     takes other arguments, ``load_dataset``, ``dataset_dir``, ``prepare_data`` and ``missing_hint``.
@@ -223,6 +227,7 @@ class CIFARDataModule(SplitLoadersMixin, pl.LightningDataModule):
         img_size: Optional[int] = None,
         augment: bool = True,
         shuffle: bool = True,
+        predict_root: Optional[str] = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -244,6 +249,7 @@ class CIFARDataModule(SplitLoadersMixin, pl.LightningDataModule):
         self.img_size = img_size
         self.augment = augment
         self.shuffle = shuffle
+        self.predict_root = predict_root
         self.train_set: Optional[TransformedSubset] = None
         self.val_set: Optional[TransformedSubset] = None
         self.test_set: Optional[TransformedSubset] = None
@@ -267,6 +273,8 @@ class CIFARDataModule(SplitLoadersMixin, pl.LightningDataModule):
     # ---- LightningDataModule -----------------------------------------------------------------------------------
     def prepare_data(self) -> None:
         """Download if ``download=True``; otherwise make sure the files are there (never touches the network)."""
+        if self.skip_prepare_for_predict():
+            return
         if self.download:
             for train in (True, False):
                 self.spec.dataset_cls(self.root, train=train, download=True)
@@ -283,6 +291,9 @@ class CIFARDataModule(SplitLoadersMixin, pl.LightningDataModule):
             )
 
     def setup(self, stage: Optional[str] = None) -> None:
+        if stage == "predict" and self.predict_root:
+            self._predict_class_names()
+            return
         if self.train_set is not None:
             return
         # DDP ranks other than 0 skip prepare_data, so check again here.
@@ -317,6 +328,16 @@ class CIFARDataModule(SplitLoadersMixin, pl.LightningDataModule):
         except RuntimeError as err:  # torchvision's "not found or corrupted": say which file
             check_integrity(self.dataset_dir, dataset_files(self.spec.dataset_cls), self.corrupted_hint())
             raise err
+
+    def _predict_class_names(self) -> None:
+        # the names come from the dataset's files when they are here; predicting does not need them otherwise
+        folder = self.dataset_dir
+        if self._classes is None and all((folder / name).is_file() for name, _ in dataset_files(self.spec.dataset_cls)):
+            self._classes = list(self._load(train=False).classes)
+
+    def predict_transform(self) -> Callable:
+        """Your images for ``predict``: resized to the training images' size, normalised as the evaluation images."""
+        return eval_transform(self.spec.mean, self.spec.std, self.img_size or self.input_size)
 
     def corrupted_hint(self) -> str:
         return f"Delete {self.dataset_dir} and download it again (download=True)."

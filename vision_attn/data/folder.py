@@ -10,12 +10,13 @@ from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import find_classes
 
 from .cifar import SplitLoadersMixin, TransformedSubset, stratified_subset
+from .images import PredictFolderMixin
 from .transforms import imagenet_eval_transform, imagenet_train_transform
 
 __all__ = ["ImageFolderDataModule"]
 
 
-class ImageFolderDataModule(SplitLoadersMixin, pl.LightningDataModule):
+class ImageFolderDataModule(SplitLoadersMixin, PredictFolderMixin, pl.LightningDataModule):
     """torchvision ``ImageFolder`` splits with ImageNet-style albumentations transforms.
 
     Args:
@@ -27,6 +28,8 @@ class ImageFolderDataModule(SplitLoadersMixin, pl.LightningDataModule):
         batch_size, num_workers: as for the DataLoader.
         train_fraction, fraction_seed: train on a stratified, seeded fraction of ``train_dir`` (same semantics as
             :func:`vision_attn.data.stratified_subset`).
+        predict_root: a folder, image file or glob of your own images for ``predict`` (evaluation transform; class
+            names from ``train_dir`` when it is there).
     """
 
     def __init__(
@@ -40,6 +43,7 @@ class ImageFolderDataModule(SplitLoadersMixin, pl.LightningDataModule):
         num_workers: int = 2,
         train_fraction: float = 1.0,
         fraction_seed: int = 0,
+        predict_root: Optional[str] = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -52,6 +56,7 @@ class ImageFolderDataModule(SplitLoadersMixin, pl.LightningDataModule):
         self.num_workers = num_workers
         self.train_fraction = float(train_fraction)
         self.fraction_seed = fraction_seed
+        self.predict_root = predict_root
         self.train_set: Optional[TransformedSubset] = None
         self.val_set: Optional[TransformedSubset] = None
         self.test_set: Optional[TransformedSubset] = None
@@ -82,6 +87,8 @@ class ImageFolderDataModule(SplitLoadersMixin, pl.LightningDataModule):
         return len(self.train_set)
 
     def prepare_data(self) -> None:
+        if self.skip_prepare_for_predict():
+            return
         for split in {self.train_dir, self.val_dir, self.test_dir}:
             self._split_path(split)
 
@@ -98,7 +105,13 @@ class ImageFolderDataModule(SplitLoadersMixin, pl.LightningDataModule):
             )
         return data
 
+    def predict_transform(self):
+        """Your images for ``predict``: the evaluation transform (short side, center crop, ImageNet normalisation)."""
+        return imagenet_eval_transform(self.img_size)
+
     def setup(self, stage: Optional[str] = None) -> None:
+        if stage == "predict" and self.predict_root:
+            return  # predicting reads predict_root only
         if self.train_set is not None:
             return
         train_data = self._load(self.train_dir)

@@ -346,7 +346,7 @@ class SyntheticShapesDataModule(CIFARDataModule):
     Args:
         root: where the generated folder goes.
         num_train, num_test, img_size, seed: generation arguments (see :func:`generate_shapes`).
-        batch_size, num_workers, train_fraction, fraction_seed, val_split, augment, shuffle: as for
+        batch_size, num_workers, train_fraction, fraction_seed, val_split, augment, shuffle, predict_root: as for
             :class:`CIFARDataModule`.
         task: ``"shapes"`` (10 classes: which silhouette) or ``"relational"`` (4 classes: how two shapes relate,
             :mod:`vision_attn.data.synthetic_relational`).
@@ -372,6 +372,7 @@ class SyntheticShapesDataModule(CIFARDataModule):
         augment: bool = True,
         shuffle: bool = True,
         task: str = "shapes",
+        predict_root: Optional[str] = None,
     ):
         _check_args(num_train, num_test, img_size, seed, task)
         super().__init__(
@@ -386,6 +387,7 @@ class SyntheticShapesDataModule(CIFARDataModule):
             img_size=None,
             augment=augment,
             shuffle=shuffle,
+            predict_root=predict_root,
         )
         # the base class saved its arguments merged with ours; drop the ones this class fixes
         self.save_hyperparameters(ignore=["name", "download"])
@@ -400,6 +402,8 @@ class SyntheticShapesDataModule(CIFARDataModule):
         return ShapesDataset(self.root, train=train, base_folder=self.dataset_dir.name)
 
     def prepare_data(self) -> None:
+        if self.skip_prepare_for_predict():
+            return
         generate_shapes(self.root, self.num_train, self.num_test, self.input_size, self.seed, self.task)
 
     def check_files(self) -> None:

@@ -15,6 +15,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
+from ..callbacks.predictions import default_prediction_writer
 from ..models import create_model, load_pretrained
 
 __all__ = ["ClassificationTask", "optimizer_steps_per_epoch", "param_groups_weight_decay", "warmup_cosine"]
@@ -177,7 +178,11 @@ class ClassificationTask(pl.LightningModule):
         self._eval_step(batch, self.test_metrics, "test")
 
     def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
+        """``images (B, C, H, W)`` or ``(images, ...)`` -> softmax ``(B, num_classes)`` of the evaluated weights
+        (``(0, num_classes)`` for a batch of image files none of which could be read: ``images`` is None)."""
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        if x is None:
+            return torch.zeros(0, self.num_classes)
         return self.eval_model(x).softmax(-1)
 
     # --- optimisation -------------------------------------------------------------------------
@@ -202,4 +207,6 @@ class ClassificationTask(pl.LightningModule):
 
     def configure_callbacks(self):
         # best.ckpt by validation top-1 and last.ckpt, under the run's log directory.
-        return [ModelCheckpoint(monitor="val/top1", mode="max", filename="best", save_last=True, auto_insert_metric_name=False)]
+        # predict over image files (--data.init_args.predict_root) writes predictions.json there too
+        return [ModelCheckpoint(monitor="val/top1", mode="max", filename="best", save_last=True, auto_insert_metric_name=False),
+                *default_prediction_writer(self.trainer)]

@@ -14,8 +14,9 @@ import torch.distributed as dist
 from pytorch_lightning.callbacks import ModelCheckpoint
 from torch import Tensor, nn
 
+from ..callbacks.predictions import default_prediction_writer
 from ..losses import HungarianMatcher, SetCriterion
-from ..metrics.coco import COCO_METRIC_NAMES, coco_evaluate, to_coco_results
+from ..metrics.coco import COCO_METRIC_NAMES, coco_evaluate, detr_postprocess, to_coco_results
 from ..models import create_model, load_pretrained
 from ..models import detr as _detr  # noqa: F401  (registers the DETR models)
 
@@ -138,11 +139,20 @@ class DetectionTask(pl.LightningModule):
         outputs, _ = self._losses(batch, "test")
         self._collect(outputs, batch[2])
 
-    def predict_step(self, batch: Batch, batch_idx: int) -> List[Dict[str, Any]]:
-        """Collect the batch's detections for :meth:`coco_metrics` (returns nothing: they stay in the task)."""
+    def predict_step(self, batch: Batch, batch_idx: int) -> List[Dict[str, Tensor]]:
+        """``(images, mask, targets)`` -> per image ``{"scores" (Q,), "labels" (Q,), "boxes" (Q, 4)}``: each query's
+        best real class, its softmax score and its xyxy box in the pixels of the original image (``orig_size``).
+
+        Image files that could not be read (targets with ``"error"``, see :mod:`vision_attn.data.images`) have no
+        row and get nothing. COCO batches (targets with ``image_id``) are also collected for :meth:`coco_metrics`."""
         images, mask, targets = batch
-        self._collect(self.model(images, mask), targets)
-        return []
+        targets = [t for t in targets if "error" not in t]
+        if images is None:
+            return []
+        outputs = self.model(images, mask)
+        if all("image_id" in t for t in targets):
+            self._collect(outputs, targets)
+        return detr_postprocess(outputs, torch.stack([torch.as_tensor(t["orig_size"]) for t in targets]))
 
     def on_validation_epoch_start(self) -> None:
         self._predictions = {}
@@ -225,4 +235,6 @@ class DetectionTask(pl.LightningModule):
 
     def configure_callbacks(self):
         # best.ckpt by validation COCO AP (``monitor``) and last.ckpt, under the run's log directory.
-        return [ModelCheckpoint(monitor=f"val/{self.hparams.monitor}", mode="max", filename="best", save_last=True, auto_insert_metric_name=False)]
+        # predict over image files (--data.init_args.predict_root) writes predictions.json there too
+        return [ModelCheckpoint(monitor=f"val/{self.hparams.monitor}", mode="max", filename="best", save_last=True, auto_insert_metric_name=False),
+                *default_prediction_writer(self.trainer)]

@@ -19,14 +19,16 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ..images import PredictFolderMixin
+from ..transforms import AlbumentationsTransform
 from .dataset import COCODetection, _category_mapping, detection_collate
-from .transforms import DETR_SCALES, detr_eval_transform, detr_train_transform
+from .transforms import DETR_SCALES, detr_eval_transform, detr_predict_transform, detr_train_transform
 from .validate import load_coco_annotations
 
 __all__ = ["COCODataModule", "SyntheticCOCODataModule"]
 
 
-class COCODataModule(pl.LightningDataModule):
+class COCODataModule(PredictFolderMixin, pl.LightningDataModule):
     """A COCO-format detection dataset with DETR's augmentations.
 
     Args:
@@ -39,7 +41,13 @@ class COCODataModule(pl.LightningDataModule):
             crop_size: ``(min, max)`` crop side.
         label_mapping: ``"contiguous"`` (labels 0..K-1 in category-id order) or ``"category_id"`` (label = id).
         num_classes: skip reading the categories at construction (must match the mapping).
+        predict_root: a folder, image file or glob of your own images for ``predict``: the evaluation resize
+            (``val_size``, ``max_size``), batched ``val_batch_size`` at a time among images of one size (never
+            padded, so an image's detections do not depend on the others); the label -> category mapping and the
+            names still come from the annotation file.
     """
+
+    predict_detection = True
 
     def __init__(
         self,
@@ -58,6 +66,7 @@ class COCODataModule(pl.LightningDataModule):
         crop_size: Tuple[int, int] = (384, 600),
         label_mapping: str = "contiguous",
         num_classes: Optional[int] = None,
+        predict_root: Optional[str] = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -75,6 +84,8 @@ class COCODataModule(pl.LightningDataModule):
         self.train_split, self.val_split = train_split, val_split
         self.test_split = test_split or val_split
         self._num_classes = num_classes
+        self.predict_root = predict_root
+        self.num_workers = num_workers
         self._annotations: Dict[Path, Dict[str, Any]] = {}
         self._mapping: Optional[Tuple[List[int], List[str]]] = None
         self.datasets: Dict[str, COCODetection] = {}
@@ -149,6 +160,14 @@ class COCODataModule(pl.LightningDataModule):
     def eval_transform(self) -> A.Compose:
         return detr_eval_transform(self.opts.val_size, self.opts.max_size)
 
+    def predict_transform(self) -> AlbumentationsTransform:
+        """Your images for ``predict``: the evaluation resize and normalisation, without boxes."""
+        return AlbumentationsTransform(detr_predict_transform(self.opts.val_size, self.opts.max_size))
+
+    @property
+    def predict_batch_size(self) -> int:
+        return int(self.opts.val_batch_size or self.opts.batch_size)
+
     def dataset(self, split: str, train: bool = False) -> COCODetection:
         """The dataset of ``split`` with the training or evaluation transform (cached)."""
         key = f"{split}:{'train' if train else 'eval'}"
@@ -201,8 +220,8 @@ class SyntheticCOCODataModule(COCODataModule):
     Args:
         root: where the generated folder goes.
         num_train, num_val, img_size, num_classes, max_objects, seed: generation arguments.
-        batch_size, num_workers, scales, max_size, val_size, random_crop, crop_scales, crop_size: as for
-            :class:`COCODataModule` (defaults sized for the ~100-128 px shapes).
+        batch_size, num_workers, scales, max_size, val_size, random_crop, crop_scales, crop_size, predict_root: as
+            for :class:`COCODataModule` (defaults sized for the ~100-128 px shapes).
     """
 
     def __init__(
@@ -223,6 +242,7 @@ class SyntheticCOCODataModule(COCODataModule):
         random_crop: bool = False,
         crop_scales: Sequence[int] = (96, 112, 128),
         crop_size: Tuple[int, int] = (72, 112),
+        predict_root: Optional[str] = None,
     ):
         from ..synthetic_coco import _check_args, coco_shapes_folder_name
 
@@ -233,7 +253,7 @@ class SyntheticCOCODataModule(COCODataModule):
             root=str(folder), train_split="train", val_split="val", test_split=None, batch_size=batch_size,
             val_batch_size=val_batch_size, num_workers=num_workers, scales=scales, max_size=max_size,
             val_size=val_size, random_crop=random_crop, crop_scales=crop_scales, crop_size=crop_size,
-            label_mapping="contiguous", num_classes=num_classes,
+            label_mapping="contiguous", num_classes=num_classes, predict_root=predict_root,
         )
         self.save_hyperparameters()
         self.data_root = Path(root)

@@ -15,7 +15,8 @@ from albumentations.pytorch import ToTensorV2
 
 from ..transforms import IMAGENET_MEAN, IMAGENET_STD
 
-__all__ = ["DETR_SCALES", "ResizeShortSide", "RandomSizeCrop", "detr_train_transform", "detr_eval_transform"]
+__all__ = ["DETR_SCALES", "ResizeShortSide", "RandomSizeCrop", "detr_train_transform", "detr_eval_transform",
+           "detr_predict_transform"]
 
 DETR_SCALES = tuple(range(480, 801, 32))
 
@@ -102,3 +103,9 @@ def detr_eval_transform(size: int = 800, max_size: Optional[int] = 1333, mean: S
     """Evaluation: short side to ``size`` (long side at most ``max_size``), normalise."""
     ops = [ResizeShortSide([size], max_size), A.Normalize(mean=tuple(mean), std=tuple(std)), ToTensorV2()]
     return A.Compose(ops, bbox_params=_bbox_params())
+
+
+def detr_predict_transform(size: int = 800, max_size: Optional[int] = 1333, mean: Sequence[float] = IMAGENET_MEAN,
+                           std: Sequence[float] = IMAGENET_STD) -> A.Compose:
+    """:func:`detr_eval_transform` for images without boxes (predicting on your own files)."""
+    return A.Compose([ResizeShortSide([size], max_size), A.Normalize(mean=tuple(mean), std=tuple(std)), ToTensorV2()])
