@@ -27,6 +27,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from ..layers.pixel_attention import NonLocalBlock2d
 from .registry import register_model
+from .weights.sagan import unwrap_sn_embedding
 
 __all__ = ["Generator", "Discriminator", "SAGAN", "sagan_32", "sagan_64", "sagan_128", "truncated_normal"]
 
@@ -123,14 +124,6 @@ class DiscriminatorBlock(nn.Module):
         return h + s
 
 
-def _unwrap_sn_embedding(state_dict, prefix, *_args) -> None:
-    """Load a G saved with a spectral-normalised class embedding: its weight is ``original / (u . W v)``."""
-    old = prefix + "embed.parametrizations.weight."
-    if old + "original" in state_dict:
-        w, u, v = (state_dict.pop(old + key) for key in ("original", "0._u", "0._v"))
-        state_dict[prefix + "embed.weight"] = w / torch.vdot(u, w.flatten(1) @ v)
-
-
 def _check_labels(labels: Optional[Tensor], batch: int, num_classes: int, owner: str) -> None:
     if num_classes == 0:
         if labels is not None:
@@ -192,7 +185,7 @@ class Generator(nn.Module):
         self.embed = nn.Embedding(num_classes, embed_dim) if num_classes > 0 else None  # no SN, as BigGAN
         if self.embed is not None:  # orthogonal, as every BigGAN weight
             nn.init.orthogonal_(self.embed.weight)
-        self._register_load_state_dict_pre_hook(_unwrap_sn_embedding)
+        self._register_load_state_dict_pre_hook(unwrap_sn_embedding)  # checkpoints from before the plain embedding
         widths = [m * ch for m in mults]
         self.linear = _sn(nn.Linear(self.z_first, 16 * widths[0]))
         self.blocks = nn.ModuleList(GeneratorBlock(widths[i], widths[i + 1], cond_dim) for i in range(n_blocks))
@@ -372,15 +365,16 @@ class SAGAN(nn.Module):
 
     @torch.no_grad()
     def sample(self, n: int, labels=None, truncation: Optional[float] = None,
-               generator: Optional[torch.Generator] = None, batch_size: int = 256) -> Tensor:
+               generator: Optional[torch.Generator] = None, batch_size: int = 256, use_ema: bool = True) -> Tensor:
         """``n`` images ``(n, 3, H, W)`` in [-1, 1], from the EMA generator when present, in eval mode.
 
         Args:
             labels: see :meth:`make_labels` (ignored structure for unconditional models: must be None).
             truncation: BigGAN's truncation trick: ``z`` entries beyond ``+-truncation`` are redrawn.
             generator: a ``torch.Generator`` for reproducible noise (on the model's device).
+            use_ema: False samples from the trained generator even when an EMA copy exists.
         """
-        g = self.sampler
+        g = self.sampler if use_ema else self.generator
         device = next(g.parameters()).device
         y = self.make_labels(n, labels, device)
         z = truncated_normal((n, self.z_dim), truncation, generator, device=device)

@@ -21,7 +21,6 @@ from ...metrics.generation import (
     real_features,
 )
 from ...models import create_model
-from ...models.sagan import truncated_normal
 from ...tasks.generation import GenerationEvalConfig, GenerationTask
 from . import evaluate_task
 
@@ -38,22 +37,6 @@ def sampling_generator(task: GenerationTask) -> nn.Module:
 
 
 @torch.no_grad()
-def _sample(task: GenerationTask, gen: nn.Module, n: int, labels=None, truncation: Optional[float] = None,
-            rng: Optional[torch.Generator] = None, batch_size: int = 256) -> Tensor:
-    """``SAGAN.sample`` from the generator ``gen``: ``n`` images ``(n, 3, H, W)`` in [-1, 1], ``gen`` in eval mode."""
-    model = task.model
-    device = next(gen.parameters()).device
-    y = model.make_labels(n, labels, device)
-    z = truncated_normal((n, model.z_dim), truncation, rng, device=device)
-    was_training = gen.training
-    gen.eval()
-    try:
-        return torch.cat([gen(z[i:i + batch_size], None if y is None else y[i:i + batch_size])
-                          for i in range(0, n, batch_size)]).float()
-    finally:
-        gen.train(was_training)
-
-
 def generated_batches(task: GenerationTask, gen: nn.Module, n: int, batch: int, seed: int,
                       labels: Optional[Tensor] = None) -> Iterator[Tensor]:
     """Batches of ``n`` generated images ``(b, 3, H, W)`` in [-1, 1]; classes cycle (balanced) unless ``labels (n,)``."""
@@ -62,7 +45,8 @@ def generated_batches(task: GenerationTask, gen: nn.Module, n: int, batch: int, 
         labels = torch.arange(n, device=task.device) % task.num_classes
     for i in range(0, n, batch):
         m = min(batch, n - i)
-        yield _sample(task, gen, m, None if labels is None else labels[i:i + m], rng=rng)
+        yield task.model.sample(m, None if labels is None else labels[i:i + m], generator=rng,
+                                use_ema=gen is task.model.generator_ema)
 
 
 def build_classifier(task: GenerationTask) -> ClassifierFeatures:
@@ -145,8 +129,8 @@ def evaluate_generation(task: GenerationTask, datamodule, trainer, split: str = 
     if classifier is not None and task.num_classes:
         metrics.update(classifier_accuracy(task, classifier, gen, getattr(datamodule, "classes", None)))
     n = task.hparams.n_samples
-    grid = _sample(task, gen, n, truncation=task.hparams.sample_truncation,
-                   rng=torch.Generator(device=device).manual_seed(seed))
+    grid = task.model.sample(n, truncation=task.hparams.sample_truncation, generator=torch.Generator(device=device).manual_seed(seed),
+                             use_ema=gen is task.model.generator_ema)
     save_image_grid(grid, out / "samples.png", nrow=grid_nrow(n, task.num_classes, max_classes=None))
     metrics["generator"] = "ema" if gen is task.model.generator_ema else "generator"
     return metrics
