@@ -27,6 +27,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 from ..attention import sine_position_encoding_2d
 from ..layers.detr_transformer import DetrTransformer
 from ..ops import pad_images_to_batch
+from .hub import PretrainedMixin
 from .registry import register_model
 from .weights import detr_checkpoint_filter
 
@@ -168,7 +169,7 @@ class MLP(nn.Module):
         return x
 
 
-class DETR(nn.Module):
+class DETR(PretrainedMixin, nn.Module):
     """The DETR detector.
 
     Args:
@@ -264,6 +265,18 @@ class DETR(nn.Module):
         if self.aux_loss:
             out["aux_outputs"] = [{"pred_logits": a, "pred_boxes": b} for a, b in zip(logits[:-1], boxes[:-1])]
         return out
+
+    def offline_model_args(self, args: Dict[str, object]) -> Dict[str, object]:
+        """``args`` that rebuild this model without downloading its backbone's ImageNet weights (``save_pretrained``
+        holds every weight): the download is switched off, the batch norm and freezing it implied are kept."""
+        args = dict(args)
+        downloads = [bool(args.pop(k, False)) for k in ("pretrained_backbone", "backbone_pretrained")]
+        if any(downloads):
+            frozen = (FrozenBatchNorm2d, timm.layers.FrozenBatchNorm2d)
+            args.setdefault("freeze_bn", any(isinstance(m, frozen) for m in self.backbone.modules()))
+            args.setdefault("freeze_early_layers", any(not p.requires_grad for p in self.backbone.parameters()))
+        args["pretrained_backbone"] = False
+        return args
 
     # --- foreign weights -------------------------------------------------------------------------
     def checkpoint_filter_fn(self, state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
