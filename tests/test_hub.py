@@ -47,7 +47,13 @@ def test_timm_names_and_hub_ids_load_the_cached_file_as_timm_does(hub, arch):
     tag = DEFAULT_TAGS[arch]
     ref = timm.create_model(arch, pretrained=True).eval()  # timm reads the same cache offline
     bare = va.create_model(arch, pretrained=True).eval()  # the bare name means timm's default tag
-    named = va.create_model(f"hf-hub:timm/{arch}.{tag}" if arch.startswith("vit") else f"{arch}.{tag}", pretrained=True).eval()
+    if arch.startswith("vit"):
+        named = va.create_model(f"hf-hub:timm/{arch}.{tag}", pretrained=True).eval()
+    else:  # a tag, and a Hub repo's file as the pretrained source (what a config's pretrained: string can say)
+        named = va.create_model(f"{arch}.{tag}", pretrained=True).eval()
+        with torch.no_grad():
+            assert torch.equal(va.create_model(arch, pretrained=f"hf-hub:timm/{arch}.{tag}").eval()(torch.ones(1, 3, 64, 64)),
+                               named(torch.ones(1, 3, 64, 64)))
     assert bare.pretrained_cfg["hf_hub_id"] == timm.models.get_pretrained_cfg(arch).hf_hub_id == f"timm/{arch}.{tag}"
     file = load_file(str(hub / f"models--timm--{arch}.{tag}" / "snapshots" / SHA / "model.safetensors"))
     first = "patch_embed.proj.weight" if arch.startswith("vit") else "conv1.weight"
@@ -224,8 +230,9 @@ def test_our_checkpoints_carry_num_classes_and_class_names_and_an_explicit_other
     path = tmp_path / "run.ckpt"
     torch.save({"state_dict": {f"model.{k}": v for k, v in src.state_dict().items()}, "num_classes": 3,
                 "class_names": ["circle", "square", "star"]}, path)
-    loaded = va.create_model("vit_nano_patch4_32", pretrained=str(path), depth=1)
-    assert loaded.num_classes == 3 and class_names(loaded) == ["circle", "square", "star"]
+    for loaded in (va.create_model("vit_nano_patch4_32", pretrained=str(path), depth=1),
+                   va.create_model("vit_nano_patch4_32", checkpoint_path=str(path), depth=1)):  # timm's spelling
+        assert loaded.num_classes == 3 and class_names(loaded) == ["circle", "square", "star"]
     with caplog.at_level(logging.WARNING):
         other = va.create_model("vit_nano_patch4_32", pretrained=str(path), depth=1, num_classes=5)
     assert "re-initialising" in caplog.text and other.num_classes == 5 and class_names(other) is None

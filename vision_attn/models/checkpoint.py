@@ -50,12 +50,18 @@ class UnsafeCheckpointError(CheckpointError):
 
 
 def resolve_checkpoint(source: Union[str, Path], cache_dir: Optional[Union[str, Path]] = None) -> Path:
-    """A local path for ``source``: the path itself, or a URL downloaded once into the cache.
+    """A local path for ``source``: the path itself, a URL downloaded once into the cache, or ``hf-hub:org/repo[@rev]``
+    (its ``model.safetensors`` or ``pytorch_model.bin``, through the Hugging Face cache).
 
     The cache is ``$TORCH_HOME/hub/checkpoints`` (torch.hub's, shared with timm and torchvision) unless
     ``cache_dir`` is given.
     """
     s = str(source)
+    if s.startswith("hf-hub:"):  # a Hub repo's weights, through the Hugging Face cache (HF_HUB_OFFLINE respected)
+        from .hub import WEIGHTS_NAMES, hub_download, split_repo_id
+
+        repo_id, revision = split_repo_id(s)
+        return hub_download(repo_id, WEIGHTS_NAMES, revision=revision, cache_dir=cache_dir)
     if urlparse(s).scheme in ("http", "https"):
         cache = Path(cache_dir) if cache_dir else Path(torch.hub.get_dir()) / "checkpoints"
         cache.mkdir(parents=True, exist_ok=True)

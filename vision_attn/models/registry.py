@@ -141,7 +141,8 @@ def create_model(
             (``.pth``, ``.bin``, ``.safetensors``), official or Hugging Face DETR.
         num_classes: classifier outputs. Default: the checkpoint's (its ``num_classes`` entry, else its head's
             shape), else the tag's, else the factory's. A different explicit value re-initialises the head (warned).
-        checkpoint_path: weights loaded after creation, as timm's argument (same as a path in ``pretrained``).
+        checkpoint_path: a checkpoint to start from, as timm's argument (like a path in ``pretrained``; with
+            ``pretrained=True`` it is loaded after the published weights).
         pretrained_cfg_overlay: entries that replace the tag's ``pretrained_cfg`` (e.g. ``{"file": PATH}``).
         cache_dir: another Hugging Face / torch.hub cache folder for the downloads.
         **kwargs: architecture options of the factory (``img_size``, ``drop_path_rate``, ...).
@@ -152,6 +153,8 @@ def create_model(
         from .hub import from_pretrained
 
         return from_pretrained(name, pretrained=bool(pretrained), num_classes=num_classes, cache_dir=cache_dir, **kwargs)
+    if checkpoint_path is not None and not pretrained:  # timm's spelling of a file to start from
+        pretrained, checkpoint_path = checkpoint_path, None
     arch, tag = split_model_name(name)
     if arch not in _MODELS or (tag is not None and tag not in tags_of(arch)):
         raise _unknown(name)
