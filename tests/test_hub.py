@@ -186,6 +186,8 @@ def test_hf_hub_repos_of_our_folders_and_push_to_hub(tmp_path, monkeypatch):
 def test_a_timm_config_json_maps_to_our_registry_name(hub):
     model = va.create_model("hf-hub:timm/resnet18.a1_in1k", pretrained=False, num_classes=5)
     assert type(model).__name__ == "ResNet" and model.num_classes == 5 and model.pretrained_cfg["crop_pct"] == 0.95
+    assert class_names(model) is None and model.pretrained_cfg["label_names_source"] is None  # a new head
+    assert class_names(va.create_model("hf-hub:timm/resnet18.a1_in1k"))[0].startswith("tench")
 
 
 def test_to_timm_writes_weights_timms_vit_loads_strictly_with_the_same_outputs():

@@ -21,6 +21,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 from torch import Tensor, nn
 
 from .checkpoint import CheckpointError, load_pretrained, read_checkpoint, resolve_checkpoint
+from .pretrained_cfgs import IMAGENET_SUBSETS
 from .registry import UnknownModelError, create_model, is_model
 
 __all__ = [
@@ -226,6 +227,8 @@ def from_pretrained(source: Union[str, Path], pretrained: bool = True, num_class
     for k in _SOURCE_KEYS:
         cfg.pop(k, None)
     cfg.update(origin, architecture=arch, num_classes=getattr(model, "num_classes", args.get("num_classes")))
+    if config.get("library_name") != LIBRARY_NAME:  # timm's config: ImageNet names by head size, as timm infers them
+        cfg["label_names_source"] = IMAGENET_SUBSETS.get(saved_n)
     if saved_n is not None and cfg["num_classes"] != saved_n:  # a new head: the saved class names no longer apply
         cfg.pop("label_names", None)
         cfg["label_names_source"] = None

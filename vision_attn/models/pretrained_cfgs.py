@@ -15,12 +15,12 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from torchvision.models.detection import FasterRCNN_ResNet50_FPN_Weights
 
-__all__ = ["PRETRAINED_CFGS", "COCO_91_CLASS_NAMES", "IMAGENET_MEAN", "IMAGENET_STD", "default_pretrained_cfg"]
+__all__ = ["PRETRAINED_CFGS", "COCO_91_CLASS_NAMES", "IMAGENET_SUBSETS", "IMAGENET_MEAN", "IMAGENET_STD", "default_pretrained_cfg"]
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 INCEPTION_MEAN, INCEPTION_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
-_IMAGENET_SUBSETS = {1000: "imagenet-1k", 21843: "imagenet-21k-goog"}
+IMAGENET_SUBSETS = {1000: "imagenet-1k", 21843: "imagenet-21k-goog"}
 
 # The official DETR COCO head: 91 ids (COCO category id = index; "N/A" for the ids COCO 2017 does not use), the names
 # torchvision publishes with its COCO detectors
@@ -31,7 +31,7 @@ def _cfg(num_classes: int = 1000, mean=IMAGENET_MEAN, std=IMAGENET_STD, crop_pct
          interpolation: str = "bicubic", license: Optional[str] = "apache-2.0", input_size=(3, 224, 224), **extra) -> Dict[str, Any]:
     cfg = dict(num_classes=num_classes, input_size=tuple(input_size), mean=tuple(mean), std=tuple(std), crop_pct=crop_pct,
                interpolation=interpolation, crop_mode="center", license=license,
-               label_names_source=_IMAGENET_SUBSETS.get(num_classes))
+               label_names_source=IMAGENET_SUBSETS.get(num_classes))
     cfg.update(extra)
     return cfg
 
