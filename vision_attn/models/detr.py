@@ -28,6 +28,7 @@ from ..attention import sine_position_encoding_2d
 from ..layers.detr_transformer import DetrTransformer
 from ..ops import pad_images_to_batch
 from .hub import PretrainedMixin
+from .pretrained_cfgs import PRETRAINED_CFGS
 from .registry import register_model
 from .weights import detr_checkpoint_filter
 
@@ -39,12 +40,9 @@ __all__ = [
     "batch_images",
 ]
 
-# The official facebookresearch/detr COCO checkpoints ({"model": state_dict}, 91 classes + no-object).
-DETR_CHECKPOINT_URLS = {
-    "detr_resnet50": "https://dl.fbaipublicfiles.com/detr/detr-r50-e632da11.pth",  # 42.0 AP on val2017
-    "detr_resnet50_dc5": "https://dl.fbaipublicfiles.com/detr/detr-r50-dc5-f0fb7ef5.pth",  # 43.3 AP
-    "detr_resnet101": "https://dl.fbaipublicfiles.com/detr/detr-r101-2c7b67e5.pth",  # 43.5 AP
-}
+# The official facebookresearch/detr COCO checkpoints ({"model": state_dict}, 91 classes + no-object), as their
+# pretrained_cfg (tag "fb_coco") names them: 42.0, 43.3 and 43.5 AP on val2017.
+DETR_CHECKPOINT_URLS = {arch: PRETRAINED_CFGS[arch]["fb_coco"]["url"] for arch in ("detr_resnet50", "detr_resnet50_dc5", "detr_resnet101")}
 
 _TORCHVISION_RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 _MOVED_TO_WEIGHTS = ("detr_state_dict_from_official", "detr_state_dict_from_hf")
