@@ -316,6 +316,11 @@ def test_fit_then_eval_and_visualize_write_coco_files(tmp_path):
     assert {"val/AP", "val/AP50", "val/ARl", "train/loss_ce", "val/class_error"} <= set(header)
     ckpt = run / "checkpoints" / "best.ckpt"
     assert ckpt.is_file() and (run / "checkpoints" / "last.ckpt").is_file()
+    # the checkpoint says how many classes and which: loading it without num_classes keeps its class head
+    saved = torch.load(ckpt, map_location="cpu", weights_only=False)
+    assert saved["num_classes"] == 4 and len(saved["class_names"]) == 4
+    from vision_attn import create_model
+    assert create_model("detr_tiny_prenorm", pretrained=str(ckpt), **json.loads(TINY)).num_classes == 4
     out = tmp_path / "eval"
     report = eval_tool.main(["--config", str(REPO / "configs/detr_shapes.yaml"), "--ckpt", str(ckpt), "--output-dir", str(out),
                              "--split", "val", *model, *data])

@@ -3,8 +3,11 @@ from . import cnn, vit  # noqa: F401  (registers the models)
 from . import pixel_resnets  # noqa: F401  (registers the pixel-attention ResNets)
 from . import detr  # noqa: F401  (registers the DETR detectors)
 from . import sagan  # noqa: F401  (registers the SA-GANs)
-from .checkpoint import CheckpointError, UnsafeCheckpointError, load_pretrained, load_state_dict
-from .registry import UnknownModelError, create_model, is_model, list_models, register_model
+from .checkpoint import Checkpoint, CheckpointError, UnsafeCheckpointError, load_pretrained, load_state_dict, read_checkpoint
+from .data_config import class_names, create_eval_transform, resolve_data_config
+from .hub import HubFileNotCachedError, PretrainedMixin, from_pretrained, push_to_hub, save_pretrained
+from .pretrained_cfgs import PRETRAINED_CFGS
+from .registry import UnknownModelError, create_model, is_model, list_models, register_model, split_model_name
 from .detr import DETR, DETR_CHECKPOINT_URLS
 from .sagan import SAGAN
 from .vit import VisionTransformer
@@ -14,7 +17,19 @@ __all__ = [
     "list_models",
     "is_model",
     "register_model",
+    "split_model_name",
     "UnknownModelError",
+    "PRETRAINED_CFGS",
+    "resolve_data_config",
+    "create_eval_transform",
+    "class_names",
+    "save_pretrained",
+    "from_pretrained",
+    "push_to_hub",
+    "PretrainedMixin",
+    "HubFileNotCachedError",
+    "Checkpoint",
+    "read_checkpoint",
     "load_pretrained",
     "load_state_dict",
     "CheckpointError",

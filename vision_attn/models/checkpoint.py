@@ -14,7 +14,8 @@ import pickletools
 import re
 import zipfile
 from pathlib import Path
-from typing import Dict, Mapping, Optional, Union
+from typing import Dict, List, Mapping, NamedTuple, Optional, Union
+from urllib.error import URLError
 from urllib.parse import urlparse
 
 import torch
@@ -23,9 +24,12 @@ from torch import Tensor, nn
 __all__ = [
     "CheckpointError",
     "UnsafeCheckpointError",
+    "Checkpoint",
+    "read_checkpoint",
     "load_state_dict",
     "load_pretrained",
     "resolve_checkpoint",
+    "num_classes_in",
 ]
 
 log = logging.getLogger(__name__)
@@ -46,12 +50,18 @@ class UnsafeCheckpointError(CheckpointError):
 
 
 def resolve_checkpoint(source: Union[str, Path], cache_dir: Optional[Union[str, Path]] = None) -> Path:
-    """A local path for ``source``: the path itself, or a URL downloaded once into the cache.
+    """A local path for ``source``: the path itself, a URL downloaded once into the cache, or ``hf-hub:org/repo[@rev]``
+    (its ``model.safetensors`` or ``pytorch_model.bin``, through the Hugging Face cache).
 
     The cache is ``$TORCH_HOME/hub/checkpoints`` (torch.hub's, shared with timm and torchvision) unless
     ``cache_dir`` is given.
     """
     s = str(source)
+    if s.startswith("hf-hub:"):  # a Hub repo's weights, through the Hugging Face cache (HF_HUB_OFFLINE respected)
+        from .hub import WEIGHTS_NAMES, hub_download, split_repo_id
+
+        repo_id, revision = split_repo_id(s)
+        return hub_download(repo_id, WEIGHTS_NAMES, revision=revision, cache_dir=cache_dir)
     if urlparse(s).scheme in ("http", "https"):
         cache = Path(cache_dir) if cache_dir else Path(torch.hub.get_dir()) / "checkpoints"
         cache.mkdir(parents=True, exist_ok=True)
@@ -142,14 +152,37 @@ def _unwrap(obj: object, path: Path) -> Dict[str, Tensor]:
     return sd
 
 
+class Checkpoint(NamedTuple):
+    """A checkpoint read once: its file, its model weights, and the class count and names it declares (our training
+    checkpoints carry top-level ``num_classes`` and ``class_names``; other files declare none)."""
+
+    path: Path
+    state_dict: Dict[str, Tensor]
+    num_classes: Optional[int] = None
+    class_names: Optional[List[str]] = None
+
+
+def read_checkpoint(source: Union[str, Path, Checkpoint]) -> Checkpoint:
+    """Read a checkpoint (path or http(s) URL) without executing anything in it; see :func:`load_state_dict`."""
+    if isinstance(source, Checkpoint):
+        return source
+    path = resolve_checkpoint(source)
+    obj = _read(path)
+    sd = _unwrap(obj, path)
+    n = obj.get("num_classes") if isinstance(obj, Mapping) else None
+    names = obj.get("class_names") if isinstance(obj, Mapping) else None
+    n = int(n) if isinstance(n, int) or (isinstance(n, Tensor) and n.numel() == 1) else None
+    names = [str(c) for c in names] if isinstance(names, (list, tuple)) else None
+    return Checkpoint(path, sd, n, names)
+
+
 def load_state_dict(source: Union[str, Path]) -> Dict[str, Tensor]:
     """Read a checkpoint into a flat ``{name: tensor}`` dict without executing anything in it.
 
     Accepts ``.safetensors``, ``.pth``/``.pt``/``.bin`` (loaded with ``weights_only=True``) and Lightning
     ``.ckpt``; a path or an http(s) URL.
     """
-    path = resolve_checkpoint(source)
-    return _unwrap(_read(path), path)
+    return read_checkpoint(source).state_dict
 
 
 def _classifier_prefix(model: nn.Module) -> Optional[str]:
@@ -163,29 +196,61 @@ def _classifier_prefix(model: nn.Module) -> Optional[str]:
     return None
 
 
-def load_pretrained(model: nn.Module, source: Union[str, Path], strict: bool = True) -> nn.Module:
-    """Load weights from ``source`` into ``model``, adapting foreign layouts.
+def _mapped(model: nn.Module, sd: Dict[str, Tensor]) -> Dict[str, Tensor]:
+    filter_fn = getattr(model, "checkpoint_filter_fn", None)
+    return filter_fn(sd) if callable(filter_fn) else dict(sd)
+
+
+def num_classes_in(model: nn.Module, state_dict: Dict[str, Tensor]) -> Optional[int]:
+    """The class count of the head a (foreign or own) state dict holds, for ``model``'s architecture; None if unknown.
+
+    The model's own ``num_classes_in_state_dict`` decides when it has one (SA-GAN's class embeddings); otherwise the
+    classifier (``get_classifier()``) rows, less the model's extra outputs (DETR's "no object"); 0 for a file without
+    the classifier when the model can drop its head (``reset_classifier``: DINO / MAE / headless timm files).
+    """
+    own_fn = getattr(model, "num_classes_in_state_dict", None)
+    if callable(own_fn):
+        return own_fn(state_dict)
+    head = _classifier_prefix(model)
+    n_model = getattr(model, "num_classes", None)
+    if head is None or n_model is None:
+        return None
+    sd = _mapped(model, state_dict)
+    weight = sd.get(head + ".weight")
+    own = model.state_dict().get(head + ".weight")
+    if weight is None:
+        has_head = any(k.startswith(head + ".") for k in sd)
+        return 0 if not has_head and callable(getattr(model, "reset_classifier", None)) else None
+    extra = own.shape[0] - n_model if own is not None else 0
+    return int(weight.shape[0]) - extra
+
+
+def load_pretrained(model: nn.Module, source: Union[str, Path, Checkpoint], strict: bool = True) -> nn.Module:
+    """Load weights from ``source`` (a path, URL or :class:`Checkpoint`) into ``model``, adapting foreign layouts.
 
     The model's ``checkpoint_filter_fn(state_dict)`` (when it has one) maps foreign keys and resamples
-    positions; a classifier of another size is left at its initialisation with a warning; any other
-    mismatch is an error naming the key and both shapes.
+    positions; a classifier of another size (or absent from the file) is left at its initialisation with a
+    warning; any other mismatch is an error naming the key and both shapes.
     """
-    path = resolve_checkpoint(source)
-    sd = _unwrap(_read(path), path)
-    filter_fn = getattr(model, "checkpoint_filter_fn", None)
-    if callable(filter_fn):
-        sd = filter_fn(sd)
+    ck = read_checkpoint(source)
+    path = ck.path
+    sd = _mapped(model, ck.state_dict)
     own = model.state_dict()
     head = _classifier_prefix(model)
     if head:
-        mismatched = [k for k in own if k.startswith(head + ".") and k in sd and sd[k].shape != own[k].shape]
+        head_keys = [k for k in own if k.startswith(head + ".")]
+        mismatched = [k for k in head_keys if k in sd and sd[k].shape != own[k].shape]
         if mismatched:
             log.warning(
                 "%s: classifier %r has %s outputs in the checkpoint, %s in the model; re-initialising it",
                 path.name, head, tuple(sd[mismatched[0]].shape)[0], tuple(own[mismatched[0]].shape)[0],
             )
+        elif head_keys and not any(k in sd for k in head_keys):
+            log.warning("%s: has no classifier %r; it keeps its initialisation", path.name, head)
+        if mismatched or (head_keys and not any(k in sd for k in head_keys)):
             for k in [k for k in sd if k.startswith(head + ".")]:
                 sd.pop(k)
+            for k in head_keys:
                 own.pop(k, None)
     wrong = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(v.shape)}" for k, v in own.items() if k in sd and sd[k].shape != v.shape]
     if wrong:

@@ -2,6 +2,10 @@
 
 A CNN is self-attention restricted to a fixed local window with content-independent weights; these are
 the peers every attention model here is compared against.
+
+They are instances of :class:`ResNet`, timm's ``ResNet`` class with our ``save_pretrained`` / ``push_to_hub``
+(:class:`~vision_attn.models.hub.PretrainedMixin`): still timm ResNets for every timm tool (``isinstance``, timm's
+feature extraction and checkpoint helpers), built by timm's own ``build_model_with_cfg``.
 """
 from __future__ import annotations
 
@@ -9,9 +13,22 @@ import timm
 from torch import nn
 
 from ..layers import check_image_input
+from .hub import PretrainedMixin
 from .registry import register_model
 
-__all__ = ["resnet18", "resnet34", "resnet50", "resnet18_cifar", "resnet10_narrow_cifar"]
+__all__ = ["ResNet", "resnet18", "resnet34", "resnet50", "resnet18_cifar", "resnet10_narrow_cifar"]
+
+
+class ResNet(PretrainedMixin, timm.models.resnet.ResNet):
+    """timm's ResNet (same constructor, modules and key layout) with ``save_pretrained`` and ``push_to_hub``."""
+
+
+# timm's block and depth of each ImageNet ResNet (timm/models/resnet.py)
+_TIMM_RESNETS = {
+    "resnet18": (timm.models.resnet.BasicBlock, (2, 2, 2, 2)),
+    "resnet34": (timm.models.resnet.BasicBlock, (3, 4, 6, 3)),
+    "resnet50": (timm.models.resnet.Bottleneck, (3, 4, 6, 3)),
+}
 
 
 def _checked(model: nn.Module, in_chans: int, name: str) -> nn.Module:
@@ -26,8 +43,11 @@ def _checked(model: nn.Module, in_chans: int, name: str) -> nn.Module:
 
 
 def _timm_resnet(arch: str, num_classes: int, in_chans: int, **kwargs) -> nn.Module:
-    # pretrained weights come through create_model(pretrained=PATH_OR_URL), never from the hub here.
-    model = timm.create_model(arch, pretrained=False, num_classes=num_classes, in_chans=in_chans, **kwargs)
+    # pretrained weights come through create_model(pretrained=...), never from the hub here.
+    block, layers = _TIMM_RESNETS[arch]
+    model = timm.models.build_model_with_cfg(
+        ResNet, arch, pretrained=False, block=block, layers=layers, num_classes=num_classes, in_chans=in_chans, **kwargs
+    )
     return _checked(model, in_chans, arch)
 
 
@@ -51,7 +71,7 @@ def resnet50(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> nn.Module:
 
 def _cifar_resnet(name: str, num_classes: int, in_chans: int, layers=(2, 2, 2, 2), **kwargs) -> nn.Module:
     """timm's ResNet with basic blocks, a 3x3 stride-1 stem and no max-pool (the usual 32-px recipe)."""
-    model = timm.models.resnet.ResNet(
+    model = ResNet(
         block=timm.models.resnet.BasicBlock, layers=layers, num_classes=num_classes, in_chans=in_chans, **kwargs
     )
     stem_width = model.conv1.out_channels

@@ -27,6 +27,8 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 from ..attention import sine_position_encoding_2d
 from ..layers.detr_transformer import DetrTransformer
 from ..ops import pad_images_to_batch
+from .hub import PretrainedMixin
+from .pretrained_cfgs import PRETRAINED_CFGS
 from .registry import register_model
 from .weights import detr_checkpoint_filter
 
@@ -38,12 +40,9 @@ __all__ = [
     "batch_images",
 ]
 
-# The official facebookresearch/detr COCO checkpoints ({"model": state_dict}, 91 classes + no-object).
-DETR_CHECKPOINT_URLS = {
-    "detr_resnet50": "https://dl.fbaipublicfiles.com/detr/detr-r50-e632da11.pth",  # 42.0 AP on val2017
-    "detr_resnet50_dc5": "https://dl.fbaipublicfiles.com/detr/detr-r50-dc5-f0fb7ef5.pth",  # 43.3 AP
-    "detr_resnet101": "https://dl.fbaipublicfiles.com/detr/detr-r101-2c7b67e5.pth",  # 43.5 AP
-}
+# The official facebookresearch/detr COCO checkpoints ({"model": state_dict}, 91 classes + no-object), as their
+# pretrained_cfg (tag "fb_coco") names them: 42.0, 43.3 and 43.5 AP on val2017.
+DETR_CHECKPOINT_URLS = {arch: PRETRAINED_CFGS[arch]["fb_coco"]["url"] for arch in ("detr_resnet50", "detr_resnet50_dc5", "detr_resnet101")}
 
 _TORCHVISION_RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 _MOVED_TO_WEIGHTS = ("detr_state_dict_from_official", "detr_state_dict_from_hf")
@@ -168,7 +167,7 @@ class MLP(nn.Module):
         return x
 
 
-class DETR(nn.Module):
+class DETR(PretrainedMixin, nn.Module):
     """The DETR detector.
 
     Args:
@@ -264,6 +263,18 @@ class DETR(nn.Module):
         if self.aux_loss:
             out["aux_outputs"] = [{"pred_logits": a, "pred_boxes": b} for a, b in zip(logits[:-1], boxes[:-1])]
         return out
+
+    def offline_model_args(self, args: Dict[str, object]) -> Dict[str, object]:
+        """``args`` that rebuild this model without downloading its backbone's ImageNet weights (``save_pretrained``
+        holds every weight): the download is switched off, the batch norm and freezing it implied are kept."""
+        args = dict(args)
+        downloads = [bool(args.pop(k, False)) for k in ("pretrained_backbone", "backbone_pretrained")]
+        if any(downloads):
+            frozen = (FrozenBatchNorm2d, timm.layers.FrozenBatchNorm2d)
+            args.setdefault("freeze_bn", any(isinstance(m, frozen) for m in self.backbone.modules()))
+            args.setdefault("freeze_early_layers", any(not p.requires_grad for p in self.backbone.parameters()))
+        args["pretrained_backbone"] = False
+        return args
 
     # --- foreign weights -------------------------------------------------------------------------
     def checkpoint_filter_fn(self, state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:

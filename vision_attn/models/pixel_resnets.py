@@ -19,7 +19,7 @@ import timm
 from torch import nn
 
 from ..layers import LocalSelfAttention2d, NonLocalBlock2d
-from .cnn import _checked, _cifar_resnet
+from .cnn import ResNet, _checked, _cifar_resnet
 from .registry import register_model
 
 __all__ = ["sasa_resnet26", "sasa_resnet50", "sasa_resnet26_cifar", "nonlocal_resnet18_cifar"]
@@ -38,7 +38,7 @@ def _sasa_resnet(
     cifar: bool = False, **kwargs,
 ) -> nn.Module:
     """timm's bottleneck ResNet with every bottleneck's 3x3 convolution swapped for local self-attention."""
-    model = timm.models.resnet.ResNet(
+    model = ResNet(
         block=timm.models.resnet.Bottleneck, layers=tuple(layers), num_classes=num_classes, in_chans=in_chans, **kwargs
     )
     for stage in (model.layer1, model.layer2, model.layer3, model.layer4):

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from ..layers.pixel_attention import NonLocalBlock2d
+from .hub import PretrainedMixin
 from .registry import register_model
 from .weights.sagan import unwrap_sn_embedding
 
@@ -270,7 +271,7 @@ class Discriminator(nn.Module):
         return out
 
 
-class SAGAN(nn.Module):
+class SAGAN(PretrainedMixin, nn.Module):
     """Generator, discriminator and the generator's EMA copy (``generator_ema``, used by :meth:`sample`).
 
     Args:
@@ -303,6 +304,11 @@ class SAGAN(nn.Module):
     def sampler(self) -> Generator:
         """The generator :meth:`sample` uses: the EMA copy when present."""
         return self.generator_ema if self.generator_ema is not None else self.generator
+
+    def num_classes_in_state_dict(self, state_dict) -> int:
+        """The class count a SAGAN state dict was trained with: its generator's class embedding rows (0: none)."""
+        emb = next((v for k, v in state_dict.items() if k.startswith("generator.embed.") and v.dim() == 2), None)
+        return 0 if emb is None else int(emb.shape[0])
 
     @torch.no_grad()
     def update_ema(self, decay: float, z: Optional[Tensor] = None, labels: Optional[Tensor] = None) -> None:

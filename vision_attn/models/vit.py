@@ -15,13 +15,14 @@ from torch import Tensor, nn
 
 from ..attention import POS_EMBED_KINDS, local_window_mask, resample_abs_pos_embed, sine_position_grid, with_prefix_tokens
 from ..layers import PatchEmbed, TransformerEncoderLayer, check_image_input
+from .hub import PretrainedMixin
 from .registry import register_model
 from .weights import vit_state_dict_from_timm
 
 __all__ = ["VisionTransformer"]
 
 
-class VisionTransformer(nn.Module):
+class VisionTransformer(PretrainedMixin, nn.Module):
     """ViT: patch embedding, class token, positions, a stack of pre-norm encoder layers, a linear head.
 
     Args:

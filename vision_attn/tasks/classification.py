@@ -18,7 +18,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from ..callbacks.predictions import default_prediction_writer
 from ..models import create_model, load_pretrained
 
-__all__ = ["ClassificationTask", "optimizer_steps_per_epoch", "param_groups_weight_decay", "warmup_cosine"]
+__all__ = ["ClassificationTask", "datamodule_class_names", "optimizer_steps_per_epoch", "param_groups_weight_decay", "warmup_cosine"]
 
 
 def param_groups_weight_decay(model: nn.Module, weight_decay: float) -> List[Dict[str, Any]]:
@@ -50,6 +50,15 @@ def optimizer_steps_per_epoch(trainer: "pl.Trainer", total_steps: int) -> float:
     if batches is None or math.isinf(batches) or batches <= 0:
         return float(total_steps)
     return max(1.0, math.ceil(batches / max(1, trainer.accumulate_grad_batches)))
+
+
+def datamodule_class_names(task: pl.LightningModule, num_classes: int) -> Optional[List[str]]:
+    """The attached datamodule's ``classes`` (index = label) when it has ``num_classes`` of them; None otherwise."""
+    try:
+        names = list(task.trainer.datamodule.classes)
+    except (RuntimeError, AttributeError, OSError, ValueError):  # no trainer / datamodule, or classes unknown yet
+        return None
+    return [str(c) for c in names] if len(names) == num_classes else None
 
 
 class ClassificationTask(pl.LightningModule):
@@ -184,6 +193,11 @@ class ClassificationTask(pl.LightningModule):
         if x is None:
             return torch.zeros(0, self.num_classes)
         return self.eval_model(x).softmax(-1)
+
+    def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        # read by create_model(pretrained=ckpt) and export: the head's size and what its outputs mean
+        checkpoint["num_classes"] = self.num_classes
+        checkpoint["class_names"] = datamodule_class_names(self, self.num_classes)
 
     # --- optimisation -------------------------------------------------------------------------
     def configure_optimizers(self):

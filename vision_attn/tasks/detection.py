@@ -19,6 +19,7 @@ from ..losses import HungarianMatcher, SetCriterion
 from ..metrics.coco import COCO_METRIC_NAMES, coco_evaluate, detr_postprocess, to_coco_results
 from ..models import create_model, load_pretrained
 from ..models import detr as _detr  # noqa: F401  (registers the DETR models)
+from .classification import datamodule_class_names
 
 __all__ = ["DetectionTask"]
 
@@ -206,6 +207,11 @@ class DetectionTask(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_coco("test")
+
+    def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        # read by create_model(pretrained=ckpt) and export: the class head's size and the data's label names
+        checkpoint["num_classes"] = self.num_classes
+        checkpoint["class_names"] = datamodule_class_names(self, self.num_classes)
 
     # --- optimisation -------------------------------------------------------------------------
     def configure_optimizers(self):

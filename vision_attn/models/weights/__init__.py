@@ -6,10 +6,11 @@ key, and every error names the checkpoint's own key.
 """
 from .detr import detr_checkpoint_filter, detr_state_dict_from_hf, detr_state_dict_from_official
 from .resnet import keep_batch_counters, move_resnet_trunk
-from .timm_vit import vit_state_dict_from_timm
+from .timm_vit import to_timm, vit_state_dict_from_timm
 
 __all__ = [
     "vit_state_dict_from_timm",
+    "to_timm",
     "move_resnet_trunk",
     "keep_batch_counters",
     "detr_checkpoint_filter",

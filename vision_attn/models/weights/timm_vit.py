@@ -1,7 +1,7 @@
-"""timm ViT weights -> ours: two renames in every block, and learned positions resampled to our patch grid.
+"""timm ViT weights <-> ours: two renames in every block, and learned positions resampled to our patch grid.
 
 timm's ``vision_transformer.py`` and :class:`~vision_attn.models.vit.VisionTransformer` share every other key, so a
-timm checkpoint (or ours) loads by this explicit map and gives timm's outputs.
+timm checkpoint (or ours) loads by this explicit map and gives timm's outputs; :func:`to_timm` is the way back.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from ...attention import resample_abs_pos_embed
 
-__all__ = ["vit_state_dict_from_timm"]
+__all__ = ["vit_state_dict_from_timm", "to_timm"]
 
 
 def vit_state_dict_from_timm(state_dict: Dict[str, Tensor], model: nn.Module) -> Dict[str, Tensor]:
@@ -42,4 +42,24 @@ def vit_state_dict_from_timm(state_dict: Dict[str, Tensor], model: nn.Module) ->
                 f"checkpoint pos_embed {tuple(pe.shape)} cannot be resampled to {tuple(model.pos_embed.shape)}"
             )
         out["pos_embed"] = resample_abs_pos_embed(pe, model.patch_embed.grid_size, (side, side), n_prefix)
+    return out
+
+
+def to_timm(model: nn.Module) -> Dict[str, Tensor]:
+    """Our ViT's weights in timm's key layout (``attn.in_proj_*`` -> ``attn.qkv.*``, ``attn.out_proj.*`` ->
+    ``attn.proj.*``): timm's ``VisionTransformer`` of the same shape (``global_pool``, ``class_token``, ``img_size``,
+    ``init_values``, ...) loads it strictly and gives our outputs. Save it with ``safetensors.torch.save_file``.
+
+    Raises ``ValueError`` for what timm's ViT cannot express: 2-D sine positions, and an ``attn_window`` (the weights
+    would load but timm's global attention gives other outputs).
+    """
+    if getattr(model, "pos_embed_kind", "learned") == "sine":
+        raise ValueError("to_timm: this ViT uses 2-D sine positions (pos_embed='sine'), which timm's ViT does not have")
+    if getattr(model, "attn_window", None) is not None:
+        raise ValueError(f"to_timm: this ViT restricts attention to a {model.attn_window}x{model.attn_window} window; "
+                         "timm's ViT attends globally, so its outputs would differ")
+    out: Dict[str, Tensor] = {}
+    for k, v in model.state_dict().items():
+        k = k.replace(".attn.in_proj_weight", ".attn.qkv.weight").replace(".attn.in_proj_bias", ".attn.qkv.bias")
+        out[k.replace(".attn.out_proj.", ".attn.proj.")] = v.detach().clone()
     return out
