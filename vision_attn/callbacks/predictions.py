@@ -21,6 +21,8 @@ import torch.distributed as dist
 from pytorch_lightning.callbacks import BasePredictionWriter
 from torch import Tensor, nn
 
+from ..models import class_names
+
 __all__ = ["PredictionWriter", "default_prediction_writer", "classification_records", "detection_records", "category_map", "class_names_for",
            "finalize_records", "write_predictions", "is_file_batch"]
 
@@ -32,16 +34,6 @@ def is_file_batch(infos: Any) -> bool:
     return isinstance(infos, (list, tuple)) and len(infos) > 0 and all(isinstance(i, Mapping) and "file" in i for i in infos)
 
 
-def _imagenet_names(num_classes: int) -> Optional[List[str]]:
-    from timm.data import ImageNetInfo, infer_imagenet_subset
-
-    subset = infer_imagenet_subset({"num_classes": num_classes})
-    if subset is None:
-        return None
-    info = ImageNetInfo(subset)
-    return [info.index_to_description(i) for i in range(num_classes)]
-
-
 def _coco91_names() -> List[str]:
     # index = COCO category id; "__background__" and "N/A" mark ids that are no category (DETR's 91-class head)
     from torchvision.models.detection import FasterRCNN_ResNet50_FPN_Weights
@@ -51,26 +43,20 @@ def _coco91_names() -> List[str]:
 
 def class_names_for(model: nn.Module, datamodule: Any = None, checkpoint_names: Optional[Sequence[str]] = None,
                     detection: bool = False) -> Optional[List[str]]:
-    """Class names by label, first found of: the checkpoint's ``class_names``; the model's ``class_names`` (or its
-    ``pretrained_cfg["label_names"]``); the datamodule's ``classes``; ImageNet's (timm's ``ImageNetInfo``) for a
-    1000- or 21k-class classifier, COCO's for a 91-class detector. None: use the label ids."""
+    """Class names by label, first found of: the checkpoint's ``class_names``; the model's own
+    (:func:`vision_attn.models.class_names`: its saved names, ImageNet's for ImageNet weights); the datamodule's
+    ``classes``; COCO's for a 91-class detector. None: use the label ids."""
     if checkpoint_names:
         return [str(n) for n in checkpoint_names]
-    cfg = getattr(model, "pretrained_cfg", None) or {}
-    names = getattr(model, "class_names", None) or (cfg.get("label_names") if isinstance(cfg, Mapping) else None)
+    names = class_names(model)
     if names:
-        return [str(n) for n in names]
+        return names
     if datamodule is not None:
         try:
             return [str(n) for n in datamodule.classes]
         except Exception:  # a datamodule whose names need its files (CIFAR, image folders) when they are absent
             pass
-    n = getattr(model, "num_classes", None)
-    if not n:
-        return None
-    if detection:
-        return _coco91_names() if n == 91 else None
-    return _imagenet_names(int(n))
+    return _coco91_names() if detection and getattr(model, "num_classes", None) == 91 else None
 
 
 def _name(names: Optional[Sequence[str]], label: int) -> str:

@@ -15,7 +15,6 @@ import re
 import zipfile
 from pathlib import Path
 from typing import Dict, List, Mapping, NamedTuple, Optional, Union
-from urllib.error import URLError
 from urllib.parse import urlparse
 
 import torch

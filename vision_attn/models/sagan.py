@@ -17,8 +17,7 @@ ImageNet model (``ch=64``, G widths ``16,16,8,4,2,1 x ch``, attention at 32 x 32
 from __future__ import annotations
 
 import copy
-import math
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F

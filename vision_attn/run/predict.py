@@ -32,8 +32,8 @@ from ..attention.capture import capture_attention
 from ..callbacks.predictions import category_map, class_names_for, classification_records, detection_records, write_predictions
 from ..data.coco.transforms import detr_predict_transform
 from ..data.images import find_images, image_loader, load_rgb
-from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, AlbumentationsTransform
-from ..models import create_model
+from ..data.transforms import AlbumentationsTransform
+from ..models import create_eval_transform, create_model
 from ..models.detr import DETR
 from ..models.vit import VisionTransformer
 from ..tasks import ClassificationTask, DetectionTask
@@ -47,34 +47,16 @@ __all__ = ["Predictor", "load_predictor", "predict"]
 MAX_QUERY_PANELS = 8  # decoder-attention panels per image: the best-scoring detections
 
 
-def _timm_style_transform(model: nn.Module) -> Callable[[Image.Image], Tensor]:
-    # the model's pretrained_cfg when it has one (timm's weights), else its own input size with ImageNet statistics
-    from timm.data import create_transform
-    from timm.data.constants import DEFAULT_CROP_PCT
-
-    cfg = dict(getattr(model, "pretrained_cfg", None) or {})
-    size = cfg.get("input_size")
-    if size is None:
-        hw = getattr(getattr(model, "patch_embed", None), "img_size", None) or (224, 224)
-        size = (3, *hw)
-    return create_transform(input_size=tuple(size), interpolation=cfg.get("interpolation", "bicubic"),
-                            mean=tuple(cfg.get("mean", IMAGENET_MEAN)), std=tuple(cfg.get("std", IMAGENET_STD)),
-                            crop_pct=cfg.get("crop_pct", DEFAULT_CROP_PCT), crop_mode=cfg.get("crop_mode", "center"))
-
-
 def _eval_transform(model: nn.Module, datamodule: Optional[pl.LightningDataModule] = None) -> Callable[[Image.Image], Tensor]:
     """THE preprocessing of predict, PIL RGB image -> ``(3, H, W)``: the datamodule's ``predict_transform()`` (what a
     config's model was trained with; ``train.py predict`` uses the same); for a DETR DETR's evaluation resize (short
     side 800, long side at most 1333, ImageNet statistics); else ``vision_attn.create_eval_transform(model)`` when
-    the package has it, else timm's eval transform of the model's ``pretrained_cfg`` (or its input size)."""
+    (timm's eval transform of the model's ``pretrained_cfg``)."""
     if datamodule is not None and hasattr(datamodule, "predict_transform"):
         return datamodule.predict_transform()
     if isinstance(model, DETR):
         return AlbumentationsTransform(detr_predict_transform())
-    import vision_attn
-
-    make = getattr(vision_attn, "create_eval_transform", None)
-    return make(model) if make is not None else _timm_style_transform(model)
+    return create_eval_transform(model)
 
 
 def _normalization(transform: Any) -> Tuple[Optional[Sequence[float]], Optional[Sequence[float]]]:

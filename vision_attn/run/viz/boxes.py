@@ -5,7 +5,6 @@ import re
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Union
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
