@@ -1,7 +1,7 @@
 """The README's "Using it" section runs as written, offline.
 
 Every ```python block of the section (from "## Using it" to the next "## " heading, subsections included) runs, in
-order, in one namespace, as do its `python tools/predict.py ...` and `python tools/train.py predict ...` command lines
+order, in one namespace, as do its `python tools/predict.py ...`, `python tools/train.py predict ...` and `python tools/export.py ...` command lines
 (other command lines, e.g. training, are not run here). They run in a fresh Python process whose working directory
 is a temporary folder holding:
 
@@ -32,7 +32,8 @@ SECTION = "## Using it"
 # weights too large to fabricate for a test -> a small model of the same family running the same code
 SUBSTITUTES = {"vit_base_patch16_224.augreg2_in21k_ft_in1k": "vit_tiny_patch16_224.augreg_in21k_ft_in1k"}
 MAX_FAKE_PARAMS = 30_000_000  # larger timm weights must go through SUBSTITUTES
-RUNNABLE = (re.compile(r"^python tools/predict\.py\b"), re.compile(r"^python tools/train\.py predict\b"))
+RUNNABLE = (re.compile(r"^python tools/predict\.py\b"), re.compile(r"^python tools/train\.py predict\b"),
+            re.compile(r"^python tools/export\.py\b"))
 
 RUNNER = r'''
 import json, os, runpy, shlex, sys
