@@ -2,6 +2,11 @@
 import csv
 import errno
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -87,6 +92,26 @@ def test_resumed_classifier_with_augmentation_mixup_and_ema_ends_with_the_uninte
     assert (tmp_path / "B" / "version_0" / "checkpoints" / "best.ckpt").is_file()
 
 
+def test_a_fit_killed_with_sigkill_and_resumed_ends_with_the_uninterrupted_weights(tmp_path):
+    args = classifier(tmp_path, "--model.init_args.ema_decay", "0.9")
+    fit(args, tmp_path / "A")
+    marker = tmp_path / "paused"  # written by the child at the start of epoch 1, after epoch 0's last.ckpt
+    pause = json.dumps([{"class_path": "_pause_once.PauseBeforeSecondEpoch", "init_args": {"marker": str(marker)}}])
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])}
+    with open(tmp_path / "child.log", "w") as log:
+        child = subprocess.Popen([sys.executable, str(REPO / "tools/train.py"), "fit", *args, "--trainer.callbacks", pause,
+                                  "--trainer.default_root_dir", str(tmp_path / "B")], env=env, stdout=log, stderr=log)
+        deadline = time.time() + 120
+        while not (marker.is_file() and marker.read_text()):
+            assert time.time() < deadline and child.poll() is None, (tmp_path / "child.log").read_text()[-3000:]
+            time.sleep(0.1)
+        os.kill(child.pid, signal.SIGKILL)
+        assert child.wait() == -signal.SIGKILL
+    VisionAttnCLI(args=["fit", *args, "--trainer.default_root_dir", str(tmp_path / "B"), "--ckpt_path", "last"])
+    assert_same_weights(last(tmp_path / "A"), last(tmp_path / "B"))
+
+
 def test_resumed_detr_ends_with_the_uninterrupted_weights(tmp_path):
     tiny = ('{"backbone": "test_resnet", "dilation": true, "pre_norm": true, "hidden_dim": 32, "nheads": 2, '
             '"enc_layers": 1, "dec_layers": 2, "dim_feedforward": 64, "num_queries": 8}')
@@ -130,6 +155,7 @@ def test_a_user_model_checkpoint_is_kept_and_short_fits_still_leave_best_ckpt(tm
     cli = fit([*classifier(tmp_path, epochs=1), "--trainer.callbacks", mine], tmp_path / "u")
     ckpts = [c for c in cli.trainer.callbacks if isinstance(c, pl.callbacks.ModelCheckpoint)]
     assert len(ckpts) == 1 and not isinstance(ckpts[0], RunCheckpoint) and (tmp_path / "mine" / "mine.ckpt").is_file()
+    assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)  # installed by the CLI
     # no validation at all: best.ckpt holds the final weights (and last.ckpt too)
     cli = fit([*classifier(tmp_path, epochs=1), "--trainer.limit_val_batches", "0"], tmp_path / "short")
     folder = tmp_path / "short" / "version_0" / "checkpoints"

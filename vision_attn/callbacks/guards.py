@@ -88,7 +88,7 @@ class NonFiniteGuard(Callback):
         grads = self._grads(optimizer)
         if not grads:
             return
-        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.detach().float()) for g in grads]))
+        norm = torch.nn.utils.get_total_norm(grads, error_if_nonfinite=False)
         if math.isfinite(float(norm)):
             self._bad_loss = None
             return
