@@ -85,15 +85,14 @@ def test_a_truncated_image_is_named_or_skipped_and_counted(tmp_path):
     assert dm.bad_images == [str(bad)]
 
 
-def test_an_unknown_model_name_is_one_line_with_close_matches(tmp_path, capsys):
+def test_an_unknown_model_name_is_one_line_with_close_matches(tmp_path):
     args = ["--config", str(REPO / "configs/quickstart.yaml"), "--model.init_args.model", "vit_nan_patch4_32",
             "--trainer.default_root_dir", str(tmp_path / "run"), "--data.init_args.root", str(tmp_path / "data"),
             "--data.init_args.num_train", "20", "--data.init_args.num_test", "10", "--data.init_args.val_split", "5"]
     with pytest.raises(UnknownModelError):  # in Python: the registry's own error, not jsonargparse's wrapper
         VisionAttnCLI(args=args, run=False)
-    with pytest.raises(SystemExit) as exit_info:
+    with pytest.raises(SystemExit) as exit_info:  # the command line: one line, no traceback
         main(["fit", *args])
-    err = capsys.readouterr().err
-    assert exit_info.value.code == 1 and "Traceback" not in err
-    assert err.strip().splitlines()[-1] == ("error: unknown model 'vit_nan_patch4_32'; did you mean vit_nano_patch4_32, "
-                                            "vit_tiny_patch4_32, vit_small_patch4_32, vit_tiny_patch16_224, vit_base_patch16_224?")
+    line = str(exit_info.value.code)
+    assert line.startswith("error: unknown model 'vit_nan_patch4_32'") and "\n" not in line
+    assert "vit_nano_patch4_32" in line  # the close match
