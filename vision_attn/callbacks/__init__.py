@@ -1,3 +1,5 @@
 """Floor 4: Lightning callbacks (sample grids, sweep results, guards). May import models and below, not tasks or run."""
-from .throughput import Throughput
+from .checkpoint import AtomicCheckpointIO, CheckpointWriteError, ResumeState, RunCheckpoint, default_callbacks
+from .guards import NonFiniteError, NonFiniteGuard
 from .sample_grids import SampleGrids, save_image_grid
+from .throughput import Throughput

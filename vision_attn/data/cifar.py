@@ -19,21 +19,26 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
-from torchvision.datasets import CIFAR10, CIFAR100
-
+from .cifar_format import CorruptedDatasetError, SafeCIFAR10, SafeCIFAR100, UnsafeDataError, read_cifar_file
 from .images import PredictFolderMixin
 from .transforms import CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD, eval_transform, train_transform
 
-__all__ = ["CIFARDataModule", "SplitLoadersMixin", "stratified_subset", "TransformedSubset", "CorruptedDatasetError"]
+__all__ = [
+    "CIFARDataModule",
+    "SplitLoadersMixin",
+    "stratified_subset",
+    "TransformedSubset",
+    "CorruptedDatasetError",
+    "UnsafeDataError",
+    "read_cifar_file",
+    "SafeCIFAR10",
+    "SafeCIFAR100",
+]
 
 # Stream tags keep the validation hold-out and the training subset draws independent of each other.
 _SUBSET_STREAM = 1
 _HOLDOUT_STREAM = 2
 VAL_SEED = 0  # the validation hold-out never depends on fraction_seed
-
-
-class CorruptedDatasetError(RuntimeError):
-    """A dataset file exists but fails its md5 check."""
 
 
 def _class_permutations(labels: np.ndarray, seed: int, stream: int) -> dict[int, np.ndarray]:
@@ -104,7 +109,8 @@ class TransformedSubset(Dataset):
         return (self.transform(image) if self.transform is not None else image), target
 
 
-def make_loader(dataset: Dataset, batch_size: int, num_workers: int, train: bool, shuffle: Optional[bool] = None) -> DataLoader:
+def make_loader(dataset: Dataset, batch_size: int, num_workers: int, train: bool, shuffle: Optional[bool] = None,
+                collate_fn: Optional[Callable] = None) -> DataLoader:
     """DataLoader with the house settings: training shuffles (unless ``shuffle=False``) and drops the last partial batch.
 
     An unshuffled training loader under torch.distributed gets an unshuffled ``DistributedSampler`` here (Lightning
@@ -122,8 +128,10 @@ def make_loader(dataset: Dataset, batch_size: int, num_workers: int, train: bool
         # a subset smaller than one batch would otherwise give an empty epoch
         drop_last=train and len(dataset) >= batch_size,
         num_workers=num_workers,
-        persistent_workers=num_workers > 0,
+        # fresh workers each epoch: seeded from torch's generator, so a resumed run can replay them (not persistent ones)
+        persistent_workers=False,
         pin_memory=torch.cuda.is_available(),
+        collate_fn=collate_fn,
     )
 
 
@@ -167,15 +175,17 @@ class DatasetSpec:
 class SplitLoadersMixin:
     """Train/val/test loaders over the ``train_set``/``val_set``/``test_set`` that ``setup()`` builds."""
 
+    collate_fn: Optional[Callable] = None  # None: the DataLoader's default
+
     def train_dataloader(self) -> DataLoader:
         return make_loader(self._need("train_set"), self.batch_size, self.num_workers, train=True,
-                           shuffle=getattr(self, "shuffle", True))
+                           shuffle=getattr(self, "shuffle", True), collate_fn=self.collate_fn)
 
     def val_dataloader(self) -> DataLoader:
-        return make_loader(self._need("val_set"), self.batch_size, self.num_workers, train=False)
+        return make_loader(self._need("val_set"), self.batch_size, self.num_workers, train=False, collate_fn=self.collate_fn)
 
     def test_dataloader(self) -> DataLoader:
-        return make_loader(self._need("test_set"), self.batch_size, self.num_workers, train=False)
+        return make_loader(self._need("test_set"), self.batch_size, self.num_workers, train=False, collate_fn=self.collate_fn)
 
     def _need(self, attr: str) -> Any:
         value = getattr(self, attr)
@@ -209,8 +219,8 @@ class CIFARDataModule(SplitLoadersMixin, PredictFolderMixin, pl.LightningDataMod
     """
 
     datasets: dict[str, DatasetSpec] = {
-        "cifar10": DatasetSpec(CIFAR10, CIFAR10_MEAN, CIFAR10_STD, 10, "CIFAR-10"),
-        "cifar100": DatasetSpec(CIFAR100, CIFAR100_MEAN, CIFAR100_STD, 100, "CIFAR-100"),
+        "cifar10": DatasetSpec(SafeCIFAR10, CIFAR10_MEAN, CIFAR10_STD, 10, "CIFAR-10"),
+        "cifar100": DatasetSpec(SafeCIFAR100, CIFAR100_MEAN, CIFAR100_STD, 100, "CIFAR-100"),
     }
     input_size = 32  # side of the stored images
 

@@ -1,11 +1,14 @@
 """Any ``root/{train,val}/<class>/<image>`` tree (ImageNet's layout) as a LightningDataModule."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import pytorch_lightning as pl
+import torch
+from torch.utils.data import default_collate
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import find_classes
 
@@ -13,7 +16,66 @@ from .cifar import SplitLoadersMixin, TransformedSubset, stratified_subset
 from .images import PredictFolderMixin
 from .transforms import imagenet_eval_transform, imagenet_train_transform
 
-__all__ = ["ImageFolderDataModule"]
+__all__ = ["ImageFolderDataModule", "CheckedImageFolder", "BadImageError"]
+
+log = logging.getLogger(__name__)
+
+
+class BadImageError(OSError):
+    """An image file is truncated or cannot be decoded."""
+
+
+class CheckedImageFolder(ImageFolder):
+    """torchvision's ``ImageFolder`` whose unreadable images are named, or skipped and counted.
+
+    Args:
+        root: a split folder with one sub-folder per class.
+        skip_bad: False: a truncated or undecodable file raises :class:`BadImageError` naming it. True: its item is
+            ``None`` (dropped from the batch by :func:`collate_skipping_none`), it is logged, and :attr:`bad_files`
+            lists it (counted across loader workers: the flags live in shared memory).
+    """
+
+    def __init__(self, root: str, skip_bad: bool = False) -> None:
+        super().__init__(root)
+        self.skip_bad = skip_bad
+        self._bad = torch.zeros(len(self.samples), dtype=torch.bool).share_memory_()  # one flag per file: no races
+
+    @property
+    def bad_files(self) -> list[str]:
+        """Files found unreadable so far (with ``skip_bad``)."""
+        return [self.samples[i][0] for i in self._bad.nonzero().flatten().tolist()]
+
+    def __getitem__(self, index: int) -> Optional[tuple[Any, int]]:
+        path, target = self.samples[index]
+        try:
+            image = self.loader(path)  # decodes the whole file (PIL is lazy until convert)
+        except (OSError, ValueError, SyntaxError) as err:  # truncated: OSError; not an image: UnidentifiedImageError
+            if not self.skip_bad:
+                raise BadImageError(f"{path}: unreadable image ({err}); skip_bad_images=True skips such files") from None
+            if not self._bad[index]:
+                log.warning("skipping unreadable image %s (%s)", path, err)
+            self._bad[index] = True
+            return None
+        return image, target
+
+
+class _SkippableSubset(TransformedSubset):
+    """A :class:`TransformedSubset` passing ``None`` (a skipped image) through untransformed."""
+
+    def __getitem__(self, i: int) -> Optional[tuple[Any, int]]:
+        item = self.dataset[self.indices[i]]
+        if item is None:
+            return None
+        image, target = item
+        return (self.transform(image) if self.transform is not None else image), target
+
+
+def collate_skipping_none(batch: Sequence[Optional[tuple[Any, int]]]) -> Any:
+    """``default_collate`` of the items that are not ``None`` (skipped images); a batch of nothing but those raises."""
+    kept = [item for item in batch if item is not None]
+    if not kept:
+        raise BadImageError(f"all {len(batch)} images of a batch were unreadable and skipped")
+    return default_collate(kept)
 
 
 class ImageFolderDataModule(SplitLoadersMixin, PredictFolderMixin, pl.LightningDataModule):
@@ -30,6 +92,8 @@ class ImageFolderDataModule(SplitLoadersMixin, PredictFolderMixin, pl.LightningD
             :func:`vision_attn.data.stratified_subset`).
         predict_root: a folder, image file or glob of your own images for ``predict`` (evaluation transform; class
             names from ``train_dir`` when it is there).
+        skip_bad_images: skip (and count, :attr:`bad_images`) truncated or undecodable files instead of stopping with
+            an error naming the file; a batch then holds fewer images.
     """
 
     def __init__(
@@ -44,6 +108,7 @@ class ImageFolderDataModule(SplitLoadersMixin, PredictFolderMixin, pl.LightningD
         train_fraction: float = 1.0,
         fraction_seed: int = 0,
         predict_root: Optional[str] = None,
+        skip_bad_images: bool = False,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -57,6 +122,8 @@ class ImageFolderDataModule(SplitLoadersMixin, PredictFolderMixin, pl.LightningD
         self.train_fraction = float(train_fraction)
         self.fraction_seed = fraction_seed
         self.predict_root = predict_root
+        self.skip_bad_images = skip_bad_images
+        self.collate_fn = collate_skipping_none if skip_bad_images else None
         self.train_set: Optional[TransformedSubset] = None
         self.val_set: Optional[TransformedSubset] = None
         self.test_set: Optional[TransformedSubset] = None
@@ -92,9 +159,15 @@ class ImageFolderDataModule(SplitLoadersMixin, PredictFolderMixin, pl.LightningD
         for split in {self.train_dir, self.val_dir, self.test_dir}:
             self._split_path(split)
 
-    def _load(self, split_dir: str) -> ImageFolder:
+    @property
+    def bad_images(self) -> list[str]:
+        """Unreadable files skipped so far (``skip_bad_images=True``), over every split."""
+        sets = {id(s.dataset): s.dataset for s in (self.train_set, self.val_set, self.test_set) if s is not None}
+        return sorted(f for d in sets.values() for f in d.bad_files)
+
+    def _load(self, split_dir: str) -> CheckedImageFolder:
         path = self._split_path(split_dir)
-        data = ImageFolder(str(path))
+        data = CheckedImageFolder(str(path), skip_bad=self.skip_bad_images)
         if data.classes != self.classes:
             train_path = self._split_path(self.train_dir)
             only_train = sorted(set(self.classes) - set(data.classes))
@@ -119,6 +192,6 @@ class ImageFolderDataModule(SplitLoadersMixin, PredictFolderMixin, pl.LightningD
         test_data = val_data if self.test_dir == self.val_dir else self._load(self.test_dir)
         eval_tf = imagenet_eval_transform(self.img_size)
         keep = stratified_subset(np.asarray(train_data.targets), self.train_fraction, self.fraction_seed)
-        self.train_set = TransformedSubset(train_data, keep, imagenet_train_transform(self.img_size))
-        self.val_set = TransformedSubset(val_data, range(len(val_data)), eval_tf)
-        self.test_set = TransformedSubset(test_data, range(len(test_data)), eval_tf)
+        self.train_set = _SkippableSubset(train_data, keep, imagenet_train_transform(self.img_size))
+        self.val_set = _SkippableSubset(val_data, range(len(val_data)), eval_tf)
+        self.test_set = _SkippableSubset(test_data, range(len(test_data)), eval_tf)

@@ -8,7 +8,7 @@ The shape is always lighter than the background: with random polarity too, a sma
 
 The images are rendered with numpy only (arithmetic and square roots, no transcendental functions), from
 ``numpy.random.default_rng(seed)``, so the same arguments give byte-identical files. They are written once, in
-CIFAR-10's python format, so torchvision's own CIFAR loader and md5 integrity check read them.
+CIFAR-10's python format, read by the CIFAR loader (torchvision's md5 checks, a data-only unpickler).
 
 ``task="relational"`` renders :mod:`.synthetic_relational` instead (two shapes; the class is their relation) on the
 same background, written and read the same way.
@@ -26,9 +26,8 @@ from typing import Callable, Optional
 
 import numpy as np
 from torch.utils.data import Dataset
-from torchvision.datasets import CIFAR10
 
-from .cifar import CIFARDataModule, CorruptedDatasetError, DatasetSpec, _md5, check_integrity, dataset_files
+from .cifar import CIFARDataModule, CorruptedDatasetError, DatasetSpec, SafeCIFAR10, _md5, check_integrity, dataset_files
 
 __all__ = ["RELATIONAL_CLASSES", "SHAPE_CLASSES", "generate_shapes", "task_classes", "shapes_folder_name", "ShapesDataset", "SyntheticShapesDataModule"]
 
@@ -286,8 +285,8 @@ def generate_shapes(root: str | os.PathLike = "data", num_train: int = 10000, nu
 
 
 # ---- reading -----------------------------------------------------------------------------------------------------
-class ShapesDataset(CIFAR10):
-    """The shapes task through torchvision's own CIFAR-10 loader (and its md5 integrity check).
+class ShapesDataset(SafeCIFAR10):
+    """The shapes task through the CIFAR-10 loader (torchvision's md5 integrity check, a data-only unpickler).
 
     Args:
         root: the folder given to :func:`generate_shapes`.

@@ -2,9 +2,17 @@
 
 torchvision datasets hand out PIL images; albumentations works on HWC ``uint8`` numpy arrays. The adapter
 bridges the two and always returns a float tensor ``(C, H, W)``.
+
+Randomness: an albumentations ``Compose`` keeps its own generators (seeded from the OS unless given a seed), which
+``seed_everything`` does not reach, every DataLoader worker inherits as identical copies, and no checkpoint holds.
+So before each image, :func:`reseed_from_torch` reseeds the pipeline from one draw of torch's generator: in the main
+process that is the global one (seeded by ``seed_everything``, saved in checkpoints by ``ResumeState``); in a loader
+worker it is the worker's, which PyTorch (and Lightning's ``seed_everything(workers=True)``) seed per worker, rank and
+epoch. Same seed, same augmentations, whatever the number of workers' history; a resumed run replays them.
 """
 from __future__ import annotations
 
+import random
 from typing import Any, Callable, Optional, Sequence
 
 import albumentations as A  # vision_attn.data's __init__ has set NO_ALBUMENTATIONS_UPDATE (data/_offline.py)
@@ -22,6 +30,7 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "AlbumentationsTransform",
+    "reseed_from_torch",
     "train_transform",
     "eval_transform",
     "imagenet_train_transform",
@@ -35,6 +44,17 @@ CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
 CIFAR100_STD = (0.2673, 0.2564, 0.2762)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def reseed_from_torch(pipeline: Any) -> None:
+    """Reseed an albumentations pipeline (and every transform in it) from one draw of torch's current generator.
+
+    One NumPy and one Python generator are shared by all its transforms (``Compose(seed=s)`` would give each transform
+    its own generator with the same seed, so e.g. the crop offset and the flip decision would be correlated).
+    """
+    if isinstance(pipeline, (A.BaseCompose, A.BasicTransform)):
+        seed = int(torch.randint(0, 2**62, ()).item())
+        pipeline.set_random_state(np.random.Generator(np.random.PCG64(seed)), random.Random(seed))
 
 
 class AlbumentationsTransform:
@@ -57,6 +77,7 @@ class AlbumentationsTransform:
             raise TypeError(f"AlbumentationsTransform expects a PIL image or an HWC numpy array; got {type(image).__name__}")
         if image.ndim == 2:  # grayscale array: albumentations wants an explicit channel axis
             image = image[:, :, None]
+        reseed_from_torch(self.transform)
         out = self.transform(image=image)["image"]
         if isinstance(out, np.ndarray):
             out = torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1)))

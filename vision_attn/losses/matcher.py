@@ -38,6 +38,10 @@ class HungarianMatcher(nn.Module):
         """
         logits, boxes = outputs["pred_logits"], outputs["pred_boxes"]
         bs, num_queries = logits.shape[:2]
+        for key, t in (("pred_logits", logits), ("pred_boxes", boxes)):
+            bad = int((~torch.isfinite(t)).sum())
+            if bad:  # scipy would only say "matrix contains invalid numeric entries"
+                raise FloatingPointError(f"HungarianMatcher: {key} has {bad} non-finite values of {t.numel()}: the model diverged")
         if len(targets) != bs:
             raise ValueError(f"HungarianMatcher: {len(targets)} target dicts for a batch of {bs} predictions")
         prob = logits.flatten(0, 1).float().softmax(-1)  # (B*Q, K+1)
@@ -54,6 +58,8 @@ class HungarianMatcher(nn.Module):
         cost_giou = -generalized_box_iou(box_cxcywh_to_xyxy(out_bbox), box_cxcywh_to_xyxy(tgt_bbox))
         cost = self.cost_bbox * cost_bbox + self.cost_class * cost_class + self.cost_giou * cost_giou
         cost = cost.view(bs, num_queries, -1).cpu()
+        if not bool(torch.isfinite(cost).all()):
+            raise FloatingPointError("HungarianMatcher: the matching cost is not finite although the predictions are")
         indices = []
         for i, c in enumerate(cost.split(sizes, -1)):
             rows, cols = linear_sum_assignment(c[i].numpy())

@@ -2,17 +2,48 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 import pytorch_lightning as pl
+from lightning_fabric.plugins import CheckpointIO
+from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningCLI
-from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.utilities import rank_zero_info
 
-__all__ = ["VisionAttnCLI", "NumClassesMismatchError", "load_task"]
+from ..callbacks import AtomicCheckpointIO, CheckpointWriteError, NonFiniteError, RunCheckpoint
+from ..data.cifar import CorruptedDatasetError
+from ..data.folder import BadImageError
+from ..models.checkpoint import CheckpointError
+from ..models.registry import UnknownModelError
+from .resume import NothingToResumeError, Resume, ResumableCSVLogger, find_last_checkpoint
+
+__all__ = ["VisionAttnCLI", "NumClassesMismatchError", "load_task", "main", "USER_ERRORS"]
 
 
 class NumClassesMismatchError(ValueError):
     """An explicit ``model.init_args.num_classes`` disagrees with the datamodule's."""
+
+
+# Errors whose message says all a user needs: the command line prints them as one line instead of a traceback.
+USER_ERRORS = (NumClassesMismatchError, UnknownModelError, NothingToResumeError, NonFiniteError, CheckpointWriteError,
+               CheckpointError, BadImageError, CorruptedDatasetError)
+
+
+def _user_error(err: BaseException) -> Optional[BaseException]:
+    """The first of ``USER_ERRORS`` in ``err``'s cause chain (jsonargparse wraps what a constructor raised)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, USER_ERRORS):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def _as_list(value) -> list:
+    return [] if value in (None, False) else list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 class VisionAttnCLI(LightningCLI):
@@ -20,12 +51,22 @@ class VisionAttnCLI(LightningCLI):
 
     - ``model.init_args.num_classes`` is filled from the datamodule's ``num_classes``; one set explicitly (flag or
       config) that disagrees with the data's is an error naming both (it used to be replaced silently).
-    - Unless ``--trainer.logger`` is given, a run logs CSV and TensorBoard into
-      ``<default_root_dir>/version_N/`` and checkpoints (``best.ckpt``, ``last.ckpt``) go to its ``checkpoints/``.
+    - Unless ``--trainer.logger`` is given, a run logs CSV and TensorBoard into ``<default_root_dir>/version_N/``.
+    - Unless ``trainer.callbacks`` has a ``ModelCheckpoint``, a :class:`RunCheckpoint` keeps ``best.ckpt`` (by the
+      task's ``checkpoint_monitor``) and ``last.ckpt`` in ``version_N/checkpoints/``; every fit leaves both.
+    - ``fit --ckpt_path last`` continues the newest run under ``default_root_dir`` in its own ``version_N`` (same
+      checkpoints, ``metrics.csv`` and TensorBoard folder); with nothing to resume it stops naming the folder searched.
+    - Checkpoints are written atomically (:class:`AtomicCheckpointIO`) unless a ``CheckpointIO`` plugin is given.
+    - An error in ``USER_ERRORS`` while building (e.g. an unknown model name) is one line on the command line
+      (``SystemExit("error: ...")``) and the error itself in Python (``run=False``), not jsonargparse's wrapper.
+
+    Args:
+        extra_plugins: Trainer plugins added to the configured ones (``run.submit`` passes the cluster environment).
     """
 
-    def __init__(self, args: Optional[List[str]] = None, run: bool = True, **kwargs) -> None:
+    def __init__(self, args: Optional[List[str]] = None, run: bool = True, extra_plugins: Sequence = (), **kwargs) -> None:
         self._exit_on_config_error = run  # the command line gets one error line; Python callers the exception
+        self._extra_plugins = list(extra_plugins)
         super().__init__(
             pl.LightningModule,
             pl.LightningDataModule,
@@ -58,20 +99,54 @@ class VisionAttnCLI(LightningCLI):
     def instantiate_classes(self) -> None:
         try:
             super().instantiate_classes()
-        except ValueError as e:  # jsonargparse wraps a link's error (with the datamodule's multi-line repr)
-            if not isinstance(e.__cause__, NumClassesMismatchError):
+        except Exception as err:  # jsonargparse wraps a constructor's or a link's error (with multi-line reprs)
+            cause = _user_error(err)
+            if cause is None:
                 raise
             if self._exit_on_config_error:
-                raise SystemExit(f"error: {e.__cause__}") from None
-            raise e.__cause__ from None
+                raise SystemExit(f"error: {cause}") from None
+            if cause is err:
+                raise
+            raise cause from None
+
+    def _resume(self, root: Path, callbacks: list) -> Optional[Resume]:
+        """For ``fit --ckpt_path last``: the run to continue (and ``ckpt_path`` set to its file)."""
+        if self.subcommand != "fit" or self.config_init[self.subcommand].get("ckpt_path") != "last":
+            return None
+        dirpaths = [c.dirpath for c in callbacks if isinstance(c, ModelCheckpoint) and c.dirpath]
+        resume = find_last_checkpoint(root, dirpaths)
+        self.config_init[self.subcommand]["ckpt_path"] = str(resume.ckpt)
+        rank_zero_info(f"resuming from {resume.ckpt}")
+        return resume
 
     def instantiate_trainer(self, **kwargs):
         cfg = self._get(self.config_init, "trainer", default={})
+        root = Path(cfg.get("default_root_dir") or os.getcwd())
+        callbacks = _as_list(cfg.get("callbacks"))
+        resume = self._resume(root, callbacks)
         if cfg.get("logger") in (None, True):
-            root = cfg.get("default_root_dir") or os.getcwd()
-            csv = CSVLogger(root, name="")
-            cfg["logger"] = [csv, TensorBoardLogger(root, name="", version=csv.version, default_hp_metric=False)]
+            step = resume.step if resume else None
+            csv = ResumableCSVLogger(str(root), name="", version=resume.version if resume else None, keep_before_step=step)
+            tb = {"purge_step": step} if step is not None else {}  # drop events the killed run logged after its checkpoint
+            cfg["logger"] = [csv, TensorBoardLogger(str(root), name="", version=csv.version, default_hp_metric=False, **tb)]
+        if cfg.get("enable_checkpointing") is not False and not any(isinstance(c, ModelCheckpoint) for c in callbacks):
+            monitor, mode = getattr(self.model, "checkpoint_monitor", None) or (None, "max")
+            callbacks.append(RunCheckpoint(monitor=monitor, mode=mode))
+        cfg["callbacks"] = callbacks
+        plugins = _as_list(cfg.get("plugins"))
+        if not any(isinstance(p, CheckpointIO) for p in plugins):
+            plugins.append(AtomicCheckpointIO())
+        cfg["plugins"] = plugins + self._extra_plugins
         return super().instantiate_trainer(**kwargs)
+
+
+def main(args: Optional[List[str]] = None) -> None:
+    """``tools/train.py``: run the CLI; an error in ``USER_ERRORS``, while building or during the fit (a non-finite
+    loss, a failed checkpoint write), ends it as ``SystemExit("error: <message>")``: one line, exit status 1."""
+    try:
+        VisionAttnCLI(args=args)
+    except USER_ERRORS as err:
+        raise SystemExit(f"error: {err}") from None
 
 
 def load_task(config: str, ckpt: Optional[str] = None, overrides: Sequence[str] = ()

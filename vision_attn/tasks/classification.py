@@ -7,7 +7,6 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from pytorch_lightning.callbacks import ModelCheckpoint
 from timm.data import Mixup
 from timm.loss import SoftTargetCrossEntropy
 from torch import Tensor, nn
@@ -15,6 +14,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
+from ..callbacks import default_callbacks
 from ..callbacks.predictions import default_prediction_writer
 from ..models import create_model, load_pretrained
 
@@ -80,6 +80,8 @@ class ClassificationTask(pl.LightningModule):
         ema_decay: keep an exponential moving average of the weights (0 = off); when on, validation, test
             and checkpoints-for-inference use the EMA weights.
     """
+
+    checkpoint_monitor = ("val/top1", "max")  # what picks best.ckpt (the CLI's RunCheckpoint)
 
     def __init__(
         self,
@@ -165,6 +167,7 @@ class ClassificationTask(pl.LightningModule):
             logits = self.model(x)
             loss = F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing)
             self.log("train/top1", (logits.argmax(-1) == y).float().mean(), on_step=False, on_epoch=True)
+        self.loss_terms = {"train/loss": loss}  # named by NonFiniteGuard if it is not finite
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False)
         return loss
@@ -220,7 +223,6 @@ class ClassificationTask(pl.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def configure_callbacks(self):
-        # best.ckpt by validation top-1 and last.ckpt, under the run's log directory.
-        # predict over image files (--data.init_args.predict_root) writes predictions.json there too
-        return [ModelCheckpoint(monitor="val/top1", mode="max", filename="best", save_last=True, auto_insert_metric_name=False),
-                *default_prediction_writer(self.trainer)]
+        # the non-finite guard and RNG state for exact resume (unless the trainer has its own); predict over image
+        # files (--data.init_args.predict_root) writes predictions.json (best.ckpt/last.ckpt: the CLI's RunCheckpoint)
+        return [*default_callbacks(self._trainer), *default_prediction_writer(self._trainer)]

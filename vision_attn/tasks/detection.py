@@ -5,15 +5,14 @@ step decay) and COCO evaluation (pycocotools) around any registered DETR.
 :func:`vision_attn.run.evaluate.detection.evaluate_detection` writes them with ``predictions.json``."""
 from __future__ import annotations
 
-import math
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
-from pytorch_lightning.callbacks import ModelCheckpoint
 from torch import Tensor, nn
 
+from ..callbacks import NonFiniteError, default_callbacks
 from ..callbacks.predictions import default_prediction_writer
 from ..losses import HungarianMatcher, SetCriterion
 from ..metrics.coco import COCO_METRIC_NAMES, coco_evaluate, detr_postprocess, to_coco_results
@@ -107,7 +106,10 @@ class DetectionTask(pl.LightningModule):
     def _losses(self, batch: Batch, stage: str) -> Tuple[Dict[str, Any], Dict[str, Tensor]]:
         images, mask, targets = batch
         outputs = self.model(images, mask)
-        losses = self.criterion(outputs, targets)
+        try:
+            losses = self.criterion(outputs, targets)
+        except FloatingPointError as err:  # the matcher refuses non-finite predictions
+            raise NonFiniteError(f"{stage} step {self.global_step}: {err}") from None
         bs = len(targets)
         on_step = stage == "train"
         sync = stage != "train"
@@ -118,8 +120,8 @@ class DetectionTask(pl.LightningModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         _, losses = self._losses(batch, "train")
-        if not math.isfinite(losses["loss"].item()):
-            raise FloatingPointError(f"DETR loss is {losses['loss'].item()} at step {self.global_step}: {({k: v.item() for k, v in losses.items()})}")
+        # NonFiniteGuard names the first non-finite term (components before their sum)
+        self.loss_terms = {f"train/{k}": v for k, v in losses.items() if k.startswith("loss")}
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False)
         return losses["loss"]
 
@@ -239,8 +241,12 @@ class DetectionTask(pl.LightningModule):
         if clip and clip > 0:
             self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm=gradient_clip_algorithm or "norm")
 
+    @property
+    def checkpoint_monitor(self) -> Tuple[str, str]:
+        """What picks best.ckpt (the CLI's RunCheckpoint): validation COCO ``monitor``, higher is better."""
+        return f"val/{self.hparams.monitor}", "max"
+
     def configure_callbacks(self):
-        # best.ckpt by validation COCO AP (``monitor``) and last.ckpt, under the run's log directory.
-        # predict over image files (--data.init_args.predict_root) writes predictions.json there too
-        return [ModelCheckpoint(monitor=f"val/{self.hparams.monitor}", mode="max", filename="best", save_last=True, auto_insert_metric_name=False),
-                *default_prediction_writer(self.trainer)]
+        # the non-finite guard and RNG state for exact resume (unless the trainer has its own); predict over image
+        # files (--data.init_args.predict_root) writes predictions.json (best.ckpt/last.ckpt: the CLI's RunCheckpoint)
+        return [*default_callbacks(self._trainer), *default_prediction_writer(self._trainer)]

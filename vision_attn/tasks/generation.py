@@ -22,10 +22,10 @@ from typing import Any, Callable, Dict, Iterator, Literal, Optional, Sequence, T
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import ModelCheckpoint
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
+from ..callbacks import default_callbacks
 from ..callbacks.sample_grids import SampleGrids
 from ..losses.gan import DiffAugment, gan_losses
 from ..models import create_model, load_pretrained
@@ -268,6 +268,7 @@ class GenerationTask(pl.LightningModule):
             d_real = D(self.diffaug(real), labels)
             d_fake = D(self.diffaug(fake.detach()), y_fake)
             d_loss = self.d_loss_fn(d_real, d_fake)
+            self.loss_terms = {"train/d_loss": d_loss}  # named by NonFiniteGuard if it is not finite
             opt_d.zero_grad(set_to_none=True)
             backward(d_loss)
             opt_d.step()
@@ -281,6 +282,7 @@ class GenerationTask(pl.LightningModule):
             y_gen = self._random_labels(B)
             z = torch.randn(B, z_dim, device=self.device)
             g_loss = self.g_loss_fn(D(self.diffaug(G(z, y_gen)), y_gen))
+            self.loss_terms = {"train/g_loss": g_loss}
             opt_g.zero_grad(set_to_none=True)
             backward(g_loss)
             opt_g.step()
@@ -313,9 +315,11 @@ class GenerationTask(pl.LightningModule):
         opt_d = torch.optim.Adam(self.model.discriminator.parameters(), lr=hp.lr_d, betas=betas)
         return [opt_g, opt_d]
 
+    checkpoint_monitor = None  # no validation number picks a GAN: best.ckpt holds the latest weights
+
     def configure_callbacks(self):
-        # last.ckpt (and the latest epoch's) under the run's log directory; GANs have no validation metric
-        callbacks = [ModelCheckpoint(filename="{epoch}-{step}", save_last=True, save_top_k=1)]
+        # the non-finite guard and RNG state for exact resume (unless the trainer has its own), sample grids
+        callbacks = default_callbacks(self._trainer)
         hp = self.hparams
         if hp.sample_every_n_steps:
             callbacks.append(SampleGrids(hp.sample_every_n_steps, hp.n_samples, hp.sample_truncation, hp.seed))

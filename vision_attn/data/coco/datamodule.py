@@ -192,8 +192,9 @@ class COCODataModule(PredictFolderMixin, pl.LightningDataModule):
 
     def _loader(self, ds: Dataset, shuffle: bool, batch_size: int) -> DataLoader:
         nw = self.opts.num_workers
+        # fresh workers each epoch: seeded from torch's generator, so a resumed run can replay them (not persistent ones)
         return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=nw, collate_fn=detection_collate,
-                          drop_last=shuffle, persistent_workers=nw > 0, pin_memory=torch.cuda.is_available())
+                          drop_last=shuffle, persistent_workers=False, pin_memory=torch.cuda.is_available())
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.dataset(self.train_split, train=True), True, self.opts.batch_size)

@@ -18,6 +18,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from ...ops import pad_images_to_batch
+from ..transforms import reseed_from_torch
 from .validate import COCOFormatError, load_coco_annotations
 
 __all__ = ["COCODetection", "detection_collate"]
@@ -123,6 +124,7 @@ class COCODetection(Dataset):
             scale = np.array([w0 / info["width"], h0 / info["height"]] * 2, dtype=np.float32)
             boxes = np.clip(boxes * scale, 0, [w0, h0, w0, h0]).astype(np.float32)
         if self.transform is not None:
+            reseed_from_torch(self.transform)  # seeded, per worker, resumable (see data/transforms.py)
             out = self.transform(image=image, bboxes=boxes, labels=labels)
             img = out["image"]
             boxes = np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4)
