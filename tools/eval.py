@@ -11,6 +11,7 @@ Detection configs also write ``predictions.json``; GAN configs compute FID/IS/KI
 import argparse
 import os
 
+from vision_attn.run.cli import USER_ERRORS
 from vision_attn.run.evaluate import evaluate
 
 INCEPTION_FLAG = "--model.init_args.evaluation.inception_weights"
@@ -31,7 +32,10 @@ def main(argv=None) -> dict:
     if not os.path.isfile(config):
         p.error(f"config {args.config} does not exist")
     out = args.output_dir or (os.path.dirname(ckpt) if os.path.exists(ckpt) else ".")
-    return evaluate(config, ckpt, out, args.split, overrides)
+    try:
+        return evaluate(config, ckpt, out, args.split, overrides)
+    except USER_ERRORS as err:  # one line naming the problem, not a traceback
+        raise SystemExit(f"error: {err}") from None
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from pytorch_lightning.utilities import rank_zero_info
 
 from ..callbacks import AtomicCheckpointIO, CheckpointWriteError, NonFiniteError, RunCheckpoint
 from ..data.cifar import CorruptedDatasetError
+from ..data.coco import COCOFormatError
 from ..data.folder import BadImageError
 from ..models.checkpoint import CheckpointError
 from ..models.registry import UnknownModelError
@@ -28,7 +29,7 @@ class NumClassesMismatchError(ValueError):
 
 # Errors whose message says all a user needs: the command line prints them as one line instead of a traceback.
 USER_ERRORS = (NumClassesMismatchError, UnknownModelError, NothingToResumeError, NonFiniteError, CheckpointWriteError,
-               CheckpointError, BadImageError, CorruptedDatasetError)
+               CheckpointError, BadImageError, CorruptedDatasetError, COCOFormatError)  # CheckpointError covers the Hub's
 
 
 def _user_error(err: BaseException) -> Optional[BaseException]:
