@@ -121,9 +121,9 @@ def test_malformed_key_and_value_are_rejected():
 
 # --- biases -----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("qkv_bias", [True, False], ids=["bias", "no_bias"])
-@pytest.mark.parametrize("case", ["self", "cross_kv_same", "cross_kv_different", "kdim_vdim"])
+@pytest.mark.parametrize("case", ["self", "cross_kv_same", "cross_kv_different", "kdim_vdim", "kdim_only", "vdim_only"])
 def test_non_zero_biases_or_none_equal_torch_in_self_and_cross_attention(case, qkv_bias):
-    kdim, vdim = (24, 20) if case == "kdim_vdim" else (None, None)
+    kdim, vdim = {"kdim_vdim": (24, 20), "kdim_only": (24, None), "vdim_only": (None, 20)}.get(case, (None, None))
     ours, ref = _pair(qkv_bias=qkv_bias, kdim=kdim, vdim=vdim)
     q = torch.randn(B, NQ, D, dtype=torch.float64)
     k = torch.randn(B, NK, kdim or D, dtype=torch.float64)

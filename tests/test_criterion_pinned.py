@@ -78,7 +78,7 @@ def test_losses_equal_the_hand_computed_values(eos_coef):
 
 def test_the_no_object_weight_is_on_the_last_class_only():
     crit = SetCriterion(K, eos_coef=0.25)
-    assert crit.empty_weight.tolist() == [1.0, 1.0, 1.0, 0.25]
+    assert crit.empty_weight.tolist() == [1.0, 1.0, 1.0, 0.25] and crit.eos_coef == 0.25
     # a confident wrong "no object" on unmatched queries costs eos_coef times a wrong object class
     logits = torch.zeros(1, 2, K + 1)
     logits[0, :, 0] = 5.0

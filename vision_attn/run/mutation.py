@@ -34,13 +34,17 @@ from .mutants import Mutant, find_mutants
 
 __all__ = ["DEFAULT_TESTS", "MutationReport", "MutantResult", "read_equivalents", "run_mutation"]
 
+_DETECTION_UNIT_TESTS = [f"tests/test_detection.py::{name}" for name in (  # not its training runs: minutes
+    "test_matcher_minimises_the_cost_like_brute_force", "test_criterion_perfect_prediction_and_aux_losses",
+    "test_loss_decreases_as_prediction_moves_to_target")]
 # The tests that cover each module, when no TESTS= is given; other modules: every test file naming one of
 # the module's public names.
 DEFAULT_TESTS: Dict[str, List[str]] = {
     "vision_attn/attention/core.py": ["tests/test_attention.py", "tests/test_core_pinned.py"],
-    "vision_attn/losses/set_criterion.py": ["tests/test_criterion_pinned.py"],
-    "vision_attn/losses/matcher.py": ["tests/test_criterion_pinned.py"],
-    "vision_attn/layers/pixel_attention.py": ["tests/test_pixel_attention.py", "tests/test_nonlocal_pinned.py"],
+    "vision_attn/losses/set_criterion.py": ["tests/test_criterion_pinned.py", *_DETECTION_UNIT_TESTS],
+    "vision_attn/losses/matcher.py": ["tests/test_criterion_pinned.py", *_DETECTION_UNIT_TESTS],
+    "vision_attn/layers/pixel_attention.py": [
+        "tests/test_pixel_attention.py", "tests/test_nonlocal_pinned.py", "tests/test_local_attention_pinned.py"],
 }
 DEFAULT_EQUIVALENTS = "tests/mutation_equivalents.txt"
 _COPY_IGNORE = {".git", ".venv", "venv", "__pycache__", ".pytest_cache", "runs", "lightning_logs", "build"}
