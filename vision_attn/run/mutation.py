@@ -13,6 +13,7 @@ one per line: ``<module path> <mutant id> <one-line reason>``; they are not run 
 """
 from __future__ import annotations
 
+import ast
 import difflib
 import json
 import os
@@ -111,10 +112,9 @@ def _copy_repo(root: Path, dest: Path) -> None:
 
 
 def _default_tests(root: Path, module: str) -> List[str]:
+    """The module's entry in DEFAULT_TESTS, else every test file naming one of its public names."""
     if module in DEFAULT_TESTS:
         return DEFAULT_TESTS[module]
-    import ast  # the public names the module defines
-
     tree = ast.parse((root / module).read_text())
     names = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and not n.name.startswith("_")}
     return [str(p.relative_to(root)) for p in sorted((root / "tests").glob("test_*.py"))
@@ -123,8 +123,6 @@ def _default_tests(root: Path, module: str) -> List[str]:
 
 def _imports(root: Path, package: str) -> List[str]:
     """The modules ``package``'s files import from outside it: what a fork server may load once for all runs."""
-    import ast
-
     names = set()
     for path in (root / package).rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
