@@ -4,8 +4,9 @@ import math
 
 import pytest
 import torch
+from torch.profiler import profile
 
-from vision_attn.attention import MultiHeadAttention, scaled_dot_product_attention
+from vision_attn.attention import MultiHeadAttention, attention_weights, scaled_dot_product_attention
 
 B, H, NQ, NK, D = 2, 4, 5, 7, 32
 
@@ -238,3 +239,28 @@ def test_custom_scale_reaches_both_the_output_and_the_returned_weights(scale, dv
     out, w = scaled_dot_product_attention(q, k, v, float_mask, need_weights=True, scale=scale)
     torch.testing.assert_close(w, (scores + float_mask).softmax(-1), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(out, w @ v, rtol=1e-5, atol=1e-5)
+
+
+def test_attention_weights_default_to_one_over_sqrt_head_size():
+    torch.manual_seed(0)
+    q, k = torch.randn(2, 3, 6, 16), torch.randn(2, 3, 9, 16)
+    allowed = torch.rand(6, 9) > 0.4
+    allowed[:, 0] = True
+    scores = q @ k.transpose(-1, -2) / 4.0
+    torch.testing.assert_close(attention_weights(q, k), scores.softmax(-1))
+    torch.testing.assert_close(attention_weights(q, k, allowed), scores.masked_fill(~allowed, float("-inf")).softmax(-1))
+    torch.testing.assert_close(attention_weights(q, k, scale=1.0), (4 * scores).softmax(-1))
+
+
+def test_a_head_split_view_reaches_the_fused_kernel_without_a_copy_or_pad():
+    """(B, N, H, hd) -> (B, H, N, hd) is a view with a unit last stride: the kernel takes it as it is (a copy
+    would cost ~15% of the attention time), and equal head sizes need no zero-padding."""
+    x = torch.randn(2, 16, 3, 24)
+    q, k, v = (x[..., i:i + 8].transpose(1, 2) for i in (0, 8, 16))
+    assert not q.is_contiguous() and q.stride(-1) == 1
+    with profile() as prof:
+        out = scaled_dot_product_attention(q, k, v)
+    names = {e.key for e in prof.key_averages()}
+    assert "aten::_scaled_dot_product_flash_attention_for_cpu" in names
+    assert not names & {"aten::clone", "aten::copy_", "aten::contiguous", "aten::constant_pad_nd", "aten::pad"}, names
+    torch.testing.assert_close(out, (q @ k.transpose(-1, -2) / math.sqrt(8)).softmax(-1) @ v, rtol=1e-5, atol=1e-5)

@@ -62,3 +62,13 @@ def test_summary_names_every_setting():
     m = LocalSelfAttention2d(8, kernel_size=5, num_heads=2, stride=2, block_size=4)
     assert repr(m).splitlines()[1].strip() == "channels=8, kernel_size=5, num_heads=2, stride=2, block_size=4"
     assert m(torch.randn(1, 8, 7, 6)).shape == (1, 8, 4, 3)  # ceil(7/2) x ceil(6/2)
+
+
+def test_any_block_size_from_one_gives_the_same_result():
+    torch.manual_seed(0)
+    x = torch.randn(1, 8, 5, 6)
+    ref = LocalSelfAttention2d(8, kernel_size=3, num_heads=2, block_size=8)
+    for block in (1, 2, 5):
+        m = LocalSelfAttention2d(8, kernel_size=3, num_heads=2, block_size=block)
+        m.load_state_dict(ref.state_dict())
+        torch.testing.assert_close(m(x), ref(x), rtol=1e-5, atol=1e-6)

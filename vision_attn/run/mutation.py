@@ -238,7 +238,7 @@ def run_mutation(
         fork: run the tests through a fork server that imports torch & co. once (where ``os.fork`` exists).
     """
     root_path = Path(root).resolve()
-    modules = [str(Path(m)) for m in modules]
+    modules = [str(Path(m).resolve().relative_to(root_path) if Path(m).is_absolute() else Path(m)) for m in modules]
     tests = list(tests) if tests else list(dict.fromkeys(t for m in modules for t in _default_tests(root_path, m)))
     if not tests:
         raise ValueError(f"mutation: no test file names the public names of {modules}; pass tests")
@@ -260,9 +260,9 @@ def run_mutation(
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
     package = Path(modules[0]).parts[0]
     worker = tmp / "_mutation_worker.py"
-    shutil.copy(Path(__file__).with_name("mutation_worker.py"), worker)
     runner = _Runner(worker, package, _imports(root_path, package) + ["pytest"], fork and hasattr(os, "fork"))
     try:
+        shutil.copy(Path(__file__).with_name("mutation_worker.py"), worker)
         workdirs = [tmp / f"repo{i}" for i in range(jobs)]
         envs = {}
         for w in workdirs:
