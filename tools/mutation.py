@@ -38,10 +38,14 @@ def main(argv=None) -> int:
                 for m in find_mutants(module, f.read()):
                     print(f"{m.path}:{m.line} {m.key} {m.description}")
         return 0
-    report = run_mutation(args.modules, args.tests.split() if args.tests else None, root=args.root,
-                          max_mutants=args.max_mutants, seed=args.seed, jobs=args.jobs, timeout=args.timeout,
-                          equivalents=args.equivalents or None, all_tests=args.all_tests, only=args.only,
-                          fork=not args.no_fork)
+    try:
+        report = run_mutation(args.modules, args.tests.split() if args.tests else None, root=args.root,
+                              max_mutants=args.max_mutants, seed=args.seed, jobs=args.jobs, timeout=args.timeout,
+                              equivalents=args.equivalents or None, all_tests=args.all_tests, only=args.only,
+                              fork=not args.no_fork)
+    except KeyboardInterrupt:
+        print("mutation: interrupted; its runs are stopped and the working tree was never edited", file=sys.stderr)
+        return 130
     return 1 if args.fail_under is not None and report.score < args.fail_under else 0
 
 
