@@ -84,7 +84,8 @@ def batch_images(images: Union[Tensor, Sequence[Tensor]], mask: Optional[Tensor]
         return images, torch.zeros((B, H, W), dtype=torch.bool, device=images.device)
     if mask.dtype != torch.bool or mask.shape != (B, H, W):
         raise ValueError(f"mask has shape {tuple(mask.shape)} and dtype {mask.dtype}; expected bool (B, H, W)=({B}, {H}, {W}), True on padding")
-    if mask.flatten(1).all(dim=1).any():
+    # a data-dependent check: eager only (under torch.compile / torch.export the caller vouches for the mask)
+    if not torch.compiler.is_compiling() and bool(mask.flatten(1).all(dim=1).any()):
         raise ValueError("mask marks every pixel of an image as padding; each image needs at least one real pixel")
     return images, mask
 
@@ -241,7 +242,8 @@ class DETR(nn.Module):
         Args:
             images: ``(B, 3, H, W)`` ImageNet-normalised, or a list of ``(3, H_i, W_i)`` tensors of different sizes
                 (padded inside, bottom and right).
-            mask: ``(B, H, W)`` bool, True on padding pixels (only with a tensor ``images``).
+            mask: ``(B, H, W)`` bool, True on padding pixels (only with a tensor ``images``). Given, padded keys are
+                masked; this ``(images, mask)`` signature is the one to compile or export for padded batches.
 
         Returns:
             a dict:
@@ -253,11 +255,16 @@ class DETR(nn.Module):
 
             Predictions are float32, also under autocast (the matcher and the losses need the precision).
         """
+        # Padding is known from the input's structure, never from its values: one traceable computation per
+        # signature (images alone: no key mask, the fastest kernels; (images, mask): masked keys).
+        has_padding = mask is not None or (
+            isinstance(images, (list, tuple)) and len({tuple(im.shape[1:]) for im in images}) > 1
+        )
         x, mask = batch_images(images, mask, self.in_chans)
         features, feature_mask = self.backbone(x, mask)
         src = self.input_proj(features)
         pos = sine_position_encoding_2d(~feature_mask, num_pos_feats=self.hidden_dim // 2, normalize=True).to(src.dtype)
-        padded = feature_mask if bool(feature_mask.any()) else None  # no mask: the fastest attention kernels
+        padded = feature_mask if has_padding else None
         hs, _ = self.transformer(src, padded, self.query_embed.weight, pos)
         logits = self.class_embed(hs).float()
         boxes = self.bbox_embed(hs).float().sigmoid()
