@@ -39,6 +39,8 @@ def create_model(
     name: str,
     pretrained: Optional[Union[str, Path, bool]] = None,
     num_classes: Optional[int] = None,
+    features_only: bool = False,
+    out_indices=None,
     **kwargs,
 ) -> nn.Module:
     """Build a registered model, optionally loading weights.
@@ -50,6 +52,9 @@ def create_model(
             the model's published weights (its ``pretrained_url``; DETR's official ones). Positions are resampled when
             ``img_size`` differs; the head is re-initialised (with a warning) when ``num_classes`` differs.
         num_classes: classifier outputs (default: the factory's).
+        features_only: return timm's feature extractor instead: ``forward`` gives a list of ``(B, C_i, H_i, W_i)``
+            maps, ``.feature_info`` their channels and strides (see :func:`vision_attn.models.features.feature_extractor`).
+        out_indices: with ``features_only``: which maps (ViT blocks, or ResNet ``[stem, layer1..4]``; timm's meaning).
         **kwargs: architecture options of the factory (``img_size``, ``drop_path_rate``, ...).
     """
     if name not in _MODELS:
@@ -57,6 +62,8 @@ def create_model(
         hint = f"; did you mean {', '.join(close)}?" if close else f"; see vision_attn.list_models() ({len(_MODELS)} models)"
         raise UnknownModelError(f"unknown model {name!r}{hint}")
     fn = _MODELS[name]
+    if out_indices is not None and not features_only:
+        raise ValueError(f"create_model({name!r}): out_indices={out_indices!r} needs features_only=True")
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
     try:
@@ -76,4 +83,8 @@ def create_model(
         from .checkpoint import load_pretrained
 
         load_pretrained(model, pretrained)
+    if features_only:
+        from .features import feature_extractor
+
+        model = feature_extractor(model, name, out_indices)
     return model
