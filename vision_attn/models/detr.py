@@ -304,6 +304,8 @@ class DETR(nn.Module):
         features, feature_mask = self.backbone(x, mask)
         src = self.input_proj(features)
         pos = sine_position_encoding_2d(~feature_mask, num_pos_feats=self.hidden_dim // 2, normalize=True).to(src.dtype)
+        if has_padding and not torch.compiler.is_compiling() and not bool(feature_mask.any()):
+            has_padding = False  # eager only: nothing to mask, so the fastest attention kernels
         padded = feature_mask if has_padding else None
         hs, _ = self.transformer(src, padded, self.query_embed.weight, pos)
         logits = self.class_embed(hs).float()
