@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..attention import scaled_dot_product_attention
+from .local_kernels import LOCAL_BACKENDS, flex_local_attention, flex_supported, unfold_local_attention
 
 __all__ = ["NonLocalBlock2d", "LocalSelfAttention2d"]
 
@@ -142,7 +143,13 @@ class LocalSelfAttention2d(nn.Module):
         num_heads: heads; ``channels // num_heads`` must be >= 2 (a row half and a column half).
         stride: 1, or s > 1 for an s x s average pool after the attention (output ``ceil(H/s) x ceil(W/s)``).
         qkv_bias: bias on the query/key/value projections (SASA: none).
-        block_size: query block side b (a speed/memory trade-off only; the result does not depend on it).
+        block_size: query block side b of the ``halo`` kernel (a speed/memory trade-off only; the result does not
+            depend on it).
+        backend: the kernel, all exact (see :mod:`vision_attn.layers.local_kernels`): ``"halo"`` (the blocked
+            fused SDPA above), ``"unfold"`` (every window materialised; head size ``d``, no padding), ``"flex"``
+            (PyTorch's FlexAttention with a neighbourhood block mask; head size ``d``; CUDA, or CPU without
+            gradients), or ``"auto"``: the fastest of them measured for the device and the call (see
+            :meth:`pick_backend`).
 
     Capture: :func:`~vision_attn.attention.capture_attention` records ``(B, num_heads, H*W, k*k)``: for each
     query pixel (row-major, before any stride pooling) its weights over the window offsets
@@ -158,9 +165,12 @@ class LocalSelfAttention2d(nn.Module):
         stride: int = 1,
         qkv_bias: bool = False,
         block_size: int = 8,
+        backend: str = "auto",
     ) -> None:
         super().__init__()
         name = type(self).__name__
+        if backend not in LOCAL_BACKENDS:
+            raise ValueError(f"{name}: backend must be one of {LOCAL_BACKENDS}; got backend={backend!r}")
         _check_heads(name, "channels", channels, num_heads)
         if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"{name}: kernel_size must be a positive odd int (the window is centred); got kernel_size={kernel_size!r}")
@@ -180,6 +190,7 @@ class LocalSelfAttention2d(nn.Module):
         self.head_dim = head_dim
         self.stride = stride
         self.block_size = block_size
+        self.backend = backend
         self.qkv = nn.Conv2d(channels, 3 * channels, 1, bias=qkv_bias)
         self.rel_pos_h = nn.Parameter(torch.empty(num_heads, kernel_size, head_dim // 2))
         self.rel_pos_w = nn.Parameter(torch.empty(num_heads, kernel_size, head_dim - head_dim // 2))
@@ -198,7 +209,28 @@ class LocalSelfAttention2d(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"channels={self.channels}, kernel_size={self.kernel_size}, num_heads={self.num_heads}, "
-                f"stride={self.stride}, block_size={self.block_size}")
+                f"stride={self.stride}, block_size={self.block_size}, backend={self.backend!r}")
+
+    def pick_backend(self, x: Tensor) -> str:
+        """The kernel this call runs: ``backend``, or for ``"auto"`` the rule measured on CPU
+        (``python -m vision_attn.run.local_kernel_bench``, 1 thread, SASA-26 shapes):
+
+        * with gradients: ``halo`` (``unfold`` takes 2.6-3.3x its time and 2.7-6x its memory; ``flex`` has no CPU
+          backward);
+        * without: ``halo`` too: ``unfold`` takes 3.5-5.5x its time; ``flex`` takes 0.2-0.33x its memory but wins
+          time only on maps of 8x8 pixels or fewer (0.62-0.70x, where the layer costs least: ~9% of a SASA-26
+          forward) and compiles once per new shape (seconds), 1.6-5.4x slower on larger maps;
+        * CUDA: ``halo`` until measured there (``flex`` is the candidate; pass ``backend="flex"`` to use it).
+        """
+        needs_grad = torch.is_grad_enabled() and (x.requires_grad or self.qkv.weight.requires_grad)
+        if self.backend != "auto":
+            if self.backend == "flex" and not flex_supported(x.device, needs_grad):
+                raise RuntimeError(
+                    f"{type(self).__name__}: backend='flex' needs FlexAttention with a backward on {x.device.type} "
+                    "(torch has none on CPU): run under torch.no_grad(), on CUDA, or pick backend='halo'"
+                )
+            return self.backend
+        return "halo"
 
     # --- blocked layout ----------------------------------------------------------------------------------
     def _layout(self, height: int, width: int) -> Tuple[int, int, int, int]:
@@ -243,6 +275,30 @@ class LocalSelfAttention2d(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """``x (B, C, H, W)`` -> ``(B, C, ceil(H/stride), ceil(W/stride))``."""
         _check_feature_map(x, self.channels, type(self).__name__)
+        backend = self.pick_backend(x)
+        capture = self._capture
+        if backend == "unfold" or (backend == "flex" and capture is None):  # flex returns no weights: halo does
+            return self.pool(self._forward_sequence(x, backend))
+        return self.pool(self._forward_halo(x))
+
+    def _forward_sequence(self, x: Tensor, backend: str) -> Tensor:
+        """The ``unfold`` and ``flex`` kernels, on ``(B, heads, H*W, d)`` sequences: ``x (B, C, H, W)`` -> same shape."""
+        B, C, H, W = x.shape
+        nh, d = self.num_heads, self.head_dim
+        q, k, v = (t.reshape(B, nh, d, H * W).transpose(-1, -2) for t in self.qkv(x).chunk(3, dim=1))
+        args = (self.rel_pos_h, self.rel_pos_w, H, W, d ** -0.5)
+        capture = self._capture
+        if backend == "flex":
+            out = flex_local_attention(q.contiguous(), k.contiguous(), v.contiguous(), *args)
+        else:
+            res = unfold_local_attention(q, k, v, *args, need_weights=capture is not None)
+            out, weights = res if capture is not None else (res, None)
+            if capture is not None:
+                capture(weights)
+        return out.transpose(-1, -2).reshape(B, C, H, W)
+
+    def _forward_halo(self, x: Tensor) -> Tensor:
+        """The ``halo`` kernel: ``x (B, C, H, W)`` -> ``(B, C, H, W)`` (before the stride pool)."""
         B, C, H, W = x.shape
         nh, d, r = self.num_heads, self.head_dim, self.kernel_size // 2
         bh, bw, nbh, nbw = self._layout(H, W)
@@ -277,7 +333,7 @@ class LocalSelfAttention2d(nn.Module):
         out = out.reshape(nbh, nbw, B, nh, bh, bw, d).permute(2, 3, 6, 0, 4, 1, 5).reshape(B, C, Hp, Wp)[:, :, :H, :W]
         if capture is not None:
             capture(self._window_weights(weights, B, H, W))
-        return self.pool(out)
+        return out
 
     def _window_weights(self, weights: Tensor, batch: int, height: int, width: int) -> Tensor:
         """Blocked weights ``(blocks, B*heads, bh*bw, Kh*Kw)`` -> per-pixel window weights ``(B, heads, H*W, k*k)``."""

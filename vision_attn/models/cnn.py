@@ -69,6 +69,16 @@ def resnet50(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> nn.Module:
     return _timm_resnet("resnet50", num_classes, in_chans, **kwargs)
 
 
+def _set_stem_stride(model: nn.Module, stride: int) -> None:
+    """A stem of ``stride`` without max-pool: the stages then reduce ``stride * (1, 2, 4, 8)`` (timm's ``feature_info``
+    assumes the ImageNet stem's 2 and 4)."""
+    model.conv1.stride = (stride, stride)
+    model.maxpool = nn.Identity()
+    reduction = {"act1": stride, "layer1": stride, "layer2": 2 * stride, "layer3": 4 * stride, "layer4": 8 * stride}
+    for info in model.feature_info:
+        info["reduction"] = reduction[info["module"]]
+
+
 def _cifar_resnet(name: str, num_classes: int, in_chans: int, layers=(2, 2, 2, 2), **kwargs) -> nn.Module:
     """timm's ResNet with basic blocks, a 3x3 stride-1 stem and no max-pool (the usual 32-px recipe)."""
     model = ResNet(
@@ -77,7 +87,7 @@ def _cifar_resnet(name: str, num_classes: int, in_chans: int, layers=(2, 2, 2, 2
     stem_width = model.conv1.out_channels
     model.conv1 = nn.Conv2d(in_chans, stem_width, kernel_size=3, stride=1, padding=1, bias=False)
     nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
-    model.maxpool = nn.Identity()
+    _set_stem_stride(model, 1)
     return _checked(model, in_chans, name)
 
 

@@ -12,6 +12,7 @@ facebookresearch/detr, so its checkpoints load by an explicit, shape-checked ren
 """
 from __future__ import annotations
 
+import fnmatch
 import math
 import warnings
 from typing import Dict, Optional, Sequence, Tuple, Union
@@ -27,9 +28,10 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 from ..attention import sine_position_encoding_2d
 from ..layers.detr_transformer import DetrTransformer
 from ..ops import pad_images_to_batch
+from .features import feature_extractor
 from .hub import PretrainedMixin
 from .pretrained_cfgs import PRETRAINED_CFGS
-from .registry import register_model
+from .registry import create_model, is_model, register_model
 from .weights import detr_checkpoint_filter
 
 __all__ = [
@@ -82,22 +84,29 @@ def batch_images(images: Union[Tensor, Sequence[Tensor]], mask: Optional[Tensor]
         return images, torch.zeros((B, H, W), dtype=torch.bool, device=images.device)
     if mask.dtype != torch.bool or mask.shape != (B, H, W):
         raise ValueError(f"mask has shape {tuple(mask.shape)} and dtype {mask.dtype}; expected bool (B, H, W)=({B}, {H}, {W}), True on padding")
-    if mask.flatten(1).all(dim=1).any():
+    # a data-dependent check: eager only (under torch.compile / torch.export the caller vouches for the mask)
+    if not torch.compiler.is_compiling() and bool(mask.flatten(1).all(dim=1).any()):
         raise ValueError("mask marks every pixel of an image as padding; each image needs at least one real pixel")
     return images, mask
 
 
 class DetrBackbone(nn.Module):
-    """The CNN trunk: images to the last feature map, and the padding mask resized to it.
+    """The trunk: images to the last feature map, and the padding mask resized to it.
 
     Args:
-        name: a torchvision ResNet (``resnet18/34/50/101/152``, the official DETR layout) or any timm CNN name
-            (through ``features_only``, last stage).
-        pretrained: load ImageNet weights (torchvision's ``IMAGENET1K_V1``, as DETR; timm's default tag); downloads.
-        dilation: dilate the last stage instead of striding it (DETR's DC5: stride 16 instead of 32).
+        name: a torchvision ResNet (``resnet18/34/50/101/152``, the official DETR layout), any other model of our
+            registry with the feature API (a ViT, ``sasa_resnet26``, ``nonlocal_resnet18_cifar``, ...: its last map
+            through ``create_model(name, features_only=True)``), or any timm CNN name (``features_only``, last stage).
+        pretrained: load ImageNet weights (torchvision's ``IMAGENET1K_V1``, as DETR; timm's default tag; our model's
+            ``pretrained_url``); downloads.
+        dilation: dilate the last stage instead of striding it (DETR's DC5: stride 16 instead of 32); ResNets only.
         freeze_bn: frozen batch norm (DETR's choice, needed for pretrained weights with small batches); False keeps
             trainable ``BatchNorm2d`` (for a backbone trained from scratch).
         freeze_early_layers: freeze the stem and the first stage (DETR freezes ``conv1``, ``bn1``, ``layer1``).
+        backbone_kwargs: architecture options for one of our registry's models (``img_size``, ``depth``, ``channels``).
+
+    A ViT backbone gives its last block's tokens, normalised, as a ``(B, D, H/p, W/p)`` map; it runs at any image
+    size (learned positions resampled), and batches are zero-padded (and marked as padding) to a multiple of ``p``.
     """
 
     def __init__(
@@ -107,9 +116,13 @@ class DetrBackbone(nn.Module):
         dilation: bool = False,
         freeze_bn: bool = True,
         freeze_early_layers: bool = True,
+        backbone_kwargs: Optional[Dict[str, object]] = None,
     ) -> None:
         super().__init__()
         self.name = name
+        self.pad_multiple = 1  # a ViT needs whole patches
+        if backbone_kwargs and (name in _TORCHVISION_RESNETS or not is_model(name)):
+            raise ValueError(f"backbone_kwargs apply to the models of vision_attn's registry; {name!r} is not one of them")
         if name in _TORCHVISION_RESNETS:
             if dilation and name in ("resnet18", "resnet34"):
                 raise ValueError(f"dilation (DC5) needs a bottleneck ResNet; torchvision's {name} does not support it")
@@ -123,6 +136,9 @@ class DetrBackbone(nn.Module):
             self.stride = 16 if dilation else 32
             early = ("conv1", "bn1", "layer1")
             self._timm = False
+        elif is_model(name):
+            early = self._from_registry(name, pretrained, dilation, freeze_bn, dict(backbone_kwargs or {}))
+            self._timm = True
         else:
             kwargs = {"output_stride": 16} if dilation else {}
             self.body = timm.create_model(name, pretrained=pretrained, features_only=True, out_indices=(-1,), **kwargs)
@@ -141,8 +157,30 @@ class DetrBackbone(nn.Module):
                 if n.split(".")[0] in early:
                     p.requires_grad_(False)
 
+    def _from_registry(self, name: str, pretrained: bool, dilation: bool, freeze_bn: bool, kwargs: dict) -> Tuple[str, ...]:
+        """Our model ``name`` as the body (its last feature map); returns the names of its early modules."""
+        if dilation:
+            raise ValueError(f"dilation (DC5) needs a torchvision or timm ResNet; backbone {name!r} does not support it")
+        vit = fnmatch.fnmatchcase(name, "vit_*")
+        if vit:
+            kwargs.setdefault("dynamic_img_size", True)  # detection images come in every size
+        # a ViT's map: its last block's tokens through the final norm, as its own forward_features
+        body = feature_extractor(create_model(name, pretrained=pretrained or None, **kwargs), name, (-1,), norm=vit)
+        self.body = timm.layers.freeze_batch_norm_2d(body) if freeze_bn else body
+        info = body.feature_info
+        self.num_channels = info.channels()[-1]
+        self.stride = info.reduction()[-1]
+        if vit:
+            self.pad_multiple = self.stride
+            return ()
+        return ("conv1", "bn1", "act1", "maxpool", "layer1")
+
     def forward(self, images: Tensor, mask: Tensor) -> Tuple[Tensor, Tensor]:
         """``images (B, 3, H, W)``, ``mask (B, H, W)`` bool -> ``features (B, C, h, w)``, ``mask (B, h, w)`` bool."""
+        p = self.pad_multiple
+        if p > 1 and (images.shape[-2] % p or images.shape[-1] % p):
+            pad = (0, -images.shape[-1] % p, 0, -images.shape[-2] % p)
+            images, mask = F.pad(images, pad), F.pad(mask, pad, value=True)
         out = self.body(images)
         features = out[-1] if self._timm else out["0"]
         # nearest resize of the pixel mask, as DETR
@@ -177,7 +215,9 @@ class DETR(PretrainedMixin, nn.Module):
         hidden_dim, nheads, enc_layers, dec_layers, dim_feedforward, dropout, activation, pre_norm: the
             transformer (DETR: 256, 8, 6, 6, 2048, 0.1, relu, post-norm).
         aux_loss: also return the predictions of every decoder layer but the last (``aux_outputs``).
-        backbone: a torchvision ResNet name or any timm CNN (see :class:`DetrBackbone`).
+        backbone: a torchvision ResNet name, any model of our registry with the feature API (a ViT, a SASA or
+            non-local ResNet: the detector then attends from pixel to box on the one core), or any timm CNN (see
+            :class:`DetrBackbone`); ``backbone_kwargs``: options for one of our models (``img_size``, ``depth``, ...).
         pretrained_backbone: ImageNet weights for the backbone (downloads); dilation: DC5.
         freeze_bn, freeze_early_layers: see :class:`DetrBackbone`.
     """
@@ -200,6 +240,7 @@ class DETR(PretrainedMixin, nn.Module):
         dilation: bool = False,
         freeze_bn: bool = True,
         freeze_early_layers: bool = True,
+        backbone_kwargs: Optional[Dict[str, object]] = None,
     ) -> None:
         super().__init__()
         if num_classes < 1:
@@ -213,7 +254,7 @@ class DETR(PretrainedMixin, nn.Module):
         self.hidden_dim = hidden_dim
         self.aux_loss = aux_loss
         self.in_chans = 3
-        self.backbone = DetrBackbone(backbone, pretrained_backbone, dilation, freeze_bn, freeze_early_layers)
+        self.backbone = DetrBackbone(backbone, pretrained_backbone, dilation, freeze_bn, freeze_early_layers, backbone_kwargs)
         self.transformer = DetrTransformer(
             hidden_dim, nheads, enc_layers, dec_layers, dim_feedforward, dropout, activation, pre_norm,
             return_intermediate_dec=True,
@@ -239,7 +280,8 @@ class DETR(PretrainedMixin, nn.Module):
         Args:
             images: ``(B, 3, H, W)`` ImageNet-normalised, or a list of ``(3, H_i, W_i)`` tensors of different sizes
                 (padded inside, bottom and right).
-            mask: ``(B, H, W)`` bool, True on padding pixels (only with a tensor ``images``).
+            mask: ``(B, H, W)`` bool, True on padding pixels (only with a tensor ``images``). Given, padded keys are
+                masked; this ``(images, mask)`` signature is the one to compile or export for padded batches.
 
         Returns:
             a dict:
@@ -251,11 +293,18 @@ class DETR(PretrainedMixin, nn.Module):
 
             Predictions are float32, also under autocast (the matcher and the losses need the precision).
         """
+        # Padding is known from the input's structure, never from its values: one traceable computation per
+        # signature (images alone: no key mask, the fastest kernels; (images, mask): masked keys).
+        has_padding = mask is not None or (
+            isinstance(images, (list, tuple)) and len({tuple(im.shape[1:]) for im in images}) > 1
+        )
         x, mask = batch_images(images, mask, self.in_chans)
         features, feature_mask = self.backbone(x, mask)
         src = self.input_proj(features)
         pos = sine_position_encoding_2d(~feature_mask, num_pos_feats=self.hidden_dim // 2, normalize=True).to(src.dtype)
-        padded = feature_mask if bool(feature_mask.any()) else None  # no mask: the fastest attention kernels
+        if has_padding and not torch.compiler.is_compiling() and not bool(feature_mask.any()):
+            has_padding = False  # eager only: nothing to mask, so the fastest attention kernels
+        padded = feature_mask if has_padding else None
         hs, _ = self.transformer(src, padded, self.query_embed.weight, pos)
         logits = self.class_embed(hs).float()
         boxes = self.bbox_embed(hs).float().sigmoid()
@@ -290,6 +339,9 @@ def _detr(defaults: dict, url: Optional[str], **kwargs) -> DETR:
     args = dict(defaults)
     if "backbone_pretrained" in kwargs:  # the name the detection task's configs may use
         kwargs["pretrained_backbone"] = kwargs.pop("backbone_pretrained")
+    if kwargs.get("backbone", defaults["backbone"]) != defaults["backbone"]:
+        args.pop("dilation", None)  # DC5 belongs to the recipe's ResNet, not to another trunk
+        url = None  # the official weights are for the recipe's backbone
     args.update(kwargs)
     model = DETR(**args)
     model.pretrained_url = url  # the official checkpoint of this architecture (None: none published)

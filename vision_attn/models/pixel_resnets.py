@@ -19,7 +19,7 @@ import timm
 from torch import nn
 
 from ..layers import LocalSelfAttention2d, NonLocalBlock2d
-from .cnn import ResNet, _checked, _cifar_resnet
+from .cnn import ResNet, _checked, _cifar_resnet, _set_stem_stride
 from .registry import register_model
 
 __all__ = ["sasa_resnet26", "sasa_resnet50", "sasa_resnet26_cifar", "nonlocal_resnet18_cifar"]
@@ -30,7 +30,7 @@ def _cifar_stem(model: nn.Module, in_chans: int) -> None:
     stem_width = model.conv1.out_channels
     model.conv1 = nn.Conv2d(in_chans, stem_width, kernel_size=3, stride=1, padding=1, bias=False)
     nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
-    model.maxpool = nn.Identity()
+    _set_stem_stride(model, 1)
 
 
 def _sasa_resnet(
@@ -102,7 +102,7 @@ def nonlocal_resnet18_cifar(
     model = _cifar_resnet("nonlocal_resnet18_cifar", num_classes, in_chans, **kwargs)
     if stem_stride not in (1, 2):
         raise ValueError(f"nonlocal_resnet18_cifar: stem_stride must be 1 or 2; got stem_stride={stem_stride!r}")
-    model.conv1.stride = (stem_stride, stem_stride)
+    _set_stem_stride(model, stem_stride)
     widths = {info["module"]: info["num_chs"] for info in model.feature_info}
     for i in sorted(set(nonlocal_stages)):
         if i not in (1, 2, 3, 4):

@@ -128,6 +128,8 @@ def create_model(
     checkpoint_path: Optional[Union[str, Path]] = None,
     pretrained_cfg_overlay: Optional[Dict[str, Any]] = None,
     cache_dir: Optional[Union[str, Path]] = None,
+    features_only: bool = False,
+    out_indices=None,
     **kwargs,
 ) -> nn.Module:
     """Build a registered model, optionally loading weights.
@@ -145,6 +147,9 @@ def create_model(
             ``pretrained=True`` it is loaded after the published weights).
         pretrained_cfg_overlay: entries that replace the tag's ``pretrained_cfg`` (e.g. ``{"file": PATH}``).
         cache_dir: another Hugging Face / torch.hub cache folder for the downloads.
+        features_only: return timm's feature extractor instead: ``forward`` gives a list of ``(B, C_i, H_i, W_i)``
+            maps, ``.feature_info`` their channels and strides (see :func:`vision_attn.models.features.feature_extractor`).
+        out_indices: with ``features_only``: which maps (ViT blocks, or ResNet ``[stem, layer1..4]``; timm's meaning).
         **kwargs: architecture options of the factory (``img_size``, ``drop_path_rate``, ...).
     """
     if name.startswith(_HF_HUB):
@@ -158,6 +163,8 @@ def create_model(
     arch, tag = split_model_name(name)
     if arch not in _MODELS or (tag is not None and tag not in tags_of(arch)):
         raise _unknown(name)
+    if out_indices is not None and not features_only:
+        raise ValueError(f"create_model({name!r}): out_indices={out_indices!r} needs features_only=True")
     tags = tags_of(arch)
     cfg = None
     if tags:
@@ -196,4 +203,8 @@ def create_model(
             model.pretrained_cfg["label_names"] = list(ck.class_names)
     if checkpoint_path is not None:
         load_pretrained(model, checkpoint_path)
+    if features_only:
+        from .features import feature_extractor
+
+        model = feature_extractor(model, arch, out_indices)
     return model

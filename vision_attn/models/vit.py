@@ -7,10 +7,11 @@ by an explicit rename (:meth:`VisionTransformer.checkpoint_filter_fn`, mapped in
 from __future__ import annotations
 
 from functools import partial
-from typing import Dict, Optional, Set, Tuple
+from typing import Dict, List, Optional, Sequence, Set, Tuple, Union
 
 import torch
 from timm.layers import trunc_normal_
+from timm.models._features import feature_take_indices
 from torch import Tensor, nn
 
 from ..attention import POS_EMBED_KINDS, local_window_mask, resample_abs_pos_embed, sine_position_grid, with_prefix_tokens
@@ -112,6 +113,10 @@ class VisionTransformer(PretrainedMixin, nn.Module):
         self.fc_norm = norm_layer(embed_dim) if use_fc_norm else nn.Identity()
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        # timm's feature metadata: every block gives a (B, D, h, w) map at the patch stride
+        self.feature_info = [
+            dict(module=f"blocks.{i}", num_chs=embed_dim, reduction=self.patch_embed.patch_size[0]) for i in range(depth)
+        ]
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -167,13 +172,8 @@ class VisionTransformer(PretrainedMixin, nn.Module):
         mask = local_window_mask(grid[0], grid[1], self.attn_window, device=device)
         return with_prefix_tokens(mask, self.num_prefix_tokens)
 
-    def forward_features(self, x: Tensor, attn_mask: Optional[Tensor] = None) -> Tensor:
-        """Images ``(B, C, H, W)`` -> normalised tokens ``(B, P + h*w, D)`` (class token first when present).
-
-        ``attn_mask`` (bool True = may not attend) over the ``P + h*w`` tokens restricts attention, e.g.
-        :func:`vision_attn.attention.local_window_mask` padded by :func:`~vision_attn.attention.with_prefix_tokens`;
-        with ``attn_window`` it is combined with the window mask.
-        """
+    def _embed(self, x: Tensor, attn_mask: Optional[Tensor]) -> Tuple[Tensor, Optional[Tensor], Tuple[int, int]]:
+        """Images ``(B, C, H, W)`` -> tokens ``(B, P + h*w, D)`` with positions, the mask the blocks use, the grid."""
         check_image_input(x, self.in_chans, type(self).__name__)
         grid = self.patch_embed.feature_grid(x.shape[2], x.shape[3])
         window = self.window_mask(grid, x.device)
@@ -184,10 +184,78 @@ class VisionTransformer(PretrainedMixin, nn.Module):
                 attn_mask = attn_mask | window
             else:
                 attn_mask = attn_mask.masked_fill(window, float("-inf"))
-        x = self._add_positions(self.patch_embed.proj(x).flatten(2).transpose(1, 2), grid)
+        return self._add_positions(self.patch_embed.proj(x).flatten(2).transpose(1, 2), grid), attn_mask, grid
+
+    def forward_features(self, x: Tensor, attn_mask: Optional[Tensor] = None) -> Tensor:
+        """Images ``(B, C, H, W)`` -> normalised tokens ``(B, P + h*w, D)`` (class token first when present).
+
+        ``attn_mask`` (bool True = may not attend) over the ``P + h*w`` tokens restricts attention, e.g.
+        :func:`vision_attn.attention.local_window_mask` padded by :func:`~vision_attn.attention.with_prefix_tokens`;
+        with ``attn_window`` it is combined with the window mask.
+        """
+        x, attn_mask, _ = self._embed(x, attn_mask)
         for blk in self.blocks:
             x = blk(x, attn_mask=attn_mask)
         return self.norm(x)
+
+    def forward_intermediates(
+        self,
+        x: Tensor,
+        indices: Optional[Union[int, Sequence[int]]] = None,
+        return_prefix_tokens: bool = False,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+        attn_mask: Optional[Tensor] = None,
+    ) -> Union[List[Tensor], Tuple[Tensor, List[Tensor]]]:
+        """timm's feature API: the outputs of chosen blocks, as maps or tokens (timm's semantics and signature).
+
+        Args:
+            x: images ``(B, C, H, W)``.
+            indices: None = every block; an int n = the last n blocks; a sequence = those blocks (negative from the end).
+            return_prefix_tokens: pair each intermediate with its prefix tokens ``(B, P, D)``.
+            norm: apply the final norm to each intermediate.
+            stop_early: skip the blocks after the last one asked for (the returned features are then that block's).
+            output_fmt: ``"NCHW"`` = ``(B, D, h, w)`` maps (prefix tokens dropped), ``"NLC"`` = ``(B, h*w, D)`` tokens.
+            intermediates_only: return only the list; otherwise ``(forward_features(x), list)``.
+            attn_mask: as :meth:`forward_features`.
+        """
+        if output_fmt not in ("NCHW", "NLC"):
+            raise ValueError(f"output_fmt must be 'NCHW' or 'NLC'; got {output_fmt!r}")
+        take, last = feature_take_indices(len(self.blocks), indices)
+        B = x.shape[0]
+        x, attn_mask, (h, w) = self._embed(x, attn_mask)
+        blocks = self.blocks[: last + 1] if stop_early else self.blocks
+        intermediates = []
+        for i, blk in enumerate(blocks):
+            x = blk(x, attn_mask=attn_mask)
+            if i in take:
+                intermediates.append(self.norm(x) if norm else x)
+        p = self.num_prefix_tokens
+        prefix = [y[:, :p] for y in intermediates]
+        intermediates = [y[:, p:] for y in intermediates]
+        if output_fmt == "NCHW":
+            intermediates = [y.reshape(B, h, w, -1).permute(0, 3, 1, 2).contiguous() for y in intermediates]
+        if return_prefix_tokens and p:
+            intermediates = list(zip(intermediates, prefix))
+        if intermediates_only:
+            return intermediates
+        return self.norm(x), intermediates
+
+    def prune_intermediate_layers(
+        self, indices: Union[int, Sequence[int]] = 1, prune_norm: bool = False, prune_head: bool = True
+    ) -> List[int]:
+        """Drop the blocks after the last of ``indices`` (and the norm / head); returns the absolute indices kept.
+        timm's feature wrapper calls it so a ``features_only`` model carries no unused weights."""
+        take, last = feature_take_indices(len(self.blocks), indices)
+        self.blocks = self.blocks[: last + 1]
+        if prune_norm:
+            self.norm = nn.Identity()
+        if prune_head:
+            self.fc_norm = nn.Identity()
+            self.reset_classifier(0)
+        return take
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         """Tokens ``(B, N, D)`` -> logits ``(B, num_classes)`` (or pooled features ``(B, D)`` with ``pre_logits``)."""

@@ -1,0 +1,74 @@
+"""LocalSelfAttention2d's kernels (halo, unfold, flex) are exact: each equals the brute-force definition."""
+import pytest
+import torch
+
+from test_pixel_attention import brute_force_local
+from vision_attn.attention import capture_attention
+from vision_attn.layers import LocalSelfAttention2d
+
+CASES = [((7, 10), 3, 2, 1), ((7, 10), 5, 4, 1), ((5, 5), 7, 2, 2), ((1, 6), 3, 2, 1)]
+
+
+@pytest.mark.parametrize("size,kernel,heads,stride", CASES)
+def test_unfold_kernel_equals_brute_force_forward_and_backward(size, kernel, heads, stride):
+    torch.manual_seed(0)
+    m = LocalSelfAttention2d(16, kernel, heads, stride=stride, backend="unfold")
+    x = torch.randn(2, 16, *size, requires_grad=True)
+    m(x).square().sum().backward()
+    grads = [x.grad.clone()] + [p.grad.clone() for p in m.parameters()]
+    x.grad = None
+    m.zero_grad()
+    ref, _ = brute_force_local(m, x)
+    ref.square().sum().backward()
+    torch.testing.assert_close(m(x), ref, rtol=1e-5, atol=1e-5)
+    for got, want in zip(grads, [x.grad] + [p.grad for p in m.parameters()]):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_flex_kernel_equals_brute_force():
+    """One shape: each new shape compiles FlexAttention on CPU (seconds). Inference only on CPU (no backward)."""
+    pytest.importorskip("torch.nn.attention.flex_attention")
+    torch.manual_seed(0)
+    m = LocalSelfAttention2d(16, 5, 4, backend="flex").eval()
+    x = torch.randn(2, 16, 7, 10)
+    with torch.no_grad():
+        out = m(x)
+        ref, _ = brute_force_local(m, x)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_flex_without_a_backward_is_refused_with_the_way_out():
+    m = LocalSelfAttention2d(16, 3, 2, backend="flex")
+    with pytest.raises(RuntimeError, match="backend='flex' needs FlexAttention with a backward on cpu"):
+        m(torch.randn(1, 16, 5, 5))
+
+
+@pytest.mark.parametrize("backend", ["unfold", "flex"])
+def test_capture_gives_the_same_window_weights_with_every_kernel(backend):
+    torch.manual_seed(0)
+    m = LocalSelfAttention2d(8, 3, 2, block_size=4).eval()
+    x = torch.randn(2, 8, 5, 6)
+    with torch.no_grad(), capture_attention(m) as maps:
+        m(x)
+    halo = maps["self"]
+    m.backend = backend
+    with torch.no_grad(), capture_attention(m) as maps:
+        out = m(x)
+    torch.testing.assert_close(maps["self"], halo, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out, brute_force_local(m, x)[0], rtol=1e-5, atol=1e-5)
+
+
+def test_backend_is_checked():
+    with pytest.raises(ValueError, match="backend must be one of \\('auto', 'halo', 'flex', 'unfold'\\); got backend='cuda'"):
+        LocalSelfAttention2d(16, 3, 2, backend="cuda")
+
+
+def test_auto_runs_the_measured_fastest_cpu_kernel_for_training_and_inference():
+    """The rule measured on CPU (vision_attn.run.local_kernel_bench): halo with and without gradients."""
+    m = LocalSelfAttention2d(16, 3, 2)
+    x = torch.randn(1, 16, 5, 5)
+    assert m.backend == "auto" and m.pick_backend(x) == "halo"
+    with torch.no_grad():
+        assert m.pick_backend(x) == "halo"
+    assert LocalSelfAttention2d(16, 3, 2, backend="unfold").pick_backend(x) == "unfold"
+

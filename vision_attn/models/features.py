@@ -1,0 +1,65 @@
+"""timm's feature API for our models: ``create_model(name, features_only=True, out_indices=...)``.
+
+The wrappers are timm's own, chosen as timm does for the same architectures: the ViTs go through
+``FeatureGetterNet`` (their ``forward_intermediates``: patch tokens reshaped to ``(B, D, h, w)`` maps, prefix tokens
+dropped, unused blocks pruned); a model with a ``feature_info`` list of stages (the ResNets: CNN, SASA, non-local)
+through ``FeatureListNet``. Either returns a
+list of ``(B, C_i, H_i, W_i)`` maps and carries ``.feature_info`` (``.channels()``, ``.reduction()``, and the
+dicts ``num_chs`` / ``reduction`` / ``module``), so it plugs in wherever a timm backbone does.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+from timm.models._features import FeatureGetterNet, FeatureListNet
+from torch import nn
+
+from ..layers import check_image_input
+from .vit import VisionTransformer
+
+__all__ = ["feature_extractor", "has_feature_api"]
+
+OutIndices = Union[int, Sequence[int]]
+
+
+def has_feature_api(model: nn.Module) -> bool:
+    """Whether ``model`` can serve as a backbone through :func:`feature_extractor`."""
+    return isinstance(getattr(model, "feature_info", None), (list, tuple))
+
+
+def feature_extractor(model: nn.Module, name: str, out_indices: Optional[OutIndices] = None, norm: bool = False) -> nn.Module:
+    """Wrap ``model`` so its forward returns the feature maps ``out_indices`` as a list of ``(B, C_i, H_i, W_i)``.
+
+    Args:
+        model: a model built by ``create_model`` (its weights are kept and shared).
+        name: its registry name (for error messages).
+        out_indices: as timm: ViTs take block indices (an int n = the last n blocks; default 3), ResNets stage
+            indices into ``[stem, layer1, ..., layer4]`` (default all five). Negative indices count from the end.
+        norm: ViTs only: apply the final norm to every map (default: raw block outputs, as timm).
+    """
+    in_chans = getattr(model, "in_chans", None)
+    if isinstance(model, VisionTransformer):
+        net = FeatureGetterNet(model, out_indices=3 if out_indices is None else out_indices, norm=norm)
+    elif isinstance(getattr(model, "feature_info", None), (list, tuple)):
+        if norm:
+            raise ValueError(f"features_only for {name!r}: norm=True applies to ViTs only (a ResNet stage has no final norm)")
+        n = len(model.feature_info)
+        idx = n if out_indices is None else out_indices
+        idx = tuple(range(-idx, 0)) if isinstance(idx, int) else tuple(idx)  # an int n: the last n, as timm
+        if not idx or any(not -n <= i < n for i in idx):
+            raise ValueError(
+                f"features_only for {name!r}: out_indices={out_indices!r} is out of range; it has {n} feature maps "
+                f"({', '.join(i['module'] for i in model.feature_info)}), indices 0..{n - 1} or -{n}..-1"
+            )
+        idx = tuple(i % n for i in idx)
+        net = FeatureListNet(model, out_indices=idx)
+    else:
+        raise ValueError(
+            f"features_only: {name!r} has no feature maps (a ViT or a ResNet-style backbone has them; "
+            f"{type(model).__name__} has no feature_info)"
+        )
+    if in_chans is not None:
+        net.in_chans = in_chans
+        # FeatureListNet rebuilds the trunk without the model's input check: put it back on the wrapper
+        net.register_forward_pre_hook(lambda _m, args: check_image_input(args[0], in_chans, name))
+    return net
