@@ -65,3 +65,25 @@ def test_detr_compiles_to_one_graph_without_a_mask():
 @pytest.mark.parametrize("family", ["vit", "nonlocal"])
 def test_classifier_compiled_by_inductor_equals_eager(family):
     _compare(classifier(family), (torch.randn(2, 3, 32, 32),), False, backend="inductor")
+
+
+@pytest.mark.parametrize("task_name", ["classification", "generation"])
+def test_every_task_compiles_its_networks_in_place_with_compile_true(task_name):
+    """``--model.init_args.compile true`` (or a backend): the networks run compiled, with unchanged parameter names."""
+    from vision_attn.tasks import ClassificationTask, GenerationTask
+
+    torch.manual_seed(0)
+    if task_name == "classification":
+        task = ClassificationTask(model="vit_nano_patch4_32", num_classes=4, compile="aot_eager")
+        nets, x = [task.model], torch.randn(2, 3, 32, 32)
+    else:
+        task = GenerationTask(model="sagan_32", model_args={"ch": 4}, num_classes=3, compile="aot_eager")
+        nets, x = [task.model.generator, task.model.discriminator], None
+    keys = list(task.state_dict())
+    eager = task.model(x) if x is not None else None
+    task.configure_model()
+    assert all(net._compiled_call_impl is not None for net in nets)
+    assert list(task.state_dict()) == keys  # checkpoints keep their keys
+    if x is not None:
+        assert torch.allclose(task.model(x), eager, atol=1e-5)
+    ClassificationTask(model="vit_nano_patch4_32", num_classes=4).configure_model()  # off by default: nothing compiled

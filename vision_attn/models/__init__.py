@@ -4,6 +4,7 @@ from . import pixel_resnets  # noqa: F401  (registers the pixel-attention ResNet
 from . import detr  # noqa: F401  (registers the DETR detectors)
 from . import sagan  # noqa: F401  (registers the SA-GANs)
 from .checkpoint import Checkpoint, CheckpointError, UnsafeCheckpointError, load_pretrained, load_state_dict, read_checkpoint
+from .compile import compile_in_place
 from .data_config import class_names, create_eval_transform, resolve_data_config
 from .hub import HubFileNotCachedError, PretrainedMixin, from_pretrained, push_to_hub, save_pretrained
 from .pretrained_cfgs import PRETRAINED_CFGS
@@ -14,6 +15,7 @@ from .vit import VisionTransformer
 
 __all__ = [
     "create_model",
+    "compile_in_place",
     "list_models",
     "is_model",
     "register_model",

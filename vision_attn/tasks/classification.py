@@ -16,7 +16,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from ..callbacks import default_callbacks
 from ..callbacks.predictions import default_prediction_writer
-from ..models import create_model, load_pretrained
+from ..models import compile_in_place, create_model, load_pretrained
 
 __all__ = ["ClassificationTask", "datamodule_class_names", "optimizer_steps_per_epoch", "param_groups_weight_decay", "warmup_cosine"]
 
@@ -101,6 +101,7 @@ class ClassificationTask(pl.LightningModule):
         mixup_alpha: float = 0.0,
         cutmix_alpha: float = 0.0,
         ema_decay: float = 0.0,
+        compile: Union[bool, str] = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["model"] if isinstance(model, nn.Module) else None)
@@ -138,6 +139,12 @@ class ClassificationTask(pl.LightningModule):
         self.test_metrics = metrics.clone(prefix="test/")
 
     # --- model --------------------------------------------------------------------------------
+
+    def configure_model(self) -> None:
+        """``compile=True`` (or a backend name, e.g. ``"aot_eager"``): ``torch.compile`` the network in place
+        (``nn.Module.compile``: parameter names and checkpoints are unchanged), before the strategy wraps it."""
+        compile_in_place(self.hparams.get("compile", False), self.model)
+
     def _make_ema(self) -> None:
         self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(self.hparams.ema_decay), use_buffers=True)
         self.ema.requires_grad_(False)  # updated by averaging, never by gradients (and DDP must not wait for them)

@@ -16,7 +16,7 @@ from ..callbacks import NonFiniteError, default_callbacks
 from ..callbacks.predictions import default_prediction_writer
 from ..losses import HungarianMatcher, SetCriterion
 from ..metrics.coco import COCO_METRIC_NAMES, coco_evaluate, detr_postprocess, to_coco_results
-from ..models import create_model, load_pretrained
+from ..models import compile_in_place, create_model, load_pretrained
 from ..models import detr as _detr  # noqa: F401  (registers the DETR models)
 from .classification import datamodule_class_names
 
@@ -68,6 +68,7 @@ class DetectionTask(pl.LightningModule):
         eos_coef: float = 0.1,
         aux_loss: bool = True,
         monitor: str = "AP50",
+        compile: Union[bool, str] = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["model"] if isinstance(model, nn.Module) else None)
@@ -93,6 +94,12 @@ class DetectionTask(pl.LightningModule):
         self._predictions: Dict[int, List[Dict[str, Any]]] = {}
 
     # --- model --------------------------------------------------------------------------------
+
+    def configure_model(self) -> None:
+        """``compile=True`` (or a backend name, e.g. ``"aot_eager"``): ``torch.compile`` the network in place
+        (``nn.Module.compile``: parameter names and checkpoints are unchanged), before the strategy wraps it."""
+        compile_in_place(self.hparams.get("compile", False), self.model)
+
     def load_weights(self, source: str) -> None:
         """Load weights (ours, a Lightning .ckpt, an official DETR or Hugging Face checkpoint; path or URL)."""
         load_pretrained(self.model, source)

@@ -28,7 +28,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ..callbacks import default_callbacks
 from ..callbacks.sample_grids import SampleGrids
 from ..losses.gan import DiffAugment, gan_losses
-from ..models import create_model, load_pretrained
+from ..models import compile_in_place, create_model, load_pretrained
 
 __all__ = ["GenerationEvalConfig", "GenerationTask"]
 
@@ -159,6 +159,7 @@ class GenerationTask(pl.LightningModule):
         evaluation: GenerationEvalConfig = GenerationEvalConfig(),
         channels_last: bool = False,
         seed: int = 0,
+        compile: Union[bool, str] = False,
     ) -> None:
         super().__init__()
         if isinstance(evaluation, dict):  # a checkpoint's hyper-parameters
@@ -189,6 +190,12 @@ class GenerationTask(pl.LightningModule):
         self.data_std: Optional[Tuple[float, ...]] = None
 
     # --- data ---------------------------------------------------------------------------------
+
+    def configure_model(self) -> None:
+        """``compile=True`` (or a backend name, e.g. ``"aot_eager"``): ``torch.compile`` the network in place
+        (``nn.Module.compile``: parameter names and checkpoints are unchanged), before the strategy wraps it."""
+        compile_in_place(self.hparams.get("compile", False), self.model.generator, self.model.discriminator)
+
     def read_normalisation(self, datamodule) -> None:
         """Take the datamodule's ``spec.mean`` / ``spec.std`` (if any) for :meth:`to_unit_range`."""
         spec = getattr(datamodule, "spec", None)
