@@ -31,12 +31,12 @@ def test_columns_are_the_documented_ones():
 
 
 def test_append_writes_the_exact_csv_and_reads_back_typed_values(tmp_path):
-    path = tmp_path / "new" / "results.csv"  # the folder does not exist yet
+    path = tmp_path / "new" / "sweep" / "results.csv"  # the folders do not exist yet
     append_result(path, _row())
     append_result(path, _row("cnn", steps=None, params=None, code_version=None))
     assert path.read_text() == (HEADER + "vit,0.5,1,25,0.25,0.75,1.5,12.5,2,7,1234,h1,v1\n"
                                 "cnn,0.5,1,25,0.25,0.75,1.5,12.5,2,,,h1,\n")
-    assert not (tmp_path / "new" / "results.csv.tmp").exists()
+    assert not (path.parent / "results.csv.tmp").exists()
     first, second = read_results(path)
     assert first == _row()
     assert [type(first[c]) for c in RESULT_COLUMNS] == [str, float, int, int, float, float, float, float, int, int,
@@ -62,9 +62,19 @@ def test_append_after_a_row_without_newline_starts_a_new_line(tmp_path):
     path.write_text(HEADER + "vit,0.5,1,25,0.25,0.75,1.5,12.5,2,7,1234,h1,v1")  # complete, no newline
     assert [r["model"] for r in read_results(str(path))] == ["vit"]
     assert path.read_text().endswith("v1")  # a complete row is not rewritten away
+    inode = path.stat().st_ino
     append_result(path, _row("cnn"))
     assert path.read_text() == (HEADER + "vit,0.5,1,25,0.25,0.75,1.5,12.5,2,7,1234,h1,v1\n"
                                 "cnn,0.5,1,25,0.25,0.75,1.5,12.5,2,7,1234,h1,v1\n")
+    assert path.stat().st_ino == inode  # appended in place: a current journal is never rewritten
+
+
+def test_append_to_a_current_file_never_rewrites_its_rows(tmp_path):
+    path = tmp_path / "results.csv"
+    text = HEADER + "vit,0.50,1,25,0.25,0.75,1.5,12.5,2,7,1234,h1,v1\n"  # as a user may have edited it
+    path.write_text(text)
+    append_result(path, _row("cnn"))
+    assert path.read_text() == text + "cnn,0.5,1,25,0.25,0.75,1.5,12.5,2,7,1234,h1,v1\n"
 
 
 def test_a_torn_last_line_is_dropped_and_the_file_rewritten(tmp_path):
