@@ -138,6 +138,11 @@ def test_read_errors_for_truncated_and_foreign_files(tmp_path):
     empty.write_bytes(b"")
     with pytest.raises(CheckpointError, match=r"empty.pth: truncated or not a PyTorch checkpoint \(\w+"):
         C._read(empty)
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"\x00not a pickle")
+    with pytest.raises(CheckpointError, match=r"junk.pth: not a PyTorch checkpoint \(the weights-only unpickler") as err:
+        C._read(junk)
+    assert type(err.value) is CheckpointError and err.value.__cause__ is None and err.value.__suppress_context__
     st = tmp_path / "w.safetensors"
     st.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}")
     with pytest.raises(CheckpointError, match=r"w.safetensors: not a readable safetensors file \(truncated or foreign\?\)"):
@@ -209,6 +214,9 @@ def test_num_classes_in():
     assert num_classes_in(m, {"fc.weight": torch.ones(6, 4)}) == 6
     m.num_classes_in_state_dict = lambda sd: 42
     assert num_classes_in(m, {}) == 42
+    headless_model = Tiny(3)
+    headless_model.num_classes, headless_model.head = 0, nn.Identity()  # timm's num_classes=0: a head module without weights
+    assert num_classes_in(headless_model, _sd(Tiny(7))) == 7
     plain = nn.Linear(2, 2)
     assert num_classes_in(plain, {"weight": torch.ones(2, 2)}) is None
     no_n = Tiny(3)
@@ -243,6 +251,16 @@ def test_load_pretrained_other_head_keeps_its_init(tmp_path, caplog):
         load_pretrained(m, _save(tmp_path / "h.pth", {k: v for k, v in _sd(m, 2.0).items() if not k.startswith("head.")}))
     assert torch.equal(m.head.bias, head) and torch.all(m.body.bias == 2.0)
     assert "h.pth: has no classifier 'head'; it keeps its initialisation" in caplog.text
+
+
+def test_load_pretrained_other_head_without_bias(tmp_path, caplog):
+    m = Tiny(3)
+    m.head = nn.Linear(4, 3, bias=False)
+    src = Tiny(5)
+    src.head = nn.Linear(4, 5, bias=False)
+    with caplog.at_level(logging.WARNING, logger=C.__name__):
+        load_pretrained(m, _save(tmp_path / "w.pth", _sd(src, 2.0)))
+    assert "has 5 outputs in the checkpoint, 3 in the model" in caplog.text and torch.all(m.body.weight == 2.0)
 
 
 def test_load_pretrained_mismatches_are_errors(tmp_path):
