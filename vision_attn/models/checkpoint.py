@@ -115,7 +115,8 @@ def _read(path: Path) -> object:
             return torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         msg = str(e)
-        found = re.search(r"unsupported GLOBAL:? ?(\S+)|Unsupported global: GLOBAL (\S+)", msg, re.IGNORECASE)
+        # torch's "Unsupported global: GLOBAL <name>" first: case-blind, the other pattern would name "GLOBAL"
+        found = re.search(r"Unsupported global: GLOBAL (\S+)|unsupported GLOBAL:? ?(\S+)", msg, re.IGNORECASE)
         imports = [next(g for g in found.groups() if g)] if found else _pickle_imports(path)
         if imports:
             raise UnsafeCheckpointError(
