@@ -60,7 +60,7 @@ def test_bad_arguments_are_named(kwargs, message):
 
 def test_summary_names_every_setting():
     m = LocalSelfAttention2d(8, kernel_size=5, num_heads=2, stride=2, block_size=4)
-    assert repr(m).splitlines()[1].strip() == "channels=8, kernel_size=5, num_heads=2, stride=2, block_size=4"
+    assert repr(m).splitlines()[1].strip() == "channels=8, kernel_size=5, num_heads=2, stride=2, block_size=4, backend='auto'"
     assert m(torch.randn(1, 8, 7, 6)).shape == (1, 8, 4, 3)  # ceil(7/2) x ceil(6/2)
 
 
