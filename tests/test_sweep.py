@@ -461,3 +461,40 @@ models:
                                                               depth=1, num_heads=2).parameters())
     metrics = list(csv.DictReader(open(next((tmp_path / "out/cells/vit/f1-s0").glob("version_*/metrics.csv")))))
     assert max(int(m["step"]) for m in metrics if m["step"]) <= 12 and any(m.get("val/top1") for m in metrics)
+
+
+FAKE_CELL = """#!{python}
+# stands in for python -m vision_attn.run.data_size cell: records when it ran and in which slot, leaves a row
+import json, os, sys, time
+a = sys.argv
+opt = lambda k: a[a.index(k) + 1]
+start = time.time()
+time.sleep(1.5)
+with open(os.path.join(os.path.dirname(a[0]), "runs.jsonl"), "a") as f:
+    f.write(json.dumps({{"label": opt("--model-label"), "start": start, "end": time.time(),
+                        "threads": os.environ.get("OMP_NUM_THREADS")}}) + "\\n")
+row = {{"model": opt("--model-label"), "fraction": opt("--fraction"), "seed": int(opt("--seed")), "n_train": 10,
+       "top1": 0.5, "top5": 1.0, "train_seconds": 1.5, "images_per_second": 6.7, "devices": 1, "steps": 1,
+       "params": 1, "cell_hash": opt("--cell-hash"), "code_version": "fake"}}
+json.dump(row, open(opt("--result"), "w"))
+"""
+
+
+def test_two_parallel_cells_run_at_once_each_in_its_own_slot(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    fake = tmp_path / "bin" / "python"
+    fake.parent.mkdir()
+    fake.write_text(FAKE_CELL.format(python=sys.executable))
+    fake.chmod(0o755)
+    monkeypatch.setattr("os.cpu_count", lambda: 4)  # two slots of two threads each, whatever this machine has
+    sweep = write_sweep(tmp_path / "s.yaml", "fractions: [1.0]\nbudget: {steps: 1}\nmodels:\n"
+                        "  a: {config: configs/quickstart_resnet.yaml}\n  b: {config: configs/quickstart_resnet.yaml}\n")
+    logs = []
+    rows = run_sweep(sweep, tmp_path / "out", parallel_cells=2, python=str(fake), log=logs.append)
+    assert sorted(r["model"] for r in rows) == ["a", "b"]
+    assert {line.split("(slot ")[1] for line in logs if "start" in line} == {"0)", "1)"}  # both slots used
+    runs = [json.loads(line) for line in (fake.parent / "runs.jsonl").read_text().splitlines()]
+    assert runs[0]["start"] < runs[1]["end"] and runs[1]["start"] < runs[0]["end"]  # at the same time
+    assert [r["threads"] for r in runs] == ["2", "2"]  # each slot a share of the CPU threads
+    with pytest.raises(ValueError, match="parallel_cells must be >= 1; got 0"):
+        run_sweep(sweep, tmp_path / "out", parallel_cells=0, python=str(fake), log=logs.append)
