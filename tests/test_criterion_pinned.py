@@ -1,7 +1,6 @@
 """DETR's set criterion and Hungarian matcher, pinned to numbers worked out by hand from the paper's formulas
 (Carion et al. 2020, eq. 1-2 and appendix A.1) on imperfect predictions with several targets."""
 import itertools
-import math
 
 import pytest
 import torch

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from torchvision.ops import generalized_box_iou
 
-from vision_attn.data.coco import COCODataModule, COCOFormatError, SyntheticCOCODataModule, detection_collate, detr_train_transform
+from vision_attn.data.coco import COCODataModule, COCOFormatError, detr_train_transform
 from vision_attn.data.synthetic_coco import generate_coco_shapes
 from vision_attn.losses import HungarianMatcher, SetCriterion
 from vision_attn.metrics.coco import COCO_METRIC_NAMES, coco_evaluate, to_coco_results

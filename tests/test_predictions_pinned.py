@@ -3,7 +3,6 @@ choices (names, DDP gathering, rank 0, output folder), with plain stand-ins for 
 import json
 from types import SimpleNamespace
 
-import pytest
 import torch
 from torch import nn
 

@@ -15,7 +15,7 @@ embedding on the rest) and a softmax over those keys only. They differ in how:
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple, Union
+from typing import Dict, Tuple, Union
 
 import torch
 import torch.nn.functional as F
