@@ -139,6 +139,29 @@ def test_gan_benchmark_times_the_configs_model_in_both_memory_layouts(tmp_path, 
         main(["speed", "--only", "gan", "--gan-config", str(tmp_path / "missing.yaml"), "--repeats", "1"])
 
 
+def test_compiled_benchmark_times_each_family_eager_and_compiled_and_the_gan_compiles_in_place(tmp_path):
+    config = tmp_path / "gan.yaml"
+    config.write_text(
+        "model:\n  class_path: vision_attn.tasks.GenerationTask\n  init_args:\n    model: sagan_32\n"
+        "    model_args: {ch: 8, g_mults: [1, 1, 1, 1], d_mults: [1, 1, 1, 1], z_dim: 8, embed_dim: 4}\n"
+    )
+    threads = torch.get_num_threads()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            data = main(["speed", "--only", "compiled", "--compiled-families", "gan", "detr", "--compiled-batch", "2",
+                         "--compiled-img-size", "32", "--compile-backend", "aot_eager", "--gan-config", str(config),
+                         "--repeats", "1", "--warmup", "1", "--threads", "1"])
+    finally:
+        torch.set_num_threads(threads)
+    rows = data["results"]
+    assert [(r["benchmark"].split(" ")[0], r["implementation"]) for r in rows] == [
+        ("SA-GAN", "eager"), ("SA-GAN", "torch.compile (aot_eager)"),
+        ("detr_tiny_prenorm", "eager"), ("detr_tiny_prenorm", "torch.compile (aot_eager)")]
+    assert all(r["ours"] == ("compile" in r["implementation"]) for r in rows)
+    assert all(math.isfinite(r["peer_over_ours"]) and r["peer_over_ours"] > 0 for r in rows if not r["ours"])
+    assert data["config"]["compile_backend"] == "aot_eager" and data["config"]["compiled_batch"] == 2
+
+
 def test_pixel_benchmark_measures_each_peak_alone_and_the_materialised_peer_needs_more(tmp_path):
     path = tmp_path / "pixel.json"
     out = io.StringIO()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import Dict, Optional, Sequence
 
+from .compiled import COMPILED_FAMILIES
 from .pixel import pixel
 from .speed import speed
 
@@ -34,9 +35,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vit-img-size", type=int, default=224, help="smaller only for smoke tests (e.g. 32)")
     p.add_argument("--gan-batch", type=int, default=None, help="with --only gan: default 32 on cpu, 256 on cuda")
     p.add_argument("--gan-config", default="configs/sagan_shapes.yaml", help="with --only gan: the GAN config whose model is timed")
-    p.add_argument("--only", choices=["attention", "vit", "detr", "models", "gan"], default=None,
+    p.add_argument("--only", choices=["attention", "vit", "detr", "models", "gan", "compiled"], default=None,
                    help="one benchmark; detr (DETR-R50 inference and train step vs transformers'), models (every "
                    "registered classifier vs timm's) and gan (SA-GAN step, NCHW vs channels-last) run only when named")
+    p.add_argument("--compiled-families", nargs="+", choices=list(COMPILED_FAMILIES), default=list(COMPILED_FAMILIES),
+                   help="with --only compiled: whose training step is timed eager vs torch.compile")
+    p.add_argument("--compiled-batch", type=int, default=None, help="with --only compiled: default 4 on cpu, 64 on cuda")
+    p.add_argument("--compiled-img-size", type=int, default=64, help="with --only compiled: ViT and DETR image side")
+    p.add_argument("--compile-backend", default="inductor", help="with --only compiled: torch.compile backend")
     p.add_argument("--models", nargs="+", default=["*"], help="with --only models: registry patterns (default all)")
     p.add_argument("--models-batch", type=int, default=None, help="with --only models: default 8 on cpu, 128 on cuda")
     p.add_argument("--compile", action="store_true", help="with --only models: torch.compile ours and timm's")

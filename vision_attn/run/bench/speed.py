@@ -9,6 +9,7 @@ from typing import Dict, List
 import torch
 
 from .attention import attention_implementations
+from .compiled import compiled_implementations
 from .detr import detr_implementations
 from .gan import gan_implementations
 from .harness import markdown_table, measure, prepare, summarize, write_json
@@ -43,6 +44,13 @@ def speed(args: argparse.Namespace) -> Dict[str, object]:
     if args.only == "detr":  # opt-in: two DETR-R50s, minutes on a CPU
         for mode in ("inference", "train"):
             groups.append(lambda mode=mode: detr_implementations(mode, detr_batch, detr_size, device, dtype, args.seed))
+    if args.only == "compiled":  # opt-in: each family's training step, eager vs torch.compile
+        compiled_batch = args.compiled_batch if args.compiled_batch is not None else (64 if on_cuda else 4)
+        config.update(compiled_families=args.compiled_families, compiled_batch=compiled_batch,
+                      compiled_img_size=args.compiled_img_size, compile_backend=args.compile_backend)
+        for family in args.compiled_families:
+            groups.append(lambda family=family: compiled_implementations(
+                family, compiled_batch, args.compiled_img_size, device, dtype, args.seed, args.compile_backend, args.gan_config))
     model_names: List[str] = []
     if args.only == "models":  # opt-in: every registered classifier (or --models patterns), train and inference
         model_batch = args.models_batch if args.models_batch is not None else (128 if on_cuda else 8)
