@@ -15,7 +15,7 @@ from torch import Tensor
 
 import vision_attn
 
-from .gan import gan_task_args
+from .gan import gan_task_args, gan_train_step
 from .harness import Implementation, autocast, classifier_train_step
 
 __all__ = ["COMPILED_FAMILIES", "compiled_implementations"]
@@ -70,15 +70,7 @@ def compiled_implementations(family: str, batch: int, img_size: int, device: tor
             task = GenerationTask(**{**init, "num_classes": 10, "channels_last": False,
                                      "compile": backend if compiled else False}).to(device).train()
             task.configure_model()
-            size = task.model.img_size
-            real = torch.rand(batch, 3, size, size, device=device) * 2 - 1
-            labels = torch.randint(0, 10, (batch,), device=device)
-            opt_g, opt_d = task.configure_optimizers()
-
-            def step(task=task, opt_g=opt_g, opt_d=opt_d, real=real, labels=labels) -> Tensor:
-                with autocast(device, dtype):
-                    return task.gan_step(real, labels, opt_g, opt_d)["g_loss"]
-
+            step, size = gan_train_step(task, batch, device, dtype)
             bench = f"SA-GAN gan_step, {gan_config.rsplit('/', 1)[-1]} widths (B={batch}, {size}px)"
         impls.append(Implementation(bench, label, step, ours=compiled))
     return impls

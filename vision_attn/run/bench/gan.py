@@ -4,7 +4,7 @@ discriminator step, generator step, EMA update), in the default memory layout ag
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Callable, Dict, List, Tuple
 
 import torch
 from torch import Tensor
@@ -34,6 +34,21 @@ def gan_task_args(config: str) -> Dict[str, Any]:
     return init
 
 
+def gan_train_step(task, batch: int, device: torch.device, dtype: torch.dtype) -> Tuple[Callable[[], Tensor], int]:
+    """``(step, image side)``: one ``task.gan_step`` on fixed ``(batch, 3, S, S)`` real images in [-1, 1] and random
+    labels of 10 classes, with the task's own optimizers, under the autocast of ``dtype``."""
+    size = task.model.img_size
+    real = torch.rand(batch, 3, size, size, device=device) * 2 - 1
+    labels = torch.randint(0, 10, (batch,), device=device)
+    opt_g, opt_d = task.configure_optimizers()
+
+    def step() -> Tensor:
+        with autocast(device, dtype):
+            return task.gan_step(real, labels, opt_g, opt_d)["g_loss"]
+
+    return step, size
+
+
 def gan_implementations(
     batch: int, device: torch.device, dtype: torch.dtype, seed: int, config: str = "configs/sagan_shapes.yaml"
 ) -> List[Implementation]:
@@ -53,15 +68,7 @@ def gan_implementations(
                              f"GenerationTask: {err}") from None
         if channels_last:  # GenerationTask.on_fit_start does this under a Trainer (and needs one to check DDP)
             task.model.to(memory_format=torch.channels_last)
-        size = task.model.img_size
-        real = torch.rand(batch, 3, size, size, device=device) * 2 - 1
-        labels = torch.randint(0, 10, (batch,), device=device)
-        opt_g, opt_d = task.configure_optimizers()
-
-        def step(task=task, opt_g=opt_g, opt_d=opt_d, real=real, labels=labels) -> Tensor:
-            with autocast(device, dtype):
-                return task.gan_step(real, labels, opt_g, opt_d)["g_loss"]
-
+        step, size = gan_train_step(task, batch, device, dtype)
         label = "channels-last" if channels_last else "default layout (NCHW)"
         bench = f"{init.get('model', 'sagan_32')} GAN train step, {Path(config).name} widths (B={batch}, {size}px)"
         impls.append(Implementation(bench, label, step, ours=channels_last))
