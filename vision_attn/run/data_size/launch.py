@@ -13,9 +13,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 from .journal import append_result, read_result_json
 from .spec import SweepCell, SweepSpec, fraction_key
 
-__all__ = ["LAUNCHERS", "run_with_submitit"]
-
-LAUNCHERS = ("slurm", "submitit-local")
+__all__ = ["run_with_submitit"]
 
 
 def _cell_job(cli_args: List[str], result: str, label: str, fraction: float, seed: int, cell_hash: str,
