@@ -3,6 +3,7 @@ from .patch_embed import PatchEmbed, check_image_input
 from .pixel_attention import LocalSelfAttention2d, NonLocalBlock2d
 from .conv_attention import ConvAttention2d, attention_from_conv, conv_attention_unsupported, convert_convs_to_attention
 from .detr_transformer import DetrTransformer
+from .spectral_norm import SpectralNorm, spectral_norm
 from .transformer import TransformerEncoderLayer
 
 __all__ = [
@@ -16,4 +17,6 @@ __all__ = [
     "convert_convs_to_attention",
     "conv_attention_unsupported",
     "DetrTransformer",
+    "SpectralNorm",
+    "spectral_norm",
 ]

@@ -22,7 +22,7 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.utils.parametrizations import spectral_norm
+from ..layers.spectral_norm import spectral_norm
 
 from ..layers.pixel_attention import NonLocalBlock2d
 from .hub import PretrainedMixin

@@ -38,9 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", choices=["attention", "vit", "detr", "models", "gan", "compiled"], default=None,
                    help="one benchmark; detr (DETR-R50 inference and train step vs transformers'), models (every "
                    "registered classifier vs timm's) and gan (SA-GAN step, NCHW vs channels-last) run only when named")
-    p.add_argument("--compiled-families", nargs="+", choices=list(COMPILED_FAMILIES), default=["vit", "sasa", "detr"],
-                   help="with --only compiled: whose training step is timed eager vs torch.compile (gan: only with "
-                   "--compile-backend aot_eager for now: inductor fails in the GAN's backward, see the README)")
+    p.add_argument("--compiled-families", nargs="+", choices=list(COMPILED_FAMILIES), default=list(COMPILED_FAMILIES),
+                   help="with --only compiled: whose training step is timed eager vs torch.compile")
     p.add_argument("--compiled-batch", type=int, default=None, help="with --only compiled: default 4 on cpu, 64 on cuda")
     p.add_argument("--compiled-img-size", type=int, default=64, help="with --only compiled: ViT and DETR image side")
     p.add_argument("--compile-backend", default="inductor", help="with --only compiled: torch.compile backend")

@@ -1,0 +1,67 @@
+"""Spectral norm that trains compiled: PyTorch's numbers and checkpoints, and a discriminator compiled by inductor
+that is called on real and on generated images before one backward (the GAN's D step) trains as in eager."""
+import copy
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm as torch_spectral_norm
+
+import vision_attn as va
+from vision_attn.layers import SpectralNorm, spectral_norm
+
+
+@pytest.fixture(autouse=True)
+def fresh_dynamo():
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+def _net(sn):
+    torch.manual_seed(0)
+    return nn.Sequential(sn(nn.Conv2d(3, 8, 3, padding=1)), nn.ReLU(), sn(nn.Conv2d(8, 8, 1)), nn.Flatten(),
+                         sn(nn.Linear(8 * 6 * 6, 1)))
+
+
+def test_equals_pytorchs_spectral_norm_call_by_call_and_shares_its_checkpoints():
+    ours, theirs = _net(spectral_norm), _net(torch_spectral_norm)
+    assert list(ours.state_dict()) == list(theirs.state_dict())  # parametrizations.weight.original / .0._u / .0._v
+    theirs.load_state_dict(ours.state_dict())
+    assert all(isinstance(m, SpectralNorm) for m in ours.modules() if "SpectralNorm" in type(m).__name__)
+    x, y = torch.randn(2, 3, 6, 6), torch.randn(2, 3, 6, 6)
+    for train in (True, True, False):  # two power-iteration steps, then the stored vectors
+        for net in (ours, theirs):
+            net.train(train).zero_grad()
+            (net(x).sum() - net(y).sum()).backward()  # two calls before one backward
+        for (name, a), b in zip(ours.state_dict().items(), theirs.state_dict().values()):
+            assert torch.equal(a, b), name
+        for (name, a), b in zip(ours.named_parameters(), theirs.parameters()):
+            assert torch.equal(a.grad, b.grad), name
+    theirs.load_state_dict(ours.state_dict())  # and back
+    with torch.no_grad():  # sigma is the largest singular value once the power iteration has converged
+        layer = ours[0].train()
+        for _ in range(200):
+            layer(torch.zeros(1, 3, 6, 6))
+        assert torch.linalg.matrix_norm(layer.weight.flatten(1), 2).item() == pytest.approx(1.0, abs=1e-4)
+
+
+def test_a_discriminator_compiled_by_inductor_trains_on_two_calls_before_one_backward():
+    """PyTorch's spectral norm failed here: inductor saved the power-iteration buffer for the backward, and the second
+    call's in-place update broke it ("modified by an inplace operation")."""
+    torch.manual_seed(0)
+    model = va.create_model("sagan_32", num_classes=3, ch=4, z_dim=8, embed_dim=4)
+    eager = model.discriminator.train()
+    compiled = copy.deepcopy(eager)
+    compiled.compile(backend="inductor", fullgraph=True)
+    real, fake = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1
+    labels = torch.tensor([0, 2])
+    for _ in range(2):
+        for net in (eager, compiled):
+            net.zero_grad()
+            (torch.relu(1 - net(real, labels)).mean() + torch.relu(1 + net(fake, labels)).mean()).backward()
+        grads = dict(compiled.named_parameters())
+        for name, p in eager.named_parameters():
+            torch.testing.assert_close(grads[name].grad, p.grad, rtol=1e-4, atol=1e-5, msg=lambda m: f"{name}: {m}")
+        for (name, a), b in zip(eager.state_dict().items(), compiled.state_dict().values()):
+            torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6, msg=lambda m: f"{name}: {m}")
