@@ -37,6 +37,26 @@ def test_flex_kernel_equals_brute_force():
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
 
 
+def test_the_cores_flex_attention_is_softmax_attention_under_a_rule_mask_and_a_score_term():
+    """``vision_attn.attention.flex_attention`` (the one FlexAttention entry): with a block mask of a rule and a
+    ``score_mod`` it equals the dense softmax((q k^T) * scale + bias) v restricted to that rule, written out."""
+    flex = pytest.importorskip("torch.nn.attention.flex_attention")
+    from vision_attn.attention import flex_attention
+
+    torch.manual_seed(0)
+    B, H, N, d = 1, 2, 16, 8
+    q, k, v = (torch.randn(B, H, N, d) for _ in range(3))
+    bias = torch.randn(H, N, N)
+    near = lambda b, h, qi, ki: (qi - ki).abs() <= 2  # noqa: E731
+    mask = flex.create_block_mask(near, None, None, N, N, device="cpu")
+    with torch.no_grad():
+        out = flex_attention(q, k, v, score_mod=lambda s, b, h, qi, ki: s + bias[h, qi, ki], block_mask=mask, scale=0.3)
+    idx = torch.arange(N)
+    scores = (q @ k.transpose(-1, -2)) * 0.3 + bias
+    scores = scores.masked_fill((idx[:, None] - idx[None, :]).abs() > 2, float("-inf"))
+    torch.testing.assert_close(out, scores.softmax(-1) @ v, rtol=1e-5, atol=1e-5)
+
+
 def test_flex_without_a_backward_is_refused_with_the_way_out():
     m = LocalSelfAttention2d(16, 3, 2, backend="flex")
     with pytest.raises(RuntimeError, match="backend='flex' needs FlexAttention with a backward on cpu"):

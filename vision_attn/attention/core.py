@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["MultiHeadAttention", "scaled_dot_product_attention", "attention_weights", "to_sdpa_mask"]
+__all__ = ["MultiHeadAttention", "scaled_dot_product_attention", "flex_attention", "attention_weights", "to_sdpa_mask"]
 
 
 def to_sdpa_mask(
@@ -132,6 +132,31 @@ def scaled_dot_product_attention(
             weights = attention_weights(q, k, mask, scale)
         return out, weights
     return out
+
+
+_COMPILED_FLEX = None
+
+
+def flex_attention(
+    q: Tensor, k: Tensor, v: Tensor, score_mod: Optional[Callable] = None, block_mask: Optional[object] = None,
+    scale: Optional[float] = None,
+) -> Tensor:
+    """The core's sparse softmax(QK^T * scale + score_mod)V: PyTorch's FlexAttention, for attention whose mask is
+    known as a rule (``block_mask`` from ``torch.nn.attention.flex_attention.create_block_mask``: key blocks no query
+    of a block can see are skipped) and whose scores get a term computed in the kernel (``score_mod``).
+
+    ``q, k, v (B, H, N, d)`` -> ``(B, H, Nq, d)``. Eager calls go through one ``torch.compile``-d FlexAttention (one
+    graph per shape; eager FlexAttention would materialise every score); inside a compiled caller it is traced
+    as is. torch has no CPU backward for it (see ``LocalSelfAttention2d(backend="flex")``)."""
+    from torch.nn.attention.flex_attention import flex_attention as _flex
+
+    global _COMPILED_FLEX
+    if torch.compiler.is_compiling():
+        run = _flex
+    else:
+        _COMPILED_FLEX = _COMPILED_FLEX or torch.compile(_flex, dynamic=False)
+        run = _COMPILED_FLEX
+    return run(q, k, v, score_mod=score_mod, block_mask=block_mask, scale=scale)
 
 
 class MultiHeadAttention(nn.Module):

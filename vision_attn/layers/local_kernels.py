@@ -10,8 +10,8 @@ embedding on the rest) and a softmax over those keys only. They differ in how:
 * ``unfold``: each pixel's ``k*k`` keys and values are materialised (``F.unfold``); one query per pixel through the
   core's SDPA with the relative term as an additive mask. Head size ``d``, no padding; ``k*k`` x the key memory.
 * ``flex``: PyTorch's FlexAttention over the ``H*W`` sequence: a block mask skips the key blocks no query of a
-  query block can see, ``score_mod`` adds the relative term. Head size ``d``, no padding. torch has no CPU
-  backward for it: on CPU it serves inference only (compiled on first use per shape).
+  query block can see, ``score_mod`` adds the relative term (through the core's :func:`flex_attention`). Head size
+  ``d``, no padding. torch has no CPU backward for it: on CPU it serves inference only (compiled on first use per shape).
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..attention import scaled_dot_product_attention
+from ..attention import flex_attention, scaled_dot_product_attention
 
 __all__ = ["LOCAL_BACKENDS", "relative_logits", "unfold_local_attention", "flex_local_attention", "flex_supported"]
 
@@ -74,7 +74,6 @@ def flex_supported(device: torch.device, needs_grad: bool) -> bool:
 
 
 _BLOCK_MASKS: Dict[Tuple[int, int, int, str], object] = {}
-_COMPILED_FLEX = None
 
 
 def _neighbourhood_block_mask(height: int, width: int, kernel: int, device: torch.device):
@@ -97,9 +96,6 @@ def flex_local_attention(
     q: Tensor, k: Tensor, v: Tensor, rel_h: Tensor, rel_w: Tensor, height: int, width: int, scale: float,
 ) -> Tensor:
     """``q, k, v (B, heads, H*W, d)`` -> ``(B, heads, H*W, d)`` through FlexAttention (see the module docstring)."""
-    from torch.nn.attention.flex_attention import flex_attention
-
-    global _COMPILED_FLEX
     kernel = rel_h.shape[1]
     r = kernel // 2
     rows, cols = relative_logits(q, rel_h, rel_w)
@@ -111,10 +107,4 @@ def flex_local_attention(
         return score + rows[b, h, qi, dy] + cols[b, h, qi, dx]
 
     block_mask = _neighbourhood_block_mask(height, width, kernel, q.device)
-    if torch.compiler.is_compiling():
-        run = flex_attention  # the caller's compile fuses it
-    else:
-        # eager flex_attention would materialise every score: compile it once (one graph per shape)
-        _COMPILED_FLEX = _COMPILED_FLEX or torch.compile(flex_attention, dynamic=False)
-        run = _COMPILED_FLEX
-    return run(q, k, v, score_mod=relative, block_mask=block_mask, scale=scale)
+    return flex_attention(q, k, v, score_mod=relative, block_mask=block_mask, scale=scale)
