@@ -1,10 +1,11 @@
-"""The command line of ``tools/benchmark.py``: the ``speed``, ``pixel`` and ``data-size`` subcommands."""
+"""The command line of ``tools/benchmark.py``: the ``speed``, ``pixel``, ``data-size`` and ``gpu-suite`` subcommands."""
 from __future__ import annotations
 
 import argparse
 from typing import Dict, Optional, Sequence
 
 from .compiled import COMPILED_FAMILIES
+from .gpu_suite import add_parser as add_gpu_suite
 from .pixel import pixel
 from .speed import speed
 
@@ -45,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile-backend", default="inductor", help="with --only compiled: torch.compile backend")
     p.add_argument("--models", nargs="+", default=["*"], help="with --only models: registry patterns (default all)")
     p.add_argument("--models-batch", type=int, default=None, help="with --only models: default 8 on cpu, 128 on cuda")
+    p.add_argument("--models-modes", nargs="+", choices=["train", "inference"], default=["train", "inference"],
+                   help="with --only models: which steps to time (default both)")
     p.add_argument("--compile", action="store_true", help="with --only models: torch.compile ours and timm's")
     p.add_argument("--channels-last", action="store_true", help="with --only models: channels-last images and weights")
     p.add_argument("--peak-tflops", type=float, default=None,
@@ -88,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus-per-node", type=int, default=0, help="with --launcher slurm: GPUs per cell and node")
     p.add_argument("--nodes", type=int, default=1, help="with --launcher slurm: nodes per cell")
     p.set_defaults(func=data_size)
+
+    add_gpu_suite(sub)
     return parser
 
 

@@ -57,9 +57,10 @@ def speed(args: argparse.Namespace) -> Dict[str, object]:
         model_names = classifier_names(args.models)
         if not model_names:
             raise SystemExit(f"benchmark.py speed: no registered classifier matches --models {' '.join(args.models)}")
-        config.update(models=model_names, models_batch=model_batch, compile=args.compile, channels_last=args.channels_last)
+        config.update(models=model_names, models_batch=model_batch, compile=args.compile, channels_last=args.channels_last,
+                      models_modes=args.models_modes)
         for name in model_names:
-            for mode in ("train", "inference"):
+            for mode in args.models_modes:
                 groups.append(lambda name=name, mode=mode: model_implementations(
                     name, mode, model_batch, device, dtype, args.seed, args.compile, args.channels_last))
     for build in groups:
