@@ -148,7 +148,7 @@ def test_compiled_benchmark_times_each_family_eager_and_compiled_and_the_gan_com
     threads = torch.get_num_threads()
     try:
         with contextlib.redirect_stdout(io.StringIO()):
-            data = main(["speed", "--only", "compiled", "--compiled-families", "gan", "detr", "--compiled-batch", "2",
+            data = main(["speed", "--compile", "--compiled-families", "gan", "detr", "--compiled-batch", "2",
                          "--compiled-img-size", "32", "--compile-backend", "aot_eager", "--gan-config", str(config),
                          "--repeats", "1", "--warmup", "1", "--threads", "1"])
     finally:
@@ -179,3 +179,30 @@ def test_pixel_benchmark_measures_each_peak_alone_and_the_materialised_peer_need
     assert peer["memory_peer_over_ours"] > 1.5
     assert json.loads(path.read_text())["results"] == json.loads(json.dumps(data["results"]))
     assert f"| global | 32x32 | {peer['implementation']} |" in out.getvalue()
+
+
+def test_pixel_benchmark_compares_the_local_layers_own_kernels_and_checks_each_equals_halo(monkeypatch):
+    """``pixel --only kernels``: halo (what backend="auto" runs) vs unfold (and flex where it has a backward), each
+    first checked to compute halo's output; a kernel that computes something else stops the benchmark, named."""
+    from vision_attn.layers import pixel_attention
+    from vision_attn.run.bench.pixel import kernel_implementations
+
+    argv = ["pixel", "--only", "kernels", "--kernel-sizes", "8", "--batch", "1", "--channels", "16",
+            "--repeats", "2", "--warmup", "0", "--threads", "1"]
+    threads = torch.get_num_threads()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            data = main(argv)
+    finally:
+        torch.set_num_threads(threads)
+    rows = data["results"]
+    names = [r["implementation"] for r in rows]
+    assert names[:2] == ["LocalSelfAttention2d backend=halo (auto)", "LocalSelfAttention2d backend=unfold"]
+    assert all(r["kind"] == "kernels" and r["size"] == 8 for r in rows) and rows[0]["ours"]
+    assert all(math.isfinite(r["paired_peer_over_ours"]) for r in rows[1:])
+    assert ("LocalSelfAttention2d backend=flex" in names) == torch.cuda.is_available()  # no CPU backward for flex
+
+    real = pixel_attention.unfold_local_attention
+    monkeypatch.setattr(pixel_attention, "unfold_local_attention", lambda *a, **k: real(*a, **k) * 1.01)
+    with pytest.raises(AssertionError, match="unfold differs from halo"):
+        kernel_implementations("kernels", 8, 1, 16, torch.device("cpu"), torch.float32, 0)

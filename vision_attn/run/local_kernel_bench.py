@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import ctypes
 import statistics
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -20,6 +19,7 @@ import torch
 
 from ..layers import LocalSelfAttention2d
 from ..layers.local_kernels import flex_supported
+from .bench.harness import libc as _libc, pin_malloc
 
 __all__ = ["SASA_SHAPES", "pin_malloc", "peak_memory", "compare_local_kernels", "format_table"]
 
@@ -40,22 +40,6 @@ def _status_bytes(key: str) -> int:
             if line.startswith(key):
                 return int(line.split()[1]) * 1024
     raise RuntimeError(f"/proc/self/status has no {key}")
-
-
-def _libc():
-    try:
-        return ctypes.CDLL("libc.so.6")
-    except OSError:
-        return None
-
-
-def pin_malloc() -> None:
-    """Tell glibc to map every block of 64 KiB or more on its own and to trim freed heap at once, so resident memory
-    follows the live tensors (its default, adaptive threshold keeps freed blocks and hides later allocations)."""
-    libc = _libc()
-    if libc is not None:
-        libc.mallopt(-3, 1 << 16)  # M_MMAP_THRESHOLD
-        libc.mallopt(-1, 1 << 16)  # M_TRIM_THRESHOLD
 
 
 def peak_memory(fn: Callable[[], None]) -> float:

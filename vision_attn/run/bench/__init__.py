@@ -33,7 +33,7 @@ One module per suite, over one harness:
   config's task, default layout vs channels-last;
 - ``pixel`` (the ``pixel`` subcommand): global and local pixel attention, time and peak memory against the naive
   peers (on CPU each peak measured alone in a fresh process);
-- ``compiled`` (``speed --only compiled``): each family's training step, eager vs ``torch.compile``;
+- ``compiled`` (``speed --compile`` or ``--only compiled``): each family's training step, eager vs ``torch.compile``;
 - ``gpu_suite`` (the ``gpu-suite`` subcommand): the GPU figures as one budgeted call, a process per part;
 - ``speed`` and ``cli``: the subcommands and the parser (``data-size`` runs :func:`vision_attn.run.data_size.run_sweep`).
 

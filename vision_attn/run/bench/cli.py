@@ -48,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models-batch", type=int, default=None, help="with --only models: default 8 on cpu, 128 on cuda")
     p.add_argument("--models-modes", nargs="+", choices=["train", "inference"], default=["train", "inference"],
                    help="with --only models: which steps to time (default both)")
-    p.add_argument("--compile", action="store_true", help="with --only models: torch.compile ours and timm's")
+    p.add_argument("--compile", action="store_true", help="with --only models: torch.compile ours and timm's; "
+                   "alone (no --only): the compiled suite, = --only compiled")
     p.add_argument("--channels-last", action="store_true", help="with --only models: channels-last images and weights")
     p.add_argument("--peak-tflops", type=float, default=None,
                    help="accelerator peak for MFU (default 989 = H100 dense bf16 when --device cuda --dtype bfloat16)")
@@ -64,7 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channels", type=int, default=64)
     p.add_argument("--global-sizes", type=int, nargs="+", default=[16, 32, 64, 96], help="square map sides")
     p.add_argument("--local-sizes", type=int, nargs="+", default=[32, 64, 128], help="square map sides")
-    p.add_argument("--only", choices=["global", "local"], default=None)
+    p.add_argument("--kernel-sizes", type=int, nargs="+", default=[8, 32, 56],
+                   help="square map sides of the kernels tables (LocalSelfAttention2d's halo / unfold / flex)")
+    p.add_argument("--only", nargs="+", choices=["global", "local", "kernels", "kernels-inference"], default=None,
+                   help="some tables (default all): kernels = the local layer's own kernels, fwd+bwd; "
+                   "kernels-inference = forward alone")
     _add_tail(p)
     p.set_defaults(func=pixel)
 

@@ -8,9 +8,11 @@ spent, and skipped when its estimate no longer fits:
 2. ``detr``: DETR-R50 inference and training step at 800x1066 vs transformers' ``DetrForObjectDetection`` (float32,
    so the run also checks both predict the same boxes);
 3. ``pixel``: the pixel-attention table (global and local, time and peak memory vs the naive peers), bf16;
-4. ``gan``: the SA-GAN shapes recipe's ``gan_step``, NCHW vs channels-last, bf16;
-5. ``vit-compiled``: part 1 with ours and timm's compiled (inductor), bf16;
-6. ``compiled``: each family's training step (ViT, SASA, DETR, SA-GAN), eager vs inductor, bf16.
+4. ``kernels``: ``LocalSelfAttention2d``'s kernels (halo, unfold, flex), fwd+bwd and forward, bf16 — what
+   ``backend="auto"`` should pick on this device;
+5. ``gan``: the SA-GAN shapes recipe's ``gan_step``, NCHW vs channels-last, bf16;
+6. ``vit-compiled``: part 1 with ours and timm's compiled (inductor), bf16;
+7. ``compiled``: each family's training step (ViT, SASA, DETR, SA-GAN), eager vs inductor, bf16.
 
 ``--json OUT.json`` gets the machine, the budget and every part (command, status ok / failed / timeout / skipped,
 seconds, its results and printed tables); ``OUT.md`` beside it the tables. The JSON is rewritten after every part,
@@ -57,7 +59,9 @@ def suite_parts(smoke: bool = False) -> List[Part]:
         Part("vit", "ViT-S/16, ViT-B/16 train step vs timm, eager, MFU", vit, 90),
         Part("detr", "DETR-R50 inference + train step vs transformers, 800x1066", ["speed", "--only", "detr",
              "--repeats", "20", "--warmup", "3"], 150, dtype="float32"),
-        Part("pixel", "pixel attention vs naive peers, time and peak memory", ["pixel"], 90),
+        Part("pixel", "pixel attention vs naive peers, time and peak memory", ["pixel", "--only", "global", "local"], 90),
+        Part("kernels", "LocalSelfAttention2d's kernels: halo vs unfold vs flex, fwd+bwd and forward",
+             ["pixel", "--only", "kernels", "kernels-inference"], 90),
         Part("gan", "SA-GAN shapes gan_step, NCHW vs channels-last", ["speed", "--only", "gan", "--repeats", "30",
              "--warmup", "5"], 45),
         Part("vit-compiled", "ViT-S/16, ViT-B/16 train step vs timm, both compiled (inductor), MFU", vit + ["--compile"], 200),
@@ -69,6 +73,7 @@ def suite_parts(smoke: bool = False) -> List[Part]:
             "vit": ["--models", "vit_tiny_patch16_224", "--models-batch", "2"],
             "detr": ["--detr-batch", "1", "--detr-size", "64", "96"],
             "pixel": ["--batch", "1", "--channels", "16", "--global-sizes", "8", "--local-sizes", "8"],
+            "kernels": ["--batch", "1", "--channels", "16", "--kernel-sizes", "8"],
             "gan": ["--gan-batch", "2"],
             "vit-compiled": ["--models", "vit_tiny_patch16_224", "--models-batch", "2"],
             "compiled": ["--compiled-families", "detr", "--compiled-batch", "2", "--compiled-img-size", "32",

@@ -6,6 +6,7 @@ repeat (so drift in clock speed or cache state hits all alike); CUDA is synchron
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import platform
 import random
@@ -92,6 +93,22 @@ def prepare(args: argparse.Namespace, name: str, cuda: Tuple[int, int], cpu: Tup
         torch.set_num_threads(args.threads)
     seed_everything(args.seed)
     return device, dtype, repeats, warmup, machine_info(device)
+
+
+def libc():
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+
+
+def pin_malloc() -> None:
+    """Tell glibc to map every block of 64 KiB or more on its own and to trim freed heap at once, so resident memory
+    follows the live tensors (its default, adaptive threshold keeps freed blocks and hides later allocations)."""
+    lib = libc()
+    if lib is not None:
+        lib.mallopt(-3, 1 << 16)  # M_MMAP_THRESHOLD
+        lib.mallopt(-1, 1 << 16)  # M_TRIM_THRESHOLD
 
 
 # --- measurement ---------------------------------------------------------------------------------

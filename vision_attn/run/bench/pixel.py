@@ -3,13 +3,18 @@ ours against the naive peer with the same parameters (checked to give the same o
 
 * global (``NonLocalBlock2d``, S = 16, 32, 64, 96) vs softmax(QK^T)V materialised as SAGAN ports do;
 * local 7x7 (``LocalSelfAttention2d``, 8 heads, S = 32, 64, 128) vs unfolding every pixel's 7x7 keys and
-  values, as SASA ports do; and how each one's peak memory grows with the pixels (linear: x4 pixels, ~x4).
+  values, as SASA ports do; and how each one's peak memory grows with the pixels (linear: x4 pixels, ~x4);
+* ``kernels`` / ``kernels-inference``: ``LocalSelfAttention2d``'s own kernels on one layer (7x7, 8 heads, S = 8, 32,
+  56): ``halo`` (blocked queries + halo through the fused SDPA; what ``backend="auto"`` runs) against ``unfold`` and
+  ``flex`` (the core's FlexAttention with a neighbourhood block mask), fwd+bwd and forward alone; each checked to
+  equal ``halo`` first (float32). FlexAttention has no CPU backward: on CPU ``flex`` is in the forward table only.
 
 On CPU each peak is measured alone, in a fresh process (the resident memory one step adds at its peak).
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import multiprocessing
 import sys
 from concurrent.futures import ProcessPoolExecutor
@@ -20,7 +25,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .harness import (
-    DTYPES, Implementation, forward_backward_step, measure, peak_cell, prepare, ratio_cell, summarize, table, write_json,
+    DTYPES, Implementation, autocast, forward_backward_step, libc, measure, peak_cell, pin_malloc, prepare, ratio_cell,
+    summarize, table, write_json,
 )
 
 
@@ -103,6 +109,45 @@ PIXEL_NAMES = {
     "global": ("vision_attn NonLocalBlock2d (fused SDPA)", "materialised softmax(QK^T)V (SAGAN ports)"),
     "local": ("vision_attn LocalSelfAttention2d k=7 (blocked + halo)", "unfold k x k keys/values (SASA ports)"),
 }
+KERNEL_KINDS = ("kernels", "kernels-inference")
+KERNEL_BACKENDS = ("halo", "unfold", "flex")  # halo first: what backend="auto" runs, the ratios' reference
+
+
+def kernel_implementations(
+    kind: str, size: int, batch: int, channels: int, device: torch.device, dtype: torch.dtype, seed: int
+) -> List[Implementation]:
+    """One ``LocalSelfAttention2d`` (7x7, 8 heads) run by each of its kernels on ``(batch, channels, size, size)``:
+    fwd+bwd (``kind="kernels"``) or forward alone (``"kernels-inference"``); ``halo`` is ours. Each kernel is first
+    checked to give ``halo``'s output on this input (float32). ``flex`` is left out where FlexAttention cannot run
+    the pass (no CPU backward)."""
+    from vision_attn.layers import LocalSelfAttention2d
+    from vision_attn.layers.local_kernels import flex_supported
+
+    train = kind == "kernels"
+    torch.manual_seed(seed)
+    base = LocalSelfAttention2d(channels, kernel_size=7, num_heads=8, backend="halo").to(device)
+    x = torch.randn(batch, channels, size, size, device=device, requires_grad=train)
+    grad = torch.randn(batch, channels, size, size, device=device)
+    bench = f"local 7x7 kernels {'fwd+bwd' if train else 'forward'} {size}x{size} (B={batch}, C={channels})"
+    impls: List[Implementation] = []
+    for backend in KERNEL_BACKENDS:
+        if backend == "flex" and not flex_supported(device, needs_grad=train):
+            continue
+        layer = copy.deepcopy(base).train(train)
+        layer.backend = backend
+        if dtype == torch.float32:
+            with torch.no_grad():
+                torch.testing.assert_close(layer(x), base(x), rtol=1e-4, atol=1e-4,
+                                           msg=lambda m, b=backend: f"{bench}: {b} differs from halo: {m}")
+        if train:
+            step = forward_backward_step(layer, _call, x, grad, device, dtype)
+        else:
+            def step(layer: nn.Module = layer) -> Tensor:
+                with torch.no_grad(), autocast(device, dtype):
+                    return layer(x)
+        name = f"LocalSelfAttention2d backend={backend}" + (" (auto)" if backend == "halo" else "")
+        impls.append(Implementation(bench, name, step, ours=backend == "halo"))
+    return impls
 
 
 def _call(module: nn.Module, x: Tensor) -> Tensor:
@@ -112,7 +157,10 @@ def _call(module: nn.Module, x: Tensor) -> Tensor:
 def pixel_implementations(
     kind: str, size: int, batch: int, channels: int, device: torch.device, dtype: torch.dtype, seed: int
 ) -> List[Implementation]:
-    """fwd + bwd of one pixel-attention layer on ``(batch, channels, size, size)``: ours vs the peer."""
+    """fwd + bwd of one pixel-attention layer on ``(batch, channels, size, size)``: ours vs the peer (for the
+    kernel kinds: :func:`kernel_implementations`)."""
+    if kind in KERNEL_KINDS:
+        return kernel_implementations(kind, size, batch, channels, device, dtype, seed)
     modules = pixel_modules(kind, channels, seed, device)
     bench = f"{kind} pixel attention fwd+bwd {size}x{size} (B={batch}, C={channels})"
     torch.manual_seed(seed)
@@ -135,14 +183,19 @@ def _rss_kib(field: str) -> Optional[int]:
 
 
 def cpu_step_peak_mib(kind: str, which: int, size: int, batch: int, channels: int, dtype: str, seed: int, threads: int) -> float:
-    """The resident memory one fwd+bwd step of implementation ``which`` adds at its peak (Linux VmHWM after
-    resetting it; elsewhere the growth of ru_maxrss, a lower bound). Meant to run alone in a fresh process."""
+    """The resident memory one step of implementation ``which`` adds at its peak (Linux VmHWM after resetting it,
+    glibc told to return freed blocks at once; elsewhere the growth of ru_maxrss, a lower bound). Meant to run alone
+    in a fresh process."""
     import gc
     import resource
 
     torch.set_num_threads(threads)
+    pin_malloc()  # freed blocks go back at once: what set-up (e.g. a kernel's check) freed is not reused unseen
     impl = pixel_implementations(kind, size, batch, channels, torch.device("cpu"), DTYPES[dtype], seed)[which]
     gc.collect()
+    lib = libc()
+    if lib is not None:
+        lib.malloc_trim(0)
     before = _rss_kib("VmRSS")
     try:
         with open("/proc/self/clear_refs", "w") as f:
@@ -203,10 +256,13 @@ def pixel(args: argparse.Namespace) -> Dict[str, object]:
     on_cuda = device.type == "cuda"
     config = {
         "device": str(device), "dtype": args.dtype, "repeats": repeats, "warmup": warmup, "batch": args.batch,
-        "channels": args.channels, "global_sizes": args.global_sizes, "local_sizes": args.local_sizes, "seed": args.seed,
+        "channels": args.channels, "global_sizes": args.global_sizes, "local_sizes": args.local_sizes,
+        "kernel_sizes": args.kernel_sizes, "only": args.only, "seed": args.seed,
     }
-    cases = [("global", s) for s in args.global_sizes] * (args.only in (None, "global"))
-    cases += [("local", s) for s in args.local_sizes] * (args.only in (None, "local"))
+    only = set(args.only or ("global", "local", *KERNEL_KINDS))
+    cases = [("global", s) for s in args.global_sizes] * ("global" in only)
+    cases += [("local", s) for s in args.local_sizes] * ("local" in only)
+    cases += [(kind, s) for kind in KERNEL_KINDS if kind in only for s in args.kernel_sizes]
     rows: List[Dict[str, object]] = []
     for kind, size in cases:
         impls = pixel_implementations(kind, size, args.batch, args.channels, device, dtype, args.seed)

@@ -19,6 +19,8 @@ from .vit import vit_implementations
 
 def speed(args: argparse.Namespace) -> Dict[str, object]:
     """Attention fwd+bwd and ViT-S/16 training step, ours vs peers; prints the table, returns the data."""
+    if args.compile and args.only is None:  # speed --compile: every family's step, eager vs compiled
+        args.only = "compiled"
     device, dtype, repeats, warmup, machine = prepare(args, "speed", cuda=(50, 10), cpu=(10, 2))
     on_cuda = device.type == "cuda"
     vit_batch = args.vit_batch if args.vit_batch is not None else (64 if on_cuda else 8)
