@@ -96,3 +96,22 @@ def test_an_unknown_model_name_is_one_line_with_close_matches(tmp_path):
     line = str(exit_info.value.code)
     assert line.startswith("error: unknown model 'vit_nan_patch4_32'") and "\n" not in line
     assert "vit_nano_patch4_32" in line  # the close match
+
+
+def test_a_setting_out_of_range_or_data_too_small_for_the_split_is_one_line(tmp_path):
+    """Our own checks (a ValueError raised in vision_attn) reach the command line as one line naming the setting,
+    whether they fire while building (jsonargparse wraps them) or in the datamodule's setup during the fit."""
+    base = ["--config", str(REPO / "configs/quickstart.yaml"), "--trainer.default_root_dir", str(tmp_path / "run"),
+            "--data.init_args.root", str(tmp_path / "data"), "--data.init_args.num_train", "20",
+            "--data.init_args.num_test", "10"]
+    with pytest.raises(SystemExit) as exit_info:  # built: the task's constructor refuses the value
+        main(["fit", *base, "--data.init_args.val_split", "5", "--model.init_args.ema_decay", "1.5"])
+    line = str(exit_info.value.code)
+    assert line.startswith("error: ") and "\n" not in line and "ema_decay must be in [0, 1); got 1.5" in line
+    with pytest.raises(SystemExit) as exit_info:  # fit: the datamodule's setup refuses the split
+        main(["fit", *base, "--data.init_args.val_split", "50"])
+    line = str(exit_info.value.code)
+    assert line == "error: val_split must be in [0, 20) (the train split has 20 images); got 50"
+    with pytest.raises(ValueError, match="val_split must be in"):  # in Python: the error itself
+        cli = VisionAttnCLI(args=[*base, "--data.init_args.val_split", "50"], run=False)
+        cli.trainer.fit(cli.model, cli.datamodule)

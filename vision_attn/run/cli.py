@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import traceback
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
@@ -43,6 +44,25 @@ def _user_error(err: BaseException) -> Optional[BaseException]:
     return None
 
 
+_PACKAGE = str(Path(__file__).resolve().parents[1])
+
+
+def _our_check(err: BaseException) -> Optional[ValueError]:
+    """The first ``ValueError`` in ``err``'s cause chain raised by vision_attn's own code (its innermost frame is
+    ours): a check of a setting or of the data, whose message names the thing and what was expected
+    (``val_split must be in [0, 320) ...``; jsonargparse prefixes the class and the key). A ``ValueError`` from
+    inside torch or another library keeps its traceback."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, ValueError) and err.__traceback__ is not None:
+            frames = traceback.extract_tb(err.__traceback__)
+            if frames and str(Path(frames[-1].filename).resolve()).startswith(_PACKAGE):
+                return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
 def _as_list(value) -> list:
     return [] if value in (None, False) else list(value) if isinstance(value, (list, tuple)) else [value]
 
@@ -58,7 +78,8 @@ class VisionAttnCLI(LightningCLI):
     - ``fit --ckpt_path last`` continues the newest run under ``default_root_dir`` in its own ``version_N`` (same
       checkpoints, ``metrics.csv`` and TensorBoard folder); with nothing to resume it stops naming the folder searched.
     - Checkpoints are written atomically (:class:`AtomicCheckpointIO`) unless a ``CheckpointIO`` plugin is given.
-    - An error in ``USER_ERRORS`` while building (e.g. an unknown model name) is one line on the command line
+    - An error in ``USER_ERRORS`` or a ``ValueError`` of one of our checks while building (an unknown model name, a
+      setting out of range) is one line on the command line
       (``SystemExit("error: ...")``) and the error itself in Python (``run=False``), not jsonargparse's wrapper.
 
     Args:
@@ -101,7 +122,7 @@ class VisionAttnCLI(LightningCLI):
         try:
             super().instantiate_classes()
         except Exception as err:  # jsonargparse wraps a constructor's or a link's error (with multi-line reprs)
-            cause = _user_error(err)
+            cause = _user_error(err) or _our_check(err)
             if cause is None:
                 raise
             if self._exit_on_config_error:
@@ -143,11 +164,17 @@ class VisionAttnCLI(LightningCLI):
 
 def main(args: Optional[List[str]] = None) -> None:
     """``tools/train.py``: run the CLI; an error in ``USER_ERRORS``, while building or during the fit (a non-finite
-    loss, a failed checkpoint write), ends it as ``SystemExit("error: <message>")``: one line, exit status 1."""
+    loss, a failed checkpoint write), or a ``ValueError`` raised by one of vision_attn's own checks (a setting out of
+    range, data too small for the split), ends it as ``SystemExit("error: <message>")``: one line, exit status 1."""
     try:
         VisionAttnCLI(args=args)
     except USER_ERRORS as err:
         raise SystemExit(f"error: {err}") from None
+    except ValueError as err:  # a check of ours that fired during the run (e.g. a datamodule's setup)
+        cause = _our_check(err)
+        if cause is None:
+            raise
+        raise SystemExit(f"error: {cause}") from None
 
 
 def load_task(config: str, ckpt: Optional[str] = None, overrides: Sequence[str] = ()
