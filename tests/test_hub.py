@@ -107,6 +107,40 @@ def test_offline_without_the_file_is_one_error_line_naming_the_repo_and_the_down
         va.create_model("hf-hub:someone/missing", pretrained=True)
 
 
+def test_without_a_network_the_cache_is_used_at_once_and_a_missing_file_is_one_line(tmp_path, monkeypatch):
+    """No HF_HUB_OFFLINE, but no network (the Hub's host does not resolve): huggingface_hub would retry each file
+    for ~25 s; we look in the cache alone, so a cached file loads and a missing one is one line, at once."""
+    import socket
+
+    import huggingface_hub
+
+    cache = offline_hub(monkeypatch, tmp_path / "hf")
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+
+    def no_dns(host, *args, **kwargs):
+        raise socket.gaierror(-2, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    calls = []
+    real = huggingface_hub.hf_hub_download
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get("local_files_only", False))
+        if not kwargs.get("local_files_only"):
+            raise AssertionError("went to the network although the Hub's host does not resolve")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", spy)
+    with pytest.raises(HubFileNotCachedError) as e:
+        va.create_model("vit_small_patch16_224", pretrained=True)
+    assert "the Hub (huggingface.co) could not be reached" in str(e.value) and "\n" not in str(e.value)
+    assert calls and all(calls)
+    add_timm_repo(cache, "vit_tiny_patch16_224.augreg_in21k_ft_in1k")
+    model = va.create_model("vit_tiny_patch16_224", pretrained=True)  # cached: loads without the network
+    assert model.num_classes == 1000
+
+
 def test_the_eval_transform_is_timms_for_timm_weights_and_detrs_for_detr():
     with torch.device("meta"):
         ours = va.create_model("resnet50.a1_in1k")

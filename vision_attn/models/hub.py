@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
@@ -56,6 +57,23 @@ def split_repo_id(repo: str) -> Tuple[str, Optional[str]]:
     return repo_id, revision or None
 
 
+def hub_host_resolves() -> bool:
+    """Whether the Hub's host name resolves (DNS). Without a network it fails at once, where ``hf_hub_download``
+    would retry each file for ~25 s before giving up."""
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    host = urlparse(constants.ENDPOINT).hostname
+    if not host:
+        return True
+    try:
+        socket.getaddrinfo(host, 443)
+    except (socket.gaierror, UnicodeError):
+        return False
+    return True
+
+
 def hub_download(repo_id: str, filenames: Sequence[str], revision: Optional[str] = None,
                  cache_dir: Optional[Union[str, Path]] = None, token: Optional[str] = None) -> Path:
     """The local path of the first of ``filenames`` that ``repo_id`` has, downloaded once into the Hub cache.
@@ -63,16 +81,21 @@ def hub_download(repo_id: str, filenames: Sequence[str], revision: Optional[str]
     Raises :class:`HubFileNotCachedError` (one line: the repo id and how to pre-download it) when offline or
     unreachable with none of them cached, and :class:`CheckpointError` for a missing repo, revision or file.
     """
+    from urllib.parse import urlparse
+
     from huggingface_hub import constants, hf_hub_download
     from huggingface_hub.errors import (EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError,
                                         RepositoryNotFoundError, RevisionNotFoundError)
 
     not_cached = False
+    cache_only = not constants.is_offline_mode() and not hub_host_resolves()  # no network: the cache alone, at once
     for name in filenames:
         try:
-            return Path(hf_hub_download(repo_id, name, revision=revision, cache_dir=cache_dir, token=token))
+            return Path(hf_hub_download(repo_id, name, revision=revision, cache_dir=cache_dir, token=token,
+                                        local_files_only=cache_only))
         except LocalEntryNotFoundError:
             not_cached = True
+            cache_only = True  # the Hub did not answer for this file: the next names from the cache alone
         except EntryNotFoundError:  # the repo exists but has no such file: try the next name
             continue
         except RepositoryNotFoundError:
@@ -83,11 +106,14 @@ def hub_download(repo_id: str, filenames: Sequence[str], revision: Optional[str]
         except HfHubHTTPError as e:
             raise CheckpointError(f"{repo_id}: the Hub refused the download ({str(e).splitlines()[0]})") from None
     if not_cached:
-        why = "HF_HUB_OFFLINE=1" if constants.is_offline_mode() else "the Hub could not be reached"
+        host = urlparse(constants.ENDPOINT).hostname
+        offline = constants.is_offline_mode()
+        why = "HF_HUB_OFFLINE=1" if offline else f"the Hub ({host}) could not be reached"
+        unset = " (or set HF_HUB_OFFLINE=0 when online)" if offline else ""
         rev = f" --revision {revision}" if revision else ""
         raise HubFileNotCachedError(
             f"{repo_id}: {' / '.join(filenames)} not in the Hugging Face cache ({cache_dir or constants.HF_HUB_CACHE}) "
-            f"and {why}; pre-download it online with `hf download {repo_id}{rev}` (or set HF_HUB_OFFLINE=0 when online)"
+            f"and {why}; pre-download it online with `hf download {repo_id}{rev}`{unset}"
         )
     raise CheckpointError(f"{repo_id}: the repository has none of {list(filenames)}")
 
