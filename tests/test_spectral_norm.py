@@ -65,3 +65,17 @@ def test_a_discriminator_compiled_by_inductor_trains_on_two_calls_before_one_bac
             torch.testing.assert_close(grads[name].grad, p.grad, rtol=1e-4, atol=1e-5, msg=lambda m: f"{name}: {m}")
         for (name, a), b in zip(eager.state_dict().items(), compiled.state_dict().values()):
             torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6, msg=lambda m: f"{name}: {m}")
+
+
+def test_the_power_iteration_operator_declares_what_it_mutates_and_returns_fresh_fp32_copies():
+    """torch.library.opcheck: schema (u, v mutated), fake tensors and autograd registration agree with the kernel;
+    under autocast the copies keep the buffers' dtype (what the compiler was told)."""
+    from vision_attn.layers.spectral_norm import power_iteration
+
+    torch.manual_seed(0)
+    w, u, v = torch.randn(4, 8), torch.randn(4), torch.randn(8)
+    torch.library.opcheck(torch.ops.vision_attn.spectral_norm_power_iteration, (w, u.clone(), v.clone(), 1, 1e-12))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        new_u, new_v = power_iteration(w.bfloat16(), u, v, 2, 1e-12)
+    assert new_u.dtype == new_v.dtype == torch.float32
+    assert torch.equal(new_u, u) and torch.equal(new_v, v) and new_u.data_ptr() != u.data_ptr()

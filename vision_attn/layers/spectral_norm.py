@@ -29,8 +29,10 @@ __all__ = ["SpectralNorm", "spectral_norm"]
 def power_iteration(weight_mat: Tensor, u: Tensor, v: Tensor, n_power_iterations: int, eps: float) -> Tuple[Tensor, Tensor]:
     """``n_power_iterations`` of ``u = normalize(W v)``, ``v = normalize(W^H u)`` (PyTorch's order); writes them into
     ``u`` and ``v`` and returns copies. An operator of its own, so a compiler can neither fold the copies into the
-    buffers nor re-compute them from the buffers in the backward."""
-    with torch.no_grad():
+    buffers nor re-compute them from the buffers in the backward. Computed in the buffers' dtype with autocast off
+    (under CUDA autocast ``mv`` would run in bf16 and the copies would not have the dtype the compiler was told)."""
+    with torch.no_grad(), torch.autocast(weight_mat.device.type, enabled=False):
+        weight_mat = weight_mat.to(u.dtype)
         new_u, new_v = u, v
         for _ in range(n_power_iterations):
             new_u = F.normalize(torch.mv(weight_mat, new_v), dim=0, eps=eps)
