@@ -108,3 +108,23 @@ def test_a_hanging_mutant_is_caught_as_a_timeout(tmp_path):
                           fork=False, equivalents=None, out=lambda s: None)
     assert [r.status for r in report.results] == ["timeout"] and report.score == 100.0
     assert (root / "tinypkg" / "loop.py").read_text() == LOOP
+
+
+def test_a_mutant_that_breaks_the_modules_import_is_caught(tmp_path):
+    """The selected test ids then no longer collect ("not found", pytest exit 4): the tests did notice the mutant."""
+    scaled = textwrap.dedent('''\
+        SCALE = 2
+        if SCALE != 2:
+            raise ImportError("SCALE must be 2")
+
+
+        def f(x):
+            return x * SCALE
+    ''')
+    root = _project(tmp_path)
+    (root / "tinypkg" / "scaled.py").write_text(scaled)
+    (root / "tests" / "test_scaled.py").write_text("from tinypkg.scaled import f\n\n\ndef test_f():\n    assert f(3) == 6\n")
+    breaks = _by_description("tinypkg/scaled.py", scaled, "`SCALE != 2` -> `(SCALE == 2)`")
+    report = run_mutation(["tinypkg/scaled.py"], ["tests/test_scaled.py"], root=str(root), timeout=120,
+                          only=[breaks.key], fork=False, equivalents=None, out=lambda s: None)
+    assert [(r.status, r.detail) for r in report.results] == [("caught", "pytest exit 4")]
