@@ -79,3 +79,34 @@ def test_the_power_iteration_operator_declares_what_it_mutates_and_returns_fresh
         new_u, new_v = power_iteration(w.bfloat16(), u, v, 2, 1e-12)
     assert new_u.dtype == new_v.dtype == torch.float32
     assert torch.equal(new_u, u) and torch.equal(new_v, v) and new_u.data_ptr() != u.data_ptr()
+
+
+@pytest.mark.parametrize("case", ["conv_transpose", "tiny_weights", "one_dim_weight"])
+def test_pytorchs_defaults_hold_for_transposed_convs_tiny_weights_and_vectors(case):
+    """Same defaults as PyTorch's: dim 1 for transposed convs, eps 1e-12 (it decides once ||W v|| < eps), and a 1-D
+    weight is simply normalised."""
+    def build(sn):
+        torch.manual_seed(0)
+        if case == "conv_transpose":
+            return sn(nn.ConvTranspose2d(3, 5, 3))
+        if case == "one_dim_weight":
+            return sn(nn.BatchNorm2d(4))
+        layer = nn.Linear(6, 4)
+        with torch.no_grad():
+            layer.weight.mul_(5e-12)  # sigma ~5e-12: above eps = 1e-12, below 1e-11
+        return sn(layer)
+
+    ours, theirs = build(spectral_norm), build(torch_spectral_norm)
+    mine, torchs = ours.parametrizations.weight[0], theirs.parametrizations.weight[0]
+    assert (mine.eps, mine.dim, getattr(mine, "n_power_iterations", None)) == \
+        (torchs.eps, torchs.dim, getattr(torchs, "n_power_iterations", None))
+    theirs.load_state_dict(ours.state_dict())
+    x = {"conv_transpose": torch.randn(2, 3, 5, 5), "one_dim_weight": torch.randn(2, 4, 3, 3)}.get(case, torch.randn(2, 6))
+    for _ in range(2):
+        torch.testing.assert_close(ours(x), theirs(x), rtol=0, atol=0)
+        torch.testing.assert_close(ours.weight, theirs.weight, rtol=0, atol=0)
+
+
+def test_a_module_without_the_weight_is_one_line():
+    with pytest.raises(ValueError, match="spectral_norm: ReLU has no parameter or buffer named 'weight'"):
+        spectral_norm(nn.ReLU())

@@ -51,6 +51,7 @@ DEFAULT_TESTS: Dict[str, List[str]] = {
     "vision_attn/models/checkpoint.py": ["tests/test_checkpoint_pinned.py"],
     "vision_attn/run/resume.py": ["tests/test_resume_pinned.py"],
     "vision_attn/callbacks/predictions.py": ["tests/test_predictions_pinned.py"],
+    "vision_attn/layers/spectral_norm.py": ["tests/test_spectral_norm.py"],
 }
 DEFAULT_EQUIVALENTS = "tests/mutation_equivalents.txt"
 _COPY_IGNORE = {".git", ".venv", "venv", "__pycache__", ".pytest_cache", "runs", "lightning_logs", "build"}
