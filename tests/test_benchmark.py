@@ -206,3 +206,14 @@ def test_pixel_benchmark_compares_the_local_layers_own_kernels_and_checks_each_e
     monkeypatch.setattr(pixel_attention, "unfold_local_attention", lambda *a, **k: real(*a, **k) * 1.01)
     with pytest.raises(AssertionError, match="unfold differs from halo"):
         kernel_implementations("kernels", 8, 1, 16, torch.device("cpu"), torch.float32, 0)
+
+    def lacking(*args, **kwargs):  # as FlexAttention's CUDA kernels did for heads below 16
+        raise NotImplementedError("NYI: embedding dimension of the query, key, and value must be at least 16")
+
+    monkeypatch.setattr(pixel_attention, "unfold_local_attention", real)
+    monkeypatch.setattr(pixel_attention, "flex_local_attention", lacking)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        impls = kernel_implementations("kernels-inference", 8, 1, 16, torch.device("cpu"), torch.float32, 0)
+    assert [i.name for i in impls] == ["LocalSelfAttention2d backend=halo (auto)", "LocalSelfAttention2d backend=unfold"]
+    assert "backend=flex left out: NotImplementedError: NYI: embedding dimension" in printed.getvalue()

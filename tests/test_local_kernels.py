@@ -57,6 +57,24 @@ def test_the_cores_flex_attention_is_softmax_attention_under_a_rule_mask_and_a_s
     torch.testing.assert_close(out, scores.softmax(-1) @ v, rtol=1e-5, atol=1e-5)
 
 
+def test_the_cores_flex_attention_pads_heads_smaller_than_the_kernels_take(monkeypatch):
+    """On CUDA FlexAttention's kernels need head size >= 16 (SASA's heads are 8): the core zero-pads q, k and v and
+    keeps the scale of the true size, so nothing changes. Exercised on CPU by asking for the CUDA minimum here."""
+    flex = pytest.importorskip("torch.nn.attention.flex_attention")
+    from vision_attn.attention import core
+
+    torch.manual_seed(0)
+    q, k = torch.randn(1, 2, 16, 8), torch.randn(1, 2, 16, 8)
+    v = torch.randn(1, 2, 16, 4)
+    mask = flex.create_block_mask(lambda b, h, qi, ki: (qi - ki).abs() <= 3, None, None, 16, 16, device="cpu")
+    with torch.no_grad():
+        plain = core.flex_attention(q, k, v, block_mask=mask)
+        monkeypatch.setitem(core.FLEX_MIN_HEAD_DIM, "cpu", 16)
+        padded = core.flex_attention(q, k, v, block_mask=mask)
+    assert padded.shape == (1, 2, 16, 4)
+    torch.testing.assert_close(padded, plain, rtol=1e-5, atol=1e-5)
+
+
 def test_flex_without_a_backward_is_refused_with_the_way_out():
     m = LocalSelfAttention2d(16, 3, 2, backend="flex")
     with pytest.raises(RuntimeError, match="backend='flex' needs FlexAttention with a backward on cpu"):

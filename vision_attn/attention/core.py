@@ -135,6 +135,9 @@ def scaled_dot_product_attention(
 
 
 _COMPILED_FLEX = None
+# The smallest head size FlexAttention's kernels take, per device type: its CUDA (Triton) kernels need >= 16
+# ("NYI: embedding dimension ... must be at least 16"); smaller heads are zero-padded to it.
+FLEX_MIN_HEAD_DIM = {"cuda": 16}
 
 
 def flex_attention(
@@ -145,18 +148,28 @@ def flex_attention(
     known as a rule (``block_mask`` from ``torch.nn.attention.flex_attention.create_block_mask``: key blocks no query
     of a block can see are skipped) and whose scores get a term computed in the kernel (``score_mod``).
 
-    ``q, k, v (B, H, N, d)`` -> ``(B, H, Nq, d)``. Eager calls go through one ``torch.compile``-d FlexAttention (one
-    graph per shape; eager FlexAttention would materialise every score); inside a compiled caller it is traced
-    as is. torch has no CPU backward for it (see ``LocalSelfAttention2d(backend="flex")``)."""
+    ``q, k (B, H, N, dk)``, ``v (B, H, N, dv)`` -> ``(B, H, Nq, dv)``; ``scale`` defaults to ``dk ** -0.5``. Eager
+    calls go through one ``torch.compile``-d FlexAttention (one graph per shape; eager FlexAttention would
+    materialise every score); inside a compiled caller it is traced as is. Heads smaller than the device's kernels
+    take (:data:`FLEX_MIN_HEAD_DIM`: 16 on CUDA) are zero-padded, which leaves every score and output unchanged.
+    torch has no CPU backward for it (see ``LocalSelfAttention2d(backend="flex")``)."""
     from torch.nn.attention.flex_attention import flex_attention as _flex
 
     global _COMPILED_FLEX
+    dk, dv = q.shape[-1], v.shape[-1]
+    scale = dk ** -0.5 if scale is None else scale
+    least = FLEX_MIN_HEAD_DIM.get(q.device.type, 1)
+    if dk < least:
+        q, k = F.pad(q, (0, least - dk)), F.pad(k, (0, least - dk))
+    if dv < least:
+        v = F.pad(v, (0, least - dv))
     if torch.compiler.is_compiling():
         run = _flex
     else:
         _COMPILED_FLEX = _COMPILED_FLEX or torch.compile(_flex, dynamic=False)
         run = _COMPILED_FLEX
-    return run(q, k, v, score_mod=score_mod, block_mask=block_mask, scale=scale)
+    out = run(q, k, v, score_mod=score_mod, block_mask=block_mask, scale=scale)
+    return out[..., :dv] if out.shape[-1] != dv else out
 
 
 class MultiHeadAttention(nn.Module):

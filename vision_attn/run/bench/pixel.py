@@ -119,7 +119,8 @@ def kernel_implementations(
     """One ``LocalSelfAttention2d`` (7x7, 8 heads) run by each of its kernels on ``(batch, channels, size, size)``:
     fwd+bwd (``kind="kernels"``) or forward alone (``"kernels-inference"``); ``halo`` is ours. Each kernel is first
     checked to give ``halo``'s output on this input (float32). ``flex`` is left out where FlexAttention cannot run
-    the pass (no CPU backward)."""
+    the pass (no CPU backward); a kernel whose forward raises here (one this device or dtype lacks) is left out
+    with a printed line naming it and why, so the others are still measured."""
     from vision_attn.layers import LocalSelfAttention2d
     from vision_attn.layers.local_kernels import flex_supported
 
@@ -135,9 +136,15 @@ def kernel_implementations(
             continue
         layer = copy.deepcopy(base).train(train)
         layer.backend = backend
+        try:
+            with torch.no_grad(), autocast(device, dtype):
+                out = layer(x)
+        except (NotImplementedError, RuntimeError) as err:  # e.g. a kernel this device or dtype lacks
+            print(f"{bench}: backend={backend} left out: {type(err).__name__}: {str(err).splitlines()[0]}", flush=True)
+            continue
         if dtype == torch.float32:
             with torch.no_grad():
-                torch.testing.assert_close(layer(x), base(x), rtol=1e-4, atol=1e-4,
+                torch.testing.assert_close(out, base(x), rtol=1e-4, atol=1e-4,
                                            msg=lambda m, b=backend: f"{bench}: {b} differs from halo: {m}")
         if train:
             step = forward_backward_step(layer, _call, x, grad, device, dtype)
