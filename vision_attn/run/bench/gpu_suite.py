@@ -93,6 +93,7 @@ def _run_part(part: Part, args: argparse.Namespace, json_path: Path, timeout: fl
     argv = [*part.argv, "--device", args.device, "--dtype", part.dtype if args.dtype is None else args.dtype,
             "--json", str(json_path)]
     record: Dict[str, object] = {"name": part.name, "what": part.what, "argv": argv}
+    json_path.unlink(missing_ok=True)  # no figures of an earlier run taken for this one's
     start = time.perf_counter()
     # its own process group: an overrun part is killed with the workers it started
     proc = subprocess.Popen([sys.executable, "-m", "vision_attn.run.bench", *argv], stdout=subprocess.PIPE,
