@@ -19,14 +19,7 @@ import argparse
 import sys
 
 from vision_attn.run.predict import predict
-
-
-def pixel(text: str) -> tuple:
-    try:
-        y, x = (int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--query-pixels expects y,x pairs of integers such as 16,8; got {text!r}") from None
-    return y, x
+from vision_attn.run.viz import query_pixel
 
 
 def main(argv=None) -> int:
@@ -40,7 +33,7 @@ def main(argv=None) -> int:
     p.add_argument("--top-k", type=int, default=5, help="classification: classes per image (default 5)")
     p.add_argument("--threshold", type=float, default=0.5, help="detection: lowest score kept (default 0.5)")
     p.add_argument("--attention", action="store_true", help="also draw where the model attends, as PNGs")
-    p.add_argument("--query-pixels", type=pixel, nargs="+", default=None, metavar="Y,X",
+    p.add_argument("--query-pixels", type=query_pixel, nargs="+", default=None, metavar="Y,X",
                    help="pixel-attention nets: input-image pixels whose attention is drawn (default: the centre)")
     p.add_argument("--batch-size", type=int, default=None,
                    help="images per batch (default: the config's, else 32; detectors 8, same-size images only)")

@@ -17,14 +17,7 @@ import argparse
 import os
 
 from vision_attn.run.sample import sample
-
-
-def _pixel(text: str):
-    try:
-        y, x = (int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"query pixel must be 'y,x' (two ints); got {text!r}") from None
-    return y, x
+from vision_attn.run.viz import query_pixel
 
 
 def main(argv=None) -> dict:
@@ -38,7 +31,7 @@ def main(argv=None) -> dict:
     p.add_argument("--nrow", type=int, default=None, help="images per grid row")
     p.add_argument("--out", default="samples.png", help="the grid PNG")
     p.add_argument("--attention-out", default=None, help="also draw the generator's attention maps into this PNG")
-    p.add_argument("--query-pixels", type=_pixel, nargs="+", default=None, help="image pixels 'y,x' to draw attention for")
+    p.add_argument("--query-pixels", type=query_pixel, nargs="+", default=None, help="image pixels 'y,x' to draw attention for")
     p.add_argument("--attention-index", type=int, default=0, help="which sample's attention to draw")
     p.add_argument("--standing-stats", type=int, default=0, metavar="N",
                    help="re-estimate the generator's BatchNorm statistics over N random batches first (BigGAN)")

@@ -18,7 +18,18 @@ from torch import Tensor
 
 from .style import ATTENTION_CMAP, new_figure, save_figure, to_display_rgb
 
-__all__ = ["window_weights_to_dense", "pixel_attention_maps", "plot_pixel_attention"]
+__all__ = ["query_pixel", "window_weights_to_dense", "pixel_attention_maps", "plot_pixel_attention"]
+
+
+def query_pixel(text: str) -> Tuple[int, int]:
+    """``"y,x"`` -> ``(y, x)``: the argparse type of the tools' ``--query-pixels``."""
+    import argparse
+
+    try:
+        y, x = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--query-pixels expects y,x pairs of integers such as 16,8; got {text!r}") from None
+    return y, x
 
 
 def window_weights_to_dense(weights: Tensor, height: int, width: int, kernel_size: int) -> Tensor:
