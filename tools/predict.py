@@ -18,6 +18,7 @@ Extra arguments go to the config (--data.init_args.root /datasets).
 import argparse
 import sys
 
+from vision_attn.data.images import MAX_PIXELS
 from vision_attn.run.predict import predict
 from vision_attn.run.viz import query_pixel
 
@@ -37,11 +38,13 @@ def main(argv=None) -> int:
                    help="pixel-attention nets: input-image pixels whose attention is drawn (default: the centre)")
     p.add_argument("--batch-size", type=int, default=None,
                    help="images per batch (default: the config's, else 32; detectors 8, same-size images only)")
+    p.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
+                   help=f"refuse images whose header declares more pixels, before decoding (default {MAX_PIXELS})")
     args, overrides = p.parse_known_args(argv)
     if overrides and not args.config:
         p.error(f"unrecognized arguments: {' '.join(overrides)}")
     failed = predict(args.input, args.output_dir, args.model, args.config, args.ckpt, args.top_k, args.threshold,
-                     args.attention, args.query_pixels, args.batch_size, overrides)
+                     args.attention, args.query_pixels, args.batch_size, overrides, args.max_pixels)
     return min(failed, 125)
 
 

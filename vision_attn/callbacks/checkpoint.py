@@ -12,7 +12,9 @@
 from __future__ import annotations
 
 import os
+import pickle
 import random
+import zipfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -24,6 +26,8 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 from pytorch_lightning.utilities import rank_zero_info
 
+from ..data.resumable import ResumableSampler
+from ..models.checkpoint import CheckpointError, check_zip_records
 from .guards import NonFiniteGuard
 
 __all__ = [
@@ -33,6 +37,8 @@ __all__ = [
     "ResumeState",
     "collect_rng_states",
     "set_rng_states",
+    "remove_stale_temporary_files",
+    "read_lightning_checkpoint",
     "default_callbacks",
 ]
 
@@ -57,6 +63,29 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def read_lightning_checkpoint(path: _PATH, map_location: Optional[Any] = None, mmap: bool = False) -> Dict[str, Any]:
+    """A Lightning checkpoint read weights-only; a missing or truncated file, pickled code, a compressed record
+    (checked before inflating) or a file that is not a Lightning checkpoint is a one-line :class:`CheckpointError`
+    naming the file. ``mmap=True`` leaves the tensors on disk (a cheap check before a run writes anything)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist (expected a .ckpt file a fit wrote)")
+    check_zip_records(path)
+    try:
+        checkpoint = torch.load(path, map_location=map_location or "cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError:
+        raise CheckpointError(f"{path}: refused to load: it holds pickled code or objects other than tensors and plain "
+                              "containers; nothing in it was executed") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError, IndexError, TypeError) as e:
+        first = (str(e).splitlines() or [type(e).__name__])[0]
+        first = f"{type(e).__name__}: {first}" if isinstance(e, (KeyError, IndexError, TypeError)) else first
+        raise CheckpointError(f"{path}: truncated or not a PyTorch checkpoint ({first})") from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise CheckpointError(f"{path}: not a Lightning checkpoint (expected a dict with a state_dict; for weights "
+                              "alone use the task's pretrained= option)")
+    return checkpoint
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -88,6 +117,37 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise CheckpointWriteError(f"could not write checkpoint {path}: {why}; {kept}") from err
         _fsync_dir(path.parent)
 
+    def load_checkpoint(self, path: _PATH, map_location: Optional[Any] = None, weights_only: Optional[bool] = None
+                        ) -> Dict[str, Any]:
+        """Lightning's reader, weights-only, with one-line errors (:func:`read_lightning_checkpoint`)."""
+        if "://" in str(path):
+            return super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)
+        return read_lightning_checkpoint(path, map_location)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. another user's process: alive
+        return True
+    return True
+
+
+def remove_stale_temporary_files(folder: _PATH) -> List[Path]:
+    """Delete the ``.<name>.<pid>.tmp`` files :class:`AtomicCheckpointIO` left in ``folder`` when a process was killed
+    mid-write (their process is gone); returns them. Files of running processes, and anything else, are kept."""
+    removed = []
+    for tmp in Path(folder).glob(".*.tmp") if os.path.isdir(folder) else []:
+        pid = tmp.name[:-len(".tmp")].rpartition(".")[2]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    if removed:
+        rank_zero_info(f"removed {len(removed)} temporary checkpoint file(s) a killed run left in {folder}")
+    return removed
+
 
 class RunCheckpoint(ModelCheckpoint):
     """``best.ckpt`` and ``last.ckpt`` in the run's ``checkpoints/`` folder (``<default_root_dir>/version_N/``).
@@ -101,10 +161,27 @@ class RunCheckpoint(ModelCheckpoint):
     than one validation interval), and ``last.ckpt`` is brought up to the final step.
     """
 
-    def __init__(self, monitor: Optional[str] = None, mode: str = "max", dirpath: Optional[_PATH] = None, **kwargs: Any) -> None:
+    def __init__(self, monitor: Optional[str] = None, mode: str = "max", dirpath: Optional[_PATH] = None,
+                 last_every_n_batches: int = 0, **kwargs: Any) -> None:
+        if last_every_n_batches < 0:
+            raise ValueError(f"RunCheckpoint: last_every_n_batches must be >= 0; got {last_every_n_batches}")
         kwargs.setdefault("save_top_k", 1)
         super().__init__(dirpath=dirpath, filename="best", monitor=monitor, mode=mode, save_last=True,
                          auto_insert_metric_name=False, enable_version_counter=False, **kwargs)
+        self.last_every_n_batches = int(last_every_n_batches)
+
+    def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        if trainer.is_global_zero and self.dirpath is not None:
+            remove_stale_temporary_files(self.dirpath)
+
+    def on_train_batch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        n, done = self.last_every_n_batches, trainer.fit_loop.epoch_loop.batch_progress.total.processed
+        if not n or done % n or trainer.sanity_checking or self._last_global_step_saved == trainer.global_step:
+            return
+        self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def on_train_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         parent = getattr(super(), "on_train_end", None)
@@ -147,39 +224,70 @@ def set_rng_states(states: Dict[str, Any]) -> None:
         torch.cuda.set_rng_state(states["cuda"])
 
 
-class ResumeState(Callback):
-    """Save every RNG with each checkpoint; on resume, restore them just before the resumed epoch's data is drawn.
+def _train_samplers(trainer: "pl.Trainer") -> List[Any]:
+    """The :class:`~vision_attn.data.resumable.ResumableSampler` of each training loader (others have none)."""
+    loaders = getattr(trainer.fit_loop, "_combined_loader", None)
+    found = []
+    for dl in loaders.flattened if loaders is not None else []:
+        sampler = getattr(dl, "sampler", None)
+        if isinstance(sampler, ResumableSampler):
+            found.append(sampler)
+    return found
 
-    Exact from an epoch-end checkpoint (``last.ckpt`` of every completed epoch): the resumed fit ends with the same
-    weights as an uninterrupted one with the same seed. From a mid-epoch checkpoint Lightning restarts the epoch's
-    loader, so the rest of that epoch sees other batches. Under DDP every process restores process 0's generators (all
-    processes draw the same main-process streams when seeded alike; loader workers add their rank).
+
+def _batches_done(trainer: "pl.Trainer") -> int:
+    """Batches of the resumed epoch its checkpoint had trained on (0 when it was saved at an epoch's end)."""
+    cur = trainer.fit_loop.epoch_loop.batch_progress.current
+    done = cur.processed if cur.completed == cur.processed - 1 else cur.completed  # saved in on_train_batch_end
+    return 0 if done >= trainer.num_training_batches else int(done)
+
+
+class ResumeState(Callback):
+    """Save every RNG (and the training samplers' seeds) with each checkpoint; on resume, restore them just before the
+    resumed epoch's data is drawn, and start that epoch's loader after the batches the checkpoint had trained on.
+
+    Exact from any checkpoint, mid-epoch ones included, when the training loaders use
+    :class:`~vision_attn.data.resumable.ResumableSampler` (every datamodule of ``vision_attn.data`` does): their order
+    and augmentations depend on (seed, epoch, image) only, and the step's own randomness on the generators saved here.
+    A loader without it resumes exactly from epoch-end checkpoints only (Lightning restarts its epoch from the start).
+    Under DDP every process restores process 0's generators (all draw the same main-process streams when seeded alike).
     """
 
     def __init__(self) -> None:
         self._pending: Optional[Dict[str, Any]] = None
+        self._trainer: Optional["pl.Trainer"] = None
+
+    def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
+        self._trainer = trainer
 
     def state_dict(self) -> Dict[str, Any]:
-        return {"rng": collect_rng_states()}
+        samplers = _train_samplers(self._trainer) if self._trainer is not None else []
+        return {"rng": collect_rng_states(), "samplers": [s.state_dict() for s in samplers]}
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
-        self._pending = state_dict.get("rng")
+        self._pending = state_dict
 
     def on_train_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         if self._pending is None:
             return
-        set_rng_states(self._pending)
-        self._pending = None
+        pending, self._pending = self._pending, None
+        if pending.get("rng") is not None:
+            set_rng_states(pending["rng"])
         # Lightning made the resumed epoch's iterator already (before our restore, and before setting the sampler's
-        # epoch): make it again, as an uninterrupted run does at the start of each epoch.
+        # epoch): make it again, as an uninterrupted run does at the start of each epoch, minus the batches trained.
         fit_loop = trainer.fit_loop
         loaders, fetcher = getattr(fit_loop, "_combined_loader", None), getattr(fit_loop, "_data_fetcher", None)
         if loaders is None or fetcher is None:
             return
         from lightning_fabric.utilities.data import _set_sampler_epoch
 
+        samplers, done = _train_samplers(trainer), _batches_done(trainer)
+        for sampler, state in zip(samplers, pending.get("samplers") or []):
+            sampler.load_state_dict(state)
         for dl in loaders.flattened:
             _set_sampler_epoch(dl, fit_loop.epoch_progress.current.processed)
+            if isinstance(getattr(dl, "sampler", None), ResumableSampler) and done:
+                dl.sampler.skip(done * int(dl.batch_size or 1))
         iter(fetcher)
 
 

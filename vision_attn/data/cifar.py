@@ -18,9 +18,10 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 from .cifar_format import CorruptedDatasetError, SafeCIFAR10, SafeCIFAR100, UnsafeDataError, read_cifar_file
 from .images import PredictFolderMixin
+from .resumable import ResumableSampler, SeededSamples
 from .transforms import CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD, eval_transform, train_transform
 
 __all__ = [
@@ -113,25 +114,25 @@ def make_loader(dataset: Dataset, batch_size: int, num_workers: int, train: bool
                 collate_fn: Optional[Callable] = None) -> DataLoader:
     """DataLoader with the house settings: training shuffles (unless ``shuffle=False``) and drops the last partial batch.
 
-    An unshuffled training loader under torch.distributed gets an unshuffled ``DistributedSampler`` here (Lightning
-    would otherwise inject a shuffling one): process ``r`` of ``W`` then takes images ``r, r + W, ...`` of the order.
+    A training loader draws its order and each image's augmentation from a :class:`~.resumable.ResumableSampler`
+    (under torch.distributed process ``r`` of ``W`` takes every ``W``-th image of the order), so a fit resumes at any
+    batch; no loader draws from torch's global generator (its own ``generator`` seeds the workers).
     """
     shuffle = train if shuffle is None else shuffle
-    sampler = None
-    if train and not shuffle and torch.distributed.is_available() and torch.distributed.is_initialized():
-        sampler = DistributedSampler(dataset, shuffle=False)
+    sampler = ResumableSampler(dataset, shuffle=shuffle) if train else None
     return DataLoader(
-        dataset,
+        SeededSamples(dataset) if train else dataset,
         batch_size=batch_size,
-        shuffle=shuffle if sampler is None else None,
+        shuffle=None if train else shuffle,
         sampler=sampler,
         # a subset smaller than one batch would otherwise give an empty epoch
         drop_last=train and len(dataset) >= batch_size,
         num_workers=num_workers,
-        # fresh workers each epoch: seeded from torch's generator, so a resumed run can replay them (not persistent ones)
+        # fresh workers each epoch (not persistent ones): they only run SeededSamples, whose seeds come with the keys
         persistent_workers=False,
         pin_memory=torch.cuda.is_available(),
         collate_fn=collate_fn,
+        generator=torch.Generator(),  # worker seeds from here, not from the global generator a checkpoint restores
     )
 
 

@@ -14,7 +14,7 @@ import numpy as np
 from torchvision.datasets import CIFAR10, CIFAR100, VisionDataset
 from torchvision.datasets.utils import check_integrity as check_md5
 
-__all__ = ["CorruptedDatasetError", "UnsafeDataError", "read_cifar_file", "SafeCIFAR10", "SafeCIFAR100"]
+__all__ = ["CorruptedDatasetError", "UnsafeDataError", "read_cifar_file", "check_cifar_batch", "SafeCIFAR10", "SafeCIFAR100"]
 
 
 class CorruptedDatasetError(RuntimeError):
@@ -69,6 +69,25 @@ def read_cifar_file(path: str | os.PathLike) -> Any:
             raise CorruptedDatasetError(f"{path} is not a readable CIFAR batch: {err!r}") from None
 
 
+def check_cifar_batch(entry: Any, path: str | os.PathLike) -> tuple[np.ndarray, list]:
+    """``(data (N, 3072) uint8, labels: N ints)`` of an unpickled training/test batch, or a
+    :class:`CorruptedDatasetError` naming the file, the field, what was expected and what was found."""
+    key = "labels" if isinstance(entry, dict) and "labels" in entry else "fine_labels"
+    if not isinstance(entry, dict) or "data" not in entry or key not in entry:
+        found = sorted(map(str, entry)) if isinstance(entry, dict) else type(entry).__name__
+        raise CorruptedDatasetError(f"{path}: expected a dict with 'data' and 'labels' (or 'fine_labels'); found {found}")
+    data, labels = entry["data"], entry[key]
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        found = f"{data.dtype} array of shape {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
+        raise CorruptedDatasetError(f"{path}: 'data' must be a uint8 array of shape (N, 3072) (32x32 RGB rows); found {found}")
+    if not isinstance(labels, (list, tuple, np.ndarray)) or len(labels) != len(data) or not all(
+            isinstance(y, (int, np.integer)) and not isinstance(y, bool) for y in labels):
+        n = len(labels) if isinstance(labels, (list, tuple, np.ndarray)) else type(labels).__name__
+        raise CorruptedDatasetError(f"{path}: '{key}' must be {len(data)} ints (one per image); found {n} entries "
+                                    "or non-integer labels")
+    return data, [int(y) for y in labels]
+
+
 class SafeCIFAR10(CIFAR10):
     """torchvision's ``CIFAR10`` (same files, md5 checks, ``data``/``targets``/``classes``) read by
     :func:`read_cifar_file` instead of ``pickle.load``: whoever can write the data folder cannot run code."""
@@ -83,9 +102,10 @@ class SafeCIFAR10(CIFAR10):
             raise RuntimeError("Dataset not found or corrupted. You can use download=True to download it")
         data, self.targets = [], []
         for name, _ in self.train_list if train else self.test_list:
-            entry = read_cifar_file(os.path.join(self.root, self.base_folder, name))
-            data.append(entry["data"])
-            self.targets.extend(entry["labels"] if "labels" in entry else entry["fine_labels"])
+            path = os.path.join(self.root, self.base_folder, name)
+            images, labels = check_cifar_batch(read_cifar_file(path), path)
+            data.append(images)
+            self.targets.extend(labels)
         self.data = np.vstack(data).reshape(-1, 3, 32, 32).transpose((0, 2, 3, 1))  # HWC
         self._load_meta()
 

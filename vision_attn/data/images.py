@@ -26,11 +26,12 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..ops import pad_images_to_batch
 
-__all__ = ["IMAGE_EXTENSIONS", "find_images", "load_rgb", "image_size", "ImageFiles", "SizeGroupedBatchSampler",
+__all__ = ["IMAGE_EXTENSIONS", "MAX_PIXELS", "ImageTooLargeError", "find_images", "load_rgb", "image_size", "ImageFiles", "SizeGroupedBatchSampler",
            "collate_images", "collate_detection", "image_loader", "PredictFolderMixin"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
 _WHITE = (255, 255, 255, 255)
+MAX_PIXELS = 89_478_485  # PIL's DecompressionBombWarning threshold: ~0.25 GiB as 8-bit RGB
 
 
 def find_images(inputs: Sequence[str]) -> List[str]:
@@ -57,9 +58,21 @@ def _to_8bit(im: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), mode="L")
 
 
-def load_rgb(path: str | os.PathLike) -> Image.Image:
-    """The image file as an upright 8-bit RGB PIL image (see the module docstring for what is converted how)."""
+class ImageTooLargeError(ValueError):
+    """An image file whose header declares more pixels than ``max_pixels``: refused before decoding it."""
+
+
+def load_rgb(path: str | os.PathLike, max_pixels: Optional[int] = MAX_PIXELS) -> Image.Image:
+    """The image file as an upright 8-bit RGB PIL image (see the module docstring for what is converted how).
+
+    ``max_pixels``: the most pixels (width x height, from the header, before any decoding) accepted; a larger image
+    raises :class:`ImageTooLargeError` (a 17 KB PNG can declare 12000 x 12000 and decode to gigabytes). None: no limit
+    but PIL's own (2 x ``PIL.Image.MAX_IMAGE_PIXELS``)."""
     with Image.open(path) as im:
+        w, h = im.size
+        if max_pixels is not None and w * h > max_pixels:
+            raise ImageTooLargeError(f"{path}: {w}x{h} = {w * h} pixels, more than max_pixels={max_pixels} "
+                                     "(raise --max-pixels to read it)")
         im = ImageOps.exif_transpose(im)
         im.load()
     if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
@@ -93,8 +106,8 @@ class ImageFiles(Dataset):
     transform), or ``(None, {"file", "index", "error"})`` when the file cannot be read.
     """
 
-    def __init__(self, files: Sequence[str], transform: Callable[[Image.Image], Tensor]):
-        self.files, self.transform = [str(f) for f in files], transform
+    def __init__(self, files: Sequence[str], transform: Callable[[Image.Image], Tensor], max_pixels: Optional[int] = MAX_PIXELS):
+        self.files, self.transform, self.max_pixels = [str(f) for f in files], transform, max_pixels
 
     def __len__(self) -> int:
         return len(self.files)
@@ -102,7 +115,7 @@ class ImageFiles(Dataset):
     def __getitem__(self, index: int) -> Tuple[Optional[Tensor], Dict[str, Any]]:
         path = self.files[index]
         try:
-            rgb = load_rgb(path)
+            rgb = load_rgb(path, self.max_pixels)
         except Exception as e:  # missing, truncated, not an image, too large: reported, and the others go on
             first = (str(e).splitlines() or [""])[0]
             return None, {"file": path, "index": index, "error": f"{type(e).__name__}: {first}"}
@@ -160,10 +173,11 @@ def collate_detection(batch: Sequence[Tuple[Optional[Tensor], Dict[str, Any]]]
 
 
 def image_loader(files: Sequence[str], transform: Callable[[Image.Image], Tensor], batch_size: int,
-                 num_workers: int = 0, detection: bool = False) -> DataLoader:
+                 num_workers: int = 0, detection: bool = False, max_pixels: Optional[int] = MAX_PIXELS) -> DataLoader:
     """The predict loader: :class:`ImageFiles` in order; for ``detection`` batches of equal-size images
-    (:class:`SizeGroupedBatchSampler`) in DETR's ``(images, mask, infos)`` layout, else ``(images, infos)``."""
-    data = ImageFiles(files, transform)
+    (:class:`SizeGroupedBatchSampler`) in DETR's ``(images, mask, infos)`` layout, else ``(images, infos)``.
+    Images over ``max_pixels`` are reported as unreadable (:class:`ImageTooLargeError`), never decoded."""
+    data = ImageFiles(files, transform, max_pixels)
     common = dict(num_workers=num_workers, persistent_workers=False, pin_memory=torch.cuda.is_available())
     if detection:
         return DataLoader(data, batch_sampler=SizeGroupedBatchSampler(data.files, batch_size), collate_fn=collate_detection, **common)

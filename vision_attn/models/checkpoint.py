@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 __all__ = [
     "CheckpointError",
+    "check_zip_records",
     "UnsafeCheckpointError",
     "Checkpoint",
     "read_checkpoint",
@@ -99,6 +100,27 @@ def _pickle_imports(path: Path) -> Optional[list]:
     return names
 
 
+def check_zip_records(path: Union[str, Path]) -> None:
+    """Refuse a zipped torch file whose records could inflate beyond the file (a "zip bomb"), before any is read.
+
+    ``torch.save`` stores every record uncompressed, so a record is accepted only if stored (not deflated) and its
+    declared size fits in the file; a file that is not a zip (legacy pickle) passes unchanged."""
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as z:
+            records = z.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return  # not a zip: the reader itself says what is wrong with it
+    size = path.stat().st_size
+    for r in records:
+        if r.compress_type != zipfile.ZIP_STORED or r.file_size > size or r.compress_size > size:
+            raise CheckpointError(
+                f"{path}: refused to load: record {r.filename} declares {r.file_size} bytes "
+                f"({'stored' if r.compress_type == zipfile.ZIP_STORED else 'compressed'}) in a {size}-byte file; "
+                "torch.save writes only stored records that fit in the file"
+            )
+
+
 def _read(path: Path) -> object:
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError
@@ -108,6 +130,7 @@ def _read(path: Path) -> object:
             return load_file(str(path), device="cpu")
         except (SafetensorError, OSError, ValueError) as e:
             raise CheckpointError(f"{path}: not a readable safetensors file (truncated or foreign?): {e}") from None
+    check_zip_records(path)
     try:
         # argparse.Namespace: training checkpoints (DETR's among them) store their command-line args; unpickling one
         # only sets attributes, so it is allowed beside tensors and plain containers.
@@ -125,8 +148,9 @@ def _read(path: Path) -> object:
                 "Load only files you trust, or re-save the weights as a plain state dict or .safetensors"
             ) from None
         raise CheckpointError(f"{path}: not a PyTorch checkpoint (the weights-only unpickler could not read it)") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, KeyError, IndexError, TypeError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        first = f"{type(e).__name__}: {first}" if isinstance(e, (KeyError, IndexError, TypeError)) else first
         raise CheckpointError(f"{path}: truncated or not a PyTorch checkpoint ({first})") from None
 
 

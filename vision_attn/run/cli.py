@@ -14,6 +14,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_info
 
 from ..callbacks import AtomicCheckpointIO, CheckpointWriteError, NonFiniteError, RunCheckpoint
+from ..callbacks.checkpoint import read_lightning_checkpoint
 from ..data.cifar import CorruptedDatasetError
 from ..data.coco import COCOFormatError
 from ..data.folder import BadImageError
@@ -101,6 +102,9 @@ class VisionAttnCLI(LightningCLI):
         )
 
     def add_arguments_to_parser(self, parser) -> None:
+        parser.add_argument("--last_every_n_batches", type=int, default=0,
+                            help="also write last.ckpt every N training batches (0: at each epoch's end only); a fit "
+                                 "resumes exactly from any of them (docs/resuming.md)")
         parser.link_arguments("data", "model.init_args.num_classes", compute_fn=self._data_num_classes, apply_on="instantiate")
 
     def before_instantiate_classes(self) -> None:
@@ -141,6 +145,14 @@ class VisionAttnCLI(LightningCLI):
         rank_zero_info(f"resuming from {resume.ckpt}")
         return resume
 
+    def _check_ckpt_path(self) -> None:
+        """A ``--ckpt_path`` file is read (weights-only, tensors left on disk) before the run writes anything."""
+        path = self.config_init[self.subcommand].get("ckpt_path") if self.subcommand else None
+        if path and path not in ("last", "best", "hpc", "registry") and "://" not in str(path):
+            read_lightning_checkpoint(os.path.expanduser(str(path)), mmap=True)
+
+    before_fit = before_validate = before_test = before_predict = _check_ckpt_path
+
     def instantiate_trainer(self, **kwargs):
         cfg = self._get(self.config_init, "trainer", default={})
         root = Path(cfg.get("default_root_dir") or os.getcwd())
@@ -153,7 +165,8 @@ class VisionAttnCLI(LightningCLI):
             cfg["logger"] = [csv, TensorBoardLogger(str(root), name="", version=csv.version, default_hp_metric=False, **tb)]
         if cfg.get("enable_checkpointing") is not False and not any(isinstance(c, ModelCheckpoint) for c in callbacks):
             monitor, mode = getattr(self.model, "checkpoint_monitor", None) or (None, "max")
-            callbacks.append(RunCheckpoint(monitor=monitor, mode=mode))
+            every = int(self._get(self.config_init, "last_every_n_batches", default=0) or 0)
+            callbacks.append(RunCheckpoint(monitor=monitor, mode=mode, last_every_n_batches=every))
         cfg["callbacks"] = callbacks
         plugins = _as_list(cfg.get("plugins"))
         if not any(isinstance(p, CheckpointIO) for p in plugins):

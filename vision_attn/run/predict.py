@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from ..attention.capture import capture_attention
 from ..callbacks.predictions import category_map, class_names_for, classification_records, detection_records, write_predictions
 from ..data.coco.transforms import detr_predict_transform
-from ..data.images import find_images, image_loader, load_rgb
+from ..data.images import MAX_PIXELS, find_images, image_loader, load_rgb
 from ..data.transforms import AlbumentationsTransform
 from ..models import create_eval_transform, create_model
 from ..models.detr import DETR
@@ -187,9 +187,9 @@ def _draw_attention(p: Predictor, maps: Dict[str, Tensor], row: int, image: Tens
 def predict(inputs: Sequence[str], output_dir: str, model: Optional[str] = None, config: Optional[str] = None,
             ckpt: Optional[str] = None, top_k: int = 5, threshold: float = 0.5, attention: bool = False,
             query_pixels: Optional[Sequence[Tuple[int, int]]] = None, batch_size: Optional[int] = None,
-            overrides: Sequence[str] = ()) -> int:
+            overrides: Sequence[str] = (), max_pixels: Optional[int] = MAX_PIXELS) -> int:
     """Write ``output_dir/predictions.json`` (+ PNGs) for the image files of ``inputs`` (files, folders, globs);
-    returns the number of files that could not be read."""
+    returns the number of files that could not be read (or declared more than ``max_pixels`` pixels)."""
     files = find_images(inputs)
     if not files:
         raise FileNotFoundError(f"--input {' '.join(map(str, inputs))}: no image files there")
@@ -197,7 +197,7 @@ def predict(inputs: Sequence[str], output_dir: str, model: Optional[str] = None,
     out = Path(output_dir).expanduser()
     transform = _eval_transform(p.model, p.datamodule)
     default_bs = getattr(p.datamodule, "predict_batch_size", None) or (8 if p.detection else 32)
-    loader = image_loader(files, transform, batch_size or default_bs, 0, p.detection)
+    loader = image_loader(files, transform, batch_size or default_bs, 0, p.detection, max_pixels)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     p.task.to(device)
     if attention:

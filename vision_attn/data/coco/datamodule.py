@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..images import PredictFolderMixin
+from ..resumable import ResumableSampler, SeededSamples
 from ..transforms import AlbumentationsTransform
 from .dataset import COCODetection, _category_mapping, detection_collate
 from .transforms import DETR_SCALES, detr_eval_transform, detr_predict_transform, detr_train_transform
@@ -192,9 +193,11 @@ class COCODataModule(PredictFolderMixin, pl.LightningDataModule):
 
     def _loader(self, ds: Dataset, shuffle: bool, batch_size: int) -> DataLoader:
         nw = self.opts.num_workers
-        # fresh workers each epoch: seeded from torch's generator, so a resumed run can replay them (not persistent ones)
-        return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=nw, collate_fn=detection_collate,
-                          drop_last=shuffle, persistent_workers=False, pin_memory=torch.cuda.is_available())
+        # training: order and augmentations from a ResumableSampler, so a fit resumes at any batch (see data.resumable)
+        sampler = ResumableSampler(ds, shuffle=True) if shuffle else None
+        return DataLoader(SeededSamples(ds) if shuffle else ds, batch_size=batch_size, sampler=sampler, num_workers=nw,
+                          collate_fn=detection_collate, drop_last=shuffle, persistent_workers=False,
+                          pin_memory=torch.cuda.is_available(), generator=torch.Generator())
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.dataset(self.train_split, train=True), True, self.opts.batch_size)

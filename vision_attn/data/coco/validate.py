@@ -19,7 +19,12 @@ class COCOFormatError(ValueError):
 
 
 def _is_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+    if not isinstance(x, (int, float)) or isinstance(x, bool):
+        return False
+    try:
+        return math.isfinite(x)
+    except OverflowError:  # a JSON integer like 10**400 is an exact Python int no float can hold
+        return False
 
 
 def load_coco_annotations(path: str | os.PathLike) -> Dict[str, Any]:
@@ -38,7 +43,7 @@ def load_coco_annotations(path: str | os.PathLike) -> Dict[str, Any]:
     try:
         with open(path, "rb") as f:
             data = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+    except (ValueError, UnicodeDecodeError) as err:  # ValueError: JSONDecodeError, or an int of > 4300 digits
         raise COCOFormatError(f"{path}: not valid JSON ({err})") from err
     if not isinstance(data, dict):
         raise COCOFormatError(f"{path}: expected a JSON object with 'images', 'annotations', 'categories'; got {type(data).__name__}")

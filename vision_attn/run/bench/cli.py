@@ -104,7 +104,16 @@ def build_parser() -> argparse.ArgumentParser:
 def data_size(args: argparse.Namespace) -> Dict[str, object]:
     """The data-size sweep (``vision_attn.run.data_size``): cells, results.csv, data_size.png / .md."""
     from vision_attn.run.data_size import run_sweep
+    from vision_attn.run.data_size.journal import ResultsFileError
+    from vision_attn.run.data_size.runner import SweepLockedError
 
+    try:
+        return _data_size(args, run_sweep)
+    except (SweepLockedError, ResultsFileError) as err:  # the message names the folder or file and line: one line
+        raise SystemExit(f"error: {err}") from None
+
+
+def _data_size(args: argparse.Namespace, run_sweep) -> Dict[str, object]:
     if args.print_cells:
         return {"commands": run_sweep(args.config, args.output_dir, extra_args=args.cell_args, print_cells=True)}
     launcher = None

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-__all__ = ["RESULT_COLUMNS", "PROVENANCE_COLUMNS", "append_result", "read_result_json", "read_results", "write_result_json"]
+__all__ = ["RESULT_COLUMNS", "ResultsFileError", "PROVENANCE_COLUMNS", "append_result", "read_result_json", "read_results", "write_result_json"]
 
 RESULT_COLUMNS = ("model", "fraction", "seed", "n_train", "top1", "top5", "train_seconds", "images_per_second", "devices",
                   "steps", "params", "cell_hash", "code_version")
@@ -30,6 +30,10 @@ _TYPES = {"fraction": float, "seed": int, "n_train": int, "top1": float, "top5":
           "images_per_second": float, "devices": int, "steps": _int_or_none, "params": _int_or_none}
 
 
+class ResultsFileError(ValueError):
+    """``results.csv`` has a foreign header, a malformed row or a duplicated cell; the message names file and line."""
+
+
 def read_results(path: str | os.PathLike) -> List[Dict[str, Any]]:
     """The finished cells in ``results.csv``, typed. A torn last line (a kill during the write) is dropped and the
     file rewritten without it; any other malformed row, or a row repeating an earlier one (same model, fraction, seed
@@ -45,7 +49,7 @@ def read_results(path: str | os.PathLike) -> List[Dict[str, Any]]:
     header = tuple(next(csv.reader([lines[0]])))
     known = set(RESULT_COLUMNS)
     if not set(RESULT_COLUMNS) - set(_OPTIONAL_COLUMNS) <= set(header) or not set(header) <= known:
-        raise ValueError(f"{path}: header {list(header)} is not {list(RESULT_COLUMNS)}; move the file away or pick "
+        raise ResultsFileError(f"{path}: header {list(header)} is not {list(RESULT_COLUMNS)}; move the file away or pick "
                          "another --output-dir")
     rows: List[Dict[str, Any]] = []
     seen: Dict[tuple, int] = {}
@@ -62,10 +66,10 @@ def read_results(path: str | os.PathLike) -> List[Dict[str, Any]]:
                 # the process was killed while appending this row: the cell did not finish; forget it
                 _atomic_write(path, "".join(lines[:-1]))
                 break
-            raise ValueError(f"{path}, line {i}: malformed row {line.strip()!r}: {err}") from None
+            raise ResultsFileError(f"{path}, line {i}: malformed row {line.strip()!r}: {err}") from None
         key = (row["model"], row["fraction"], row["seed"], row["cell_hash"])
         if key in seen:
-            raise ValueError(f"{path}, line {i}: duplicate of line {seen[key]} (model {row['model']}, fraction "
+            raise ResultsFileError(f"{path}, line {i}: duplicate of line {seen[key]} (model {row['model']}, fraction "
                              f"{row['fraction']}, seed {row['seed']}); a cell is counted once: delete one of them")
         seen[key] = i
         rows.append(row)
