@@ -151,3 +151,16 @@ def test_stale_temporary_files_of_dead_processes_are_removed_and_others_kept(tmp
 def test_last_every_n_batches_is_checked():
     with pytest.raises(ValueError, match="last_every_n_batches must be >= 0; got -1"):
         RunCheckpoint(last_every_n_batches=-1)
+
+
+def test_a_checkpoint_saved_at_a_batch_end_keeps_that_batches_logged_row(tmp_path):
+    from vision_attn.run.resume import _logged_steps
+
+    def ckpt(**total):
+        path = tmp_path / "c.ckpt"
+        torch.save({"loops": {"fit_loop": {"epoch_loop.state_dict": {"_batches_that_stepped": 7},
+                                           "epoch_loop.batch_progress": {"total": total}}}}, path)
+        return _logged_steps(path)
+
+    assert ckpt(ready=8, started=8, processed=8, completed=7) == 8  # saved in on_train_batch_end: row 7 is kept
+    assert ckpt(ready=8, started=8, processed=8, completed=8) == 7  # saved at the epoch's end

@@ -4,16 +4,19 @@
   leaves the previous file intact.
 - :class:`RunCheckpoint` keeps ``best.ckpt`` (by the task's ``checkpoint_monitor``, or the latest weights when the task
   has none) and ``last.ckpt``; a fit that never validated still ends with a ``best.ckpt`` (its final weights).
-- :class:`ResumeState` saves the Python, NumPy and torch (CPU and CUDA) generators with each checkpoint and restores
-  them when a fit resumes, just before the resumed epoch's data iterator is made. Augmentations draw their randomness
-  from torch's generator (see ``vision_attn.data.transforms``), loader workers are seeded from it, so a fit resumed
-  from an epoch-end checkpoint replays the same shuffles, crops, flips, mixups and dropout as an uninterrupted one.
+- :class:`ResumeState` saves the Python, NumPy and torch (CPU and CUDA) generators (and the training sampler's seed)
+  with each checkpoint and restores them when a fit resumes, just before the resumed epoch's data iterator is made,
+  which starts after the batches the checkpoint had trained on. The training loaders' order and augmentations depend
+  on (seed, epoch, image) only (``vision_attn.data.resumable``), so a fit resumed from any ``last.ckpt``, mid-epoch
+  ones included (``RunCheckpoint(last_every_n_batches=N)``), replays the same batches, mixups and dropout as an
+  uninterrupted one (docs/resuming.md).
 """
 from __future__ import annotations
 
 import os
 import pickle
 import random
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -282,6 +285,8 @@ class ResumeState(Callback):
         from lightning_fabric.utilities.data import _set_sampler_epoch
 
         samplers, done = _train_samplers(trainer), _batches_done(trainer)
+        if samplers and len(samplers) == len(loaders.flattened):  # Lightning cannot see that these loaders resume
+            warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
         for sampler, state in zip(samplers, pending.get("samplers") or []):
             sampler.load_state_dict(state)
         for dl in loaders.flattened:

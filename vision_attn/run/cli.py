@@ -145,13 +145,23 @@ class VisionAttnCLI(LightningCLI):
         rank_zero_info(f"resuming from {resume.ckpt}")
         return resume
 
-    def _check_ckpt_path(self) -> None:
-        """A ``--ckpt_path`` file is read (weights-only, tensors left on disk) before the run writes anything."""
-        path = self.config_init[self.subcommand].get("ckpt_path") if self.subcommand else None
+    @staticmethod
+    def _check_ckpt_path(path) -> None:
+        """A ``--ckpt_path`` file is read (weights-only, tensors left on disk) before anything else reads it or the
+        run writes anything: a bad file is one :class:`CheckpointError` line naming it."""
         if path and path not in ("last", "best", "hpc", "registry") and "://" not in str(path):
             read_lightning_checkpoint(os.path.expanduser(str(path)), mmap=True)
 
-    before_fit = before_validate = before_test = before_predict = _check_ckpt_path
+    def _parse_ckpt_path(self) -> None:
+        # Lightning's own reader (a full torch.load, for the file's hyper-parameters) must not see a bad file first
+        subcommand = self.config.get("subcommand")
+        self._check_ckpt_path(self.config[subcommand].get("ckpt_path") if subcommand else None)
+        super()._parse_ckpt_path()
+
+    def _check_resolved_ckpt_path(self) -> None:
+        self._check_ckpt_path(self.config_init[self.subcommand].get("ckpt_path") if self.subcommand else None)
+
+    before_fit = before_validate = before_test = before_predict = _check_resolved_ckpt_path
 
     def instantiate_trainer(self, **kwargs):
         cfg = self._get(self.config_init, "trainer", default={})

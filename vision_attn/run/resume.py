@@ -30,12 +30,18 @@ class Resume:
 
 
 def _logged_steps(ckpt: Path) -> Optional[int]:
-    """The checkpoint's logging step (Lightning's ``_batches_that_stepped``), read without loading its tensors."""
+    """The first logging step of a fit resumed from ``ckpt`` (rows from it on were logged by the killed run after its
+    checkpoint), read without loading its tensors: Lightning's ``_batches_that_stepped``, plus one when the
+    checkpoint was saved at a batch's end (that batch's row is logged after the save, and Lightning resumes one on)."""
     try:
         state = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)
-        return int(state["loops"]["fit_loop"]["epoch_loop.state_dict"]["_batches_that_stepped"])
+        loop = state["loops"]["fit_loop"]
+        step = int(loop["epoch_loop.state_dict"]["_batches_that_stepped"])
     except Exception:  # an older or foreign checkpoint: keep every logged row
         return None
+    total = loop.get("epoch_loop.batch_progress", {}).get("total", {})
+    counts = [total.get(k) for k in ("ready", "started", "processed", "completed")]
+    return step + 1 if None not in counts and len(set(counts)) > 1 else step
 
 
 def find_last_checkpoint(root: str | os.PathLike, dirpaths: Sequence[str | os.PathLike] = ()) -> Resume:

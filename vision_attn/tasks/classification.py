@@ -179,7 +179,10 @@ class ClassificationTask(pl.LightningModule):
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False)
         return loss
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+        # here, not in on_train_batch_end: that runs after the callbacks', so a checkpoint saved at a batch's end
+        # (last_every_n_batches) would miss this batch's average and a resume from it would skip it
         if self.ema is not None:
             self.ema.update_parameters(self.model)
 
