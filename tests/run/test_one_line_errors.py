@@ -107,7 +107,7 @@ def test_a_cifar_batch_with_the_wrong_dtype_is_one_line(tmp_path):
     sums["data_batch_1"] = hashlib.md5(raw).hexdigest()
     (folder / "checksums.json").write_text(json.dumps(sums))
     line = one_error_line(["fit", *quickstart(tmp_path)])
-    assert line.startswith(f"error: {folder / 'data_batch_1'}: 'data' must be a uint8 array of shape (N, 3072)")
+    assert line.startswith(f"error: {folder / 'data_batch_1'}: 'data' must be a uint8 array of shape (N, 3*S*S)")
     assert line.endswith("found float64 array of shape (12, 3072)")
     assert not (tmp_path / "run" / "version_0" / "checkpoints").exists()
 

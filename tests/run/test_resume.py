@@ -100,11 +100,11 @@ def test_a_fit_killed_with_sigkill_and_resumed_ends_with_the_uninterrupted_weigh
     marker = tmp_path / "paused"  # written by the child at the start of epoch 1, after epoch 0's last.ckpt
     pause = json.dumps([{"class_path": "_pause_once.PauseBeforeSecondEpoch", "init_args": {"marker": str(marker)}}])
     env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])}
+           "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])}
     with open(tmp_path / "child.log", "w") as log:
         child = subprocess.Popen([sys.executable, str(REPO / "tools/train.py"), "fit", *args, "--trainer.callbacks", pause,
                                   "--trainer.default_root_dir", str(tmp_path / "B")], env=env, stdout=log, stderr=log)
-        deadline = time.time() + 120
+        deadline = time.time() + 600  # a loaded machine: importing torch and building the run can take minutes
         while not (marker.is_file() and marker.read_text()):
             assert time.time() < deadline and child.poll() is None, (tmp_path / "child.log").read_text()[-3000:]
             time.sleep(0.1)

@@ -70,16 +70,18 @@ def read_cifar_file(path: str | os.PathLike) -> Any:
 
 
 def check_cifar_batch(entry: Any, path: str | os.PathLike) -> tuple[np.ndarray, list]:
-    """``(data (N, 3072) uint8, labels: N ints)`` of an unpickled training/test batch, or a
+    """``(data (N, 3*S*S) uint8, labels: N ints)`` of an unpickled training/test batch, or a
     :class:`CorruptedDatasetError` naming the file, the field, what was expected and what was found."""
     key = "labels" if isinstance(entry, dict) and "labels" in entry else "fine_labels"
     if not isinstance(entry, dict) or "data" not in entry or key not in entry:
         found = sorted(map(str, entry)) if isinstance(entry, dict) else type(entry).__name__
         raise CorruptedDatasetError(f"{path}: expected a dict with 'data' and 'labels' (or 'fine_labels'); found {found}")
     data, labels = entry["data"], entry[key]
-    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+    side = int(round((data.shape[1] / 3) ** 0.5)) if isinstance(data, np.ndarray) and data.ndim == 2 else 0
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or not side or data.shape[1] != 3 * side * side:
         found = f"{data.dtype} array of shape {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
-        raise CorruptedDatasetError(f"{path}: 'data' must be a uint8 array of shape (N, 3072) (32x32 RGB rows); found {found}")
+        raise CorruptedDatasetError(f"{path}: 'data' must be a uint8 array of shape (N, 3*S*S) (SxS RGB rows, S=32 for "
+                                    f"CIFAR); found {found}")
     if not isinstance(labels, (list, tuple, np.ndarray)) or len(labels) != len(data) or not all(
             isinstance(y, (int, np.integer)) and not isinstance(y, bool) for y in labels):
         n = len(labels) if isinstance(labels, (list, tuple, np.ndarray)) else type(labels).__name__
