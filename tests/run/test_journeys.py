@@ -65,7 +65,7 @@ def finetuned(tmp_path_factory, hub_home):
                 "fit", "--config", str(REPO / "configs/finetune_folder.yaml"), "--data.init_args.root", "imgs",
                 "--model.init_args.model", NAME, "--model.init_args.model_args", "{img_size: 32}",
                 "--data.init_args.batch_size", "2", "--data.init_args.num_workers", "0", "--trainer.max_epochs", "-1",
-                "--trainer.max_steps", "4", "--trainer.log_every_n_steps", "2", "--trainer.default_root_dir", "runs/ff",
+                "--trainer.max_steps", "2", "--trainer.log_every_n_steps", "1", "--trainer.default_root_dir", "runs/ff",
                 *QUIET])
         yield cli, tmp, tmp / "runs/ff/version_0", out.getvalue(), [str(w.message) for w in seen], mp
 
@@ -79,7 +79,7 @@ def test_own_folder_fine_tunes_published_weights_with_their_preprocessing(finetu
     assert cli.datamodule.data_config["interpolation"] == "bicubic" and cli.datamodule.data_config["crop_pct"] == 0.9
     assert (run / "config.yaml").is_file() and (run / "checkpoints" / "best.ckpt").is_file()
     # quiet and log-friendly: step lines in a non-TTY log, no advert, no library deprecation noise
-    assert "train step 2/4" in printed and "train step 4/4" in printed
+    assert "train step 1/2" in printed and "train step 2/2" in printed
     assert "Tip:" not in printed and not any("LeafSpec" in w or "args parameter" in w for w in warned)
 
 
@@ -87,17 +87,17 @@ def test_the_epoch_counter_is_right_under_max_steps(finetuned):
     from vision_attn.callbacks.progress import StepBar
 
     bar = StepBar()
-    bar._trainer = finetuned[0].trainer  # max_epochs=-1, max_steps=4: Lightning's bar read "Epoch 0/-2"
-    assert bar._get_train_description(0).strip() == "Epoch 0, step 4/4"
+    bar._trainer = finetuned[0].trainer  # max_epochs=-1, max_steps=2: Lightning's bar read "Epoch 0/-2"
+    assert bar._get_train_description(0).strip() == "Epoch 0, step 2/2"
 
 
 def test_a_run_folder_works_unedited_with_eval_predict_export_and_run(finetuned):
     cli, tmp, run, _, _, mp = finetuned
     config, ckpt = resolve_run(tmp / "runs/ff")  # the newest version_N of a runs/NAME folder
     assert (config, ckpt) == (run / "config.yaml", run / "checkpoints" / "best.ckpt")
-    unedited = eval_tool.main(["--config", str(config), "--ckpt", str(ckpt), "--split", "val"])
-    by_run = eval_tool.main(["--run", str(run), "--split", "val"])
-    assert by_run["top1"] == unedited["top1"] and (run / "eval_val" / "metrics.json").is_file()
+    by_run = eval_tool.main(["--run", str(run), "--split", "val"])  # the saved config.yaml as it is
+    assert by_run["config"] == str(config) and by_run["checkpoint"] == str(ckpt)
+    assert json.loads((run / "eval_val" / "metrics.json").read_text())["top1"] == by_run["top1"]
     assert predict_tool.main(["--run", str(run), "--input", "imgs/val"]) == 0
     records = json.loads((run / "predict" / "predictions.json").read_text())
     assert len(records) == 4 and {r["top_k"][0]["label"] for r in records} <= {"cat", "dog"}
@@ -164,7 +164,8 @@ def test_detr_on_own_coco_folder_takes_classes_and_ids_from_the_annotations(tmp_
         "fit", "--config", str(REPO / "configs/finetune_coco.yaml"), "--data.init_args.root", str(own),
         "--model.init_args.model", "detr_tiny_prenorm", "--model.init_args.pretrained", "false",
         "--data.init_args.scales", "[64]", "--data.init_args.max_size", "96", "--data.init_args.val_size", "64",
-        "--data.init_args.random_crop", "false", "--data.init_args.num_workers", "0", "--trainer.max_steps", "2",
+        "--data.init_args.random_crop", "false", "--data.init_args.num_workers", "0", "--data.init_args.batch_size", "4",
+        "--trainer.max_steps", "1",
         "--trainer.default_root_dir", "runs/fc", "--trainer.enable_progress_bar", "false", *QUIET])
     assert cli.model.num_classes == len(categories) == 3  # nothing set by hand
     ckpt = torch.load(tmp_path / "runs/fc/version_0/checkpoints/last.ckpt", map_location="cpu", weights_only=False)
