@@ -174,3 +174,24 @@ def test_detr_on_own_coco_folder_takes_classes_and_ids_from_the_annotations(tmp_
     found = det(sorted(str(p) for p in (own / "val2017").iterdir()))
     ids = {d["category_id"] for r in found for d in r["detections"]}
     assert ids and ids <= {c["id"] for c in categories}  # the file's own ids (1, 3, 5), not labels 0..2
+
+
+def test_submit_defaults_to_this_machines_gpus_and_documents_the_pass_through(monkeypatch, capsys):
+    import submit as submit_tool
+
+    seen = {}
+
+    class Job:
+        job_id, paths = "1", type("P", (), {"folder": "f"})
+
+    def fake_submit(config, train_args, **kw):
+        seen.update(kw, train_args=train_args)
+        return Job()
+
+    monkeypatch.setattr(submit_tool, "submit", fake_submit)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    submit_tool.main(["--config", "c.yaml", "--", "--trainer.max_epochs", "2"])
+    assert seen["gpus_per_node"] == 0 and seen["train_args"] == ["--trainer.max_epochs", "2"]  # was 8: a stalled CPU job
+    with pytest.raises(SystemExit):
+        submit_tool.main(["--help"])
+    assert "Everything after -- is passed to tools/train.py fit" in " ".join(capsys.readouterr().out.split())
