@@ -182,11 +182,11 @@ class VisionAttnCLI(LightningCLI):
         root = Path(cfg.get("default_root_dir") or os.getcwd())
         callbacks = _as_list(cfg.get("callbacks"))
         resume = self._resume(root, callbacks)
-        if self.subcommand != "fit":  # only a fit is a run: test/predict/eval write into the run they read, if any
+        if self.subcommand in ("test", "validate", "predict"):  # only a fit is a run: these write into the one they read
             self.save_config_callback = None
             if cfg.get("logger") in (None, True):
                 cfg["logger"] = False
-            run_dir = self._run_dir_of(self.config_init[self.subcommand].get("ckpt_path") if self.subcommand else None)
+            run_dir = self._run_dir_of(self.config_init[self.subcommand].get("ckpt_path"))
             if run_dir is not None:
                 cfg["default_root_dir"] = str(run_dir)
         elif cfg.get("logger") in (None, True):
@@ -262,7 +262,8 @@ def load_task(config: str, ckpt: Optional[str] = None, overrides: Sequence[str] 
         raise FileNotFoundError(f"config {config} does not exist")
     if ckpt is not None and _initial_weights(os.path.expanduser(config)):
         overrides = ["--model.init_args.pretrained", "null", *overrides]  # replaced by ckpt's: do not fetch them first
-    cli = VisionAttnCLI(args=["--config", os.path.expanduser(config), "--trainer.logger", "false", *overrides], run=False)
+    cli = VisionAttnCLI(args=["--config", os.path.expanduser(config), "--trainer.logger", "false", *overrides], run=False,
+                        save_config_callback=None)  # evaluating writes no config.yaml into the config's root dir
     if ckpt is not None:
         cli.model.load_weights(os.path.expanduser(ckpt) if "://" not in str(ckpt) else ckpt)
     return cli.model, cli.datamodule, cli.trainer

@@ -18,8 +18,8 @@ LIBRARY_NOISE = (
     (r"LightningCLI's args parameter is intended", r"pytorch_lightning\.cli"),
     # Lightning 2.6's own pytree helper on torch 2.9+: fixed upstream, nothing for a user to change
     (r".*isinstance\(treespec, LeafSpec\)", r"(pytorch_lightning|torch)\..*"),
-    # torch.load of our own checkpoints under weights_only (Lightning's checkpoint connector)
-    (r"You are using `torch\.load` with `weights_only=False`", r"(lightning_fabric|pytorch_lightning)\..*"),
+    # jsonargparse deprecating an argument Lightning's CLI passes it
+    (r"\s*skip_none parameter was deprecated", r"pytorch_lightning\.cli"),
 )
 # Lightning's adverts (rank_zero_info records, not warnings)
 _ADVERTS = ("💡 Tip:",)
