@@ -195,3 +195,25 @@ def test_submit_defaults_to_this_machines_gpus_and_documents_the_pass_through(mo
     with pytest.raises(SystemExit):
         submit_tool.main(["--help"])
     assert "Everything after -- is passed to tools/train.py fit" in " ".join(capsys.readouterr().out.split())
+
+
+def test_an_exported_detr_folder_names_its_inputs_and_outputs(tmp_path):
+    from vision_attn.run.export import FORMATS, run_onnx
+
+    torch.manual_seed(0)
+    model = va.create_model("detr_tiny_prenorm", num_classes=3).eval()
+    model.pretrained_cfg.update(input_size=(3, 64, 64), category_ids=[1, 3, 5])  # a small trace
+    out = FORMATS["onnx"](model, tmp_path / "detr")
+    config = json.loads((out / "config.json").read_text())
+    assert config["inputs"] == ["pixel_values", "pixel_mask"] and config["outputs"] == ["logits", "pred_boxes"]
+    assert config["task"] == "object-detection" and config["category_ids"] == [1, 3, 5]
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["pixel_values", "pixel_mask"]
+    assert [o.name for o in session.get_outputs()] == ["logits", "pred_boxes"]
+    x, mask = torch.randn(1, 3, 64, 64), torch.zeros(1, 64, 64, dtype=torch.bool)
+    logits, boxes = run_onnx(out / "model.onnx", x, mask)
+    with torch.no_grad():
+        want = model(x, mask)
+    assert np.allclose(logits, want["pred_logits"].numpy(), atol=1e-4) and np.allclose(boxes, want["pred_boxes"].numpy(), atol=1e-4)
