@@ -1,4 +1,5 @@
-"""The command line of ``tools/benchmark.py``: the ``speed``, ``pixel``, ``data-size`` and ``gpu-suite`` subcommands."""
+"""The command line of ``tools/benchmark.py``: the ``speed``, ``pixel``, ``data-size``, ``gpu-suite`` and ``results``
+subcommands."""
 from __future__ import annotations
 
 import argparse
@@ -7,6 +8,7 @@ from typing import Dict, Optional, Sequence
 from .compiled import COMPILED_FAMILIES
 from .gpu_suite import add_parser as add_gpu_suite
 from .pixel import pixel
+from .results import add_parser as add_results
 from .speed import speed
 
 DESCRIPTION = "Benchmarks of vision_attn against its peers, measured in one process."
@@ -98,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=data_size)
 
     add_gpu_suite(sub)
+    add_results(sub)
     return parser
 
 
