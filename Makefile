@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: demo test install clean mutation
+.PHONY: demo test install clean mutation docs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,14 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q
 
+# The docs site (mkdocs-material + mkdocstrings) into site/, offline, warnings as errors; sources in docs/.
+$(VENV)/.installed-docs: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -e ".[docs]"
+	touch $@
+
+docs: $(VENV)/.installed-docs
+	$(BIN)/python -m mkdocs build --strict --clean
+
 # Mutation check, not part of `make test` (minutes): which single-change mutants of MODULE do its tests catch?
 #   make mutation MODULE=vision_attn/attention/core.py [TESTS="tests/attention/test_core.py ..."] [ARGS="--max-mutants 100 --seed 0"]
 mutation: $(VENV)/.installed-dev
@@ -34,4 +42,4 @@ mutation: $(VENV)/.installed-dev
 	$(BIN)/python tools/mutation.py $(MODULE) $(if $(TESTS),--tests "$(TESTS)") $(ARGS)
 
 clean:
-	rm -rf $(VENV) runs lightning_logs .pytest_cache
+	rm -rf $(VENV) runs lightning_logs .pytest_cache site

@@ -289,7 +289,7 @@ class DETR(PretrainedMixin, nn.Module):
             - ``pred_logits (B, Q, K + 1)``: class logits, the last index "no object";
             - ``pred_boxes (B, Q, 4)``: sigmoid ``(cx, cy, w, h)`` normalised by each image's unpadded size;
             - ``aux_outputs``: (with ``aux_loss``) a list of ``dec_layers - 1`` dicts with the same two keys, one
-              per decoder layer but the last.
+                per decoder layer but the last.
 
             Predictions are float32, also under autocast (the matcher and the losses need the precision).
         """
