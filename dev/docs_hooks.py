@@ -133,7 +133,7 @@ def model_page(name: str) -> str:
     lines += ["", "## Parity and tests", "", parity, "", f"Tested in {tests}.", "",
               "## Our results on the offline benchmarks", "", _results_tables(name), "",
               "## Architecture and options", "", f"::: {factory.__module__}.{name}",
-              "    options:", "      show_root_heading: false", "      show_source: false", ""]
+              "    options:", "      show_root_heading: false", "      show_root_toc_entry: false", "      show_source: false", ""]
     return "\n".join(lines)
 
 
@@ -244,5 +244,5 @@ def on_page_markdown(markdown, page, config, files, **kwargs):
         args = _parse_args(m.group(2))
         return _render_results(args, depth) if m.group(1) == "results" else _render_data_size(args, depth)
 
-    return _DIRECTIVE.sub(sub, markdown)
+    return _DIRECTIVE.sub(lambda m: "\n" + sub(m) + "\n", markdown)  # a table needs blank lines around it
 
