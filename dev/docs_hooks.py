@@ -173,6 +173,8 @@ def _render_results(args: Dict[str, str], depth: int) -> str:
     if unknown:
         raise ValueError(f"docs: {path.name} has no column(s) {unknown}; it has {list(rows[0])}")
     labels = dict(kv.split(":", 1) for kv in args["labels"].split(";")) if args.get("labels") else {}
+    # the harness's convention: a ratio column reads "ours" on our own row
+    rows = [{**r, **{c: "ours" for c in cols if "over" in c and r.get("ours") == "True"}} for r in rows]
     notes = sorted({r.get("notes", "") for r in rows if r.get("notes", "")})
     tail = f"*Data: {_csv_link(args['file'], depth)}; {_context(rows)}" + (f"; {' / '.join(notes)}" if notes else "") + ".*"
     return render_table(rows, cols, labels) + "\n\n" + tail
@@ -208,6 +210,8 @@ def on_config(config, **kwargs):
     more = next((s for s in nav if isinstance(s, dict) and "More" in s), None)
     if more is not None:
         more["More"] = list(more["More"] or []) + extra  # new top-level pages appear without editing mkdocs.yml
+        if not more["More"]:
+            nav.remove(more)
     return config
 
 
