@@ -3,9 +3,11 @@
 Each row keeps the machine, date and commit it was measured on as the README and `git log -S` tell them: `commit`
 is the commit that first put the figure into the README (the code measured is that commit or its parent); a
 machine the README does not name is `cpu2-unrecorded`. Run from the repository root:
-``python dev/migrate_readme_results.py`` (rewrites the files it owns; the later `benchmark.py results` rows merge in).
+``python dev/migrate_readme_results.py`` (rewrites every results/*.csv from the README at 0bb54c6; run it before any new measurement).
 """
 import csv
+import io
+import subprocess
 from pathlib import Path
 
 from vision_attn.run.bench.results import write_results
@@ -44,7 +46,7 @@ def main():
         ("detr_resnet50", "DETR-R50 inference (B=2, 320x427)", "vision_attn detr_resnet50", True, 2, "320x427", 2422, 0.83, ""),
         ("detr_resnet50", "DETR-R50 inference (B=2, 320x427)", "transformers DetrForObjectDetection", False, 2, "320x427", 2437, 0.82, 1.01),
         ("detr_resnet50", "DETR-R50 train step (B=2, 320x427)", "vision_attn detr_resnet50", True, 2, "320x427", 6985, 0.29, ""),
-        ("detr_resnet50", "DETR-R50 train step (B=2, 320x427)", "transformers DetrForObjectDetection", False, 2, "320x427", 7655, 0.26, 1.10),
+        ("detr_resnet50", "DETR-R50 train step (B=2, 320x427)", "transformers DetrForObjectDetection", False, 2, "320x427", 7655, 0.26, "1.10"),
         keys=k), OUT, key=("benchmark",))
     c = dict(machine=XEON25, date="2026-11-22", commit="c794464", device="cpu", dtype="float32", repeats=20,
              notes="idle (load 1.4); D step, G step, EMA of GenerationTask.gan_step")
@@ -89,7 +91,7 @@ def main():
     for ps, side, h_ms, h_mib, unf, flex in (
             ("fwd+bwd", 8, 6.3, 7, (17.1, 2.63, 2.0), None), ("fwd+bwd", 32, 82.8, 82, (338.5, 3.97, 2.6), None),
             ("fwd+bwd", 56, 266.0, 248, (916.7, 3.43, 2.7), None), ("forward", 8, 2.0, 3, (4.3, 2.09, 4.5), (2.1, 1.03, 0.2)),
-            ("forward", 32, 24.9, 47, (161.5, 6.50, 4.5), (122.2, 4.90, 0.2)), ("forward", 56, 98.7, 145, (388.8, 3.96, 4.5), (648.7, 6.65, 0.2))):
+            ("forward", 32, 24.9, 47, (161.5, "6.50", 4.5), (122.2, 4.90, 0.2)), ("forward", 56, 98.7, 145, (388.8, 3.96, 4.5), (648.7, 6.65, 0.2))):
         size = f"{side}x{side}"
         ker += rows(c, (ps, size, "halo", True, h_ms, "", h_mib, ""), (ps, size, "unfold", False, unf[0], unf[1], "", unf[2]), keys=k)
         ker += rows(c, (ps, size, "flex", False, *((flex[0], flex[1], "", flex[2]) if flex else ("", "", "", ""))), keys=k)
@@ -105,10 +107,11 @@ def main():
                                ("resnet10_narrow_cifar", "quickstart_resnet.yaml", "0.32M", 2, 95, 99.6, 100.0),
                                ("nonlocal_resnet18_cifar", "quickstart_nonlocal.yaml (widths 16-128, stride-2 stem)", "0.32M", 3, 44, 99.4, 100.0),
                                keys=k), OUT, key=("model",))
-    src = Path("docs/data_size_study_results.csv")
-    if src.is_file():
-        with open(src, newline="") as f:
-            cells = list(csv.DictReader(f))
+    # the study's journal as committed before this move (docs/data_size_study_results.csv at 0bb54c6)
+    text = subprocess.run(["git", "show", "0bb54c6:docs/data_size_study_results.csv"], capture_output=True, text=True,
+                          check=True).stdout
+    if text:
+        cells = list(csv.DictReader(io.StringIO(text)))
         for r in cells:
             r.update(gflops="", img_size="32x32", throughput=r["images_per_second"], date="2026-12-02",
                      commit=r["code_version"].rsplit("+", 1)[-1], machine=XEON,
@@ -125,8 +128,8 @@ def main():
              notes="the architecture configured on detr_resnet18_small before it was registered as detr_tiny_prenorm; "
                    "'this 2-core CPU' (machine not named), shared, load 1.3-4")
     k = ("epoch", "steps", "minutes", "val_ap50", "val_ap")
-    curve = rows(c, (0, 187, 1.1, 0.022, 0.005), (2, 561, 3.3, 0.280, 0.077), (4, 935, 5.7, 0.502, 0.177),
-                 (8, 1683, 11.1, 0.650, 0.228), (12, 2431, 15.5, 0.872, 0.476), ("16 (partial)", 3123, 20.1, 0.906, 0.499), keys=k)
+    curve = rows(c, (0, 187, 1.1, 0.022, 0.005), (2, 561, 3.3, "0.280", 0.077), (4, 935, 5.7, 0.502, 0.177),
+                 (8, 1683, 11.1, "0.650", 0.228), (12, 2431, 15.5, 0.872, 0.476), ("16 (partial)", 3123, 20.1, 0.906, 0.499), keys=k)
     write_results("detr_shapes", curve, OUT, key=("model", "epoch"))
     c = dict(machine=EPYC, date="2026-12-02", commit="1d4ae66", threads=1, img_size="60-80 px", max_time="00:00:12:00",
              notes="both run side by side, 1 thread each; one run each, one seed; 187 steps per epoch")
@@ -151,10 +154,10 @@ def main():
         ("2026-12-02", "8f6f7f3", "SAGAN's official attention, recipe as shipped (idle, 2 threads, 5.1 min)", 3000, "EMA", 96.8, "square frame, diamond, x-cross 93%", 0.79, 0.008, 6.73, shipped),
         ("2026-12-02", "8f6f7f3", "SAGAN's official attention, recipe as shipped (idle, 2 threads, 5.1 min)", 3000, "trained", 84.6, "x-cross 57%", 2.63, 0.042, 5.13, ""),
         ("2026-12-02", "0aca30f", "official attention, stopped at 2,057 G steps (1 thread, loaded, 26 min)", 2057, "EMA", 93.2, "diamond 84%, x-cross 85%, triangle 89%", 0.83, 0.007, 6.44, ""),
-        ("2026-12-02", "0aca30f", "official attention, stopped at 2,057 G steps (1 thread, loaded, 26 min)", 2057, "trained", 85.8, "diamond 49%", 2.60, 0.040, 5.93, ""),
+        ("2026-12-02", "0aca30f", "official attention, stopped at 2,057 G steps (1 thread, loaded, 26 min)", 2057, "trained", 85.8, "diamond 49%", "2.60", "0.040", 5.93, ""),
         ("2026-11-22", "c794464", "earlier attention (1/sqrt(d), no pooling, SN embedding)", 2057, "EMA", 95.9, "x-cross 92%", 0.46, 0.003, 6.16, earlier),
         ("2026-11-22", "c794464", "earlier attention (1/sqrt(d), no pooling, SN embedding)", 2057, "trained", 86.9, "circle 60%", 2.42, 0.041, 4.91, ""),
-        ("2026-11-21", "5cf3142", "previous recipe (G 32 ch everywhere, lr 2e-4/4e-4, EMA 0.999, NCHW)", 1405, "trained", 49.7, "x-cross 0%", 5.77, 0.061, 3.60, ""),
+        ("2026-11-21", "5cf3142", "previous recipe (G 32 ch everywhere, lr 2e-4/4e-4, EMA 0.999, NCHW)", 1405, "trained", 49.7, "x-cross 0%", 5.77, 0.061, "3.60", ""),
         keys=k)
     write_results("sagan_shapes", gan, OUT, key=("run", "generator"))
     c = dict(model="sagan_32", machine=XEON, date="2026-11-22", commit="c794464", img_size="32x32",
@@ -165,7 +168,7 @@ def main():
         ("none (lr 2e-4 / 4e-4, G and D 32 channels everywhere)", 0.63, "22% / 28% / 33% / 49%"),
         ("lr 5e-4 / 1e-3", 0.63, "29% / 48% / 71% / 88%"),
         ("lr 1e-3 / 2e-3", 0.64, "10% at 600 (stopped)"),
-        ("lr 5e-4 / 1e-3, G 64-64-32-16, D 16-32-64-64 (adopted)", 0.60, "38% / 80% / 90% / 96% (95% at 2,000)"),
+        ("lr 5e-4 / 1e-3, G 64-64-32-16, D 16-32-64-64 (adopted)", "0.60", "38% / 80% / 90% / 96% (95% at 2,000)"),
         ("lr 5e-4 / 1e-3, G 128-64-32-16, D 16-32-64-128", 0.78, "51% at 600 (stopped: slower per second)"),
         keys=k), OUT, key=("change",))
     c = dict(machine="any", date="2026-12-02", notes="mutant counts do not depend on the machine; seed 0")
