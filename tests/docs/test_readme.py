@@ -29,7 +29,7 @@ README = REPO / "README.md"
 
 # ---- The lead removes these marks as the features merge (one line each: section -> why it cannot pass yet). ----
 PENDING = {
-    "Classify / In one line": "needs vision_attn.pipeline from issue 21",
+    # e.g. "Classify / In one line": "needs vision_attn.pipeline from issue 21" (merged: passes now)
 }
 PENDING_FILES = {"CHANGELOG.md": "written by the house helper (issue 25's changelog bullet)"}
 # -----------------------------------------------------------------------------------------------------------------
