@@ -15,7 +15,7 @@ from vision_attn.data.synthetic import SHAPE_CLASSES
 from vision_attn.run.cli import load_task
 from vision_attn.run.viz.overlays import attention_rollout
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tools"))
 
 import predict as predict_tool  # noqa: E402
