@@ -115,6 +115,27 @@ class NonLocalBlock2d(nn.Module):
         return x + self.gamma * self.out_proj(out)
 
 
+class _HaloGather(torch.autograd.Function):
+    """``padded (B, C, Hp + 2r, Wp + 2r)`` -> every block's halo, ``(B, C, blocks * Kh * Kw)`` (blocks, then halo pixels
+    row-major). Forward: a copy of two unfold views (4-5x faster than ``index_select``); backward: one scatter-add of
+    the flat ``index`` (2-3x faster than the backward of two unfolds). Same values as either."""
+
+    @staticmethod
+    def forward(ctx, padded: Tensor, index: Tensor, halo: Tuple[int, int], block: Tuple[int, int]) -> Tensor:
+        ctx.save_for_backward(index)
+        ctx.shape = padded.shape
+        B, C = padded.shape[:2]
+        windows = padded.unfold(2, halo[0], block[0]).unfold(3, halo[1], block[1])  # (B, C, nbh, nbw, Kh, Kw), a view
+        return windows.reshape(B, C, -1)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (index,) = ctx.saved_tensors
+        B, C, Hpad, Wpad = ctx.shape
+        out = grad.new_zeros(B, C, Hpad * Wpad).index_add_(2, index, grad)
+        return out.view(B, C, Hpad, Wpad), None, None, None
+
+
 class LocalSelfAttention2d(nn.Module):
     """Stand-alone local self-attention: each pixel attends exactly to its ``k x k`` neighbourhood.
 
@@ -337,10 +358,10 @@ class LocalSelfAttention2d(nn.Module):
         cols = torch.einsum("abnhijc,hjkc->abnhijk", q[..., dr:], self._shifted(self.rel_pos_w, bw))
         q = torch.cat([q, rows, cols], dim=-1).reshape(nblocks, B * nh, bh * bw, dk)
 
-        # Keys and values: each block's (bh + 2r) x (bw + 2r) halo, gathered from the zero-padded map (the padding is
-        # masked below); a gather's backward is a scatter-add, ~2x faster than the backward of two unfolds.
-        kv = F.pad(kv, (r, r + Wp - W, r, r + Hp - H)).flatten(2)
-        kv = kv.index_select(2, self._cached(("halo", H, W, x.device), lambda: self._halo_index(H, W, x.device)))
+        # Keys and values: each block's (bh + 2r) x (bw + 2r) halo, from the zero-padded map (the padding is masked below).
+        kv = F.pad(kv, (r, r + Wp - W, r, r + Hp - H))
+        index = self._cached(("halo", H, W, x.device), lambda: self._halo_index(H, W, x.device))
+        kv = _HaloGather.apply(kv, index, (Kh, Kw), (bh, bw))  # (B, 2C, blocks * Kh * Kw)
         kv = kv.view(B, 2, nh, d, nblocks, Kh * Kw).permute(1, 4, 0, 2, 5, 3)  # (2, blocks, B, heads, Kh*Kw, d)
         # One concatenation makes k' = [k, code] and v' = [v, 0]: the fused kernel needs equal head sizes, and
         # padding v here saves the copy the core's zero-padding would make (same values, the same kernel call).

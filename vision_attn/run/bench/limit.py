@@ -12,8 +12,14 @@ pooling, embedding look-ups or the optimizer: each row lists the op kinds its st
 from __future__ import annotations
 
 import argparse
+import csv
+import datetime
+import os
+import re
 import statistics
+import subprocess
 import sys
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 
@@ -25,7 +31,7 @@ import vision_attn
 
 from .harness import Implementation, autocast, classifier_train_step, measure, prepare, summarize, table, write_json
 
-__all__ = ["FAMILIES", "EXTRA_FLOPS", "count_flops", "matmul_peak", "limit", "limit_table"]
+__all__ = ["FAMILIES", "EXTRA_FLOPS", "count_flops", "matmul_peak", "measure_limit", "limit", "limit_table", "write_csv"]
 
 MODES = ("train", "inference")
 # Dense bf16 datasheet figures (TFLOP/s), printed beside the measured peak on a GPU.
@@ -198,15 +204,16 @@ def measure_limit(impls: List[Implementation], repeats: int, warmup: int, device
     over repeats of step FLOP/s / peak FLOP/s of the same repeat, so load that drifts during the run cancels)."""
     peak, peak_flops = matmul_peak(impls[0].benchmark, device, dtype)
     counts = {impl.name: count_flops(impl.step) for impl in impls}
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     measure([*impls, peak], repeats, warmup, device, same_shapes=False)
     rows = summarize([*impls, peak])
     peak_rate = [peak_flops / t * 1e3 for t in peak.times_ms]
     for row, impl in zip(rows, impls):
         flops, missed = counts[impl.name]
-        row.update(flops=flops, uncounted_ops=missed, flop_per_s=flops / row["median_ms"] * 1e3,
+        row.update(flops=flops, uncounted_ops=missed, load=load, flop_per_s=flops / row["median_ms"] * 1e3,
                    peak_flop_per_s=statistics.median(peak_rate),
                    fraction=statistics.median(flops / t * 1e3 / p for t, p in zip(impl.times_ms, peak_rate)))
-    rows[-1].update(flops=peak_flops, uncounted_ops=[], flop_per_s=statistics.median(peak_rate),
+    rows[-1].update(flops=peak_flops, uncounted_ops=[], load=load, flop_per_s=statistics.median(peak_rate),
                     peak_flop_per_s=statistics.median(peak_rate), fraction=1.0)
     return rows
 
@@ -235,6 +242,49 @@ def datasheet_tflops(machine: Dict[str, object]) -> Optional[float]:
     return next((v for k, v in DATASHEET_BF16_TFLOPS.items() if k in gpu), None)
 
 
+CSV_COLUMNS = ["machine", "date", "commit", "family", "mode", "implementation", "batch", "size", "dtype", "threads",
+               "gflop_per_step", "median_ms", "gflop_per_s", "peak_gflop_per_s", "fraction", "paired_peer_over_ours",
+               "load_1min", "uncounted_ops"]
+
+
+def machine_slug(machine: Dict[str, object]) -> str:
+    """A file-name-safe machine name: the GPU's, else ``cpu-<cores>core``."""
+    if machine.get("gpu"):
+        return re.sub(r"[^a-z0-9]+", "-", str(machine["gpu"]).lower()).strip("-")
+    return f"cpu-{os.cpu_count()}core"
+
+
+def write_csv(rows: Sequence[Dict[str, object]], machine: Dict[str, object], out_dir: str = "results") -> Path:
+    """Append ``rows`` (matmul peak rows left out) to ``out_dir/limit-<machine>.csv`` (header if new), one row per
+    measurement with machine, date and commit; returns the path."""
+    path = Path(out_dir) / f"limit-{machine_slug(machine)}.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).parent).stdout.strip() or "unknown"
+    except OSError:
+        commit = "unknown"
+    new = not path.exists()
+    with path.open("a", newline="") as f:
+        writer = csv.DictWriter(f, CSV_COLUMNS)
+        if new:
+            writer.writeheader()
+        for r in rows:
+            if r["implementation"].startswith("matmul peak"):
+                continue
+            writer.writerow({
+                "machine": machine_slug(machine), "date": datetime.date.today().isoformat(), "commit": commit,
+                "family": r["family"], "mode": r["mode"], "implementation": r["implementation"], "batch": r["batch"],
+                "size": "x".join(map(str, r["size"])), "dtype": r.get("dtype", ""), "threads": machine["torch_threads"],
+                "gflop_per_step": f"{r['flops'] / 1e9:.3f}", "median_ms": f"{r['median_ms']:.2f}",
+                "gflop_per_s": f"{r['flop_per_s'] / 1e9:.2f}", "peak_gflop_per_s": f"{r['peak_flop_per_s'] / 1e9:.2f}",
+                "fraction": f"{r['fraction']:.4f}", "paired_peer_over_ours": "" if r["paired_peer_over_ours"] is None
+                else f"{r['paired_peer_over_ours']:.3f}", "load_1min": "" if r["load"] is None else f"{r['load']:.2f}",
+                "uncounted_ops": " ".join(r["uncounted_ops"]),
+            })
+    return path
+
+
 def limit(args: argparse.Namespace) -> Dict[str, object]:
     """Every chosen family x mode against the matmul peak; prints the table, returns (and with --json writes) it."""
     device, dtype, repeats, warmup, machine = prepare(args, "limit", cuda=(20, 5), cpu=(5, 1))
@@ -247,7 +297,8 @@ def limit(args: argparse.Namespace) -> Dict[str, object]:
             impls = family.build(mode, batch, size, device, dtype, args.seed)
             print(f"measuring {impls[0].benchmark} ...", file=sys.stderr, flush=True)
             for row in measure_limit(impls, repeats, warmup, device, dtype):
-                rows.append({"family": family.title, "mode": mode, "batch": batch, "size": list(size), **row})
+                rows.append({"family": family.title, "mode": mode, "batch": batch, "size": list(size), "dtype": args.dtype,
+                             **row})
             del impls
             if device.type == "cuda":
                 torch.cuda.empty_cache()
@@ -261,6 +312,8 @@ def limit(args: argparse.Namespace) -> Dict[str, object]:
     result = {"machine": machine, "config": config, "results": rows}
     if args.json:
         write_json(result, args.json)
+    if args.results:
+        print(f"\nrows appended to {write_csv(rows, machine, args.results)}")
     return result
 
 
@@ -270,5 +323,6 @@ def add_parser(sub: argparse._SubParsersAction, add_common: Callable, add_tail: 
     p.add_argument("--families", nargs="+", choices=list(FAMILIES), default=list(FAMILIES))
     p.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES))
     p.add_argument("--toy", action="store_true", help="toy sizes (checks the command itself; the fractions mean little)")
+    p.add_argument("--results", metavar="DIR", default=None, help="also append the rows to DIR/limit-<machine>.csv")
     add_tail(p)
     p.set_defaults(func=limit)
