@@ -79,7 +79,7 @@ def suite_parts(smoke: bool = False) -> List[Part]:
             "detr": ["--detr-batch", "1", "--detr-size", "64", "96"],
             "pixel": ["--batch", "1", "--channels", "16", "--global-sizes", "8", "--local-sizes", "8"],
             "kernels": ["--batch", "1", "--channels", "16", "--kernel-sizes", "8"],
-            "limit": ["--toy", "--families", "nonlocal", "gan"],
+            "limit": ["--toy", "--families", "nonlocal"],
             "gan": ["--gan-batch", "2"],
             "vit-compiled": ["--models", "vit_tiny_patch16_224", "--models-batch", "2"],
             "compiled": ["--compiled-families", "detr", "--compiled-batch", "2", "--compiled-img-size", "32",
