@@ -19,7 +19,13 @@ import torch
 import vision_attn
 from vision_attn.layers import LocalSelfAttention2d
 from vision_attn.run.bench.harness import Implementation, machine_info, seed_everything
-from vision_attn.run.bench.limit import FAMILIES, _step, limit_table, measure_limit, write_csv
+from vision_attn.run.bench.limit import (
+    FAMILIES,
+    _step,
+    limit_table,
+    measure_limit,
+    write_csv,
+)
 
 
 def old_halo(ref: str):

@@ -19,8 +19,8 @@ import re
 import statistics
 import subprocess
 import sys
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import torch
@@ -29,9 +29,18 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import vision_attn
 
-from .harness import Implementation, autocast, classifier_train_step, measure, prepare, summarize, table, write_json
+from .harness import (
+    Implementation,
+    autocast,
+    classifier_train_step,
+    measure,
+    prepare,
+    summarize,
+    table,
+    write_json,
+)
 
-__all__ = ["FAMILIES", "EXTRA_FLOPS", "count_flops", "matmul_peak", "measure_limit", "limit", "limit_table", "write_csv"]
+__all__ = ["EXTRA_FLOPS", "FAMILIES", "count_flops", "limit", "limit_table", "matmul_peak", "measure_limit", "write_csv"]
 
 MODES = ("train", "inference")
 # Dense bf16 datasheet figures (TFLOP/s), printed beside the measured peak on a GPU.
@@ -260,7 +269,7 @@ def write_csv(rows: Sequence[Dict[str, object]], machine: Dict[str, object], out
     path = Path(out_dir) / f"limit-{machine_slug(machine)}.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False,
                                 cwd=Path(__file__).parent).stdout.strip() or "unknown"
     except OSError:
         commit = "unknown"
