@@ -92,7 +92,8 @@ def count_flops(step: Callable[[], object]) -> Tuple[int, List[str]]:
             "detach", "alias", "_to_copy", "empty", "empty_like", "empty_strided", "zeros", "zeros_like", "ones", "as_strided",
             "split", "split_with_sizes", "unbind", "chunk", "lift_fresh", "clone", "copy_", "_reshape_alias", "unfold",
             "new_empty", "new_empty_strided", "new_zeros", "new_ones", "fill_", "zero_", "arange", "scalar_tensor",
-            "_local_scalar_dense", "item", "is_nonzero", "reshape", "contiguous", "_has_compatible_shallow_copy_type")
+            "_local_scalar_dense", "item", "is_nonzero", "reshape", "contiguous", "_has_compatible_shallow_copy_type",
+            "_record_function_enter_new", "_record_function_exit")
     missed = sorted({op.__name__ for op in kinds.ops if op not in counted} - set(free))
     return int(counter.get_total_flops()), missed
 
@@ -263,13 +264,14 @@ def machine_slug(machine: Dict[str, object]) -> str:
     return f"cpu-{os.cpu_count()}core"
 
 
-def write_csv(rows: Sequence[Dict[str, object]], machine: Dict[str, object], out_dir: str = "results") -> Path:
+def write_csv(rows: Sequence[Dict[str, object]], machine: Dict[str, object], out_dir: str = "results",
+              commit: Optional[str] = None) -> Path:
     """Append ``rows`` (matmul peak rows left out) to ``out_dir/limit-<machine>.csv`` (header if new), one row per
-    measurement with machine, date and commit; returns the path."""
+    measurement with machine, date and commit (default: this checkout's HEAD); returns the path."""
     path = Path(out_dir) / f"limit-{machine_slug(machine)}.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False,
+        commit = commit or subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False,
                                 cwd=Path(__file__).parent).stdout.strip() or "unknown"
     except OSError:
         commit = "unknown"
