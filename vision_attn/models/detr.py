@@ -31,7 +31,8 @@ from ..ops import pad_images_to_batch
 from .features import feature_extractor
 from .hub import PretrainedMixin
 from .pretrained_cfgs import PRETRAINED_CFGS
-from .registry import create_model, is_model, register_model
+from .builder import create_model
+from .registry import is_model, register_model
 from .weights import detr_checkpoint_filter
 
 __all__ = [
