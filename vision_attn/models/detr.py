@@ -327,10 +327,10 @@ class DETR(PretrainedMixin, nn.Module):
         return args
 
     # --- foreign weights -------------------------------------------------------------------------
-    def checkpoint_filter_fn(self, state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
+    def checkpoint_filter_fn(self, state_dict: Dict[str, Tensor], model: Optional[nn.Module] = None) -> Dict[str, Tensor]:
         """Map an official facebookresearch/detr state dict, a Hugging Face ``DetrForObjectDetection`` one, or ours
         onto this model, asserting every shape (:func:`~vision_attn.models.weights.detr_checkpoint_filter`)."""
-        return detr_checkpoint_filter(state_dict, self)
+        return detr_checkpoint_filter(state_dict, self if model is None else model)
 
 
 # --- registered models ---------------------------------------------------------------------------------------
