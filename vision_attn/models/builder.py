@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import copy
+import difflib
 import math
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple, Union
@@ -47,7 +48,9 @@ def validate_model_args(arch: str, kwargs: Dict[str, Any]) -> None:
         if key not in options:
             if open_:
                 continue
-            raise TypeError(f"model {arch!r} takes no option {key!r}; its options: {', '.join(sorted(options))}")
+            close = difflib.get_close_matches(key, list(options), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise TypeError(f"model {arch!r} takes no option {key!r}{hint}; its options: {', '.join(sorted(options))}")
         expected = options[key].annotation
         if not matches(value, expected):
             raise TypeError(f"model {arch!r}: option {key} expects {type_name(expected)}, "
@@ -222,7 +225,8 @@ def create_model(
 
 def _locate(source: str, pretrained: bool, revision: Optional[str], cache_dir: Optional[PathLike],
             token: Optional[str]) -> Tuple[Path, Optional[Path], Dict[str, Any]]:
-    """``(config.json, weights file or None, the cfg's source entries)`` of a folder or a Hub repo id."""
+    """``(config.json, weights file or None, the cfg's source entries)`` of a folder or a Hub repo id (a repo's
+    weights are fetched later, by :func:`from_pretrained`, once its config has passed the checks)."""
     local = Path(source[len("hf-hub:"):] if source.startswith("hf-hub:") else source).expanduser()
     if local.is_dir():
         config_path = local / CONFIG_NAME
@@ -238,8 +242,7 @@ def _locate(source: str, pretrained: bool, revision: Optional[str], cache_dir: O
         raise CheckpointError(f"{source}: neither a folder nor a Hugging Face repo id ('org/name')")
     rev = revision or rev
     config_path = hub_download(repo_id, [CONFIG_NAME], revision=rev, cache_dir=cache_dir, token=token)
-    weights = hub_download(repo_id, WEIGHTS_NAMES, revision=rev, cache_dir=cache_dir, token=token) if pretrained else None
-    return config_path, weights, {"hf_hub_id": repo_id + (f"@{rev}" if rev else ""), "source": "hf-hub"}
+    return config_path, None, {"hf_hub_id": repo_id + (f"@{rev}" if rev else ""), "source": "hf-hub"}
 
 
 def _saved_cfg(model: nn.Module, config: Dict[str, Any], origin: Dict[str, Any]) -> Dict[str, Any]:
@@ -274,6 +277,9 @@ def from_pretrained(source: PathLike, pretrained: bool = True, num_classes: Opti
     """
     config_path, weights, origin = _locate(str(source), pretrained, revision, cache_dir, token)
     config = read_config(config_path)
+    if pretrained and origin["source"] == "hf-hub":
+        repo_id, rev = split_repo_id(origin["hf_hub_id"])
+        weights = hub_download(repo_id, WEIGHTS_NAMES, revision=rev, cache_dir=cache_dir, token=token)
     args = dict(config.get("model_args") or {})
     saved_n = config.get("num_classes", args.get("num_classes"))
     if saved_n is not None:
