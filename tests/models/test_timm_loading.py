@@ -192,7 +192,7 @@ def test_feature_cls_getter_is_timms_and_others_are_one_line():
 
 
 @pytest.mark.parametrize("name, args, size", [
-    ("resnet18", {"num_classes": 3}, 64),
+    ("resnet18", {"num_classes": 3, "channels": [16, 32, 64, 128]}, 64),  # timm's resnet18 factory takes channels too
     ("vit_tiny_patch16_224", {"num_classes": 3, "depth": 1, "img_size": 32}, 32),
 ])
 def test_local_dir_folders_load_both_ways(tmp_path, name, args, size):
