@@ -54,7 +54,8 @@ class _ExportedConfig(nn.Module):
     def __init__(self, config: Dict[str, Any]) -> None:
         super().__init__()
         self.num_classes = int(config["num_classes"])
-        self.pretrained_cfg = dict(config.get("pretrained_cfg") or {}, label_names=config.get("label_names"))
+        ours = (config.get("vision_attn") or {}).get("pretrained_cfg") or {}  # save_pretrained keeps non-timm keys there
+        self.pretrained_cfg = dict(config.get("pretrained_cfg") or {}, **ours, label_names=config.get("label_names"))
 
 
 class OnnxTask:
