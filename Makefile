@@ -31,7 +31,7 @@ test: $(VENV)/.installed-dev
 #   make mutation MODULE=vision_attn/attention/core.py [TESTS="tests/attention/test_core.py ..."] [ARGS="--max-mutants 100 --seed 0"]
 mutation: $(VENV)/.installed-dev
 	$(if $(MODULE),,$(error usage: make mutation MODULE=path/to/module.py [TESTS="test files or node ids"] [ARGS=...]))
-	$(BIN)/python tools/mutation.py $(MODULE) $(if $(TESTS),--tests "$(TESTS)") $(ARGS)
+	$(BIN)/python -m dev.mutation $(MODULE) $(if $(TESTS),--tests "$(TESTS)") $(ARGS)
 
 clean:
 	rm -rf $(VENV) runs lightning_logs .pytest_cache

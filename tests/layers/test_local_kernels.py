@@ -102,7 +102,7 @@ def test_backend_is_checked():
 
 
 def test_auto_runs_the_measured_fastest_cpu_kernel_for_training_and_inference():
-    """The rule measured on CPU (vision_attn.run.local_kernel_bench): halo with and without gradients."""
+    """The rule measured on CPU (benchmark.py pixel --kernel-shapes sasa): halo with and without gradients."""
     m = LocalSelfAttention2d(16, 3, 2)
     x = torch.randn(1, 16, 5, 5)
     assert m.backend == "auto" and m.pick_backend(x) == "halo"
