@@ -145,6 +145,7 @@ class SetCriterion(nn.Module):
                 for i, aux in enumerate(outputs.get("aux_outputs", [])):
                     for k, v in self._layer_losses(aux, targets, num_boxes, log=False).items():
                         losses[f"{k}_{i}"] = v
-        total = sum(self.weight_dict.get(k.rsplit("_", 1)[0] if k[-1].isdigit() else k, 0.0) * v for k, v in losses.items() if k.startswith("loss"))
-        losses["loss"] = total
+        weighted = (self.weight_dict.get(k.rsplit("_", 1)[0] if k[-1].isdigit() else k, 0.0) * v
+                    for k, v in losses.items() if k.startswith("loss"))
+        losses["loss"] = sum(weighted, torch.zeros((), device=device))
         return losses

@@ -26,6 +26,8 @@ from typing import Callable, Dict, Iterable, Optional, Tuple, Union
 import torch
 from torch import Tensor, nn
 
+from ..models.protocols import FeatureHeadModel, conforms
+
 __all__ = [
     "INCEPTION_URL",
     "InceptionWeightsMissingError",
@@ -123,7 +125,7 @@ class ClassifierFeatures(nn.Module):
     def forward(self, images: Tensor) -> Features:
         x = ((images.float() + 1) / 2 - self.mean) / self.std
         m = self.classifier
-        if hasattr(m, "forward_features") and hasattr(m, "forward_head"):
+        if conforms(m, FeatureHeadModel):
             h = m.forward_features(x)
             return m.forward_head(h, pre_logits=True), m.forward_head(h)
         out = m(x)

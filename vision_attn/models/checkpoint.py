@@ -14,11 +14,13 @@ import pickletools
 import re
 import zipfile
 from pathlib import Path
-from typing import Dict, List, Mapping, NamedTuple, Optional, Union
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Union
 from urllib.parse import urlparse
 
 import torch
 from torch import Tensor, nn
+
+from .protocols import ClassifierModel, CountsClassesInStateDict, FiltersCheckpoints, conforms
 
 __all__ = [
     "CheckpointError",
@@ -84,7 +86,8 @@ def resolve_checkpoint(source: Union[str, Path], cache_dir: Optional[Union[str, 
 
 def _pickle_imports(path: Path) -> Optional[list]:
     """What a raw pickle file would import, read from its opcodes without executing anything; None if not a pickle."""
-    names, strings = [], []
+    names: list = []
+    strings: list = []
     try:
         with open(path, "rb") as f:
             for op, arg, _ in pickletools.genops(f):
@@ -130,7 +133,7 @@ def _read(path: Path) -> object:
         raise CheckpointError(f"{path}: truncated or not a PyTorch checkpoint ({first})") from None
 
 
-def _unwrap(obj: object, path: Path) -> Dict[str, Tensor]:
+def _unwrap(obj: Any, path: Path) -> Dict[str, Tensor]:
     """Find the model's tensors inside a checkpoint's nesting (Lightning, DETR, timm EMA, DDP)."""
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{path}: expected a dict of tensors, found {type(obj).__name__}")
@@ -186,8 +189,7 @@ def load_state_dict(source: Union[str, Path]) -> Dict[str, Tensor]:
 
 
 def _classifier_prefix(model: nn.Module) -> Optional[str]:
-    get = getattr(model, "get_classifier", None)
-    head = get() if callable(get) else None
+    head = model.get_classifier() if conforms(model, ClassifierModel) else None
     if head is None:
         return None
     for name, m in model.named_modules():
@@ -197,8 +199,7 @@ def _classifier_prefix(model: nn.Module) -> Optional[str]:
 
 
 def _mapped(model: nn.Module, sd: Dict[str, Tensor]) -> Dict[str, Tensor]:
-    filter_fn = getattr(model, "checkpoint_filter_fn", None)
-    return filter_fn(sd) if callable(filter_fn) else dict(sd)
+    return model.checkpoint_filter_fn(sd) if conforms(model, FiltersCheckpoints) else dict(sd)
 
 
 def num_classes_in(model: nn.Module, state_dict: Dict[str, Tensor]) -> Optional[int]:
@@ -208,19 +209,18 @@ def num_classes_in(model: nn.Module, state_dict: Dict[str, Tensor]) -> Optional[
     classifier (``get_classifier()``) rows, less the model's extra outputs (DETR's "no object"); 0 for a file without
     the classifier when the model can drop its head (``reset_classifier``: DINO / MAE / headless timm files).
     """
-    own_fn = getattr(model, "num_classes_in_state_dict", None)
-    if callable(own_fn):
-        return own_fn(state_dict)
-    head = _classifier_prefix(model)
-    n_model = getattr(model, "num_classes", None)
-    if head is None or n_model is None:
+    if conforms(model, CountsClassesInStateDict):
+        return model.num_classes_in_state_dict(state_dict)
+    head = _classifier_prefix(model)  # None unless a ClassifierModel (so it has num_classes)
+    if head is None:
         return None
+    n_model = model.num_classes
     sd = _mapped(model, state_dict)
     weight = sd.get(head + ".weight")
     own = model.state_dict().get(head + ".weight")
     if weight is None:
         has_head = any(k.startswith(head + ".") for k in sd)
-        return 0 if not has_head and callable(getattr(model, "reset_classifier", None)) else None
+        return 0 if not has_head else None  # a ClassifierModel can drop its head (reset_classifier(0))
     extra = own.shape[0] - n_model if own is not None else 0
     return int(weight.shape[0]) - extra
 

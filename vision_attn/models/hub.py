@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from .checkpoint import CheckpointError, load_pretrained, read_checkpoint, resolve_checkpoint
 from .pretrained_cfgs import IMAGENET_SUBSETS
+from .protocols import OfflineRebuildable, conforms
 from .registry import UnknownModelError, create_model, is_model
 
 __all__ = [
@@ -157,8 +158,7 @@ def model_config(model: nn.Module) -> Dict[str, Any]:
     args = dict(args)
     if getattr(model, "num_classes", None) is not None:
         args["num_classes"] = int(model.num_classes)  # reset_classifier may have changed it since creation
-    offline = getattr(model, "offline_model_args", None)
-    args = offline(args) if callable(offline) else args
+    args = model.offline_model_args(args) if conforms(model, OfflineRebuildable) else args
     for k in _SOURCE_KEYS + ("architecture",):
         cfg.pop(k, None)
     labels = cfg.pop("label_names", None)

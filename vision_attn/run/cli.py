@@ -18,7 +18,9 @@ from ..data.cifar import CorruptedDatasetError
 from ..data.coco import COCOFormatError
 from ..data.folder import BadImageError
 from ..models.checkpoint import CheckpointError
+from ..models.protocols import check_protocol
 from ..models.registry import UnknownModelError
+from ..tasks.protocols import MonitoredTask
 from .resume import NothingToResumeError, Resume, ResumableCSVLogger, find_last_checkpoint
 
 __all__ = ["VisionAttnCLI", "NumClassesMismatchError", "load_task", "main", "USER_ERRORS"]
@@ -152,7 +154,8 @@ class VisionAttnCLI(LightningCLI):
             tb = {"purge_step": step} if step is not None else {}  # drop events the killed run logged after its checkpoint
             cfg["logger"] = [csv, TensorBoardLogger(str(root), name="", version=csv.version, default_hp_metric=False, **tb)]
         if cfg.get("enable_checkpointing") is not False and not any(isinstance(c, ModelCheckpoint) for c in callbacks):
-            monitor, mode = getattr(self.model, "checkpoint_monitor", None) or (None, "max")
+            check_protocol(self.model, MonitoredTask, "the CLI's model (a task)")
+            monitor, mode = self.model.checkpoint_monitor or (None, "max")
             callbacks.append(RunCheckpoint(monitor=monitor, mode=mode))
         cfg["callbacks"] = callbacks
         plugins = _as_list(cfg.get("plugins"))

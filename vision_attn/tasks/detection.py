@@ -14,10 +14,12 @@ from torch import Tensor, nn
 
 from ..callbacks import NonFiniteError, default_callbacks
 from ..callbacks.predictions import default_prediction_writer
+from ..data.protocols import DetectionAnnotations
 from ..losses import HungarianMatcher, SetCriterion
 from ..metrics.coco import COCO_METRIC_NAMES, coco_evaluate, detr_postprocess, to_coco_results
 from ..models import compile_in_place, create_model, load_pretrained
 from ..models import detr as _detr  # noqa: F401  (registers the DETR models)
+from ..models.protocols import check_protocol
 from .classification import datamodule_class_names
 
 __all__ = ["DetectionTask"]
@@ -74,6 +76,8 @@ class DetectionTask(pl.LightningModule):
         self.save_hyperparameters(ignore=["model"] if isinstance(model, nn.Module) else None)
         if monitor not in COCO_METRIC_NAMES:
             raise ValueError(f"monitor must be one of {COCO_METRIC_NAMES}; got {monitor!r}")
+        # a MonitoredTask: validation COCO ``monitor`` picks best.ckpt (the CLI's RunCheckpoint), higher is better
+        self.checkpoint_monitor: Optional[Tuple[str, str]] = (f"val/{monitor}", "max")
         if isinstance(model, nn.Module):
             self.model = model
         else:
@@ -192,9 +196,7 @@ class DetectionTask(pl.LightningModule):
             detections as COCO results (original image ids, original category ids, ``[x, y, w, h]`` in original
             pixels), by image id; labels that are no category of the data are left out.
         """
-        needs = ("label_to_category_id", "category_ids", "ann_file", "split_name")
-        if not all(hasattr(datamodule, a) for a in needs):
-            raise RuntimeError(f"DetectionTask evaluation needs a COCO datamodule ({', '.join(needs)}); got {type(datamodule).__name__}")
+        check_protocol(datamodule, DetectionAnnotations, "DetectionTask evaluation's datamodule")
         # a label's category id, for the labels that are categories of this data (DETR's COCO head has unused labels)
         categories = set(datamodule.category_ids)
         to_category = {lab: c for lab, c in enumerate(datamodule.label_to_category_id) if c in categories}
@@ -247,11 +249,6 @@ class DetectionTask(pl.LightningModule):
         clip = gradient_clip_val if gradient_clip_val is not None else self.hparams.clip_max_norm
         if clip and clip > 0:
             self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm=gradient_clip_algorithm or "norm")
-
-    @property
-    def checkpoint_monitor(self) -> Tuple[str, str]:
-        """What picks best.ckpt (the CLI's RunCheckpoint): validation COCO ``monitor``, higher is better."""
-        return f"val/{self.hparams.monitor}", "max"
 
     def configure_callbacks(self):
         # the non-finite guard and RNG state for exact resume (unless the trainer has its own); predict over image
