@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from ..callbacks import NonFiniteError, default_callbacks
 from ..callbacks.predictions import default_prediction_writer
 from ..data.protocols import DetectionAnnotations
-from ..losses import HungarianMatcher, SetCriterion
+from ..losses import SetCriterionConfig
 from ..metrics.coco import COCO_METRIC_NAMES, coco_evaluate, detr_postprocess, to_coco_results
 from ..models import compile_in_place, create_model, load_pretrained
 from ..models import detr as _detr  # noqa: F401  (registers the DETR models)
@@ -42,8 +42,7 @@ class DetectionTask(pl.LightningModule):
         warmup_steps: linear warm-up of both rates over this many optimizer steps (0 = off; DETR has none).
         clip_max_norm: gradient clipping by global norm (DETR: 0.1; 0 = off). ``--trainer.gradient_clip_val``
             overrides it.
-        cost_class, cost_bbox, cost_giou: Hungarian matching costs (1, 5, 2).
-        loss_ce, loss_bbox, loss_giou: loss weights (1, 5, 2); eos_coef: "no object" class weight (0.1).
+        criterion: the matcher costs and loss weights (:class:`~vision_attn.losses.SetCriterionConfig`; DETR's).
         aux_loss: losses at every decoder layer.
         monitor: the validation number that picks ``best.ckpt`` (``AP`` or ``AP50``, ...).
     """
@@ -61,13 +60,7 @@ class DetectionTask(pl.LightningModule):
         lr_drop_gamma: float = 0.1,
         warmup_steps: int = 0,
         clip_max_norm: float = 0.1,
-        cost_class: float = 1.0,
-        cost_bbox: float = 5.0,
-        cost_giou: float = 2.0,
-        loss_ce: float = 1.0,
-        loss_bbox: float = 5.0,
-        loss_giou: float = 2.0,
-        eos_coef: float = 0.1,
+        criterion: SetCriterionConfig = SetCriterionConfig(),
         aux_loss: bool = True,
         monitor: str = "AP50",
         compile: Union[bool, str] = False,
@@ -92,9 +85,9 @@ class DetectionTask(pl.LightningModule):
         if num_classes is not None and n != num_classes:
             raise ValueError(f"the model has {n} classes but num_classes={num_classes}")
         self.num_classes = int(n)
-        matcher = HungarianMatcher(cost_class, cost_bbox, cost_giou)
-        weights = {"loss_ce": loss_ce, "loss_bbox": loss_bbox, "loss_giou": loss_giou}
-        self.criterion = SetCriterion(self.num_classes, matcher, eos_coef, weights, aux_loss)
+        if not isinstance(criterion, SetCriterionConfig):
+            raise TypeError(f"DetectionTask: criterion must be a SetCriterionConfig; got {type(criterion).__name__}")
+        self.criterion = criterion.build(self.num_classes, aux_loss)
         self._predictions: Dict[int, List[Dict[str, Any]]] = {}
 
     # --- model --------------------------------------------------------------------------------
