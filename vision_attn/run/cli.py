@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import os
+import sys
 import traceback
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 import pytorch_lightning as pl
+from jsonargparse import Namespace
 from lightning_fabric.plugins import CheckpointIO
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningCLI
@@ -18,8 +20,9 @@ from ..data.cifar import CorruptedDatasetError
 from ..data.coco import COCOFormatError
 from ..data.folder import BadImageError
 from ..models.checkpoint import CheckpointError
+from ..models.options import model_option_defaults, validate_model_args  # builder: from ..models at merge
 from ..models.protocols import check_protocol
-from ..models.registry import UnknownModelError
+from ..models.registry import UnknownModelError, is_model
 from ..tasks.protocols import MonitoredTask
 from .resume import NothingToResumeError, Resume, ResumableCSVLogger, find_last_checkpoint
 
@@ -65,6 +68,9 @@ def _our_check(err: BaseException) -> Optional[ValueError]:
     return None
 
 
+_SET_BY_TASK = ("num_classes",)  # model options a task passes itself (from its own argument or the data)
+
+
 def _as_list(value) -> list:
     return [] if value in (None, False) else list(value) if isinstance(value, (list, tuple)) else [value]
 
@@ -101,6 +107,32 @@ class VisionAttnCLI(LightningCLI):
             run=run,
             **kwargs,
         )
+
+    def parse_arguments(self, parser, args) -> None:
+        """Parse, then check ``model_args`` against the model's typed options (one ``ValueError`` line naming the
+        model, the option and the expected type). ``--print_config`` prints the config with ``model_args`` filled
+        with the chosen model's defaults (its options, each at the value it would be built with)."""
+        argv = None if isinstance(args, (dict, Namespace)) else list(sys.argv[1:] if args is None else args)
+        printing = argv is not None and any(a == "--print_config" or a.startswith("--print_config=") for a in argv)
+        if printing:  # parsed without it, printed below (filled); not through super(), which warns on sys.argv
+            self.config = parser.parse_args([a for a in argv if not (a == "--print_config" or a.startswith("--print_config="))])
+        else:
+            super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        cfg = self.config[subcommand] if subcommand else self.config
+        init = cfg.get("model.init_args") if isinstance(cfg.get("model"), Namespace) else None
+        arch = init.get("model") if init is not None else None
+        if not isinstance(arch, str) or not is_model(arch):
+            arch = None  # a model instance, a Hub repo or a path: nothing to check here
+        if arch is not None:
+            validate_model_args(arch, dict(init.get("model_args") or {}))
+        if printing:
+            if arch is not None and "model_args" in init:
+                defaults = {k: v for k, v in model_option_defaults(arch).items() if k not in _SET_BY_TASK}
+                init["model_args"] = {**defaults, **dict(init.get("model_args") or {})}
+            printer = self._subcommand_parsers[subcommand] if subcommand else parser
+            print(printer.dump(cfg, skip_none=False, skip_check=True), end="")
+            raise SystemExit(0)
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data", "model.init_args.num_classes", compute_fn=self._data_num_classes, apply_on="instantiate")
