@@ -1,7 +1,8 @@
 """dev/check_floors.py and dev/check_function_length.py: the tree passes, a planted violation fails, named."""
 from pathlib import Path
 
-from dev.check_floors import check_tree, main as floors_main
+from dev.check_floors import check_tree
+from dev.check_floors import main as floors_main
 from dev.check_function_length import check_paths, long_functions
 
 REPO = Path(__file__).resolve().parents[2]

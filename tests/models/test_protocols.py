@@ -7,7 +7,12 @@ from torch import nn
 import vision_attn as va
 from vision_attn.data.protocols import DetectionAnnotations
 from vision_attn.models.protocols import (
-    ClassifierModel, CountsClassesInStateDict, FeatureHeadModel, FiltersCheckpoints, check_protocol, conforms,
+    ClassifierModel,
+    CountsClassesInStateDict,
+    FeatureHeadModel,
+    FiltersCheckpoints,
+    check_protocol,
+    conforms,
     missing_members,
 )
 from vision_attn.tasks import ClassificationTask, DetectionTask, GenerationTask

@@ -3,3 +3,8 @@ from .checkpoint import AtomicCheckpointIO, CheckpointWriteError, ResumeState, R
 from .guards import NonFiniteError, NonFiniteGuard
 from .sample_grids import SampleGrids, save_image_grid
 from .throughput import Throughput
+
+__all__ = [
+    "AtomicCheckpointIO", "CheckpointWriteError", "NonFiniteError", "NonFiniteGuard", "ResumeState", "RunCheckpoint",
+    "SampleGrids", "Throughput", "default_callbacks", "save_image_grid",
+]

@@ -36,7 +36,7 @@ class SetCriterionConfig:
     loss_giou: float = 2.0
     eos_coef: float = 0.1
 
-    def build(self, num_classes: int, aux_loss: bool = True) -> "SetCriterion":
+    def build(self, num_classes: int, aux_loss: bool = True) -> SetCriterion:
         """The :class:`SetCriterion` of these costs and weights for ``num_classes`` real classes."""
         matcher = HungarianMatcher(self.cost_class, self.cost_bbox, self.cost_giou)
         weights = {"loss_ce": self.loss_ce, "loss_bbox": self.loss_bbox, "loss_giou": self.loss_giou}
@@ -65,6 +65,8 @@ class SetCriterion(nn.Module):
         weight_dict: weight of each loss name in the total; aux copies ``loss_ce_0`` ... use the same weight.
         aux_loss: also apply the losses to ``outputs["aux_outputs"]``.
     """
+
+    empty_weight: Tensor  # a buffer: class weights of the cross-entropy (``eos_coef`` for "no object")
 
     def __init__(
         self,

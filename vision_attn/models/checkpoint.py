@@ -14,7 +14,7 @@ import pickletools
 import re
 import zipfile
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Union
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Union, cast
 from urllib.parse import urlparse
 
 import torch
@@ -189,7 +189,7 @@ def load_state_dict(source: Union[str, Path]) -> Dict[str, Tensor]:
 
 
 def _classifier_prefix(model: nn.Module) -> Optional[str]:
-    head = model.get_classifier() if conforms(model, ClassifierModel) else None
+    head = cast(ClassifierModel, model).get_classifier() if conforms(model, ClassifierModel) else None
     if head is None:
         return None
     for name, m in model.named_modules():
@@ -199,7 +199,7 @@ def _classifier_prefix(model: nn.Module) -> Optional[str]:
 
 
 def _mapped(model: nn.Module, sd: Dict[str, Tensor]) -> Dict[str, Tensor]:
-    return model.checkpoint_filter_fn(sd) if conforms(model, FiltersCheckpoints) else dict(sd)
+    return cast(FiltersCheckpoints, model).checkpoint_filter_fn(sd) if conforms(model, FiltersCheckpoints) else dict(sd)
 
 
 def num_classes_in(model: nn.Module, state_dict: Dict[str, Tensor]) -> Optional[int]:
@@ -210,11 +210,11 @@ def num_classes_in(model: nn.Module, state_dict: Dict[str, Tensor]) -> Optional[
     the classifier when the model can drop its head (``reset_classifier``: DINO / MAE / headless timm files).
     """
     if conforms(model, CountsClassesInStateDict):
-        return model.num_classes_in_state_dict(state_dict)
+        return cast(CountsClassesInStateDict, model).num_classes_in_state_dict(state_dict)
     head = _classifier_prefix(model)  # None unless a ClassifierModel (so it has num_classes)
     if head is None:
         return None
-    n_model = model.num_classes
+    n_model = cast(ClassifierModel, model).num_classes
     sd = _mapped(model, state_dict)
     weight = sd.get(head + ".weight")
     own = model.state_dict().get(head + ".weight")

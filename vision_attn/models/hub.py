@@ -17,7 +17,7 @@ import logging
 import socket
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Optional, Sequence, Tuple, Union, cast
 
 from torch import Tensor, nn
 
@@ -158,7 +158,7 @@ def model_config(model: nn.Module) -> Dict[str, Any]:
     args = dict(args)
     if getattr(model, "num_classes", None) is not None:
         args["num_classes"] = int(model.num_classes)  # reset_classifier may have changed it since creation
-    args = model.offline_model_args(args) if conforms(model, OfflineRebuildable) else args
+    args = cast(OfflineRebuildable, model).offline_model_args(args) if conforms(model, OfflineRebuildable) else args
     for k in _SOURCE_KEYS + ("architecture",):
         cfg.pop(k, None)
     labels = cfg.pop("label_names", None)

@@ -22,6 +22,11 @@ __all__ = ["model_option_defaults", "model_option_types", "validate_model_args"]
 _NO_TYPE = object()  # an option without an annotation: any value
 
 
+def _init_of(cls: type) -> Callable[..., Any]:
+    """``cls.__init__`` (the nearest in its MRO), read from the class dicts."""
+    return next(vars(c)["__init__"] for c in cls.__mro__ if "__init__" in vars(c))
+
+
 def _factory(arch: str) -> Callable[..., nn.Module]:
     return _MODELS[split_model_name(arch)[0]]
 
@@ -64,8 +69,8 @@ def _recorded_class_args(fn: Callable[..., Any], cls: type, kwargs: Dict[str, An
     def record(self, *args, **kw):
         raise _Recorded(kw)
 
-    original = cls.__init__
-    cls.__init__ = record  # type: ignore[method-assign]
+    own = vars(cls).get("__init__")
+    setattr(cls, "__init__", record)  # noqa: B010  (patched for this call only: reads the presets, builds nothing)
     try:
         fn(**kwargs)
     except _Recorded as rec:
@@ -73,7 +78,10 @@ def _recorded_class_args(fn: Callable[..., Any], cls: type, kwargs: Dict[str, An
     except Exception:  # the factory refused the options itself: building reports it
         return None
     finally:
-        cls.__init__ = original  # type: ignore[method-assign]
+        if own is None:
+            delattr(cls, "__init__")
+        else:
+            setattr(cls, "__init__", own)  # noqa: B010
     return None
 
 
@@ -82,7 +90,7 @@ def model_option_types(arch: str) -> Dict[str, Any]:
     passes ``**kwargs`` on to the model class it returns, that class's ``__init__`` parameters."""
     fn = _factory(arch)
     cls = _returned_class(fn) if _open_ended(fn) else None
-    params = {**(_parameters(cls.__init__) if cls is not None else {}), **_parameters(fn)}
+    params = {**(_parameters(_init_of(cls)) if cls is not None else {}), **_parameters(fn)}
     return {name: hint for name, (hint, _) in params.items()}
 
 
@@ -93,7 +101,7 @@ def model_option_defaults(arch: str) -> Dict[str, Any]:
     cls = _returned_class(fn) if _open_ended(fn) else None
     defaults = {k: d for k, (_, d) in _parameters(fn).items() if d is not inspect.Parameter.empty}
     if cls is not None:
-        class_defaults = {k: d for k, (_, d) in _parameters(cls.__init__).items() if d is not inspect.Parameter.empty}
+        class_defaults = {k: d for k, (_, d) in _parameters(_init_of(cls)).items() if d is not inspect.Parameter.empty}
         defaults = {**class_defaults, **defaults, **(_recorded_class_args(fn, cls, {}) or {})}
     out = {}
     for k, v in defaults.items():
@@ -162,7 +170,7 @@ def validate_model_args(arch: str, kwargs: Dict[str, Any]) -> None:
     passed = _recorded_class_args(fn, cls, kwargs) if cls is not None else None
     if cls is None or passed is None:
         return
-    init = _parameters(cls.__init__)
+    init = _parameters(_init_of(cls))
     for name in kwargs:  # an option the class does not take (the factory passed it on, or it raised)
         if name not in named and name not in init and name in passed:
             raise ValueError(f"model {arch!r} has no option {name!r}; its options: "

@@ -7,7 +7,7 @@ by an explicit rename (:meth:`VisionTransformer.checkpoint_filter_fn`, mapped in
 from __future__ import annotations
 
 from functools import partial
-from typing import Dict, List, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 import torch
 from timm.layers import trunc_normal_
@@ -105,7 +105,7 @@ class VisionTransformer(PretrainedMixin, nn.Module):
         else:
             self.register_parameter("pos_embed", None)
         self.pos_drop = nn.Dropout(pos_drop_rate)
-        block_args = dict(qkv_bias=qkv_bias, proj_drop=proj_drop_rate, attn_drop=attn_drop_rate, init_values=init_values)
+        block_args: Dict[str, Any] = dict(qkv_bias=qkv_bias, proj_drop=proj_drop_rate, attn_drop=attn_drop_rate, init_values=init_values)
         layer = partial(TransformerEncoderLayer, embed_dim, num_heads, mlp_ratio, norm_layer=norm_layer, **block_args)
         # drop path linear in depth, as timm
         self.blocks = nn.Sequential(*[layer(drop_path=drop_path_rate * i / max(1, depth - 1)) for i in range(depth)])

@@ -41,7 +41,7 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: flo
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def optimizer_steps_per_epoch(trainer: "pl.Trainer", total_steps: int) -> float:
+def optimizer_steps_per_epoch(trainer: pl.Trainer, total_steps: int) -> float:
     """Optimizer steps in one epoch of this process's training loader (for epoch-denominated warm-ups).
 
     Works whether the budget is ``max_epochs`` or ``max_steps`` (then ``total_steps`` may span many epochs);
