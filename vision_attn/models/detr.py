@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
-from torchvision.models._utils import IntermediateLayerGetter
+from torchvision.models._utils import IntermediateLayerGetter  # private: DETR's own; no public equivalent
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from ..attention import sine_position_encoding_2d

@@ -125,6 +125,7 @@ def _check_labels(labels: Optional[Tensor], batch: int, num_classes: int, owner:
     expected = f"{owner}: labels must be in [0, {num_classes - 1}] (num_classes={num_classes})"
     if torch.compiler.is_compiling():
         # traceable (torch.compile fullgraph, torch.export): reading the values would break the graph
+        # private but stable: the check runs on the device, without a host sync (no public equivalent)
         torch._assert_async(((labels >= 0) & (labels < num_classes)).all(), expected)
     elif labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
         raise ValueError(f"{expected}; got values in [{int(labels.min())}, {int(labels.max())}]")

@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 import torch
 from timm.layers import trunc_normal_
-from timm.models._features import feature_take_indices
+from timm.models._features import feature_take_indices  # private: timm (1.0.x) exports it nowhere public
 from torch import Tensor, nn
 
 from ..attention import POS_EMBED_KINDS, local_window_mask, resample_abs_pos_embed, sine_position_grid, with_prefix_tokens
