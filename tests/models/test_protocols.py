@@ -1,7 +1,6 @@
 """The declared plug-in points (typing.Protocols): a conforming object passes, one missing a member is refused
 with one line naming it, and nothing is run to ask (no property of a datamodule reads its annotation file)."""
 import pytest
-import torch
 from torch import nn
 
 import vision_attn as va
@@ -11,6 +10,7 @@ from vision_attn.models.protocols import (
     CountsClassesInStateDict,
     FeatureHeadModel,
     FiltersCheckpoints,
+    ResettableClassifier,
     check_protocol,
     conforms,
     missing_members,
@@ -31,8 +31,9 @@ class HalfClassifier(nn.Module):  # a class head without reset_classifier
 
 def test_a_model_missing_a_member_is_refused_in_one_line_naming_it():
     with pytest.raises(TypeError) as err:
-        check_protocol(HalfClassifier(), ClassifierModel, "the model")
-    assert str(err.value) == "the model: HalfClassifier is not a ClassifierModel: it lacks reset_classifier"
+        check_protocol(HalfClassifier(), ResettableClassifier, "the model")
+    assert str(err.value) == "the model: HalfClassifier is not a ResettableClassifier: it lacks reset_classifier"
+    check_protocol(HalfClassifier(), ClassifierModel, "the model")  # the head alone is a ClassifierModel
     assert "\n" not in str(err.value)
     with pytest.raises(TypeError, match="^a task: Module is not a MonitoredTask: it lacks checkpoint_monitor$"):
         check_protocol(nn.Module(), MonitoredTask, "a task")
@@ -43,6 +44,8 @@ def test_registry_models_declare_what_they_provide():
     assert conforms(vit, ClassifierModel) and conforms(vit, FeatureHeadModel) and conforms(vit, FiltersCheckpoints)
     assert missing_members(vit, CountsClassesInStateDict) == ["num_classes_in_state_dict"]
     assert not conforms(nn.Linear(2, 2), ClassifierModel)
+    det = va.create_model("detr_tiny_prenorm", num_classes=3)  # a head, but no reset_classifier
+    assert conforms(det, ClassifierModel) and conforms(det, FiltersCheckpoints) and not conforms(det, ResettableClassifier)
 
 
 def test_every_task_has_one_kind_of_checkpoint_monitor():
@@ -62,4 +65,3 @@ def test_detection_annotations_are_checked_without_reading_the_files(tmp_path):
     with pytest.raises(TypeError, match="^DetectionTask evaluation's datamodule: Module is not a DetectionAnnotations: "
                                         "it lacks ann_file, category_ids, label_to_category_id, split_name$"):
         det.coco_metrics(nn.Module(), "val")
-    assert torch.is_tensor(det.model.query_embed.weight)

@@ -21,7 +21,7 @@ import torch.distributed as dist
 from pytorch_lightning.callbacks import BasePredictionWriter
 from torch import Tensor, nn
 
-from ..data.protocols import DetectionAnnotations
+from ..data.protocols import CategoryLabels
 from ..models import class_names
 from ..models.protocols import conforms
 
@@ -71,7 +71,7 @@ def category_map(num_classes: int, names: Optional[Sequence[str]] = None, datamo
     labels that are categories of the data (as :meth:`DetectionTask.coco_metrics`); else a checkpoint's
     ``label_to_category_id``. Otherwise label = category id, and labels whose name is ``""`` (no category, e.g. the
     gaps in COCO's 91 ids) are left out."""
-    coco = datamodule is not None and conforms(datamodule, DetectionAnnotations)
+    coco = datamodule is not None and conforms(datamodule, CategoryLabels)
     if label_to_category_id is not None and not coco:
         return {lab: (int(c), _name(names, lab)) for lab, c in enumerate(label_to_category_id)}
     if coco:

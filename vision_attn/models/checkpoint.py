@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 import torch
 from torch import Tensor, nn
 
-from .protocols import ClassifierModel, CountsClassesInStateDict, FiltersCheckpoints, conforms
+from .protocols import ClassifierModel, CountsClassesInStateDict, FiltersCheckpoints, ResettableClassifier, conforms
 
 __all__ = [
     "CheckpointError",
@@ -220,7 +220,7 @@ def num_classes_in(model: nn.Module, state_dict: Dict[str, Tensor]) -> Optional[
     own = model.state_dict().get(head + ".weight")
     if weight is None:
         has_head = any(k.startswith(head + ".") for k in sd)
-        return 0 if not has_head else None  # a ClassifierModel can drop its head (reset_classifier(0))
+        return 0 if not has_head and conforms(model, ResettableClassifier) else None  # it can drop its head
     extra = own.shape[0] - n_model if own is not None else 0
     return int(weight.shape[0]) - extra
 

@@ -2,7 +2,8 @@
 
 A model is a plain ``nn.Module``; these are the optional members other code uses when a model has them:
 
-* :class:`ClassifierModel`: a class head timm's way (``num_classes``, ``get_classifier()``, ``reset_classifier()``);
+* :class:`ClassifierModel`: a class head timm's way (``num_classes``, ``get_classifier()``); a
+  :class:`ResettableClassifier` can also replace or drop it (``reset_classifier()``);
 * :class:`FeatureHeadModel`: timm's ``forward_features`` / ``forward_head`` split (features for FID, pre-logits);
 * :class:`FiltersCheckpoints`: ``checkpoint_filter_fn(state_dict)`` maps foreign checkpoints onto the model;
 * :class:`CountsClassesInStateDict`: ``num_classes_in_state_dict(state_dict)`` when the head alone cannot tell;
@@ -26,6 +27,7 @@ __all__ = [
     "FeatureHeadModel",
     "FiltersCheckpoints",
     "OfflineRebuildable",
+    "ResettableClassifier",
     "check_protocol",
     "conforms",
     "missing_members",
@@ -39,6 +41,11 @@ class ClassifierModel(Protocol):
     num_classes: int
 
     def get_classifier(self) -> nn.Module: ...
+
+
+@runtime_checkable
+class ResettableClassifier(ClassifierModel, Protocol):
+    """A classifier whose head can be replaced or dropped: ``reset_classifier(num_classes)`` (0: no head)."""
 
     def reset_classifier(self, num_classes: int, *args: Any, **kwargs: Any) -> None: ...
 
