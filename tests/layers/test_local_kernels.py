@@ -1,8 +1,8 @@
 """LocalSelfAttention2d's kernels (halo, unfold, flex) are exact: each equals the brute-force definition."""
 import pytest
 import torch
-
 from test_pixel_attention import brute_force_local
+
 from vision_attn.attention import capture_attention
 from vision_attn.layers import LocalSelfAttention2d
 

@@ -7,13 +7,13 @@ import shutil
 import pytest
 import timm
 import torch
+from hub_fixtures import SHA, add_repo, add_timm_repo, offline_hub
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
 import vision_attn as va
 from vision_attn.models import PRETRAINED_CFGS, HubFileNotCachedError, UnknownModelError, class_names
 from vision_attn.models.weights import to_timm
-from hub_fixtures import SHA, add_repo, add_timm_repo, offline_hub
 
 DEFAULT_TAGS = {"vit_tiny_patch16_224": "augreg_in21k_ft_in1k", "resnet18": "a1_in1k"}
 

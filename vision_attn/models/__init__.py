@@ -1,15 +1,25 @@
 """Floor 3: models (plain nn.Modules), the registry and checkpoint loading."""
-from . import cnn, vit  # noqa: F401  (registers the models)
-from . import pixel_resnets  # noqa: F401  (registers the pixel-attention ResNets)
-from . import detr  # noqa: F401  (registers the DETR detectors)
-from . import sagan  # noqa: F401  (registers the SA-GANs)
-from .checkpoint import Checkpoint, CheckpointError, UnsafeCheckpointError, load_pretrained, load_state_dict, read_checkpoint
+from . import (  # noqa: F401  (registers the models)
+    cnn,
+    detr,  # noqa: F401  (registers the DETR detectors)
+    pixel_resnets,  # noqa: F401  (registers the pixel-attention ResNets)
+    sagan,  # noqa: F401  (registers the SA-GANs)
+    vit,
+)
+from .checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    UnsafeCheckpointError,
+    load_pretrained,
+    load_state_dict,
+    read_checkpoint,
+)
 from .compile import compile_in_place
 from .data_config import class_names, create_eval_transform, resolve_data_config
+from .detr import DETR, DETR_CHECKPOINT_URLS
 from .hub import HubFileNotCachedError, PretrainedMixin, from_pretrained, push_to_hub, save_pretrained
 from .pretrained_cfgs import PRETRAINED_CFGS
 from .registry import UnknownModelError, create_model, is_model, list_models, register_model, split_model_name
-from .detr import DETR, DETR_CHECKPOINT_URLS
 from .sagan import SAGAN
 from .vit import VisionTransformer
 

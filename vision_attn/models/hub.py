@@ -85,8 +85,13 @@ def hub_download(repo_id: str, filenames: Sequence[str], revision: Optional[str]
     from urllib.parse import urlparse
 
     from huggingface_hub import constants, hf_hub_download
-    from huggingface_hub.errors import (EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError,
-                                        RepositoryNotFoundError, RevisionNotFoundError)
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     not_cached = False
     cache_only = not constants.is_offline_mode() and not hub_host_resolves()  # no network: the cache alone, at once

@@ -14,7 +14,13 @@ from timm.layers import trunc_normal_
 from timm.models._features import feature_take_indices  # private: timm (1.0.x) exports it nowhere public
 from torch import Tensor, nn
 
-from ..attention import POS_EMBED_KINDS, local_window_mask, resample_abs_pos_embed, sine_position_grid, with_prefix_tokens
+from ..attention import (
+    POS_EMBED_KINDS,
+    local_window_mask,
+    resample_abs_pos_embed,
+    sine_position_grid,
+    with_prefix_tokens,
+)
 from ..layers import PatchEmbed, TransformerEncoderLayer, check_image_input
 from .hub import PretrainedMixin
 from .registry import register_model

@@ -24,7 +24,7 @@ from ..models.options import model_option_defaults, validate_model_args  # build
 from ..models.protocols import check_protocol
 from ..models.registry import UnknownModelError, is_model
 from ..tasks.protocols import MonitoredTask
-from .resume import NothingToResumeError, Resume, ResumableCSVLogger, find_last_checkpoint
+from .resume import NothingToResumeError, ResumableCSVLogger, Resume, find_last_checkpoint
 
 __all__ = ["VisionAttnCLI", "NumClassesMismatchError", "load_task", "main", "USER_ERRORS"]
 

@@ -26,8 +26,19 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .harness import (
-    DTYPES, Implementation, autocast, forward_backward_step, libc, measure, peak_cell, pin_malloc, prepare, ratio_cell,
-    summarize, table, write_json,
+    DTYPES,
+    Implementation,
+    autocast,
+    forward_backward_step,
+    libc,
+    measure,
+    peak_cell,
+    pin_malloc,
+    prepare,
+    ratio_cell,
+    summarize,
+    table,
+    write_json,
 )
 
 
