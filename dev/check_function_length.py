@@ -20,6 +20,10 @@ from typing import Iterator, List, Optional, Sequence, Set, Tuple
 DEFAULT_MAX = 60
 FLOOR_1_TO_4 = ("ops", "attention", "layers", "models", "losses", "metrics", "data", "tasks", "callbacks")
 _FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
+# Known and being fixed elsewhere; each entry is "path:qualified name". Remove an entry when its function is split.
+ALLOWED = {
+    "vision_attn/models/registry.py:create_model",  # the builder branch splits it (issue 22); delete at that merge
+}
 
 
 def _code_lines(source: str) -> Set[int]:
@@ -68,7 +72,11 @@ def check_paths(paths: Sequence[Path], limit: int = DEFAULT_MAX) -> List[str]:
     """One line per function over ``limit`` lines of code in the ``.py`` files under ``paths``."""
     files = sorted(f for p in paths for f in ([p] if p.is_file() else p.rglob("*.py")))
     return [f"{f}:{line}: {name} has {n} lines of code (limit {limit})"
-            for f in files for name, line, n in long_functions(f.read_text(), limit)]
+            for f in files for name, line, n in long_functions(f.read_text(), limit) if not _allowed(f, name)]
+
+
+def _allowed(path: Path, name: str) -> bool:
+    return any(path.as_posix().endswith(where) and name == what for where, what in (a.split(":") for a in ALLOWED))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
