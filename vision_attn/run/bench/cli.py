@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--local-sizes", type=int, nargs="+", default=[32, 64, 128], help="square map sides")
     p.add_argument("--kernel-sizes", type=int, nargs="+", default=[8, 32, 56],
                    help="square map sides of the kernels tables (LocalSelfAttention2d's halo / unfold / flex)")
+    p.add_argument("--kernel-shapes", choices=["sizes", "sasa"], default="sizes",
+                   help="the kernels tables' layers: sizes = --kernel-sizes at --batch/--channels; "
+                   "sasa = sasa_resnet26's own (batch, channels, size) per stage")
     p.add_argument("--only", nargs="+", choices=["global", "local", "kernels", "kernels-inference"], default=None,
                    help="some tables (default all): kernels = the local layer's own kernels, fwd+bwd; "
                    "kernels-inference = forward alone")
