@@ -186,7 +186,7 @@ class RunCheckpoint(ModelCheckpoint):
             return
         self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
-    def on_train_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         parent = getattr(super(), "on_train_end", None)
         if parent is not None:
             parent(trainer, pl_module)
@@ -270,7 +270,7 @@ class ResumeState(Callback):
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         self._pending = state_dict
 
-    def on_train_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._pending is None:
             return
         pending, self._pending = self._pending, None
@@ -296,7 +296,7 @@ class ResumeState(Callback):
         iter(fetcher)
 
 
-def default_callbacks(trainer: Optional["pl.Trainer"]) -> List[Callback]:
+def default_callbacks(trainer: Optional[pl.Trainer]) -> List[Callback]:
     """The guards every task runs with (:class:`NonFiniteGuard`, :class:`ResumeState`), minus those the trainer has.
 
     For ``LightningModule.configure_callbacks``: Lightning lets those replace the trainer's callbacks of the same
