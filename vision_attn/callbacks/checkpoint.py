@@ -173,12 +173,12 @@ class RunCheckpoint(ModelCheckpoint):
                          auto_insert_metric_name=False, enable_version_counter=False, **kwargs)
         self.last_every_n_batches = int(last_every_n_batches)
 
-    def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
         if trainer.is_global_zero and self.dirpath is not None:
             remove_stale_temporary_files(self.dirpath)
 
-    def on_train_batch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", outputs: Any, batch: Any,
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
         n, done = self.last_every_n_batches, trainer.fit_loop.epoch_loop.batch_progress.total.processed
@@ -227,7 +227,7 @@ def set_rng_states(states: Dict[str, Any]) -> None:
         torch.cuda.set_rng_state(states["cuda"])
 
 
-def _train_samplers(trainer: "pl.Trainer") -> List[Any]:
+def _train_samplers(trainer: pl.Trainer) -> List[Any]:
     """The :class:`~vision_attn.data.resumable.ResumableSampler` of each training loader (others have none)."""
     loaders = getattr(trainer.fit_loop, "_combined_loader", None)
     found = []
@@ -238,7 +238,7 @@ def _train_samplers(trainer: "pl.Trainer") -> List[Any]:
     return found
 
 
-def _batches_done(trainer: "pl.Trainer") -> int:
+def _batches_done(trainer: pl.Trainer) -> int:
     """Batches of the resumed epoch its checkpoint had trained on (0 when it was saved at an epoch's end)."""
     cur = trainer.fit_loop.epoch_loop.batch_progress.current
     done = cur.processed if cur.completed == cur.processed - 1 else cur.completed  # saved in on_train_batch_end
@@ -258,9 +258,9 @@ class ResumeState(Callback):
 
     def __init__(self) -> None:
         self._pending: Optional[Dict[str, Any]] = None
-        self._trainer: Optional["pl.Trainer"] = None
+        self._trainer: Optional[pl.Trainer] = None
 
-    def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._trainer = trainer
 
     def state_dict(self) -> Dict[str, Any]:
