@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: demo test install clean mutation
+.PHONY: demo test test-timm install clean mutation
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q
+
+# timm's model tests over the whole registry (`make test` runs them on one small model per family).
+test-timm: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest -q -m timm_full tests/models/test_timm_models.py
 
 # Mutation check, not part of `make test` (minutes): which single-change mutants of MODULE do its tests catch?
 #   make mutation MODULE=vision_attn/attention/core.py [TESTS="tests/attention/test_core.py ..."] [ARGS="--max-mutants 100 --seed 0"]

@@ -1,5 +1,5 @@
 """Floor 2: layers built on the attention core."""
-from .patch_embed import PatchEmbed, check_image_input
+from .patch_embed import PatchEmbed, check_image_input, check_image_size
 from .pixel_attention import LocalSelfAttention2d, NonLocalBlock2d
 from .conv_attention import ConvAttention2d, attention_from_conv, conv_attention_unsupported, convert_convs_to_attention
 from .detr_transformer import DetrTransformer
@@ -9,6 +9,7 @@ from .transformer import TransformerEncoderLayer
 __all__ = [
     "PatchEmbed",
     "check_image_input",
+    "check_image_size",
     "TransformerEncoderLayer",
     "NonLocalBlock2d",
     "LocalSelfAttention2d",
