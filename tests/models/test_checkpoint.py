@@ -15,12 +15,11 @@ from vision_attn.models.checkpoint import (
     Checkpoint,
     CheckpointError,
     UnsafeCheckpointError,
-    load_pretrained,
     load_state_dict,
-    num_classes_in,
     read_checkpoint,
     resolve_checkpoint,
 )
+from vision_attn.models.loader import load_pretrained, num_classes_in
 
 RAN = []
 
@@ -96,7 +95,7 @@ def test_resolve_url_downloads_once_into_the_cache(tmp_path, monkeypatch):
 
 
 def test_resolve_hf_hub_goes_through_the_hub_cache(tmp_path, monkeypatch):
-    from vision_attn.models import hub
+    from vision_attn.models import download as hub
 
     seen = []
     monkeypatch.setattr(hub, "hub_download", lambda repo, names, revision=None, cache_dir=None: seen.append(
@@ -123,7 +122,7 @@ def test_read_refuses_code_and_names_what_it_would_import(tmp_path):
     assert RAN == [] and err.value.__cause__ is None and err.value.__suppress_context__
     raw = tmp_path / "raw.pkl"
     raw.write_bytes(pickle.dumps({"f": collections.OrderedDict, "g": _Code()}, protocol=2))
-    with pytest.raises(UnsafeCheckpointError, match=r"\(it would import test_checkpoint_pinned._run\)"):
+    with pytest.raises(UnsafeCheckpointError, match=r"\(it would import test_checkpoint._run\)"):
         C._read(raw)
     assert RAN == []
 

@@ -31,7 +31,8 @@ from ..ops import pad_images_to_batch
 from .features import feature_extractor
 from .hub import PretrainedMixin
 from .pretrained_cfgs import PRETRAINED_CFGS
-from .registry import create_model, is_model, register_model
+from .builder import create_model
+from .registry import is_model, register_model
 from .weights import detr_checkpoint_filter
 
 __all__ = [
@@ -326,10 +327,10 @@ class DETR(PretrainedMixin, nn.Module):
         return args
 
     # --- foreign weights -------------------------------------------------------------------------
-    def checkpoint_filter_fn(self, state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
+    def checkpoint_filter_fn(self, state_dict: Dict[str, Tensor], model: Optional[nn.Module] = None) -> Dict[str, Tensor]:
         """Map an official facebookresearch/detr state dict, a Hugging Face ``DetrForObjectDetection`` one, or ours
         onto this model, asserting every shape (:func:`~vision_attn.models.weights.detr_checkpoint_filter`)."""
-        return detr_checkpoint_filter(state_dict, self)
+        return detr_checkpoint_filter(state_dict, self if model is None else model)
 
 
 # --- registered models ---------------------------------------------------------------------------------------

@@ -400,23 +400,23 @@ def _build(img_size: int, defaults: dict, num_classes: int = 0, ch: int = 64, g_
 
 
 @register_model
-def sagan_32(num_classes: int = 0, **kwargs) -> SAGAN:
+def sagan_32(num_classes: int = 0, ch: int = 64, **kwargs) -> SAGAN:
     """CIFAR-size SA-GAN (BigGAN's CIFAR layout: 256-wide G and D at ``ch=64``; attention at 16 x 16 in G, 8 x 8 in D)."""
     defaults = dict(g_mults=(4, 4, 4, 4), d_mults=(4, 4, 4, 4), d_downsample=(True, True, False, False), g_attn_res=16, d_attn_res=8)
-    return _build(32, defaults, num_classes, **kwargs)
+    return _build(32, defaults, num_classes, ch, **kwargs)
 
 
 @register_model
-def sagan_64(num_classes: int = 0, **kwargs) -> SAGAN:
+def sagan_64(num_classes: int = 0, ch: int = 64, **kwargs) -> SAGAN:
     """64 x 64 SA-GAN: G widths ``16,16,8,4,2 x ch``, D ``1,2,4,8,16 x ch``, attention at 32 x 32 in both."""
     defaults = dict(g_mults=(16, 16, 8, 4, 2), d_mults=(1, 2, 4, 8, 16), g_attn_res=32, d_attn_res=32)
-    return _build(64, defaults, num_classes, **kwargs)
+    return _build(64, defaults, num_classes, ch, **kwargs)
 
 
 @register_model
-def sagan_128(num_classes: int = 1000, **kwargs) -> SAGAN:
+def sagan_128(num_classes: int = 1000, ch: int = 64, **kwargs) -> SAGAN:
     """The paper's ImageNet 128 x 128 SA-GAN (``ch=64``): G ``16,16,8,4,2,1 x ch``, D ``1,2,4,8,16,16 x ch``
     (the last D block keeps 4 x 4), attention at 32 x 32 in G and D."""
     defaults = dict(g_mults=(16, 16, 8, 4, 2, 1), d_mults=(1, 2, 4, 8, 16, 16), d_downsample=(True,) * 5 + (False,),
                     g_attn_res=32, d_attn_res=32)
-    return _build(128, defaults, num_classes, **kwargs)
+    return _build(128, defaults, num_classes, ch, **kwargs)

@@ -19,7 +19,7 @@ from ..attention import POS_EMBED_KINDS, local_window_mask, resample_abs_pos_emb
 from ..layers import PatchEmbed, TransformerEncoderLayer, check_image_input, check_image_size
 from .hub import PretrainedMixin
 from .registry import register_model
-from .weights import vit_state_dict_from_timm
+from .weights import to_timm, vit_state_dict_from_timm
 
 __all__ = ["VisionTransformer", "GLOBAL_POOLS"]
 
@@ -80,8 +80,8 @@ class VisionTransformer(PretrainedMixin, nn.Module):
 
     def __init__(
         self,
-        img_size=224,
-        patch_size=16,
+        img_size: Union[int, Tuple[int, int]] = 224,
+        patch_size: Union[int, Tuple[int, int]] = 16,
         in_chans: int = 3,
         num_classes: int = 1000,
         global_pool: str = "token",
@@ -340,10 +340,18 @@ class VisionTransformer(PretrainedMixin, nn.Module):
         return self.forward_head(self.forward_features(x))
 
     # --- foreign weights ----------------------------------------------------------------------------
-    def checkpoint_filter_fn(self, state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
+    def checkpoint_filter_fn(self, state_dict: Dict[str, Tensor], model: Optional[nn.Module] = None) -> Dict[str, Tensor]:
         """Map a timm ViT state dict (or ours) onto this model, resampling ``pos_embed`` to its grid
-        (:func:`~vision_attn.models.weights.vit_state_dict_from_timm`)."""
-        return vit_state_dict_from_timm(state_dict, self)
+        (:func:`~vision_attn.models.weights.vit_state_dict_from_timm`); ``model`` as timm passes it (this one)."""
+        return vit_state_dict_from_timm(state_dict, self if model is None else model)
+
+    def export_state_dict(self) -> Dict[str, Tensor]:
+        """What ``save_pretrained`` writes: timm's key layout when timm's ViT can express this one (so
+        ``timm.create_model("local-dir:...")`` loads the folder), else ours."""
+        try:
+            return to_timm(self)
+        except ValueError:  # sine positions or a local window: no timm counterpart
+            return self.state_dict()
 
 
 def _vit(defaults: dict, **kwargs) -> VisionTransformer:

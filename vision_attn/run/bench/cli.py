@@ -1,4 +1,4 @@
-"""The command line of ``tools/benchmark.py``: the ``speed``, ``pixel``, ``data-size`` and ``gpu-suite`` subcommands."""
+"""The command line of ``tools/benchmark.py``: the ``speed``, ``pixel``, ``data-size``, ``limit`` and ``gpu-suite`` subcommands."""
 from __future__ import annotations
 
 import argparse
@@ -6,6 +6,7 @@ from typing import Dict, Optional, Sequence
 
 from .compiled import COMPILED_FAMILIES
 from .gpu_suite import add_parser as add_gpu_suite
+from .limit import add_parser as add_limit
 from .pixel import pixel
 from .speed import speed
 
@@ -97,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nodes", type=int, default=1, help="with --launcher slurm: nodes per cell")
     p.set_defaults(func=data_size)
 
+    add_limit(sub, _add_common, _add_tail)
     add_gpu_suite(sub)
     return parser
 
