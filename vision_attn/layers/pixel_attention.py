@@ -298,7 +298,8 @@ class LocalSelfAttention2d(nn.Module):
         if torch.jit.is_scripting():  # all kernels are exact: TorchScript runs the plain halo one
             out, _ = halo_local_attention(self.qkv(x), self.rel_pos_h, self.rel_pos_w, self.num_heads, self.block_size)
             return self.pool(out)
-        elif is_fx_tracing():  # plain torch.fx (timm's tools keep this module whole): one call, run with the graph
+        elif is_fx_tracing() and not torch.compiler.is_compiling():  # symbolic tracing, not torch.export / compile:
+            # plain torch.fx (timm's tools keep this module whole) records one call, run with the graph
             out, _ = halo_local_attention(self.qkv(x), self.rel_pos_h, self.rel_pos_w, self.num_heads, self.block_size)
             return self.pool(out)
         backend = self.pick_backend(x)
