@@ -10,7 +10,8 @@ scripted), and what the issue adds: gradient checkpointing gives the same output
 groups the blocks for timm's layer decay, and a scripted model still refuses a wrong input.
 
 Every test runs on a small member of each family by default (2 CPU cores): ``FAST``. The whole registry at timm's
-sizes (capped as below) is marked ``timm_full`` and runs with ``make test-timm``.
+sizes (capped as below; DETR and SA-GAN with narrow layers, ``FULL_KWARGS``) is marked ``timm_full`` and runs with
+``make test-timm``.
 
 Tests that cannot apply to a family (excluded by ``NOT_APPLICABLE``, each with its reason; nothing is skipped silently):
 
@@ -82,6 +83,11 @@ FAST = {  # one small member per family: the default `make test` run
 }
 
 
+# The full set runs every registered classifier as registered; the detectors and GANs (a subset of the tests only)
+# with narrow layers: sagan_64 at its default width takes minutes on 2 cores (its orthogonal init alone).
+FULL_KWARGS = {"detr": dict(enc_layers=1, dec_layers=2), "sagan": dict(g_ch=8, d_ch=8)}
+
+
 def family(name: str) -> str:
     for pattern, fam in FAMILIES.items():
         if fnmatch.fnmatchcase(name, pattern):
@@ -98,7 +104,8 @@ def _cases(test: str, families=None):
             if (test, fam) in NOT_APPLICABLE or (families is not None and fam not in families):
                 continue
             marks = [pytest.mark.timm_full] if full else []
-            out.append(pytest.param(name, {} if full else FAST[name], marks=marks, id=f"{'full' if full else 'fast'}-{name}"))
+            kwargs = FULL_KWARGS.get(fam, {}) if full else FAST[name]
+            out.append(pytest.param(name, kwargs, marks=marks, id=f"{'full' if full else 'fast'}-{name}"))
     return out
 
 
@@ -121,8 +128,9 @@ def _get_input_size(model, target=None):
 
 def _inputs(model, name: str, batch_size: int, target: int, limit: int):
     """The arguments of ``model``'s forward: images of timm's size rule, or a GAN's noise."""
-    if family(name) == "sagan":
-        return (torch.randn(batch_size, model.z_dim),)
+    if family(name) == "sagan":  # noise, and class labels for a class-conditional GAN
+        z = torch.randn(batch_size, model.z_dim)
+        return (z, torch.randint(model.num_classes, (batch_size,))) if model.num_classes else (z,)
     input_size = _get_input_size(model, target)
     if max(input_size) > limit:
         pytest.fail(f"{name}: input {input_size} over the {limit}-px cap (timm skips these; none of ours should be)")
@@ -138,9 +146,9 @@ def _flat(outputs) -> torch.Tensor:
     return torch.cat([_flat(v).flatten() for v in outputs])
 
 
-def _loss(model, name: str, outputs) -> torch.Tensor:
-    if family(name) == "sagan":  # G and D both in the graph: D judges G's images
-        return model.discriminator(outputs).mean()
+def _loss(model, name: str, outputs, inputs) -> torch.Tensor:
+    if family(name) == "sagan":  # G and D both in the graph: D judges G's images (of the same labels)
+        return model.discriminator(outputs, *inputs[1:]).mean()
     return _flat(outputs).mean()
 
 
@@ -169,7 +177,7 @@ def test_model_backward(name, kwargs):
     model = _create(name, kwargs, **({} if num_classes is None else dict(num_classes=num_classes))).train()
     inputs = _inputs(model, name, 2, TARGET_BWD_SIZE, MAX_BWD_SIZE)
     outputs = model(*inputs)
-    _loss(model, name, outputs).backward()
+    _loss(model, name, outputs, inputs).backward()
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     missing = [n for n, p in trainable if p.grad is None]
     assert not missing, f"no gradient for {missing[:5]}"
