@@ -9,6 +9,7 @@ Usage::
     python tools/benchmark.py limit --threads 1 --json limit.json     # each family's fraction of the matmul peak
     python tools/benchmark.py gpu-suite --json gpu.json               # every GPU figure, one call, <= 9 min on an H100/H200
     python tools/benchmark.py data-size --config configs/benchmark/data_size_quick.yaml --output-dir runs/data_size_quick
+    python tools/benchmark.py results --only speed vit                # re-measure at CPU sizes: results/<benchmark>-<machine>.csv
 
 The suites, the harness and what each measures: ``vision_attn/run/bench/``.
 """

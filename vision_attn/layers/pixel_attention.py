@@ -193,8 +193,8 @@ class LocalSelfAttention2d(nn.Module):
         backend: the kernel, all exact (see :mod:`vision_attn.layers.local_kernels`): ``"halo"`` (the blocked
             fused SDPA above), ``"unfold"`` (every window materialised; head size ``d``, no padding), ``"flex"``
             (PyTorch's FlexAttention with a neighbourhood block mask; head size ``d``; CUDA, or CPU without
-            gradients), or ``"auto"``: the fastest of them measured for the device and the call (see
-            :meth:`pick_backend`).
+            gradients), or ``"auto"``: always ``"halo"`` today, the kernel that measured fastest offline (nothing
+            is timed at run time; see :meth:`pick_backend`).
 
     Capture: :func:`~vision_attn.attention.capture_attention` records ``(B, num_heads, H*W, k*k)``: for each
     query pixel (row-major, before any stride pooling) its weights over the window offsets
@@ -257,8 +257,9 @@ class LocalSelfAttention2d(nn.Module):
                 f"stride={self.stride}, block_size={self.block_size}, backend={self.backend!r}")
 
     def pick_backend(self, x: Tensor) -> str:
-        """The kernel this call runs: ``backend``, or for ``"auto"`` the rule measured on CPU
-        (``python -m vision_attn.run.local_kernel_bench``, 1 thread, SASA-26 shapes):
+        """The kernel this call runs: ``backend``, or for ``"auto"`` always ``"halo"``: a fixed choice, not measured
+        per call, from what ``python tools/benchmark.py pixel --only kernels kernels-inference --kernel-shapes sasa``
+        measured on CPU (1 thread, SASA-26 shapes):
 
         * with gradients: ``halo`` (``unfold`` takes 2.6-3.3x its time and 2.7-6x its memory; ``flex`` has no CPU
           backward);

@@ -22,7 +22,7 @@ from torch import nn
 
 from .checkpoint import Checkpoint, read_checkpoint
 from .download import CONFIG_NAME, WEIGHTS_NAMES, fetch_pretrained, hub_download, split_repo_id
-from .errors import CheckpointError
+from .errors import CheckpointError, ModelOptionError
 from .features import feature_extractor
 from .hub import LIBRARY_NAME, SOURCE_KEYS
 from .hub_config import read_config
@@ -42,6 +42,8 @@ def validate_model_args(arch: str, kwargs: Dict[str, Any]) -> None:
     """Check ``kwargs`` against the typed signature of ``arch``'s factory (its ``**kwargs``: the options of the class
     it returns); raises ``TypeError``, one line naming the model, the option and the expected type:
     ``model 'vit_tiny_patch16_224': option embed_dim expects int, got str 'wide'``."""
+    if arch.startswith(_SOURCES):  # a Hub repo or a folder: its config.json is checked by from_pretrained
+        return
     arch = split_model_name(arch)[0]
     options, open_ = factory_options(model_entrypoint(arch))
     for key, value in kwargs.items():
@@ -50,10 +52,10 @@ def validate_model_args(arch: str, kwargs: Dict[str, Any]) -> None:
                 continue
             close = difflib.get_close_matches(key, list(options), n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
-            raise TypeError(f"model {arch!r} takes no option {key!r}{hint}; its options: {', '.join(sorted(options))}")
+            raise ModelOptionError(f"model {arch!r} takes no option {key!r}{hint}; its options: {', '.join(sorted(options))}")
         expected = options[key].annotation
         if not matches(value, expected):
-            raise TypeError(f"model {arch!r}: option {key} expects {type_name(expected)}, "
+            raise ModelOptionError(f"model {arch!r}: option {key} expects {type_name(expected)}, "
                             f"got {type(value).__name__} {value!r}"[:300])
 
 

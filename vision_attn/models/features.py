@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Optional, Sequence, Union
 
-from timm.models._features import FeatureGetterNet, FeatureListNet
+from timm.models import FeatureListNet
+from timm.models._features import FeatureGetterNet  # private: timm exports no public FeatureGetterNet (1.0.x)
 from torch import nn
 
 from ..layers import check_image_input

@@ -13,13 +13,14 @@ import dataclasses
 import json
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Optional, Union, cast
 
 from timm.models import PretrainedCfg
 from torch import Tensor, nn
 
 from .download import CONFIG_NAME, WEIGHTS_NAMES, fetch_pretrained, hub_download, split_repo_id
 from .errors import HubFileNotCachedError
+from .protocols import OfflineRebuildable, conforms
 from .registry import is_model
 
 __all__ = [
@@ -64,8 +65,7 @@ def model_config(model: nn.Module) -> Dict[str, Any]:
     args = dict(args)
     if getattr(model, "num_classes", None) is not None:
         args["num_classes"] = int(model.num_classes)  # reset_classifier may have changed it since creation
-    offline = getattr(model, "offline_model_args", None)
-    args = offline(args) if callable(offline) else args
+    args = cast(OfflineRebuildable, model).offline_model_args(args) if conforms(model, OfflineRebuildable) else args
     for k in SOURCE_KEYS + ("architecture",):
         cfg.pop(k, None)
     labels = cfg.pop("label_names", None)

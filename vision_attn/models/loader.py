@@ -10,12 +10,13 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Union, cast
 
 from torch import Tensor, nn
 
 from .checkpoint import Checkpoint, read_checkpoint
 from .errors import CheckpointError
+from .protocols import ClassifierModel, CountsClassesInStateDict, FiltersCheckpoints, ResettableClassifier, conforms
 
 __all__ = ["adapt_input_conv", "load_pretrained", "fit_state_dict", "num_classes_in", "classifier_names", "first_conv_names"]
 
@@ -50,8 +51,7 @@ def _names(value: Any) -> List[str]:
 
 
 def _classifier_prefix(model: nn.Module) -> Optional[str]:
-    get = getattr(model, "get_classifier", None)
-    head = get() if callable(get) else None
+    head = cast(ClassifierModel, model).get_classifier() if conforms(model, ClassifierModel) else None
     if head is None:
         return None
     for name, m in model.named_modules():
@@ -73,8 +73,7 @@ def first_conv_names(model: nn.Module) -> List[str]:
 
 
 def _mapped(model: nn.Module, sd: Mapping[str, Tensor]) -> Dict[str, Tensor]:
-    filter_fn = getattr(model, "checkpoint_filter_fn", None)
-    return filter_fn(dict(sd)) if callable(filter_fn) else dict(sd)
+    return cast(FiltersCheckpoints, model).checkpoint_filter_fn(dict(sd)) if conforms(model, FiltersCheckpoints) else dict(sd)
 
 
 def num_classes_in(model: nn.Module, state_dict: Dict[str, Tensor]) -> Optional[int]:
@@ -84,19 +83,18 @@ def num_classes_in(model: nn.Module, state_dict: Dict[str, Tensor]) -> Optional[
     classifier (``get_classifier()``) rows, less the model's extra outputs (DETR's "no object"); 0 for a file without
     the classifier when the model can drop its head (``reset_classifier``: DINO / MAE / headless timm files).
     """
-    own_fn = getattr(model, "num_classes_in_state_dict", None)
-    if callable(own_fn):
-        return own_fn(state_dict)
-    head = _classifier_prefix(model)
-    n_model = getattr(model, "num_classes", None)
-    if head is None or n_model is None:
+    if conforms(model, CountsClassesInStateDict):
+        return cast(CountsClassesInStateDict, model).num_classes_in_state_dict(state_dict)
+    head = _classifier_prefix(model)  # None unless a ClassifierModel (so it has num_classes)
+    if head is None:
         return None
+    n_model = cast(ClassifierModel, model).num_classes
     sd = _mapped(model, state_dict)
     weight = sd.get(head + ".weight")
     own = model.state_dict().get(head + ".weight")
     if weight is None:
         has_head = any(k.startswith(head + ".") for k in sd)
-        return 0 if not has_head and callable(getattr(model, "reset_classifier", None)) else None
+        return 0 if not has_head and conforms(model, ResettableClassifier) else None  # it can drop its head
     extra = own.shape[0] - n_model if own is not None else 0
     return int(weight.shape[0]) - extra
 

@@ -77,10 +77,10 @@ class OnnxTask:
         self.transform = _runtime_transform(config.get("preprocessing") or {}, self.detection)
         self.input_hw = tuple(int(x) for x in self.session.get_inputs()[0].shape[-2:])
 
-    def to(self, device: Any) -> "OnnxTask":
+    def to(self, device: Any) -> OnnxTask:
         return self
 
-    def eval(self) -> "OnnxTask":
+    def eval(self) -> OnnxTask:
         return self
 
     def _padded(self, images: Tensor, mask: Tensor):

@@ -39,6 +39,8 @@ One module per suite, over one harness:
   (torch's counter plus the CPU fused attention it misses), time, FLOP/s and the fraction of the matmul peak of the
   same dtype timed interleaved (MFU on a GPU, the datasheet figure beside it); ``--results DIR`` appends a CSV;
 - ``gpu_suite`` (the ``gpu-suite`` subcommand): the GPU figures as one budgeted call, a process per part;
+- ``results`` (the ``results`` subcommand): the offline suites at CPU sizes into ``results/<benchmark>-<machine>.csv``
+  (``write_results``, the one writer every benchmark calls; the docs' tables are rendered from these files);
 - ``speed`` and ``cli``: the subcommands and the parser (``data-size`` runs :func:`vision_attn.run.data_size.run_sweep`).
 
 Every suite prints the machine and a markdown table; ``--json PATH`` writes the same data.
