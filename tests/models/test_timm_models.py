@@ -23,6 +23,7 @@ Tests that cannot apply to a family (excluded by ``NOT_APPLICABLE``, each with i
 | head, forward_features, forward_intermediates (+ features), group_matcher | sagan | a GAN: ``forward(z, labels)`` generates images from noise; no classifier head and no image-to-feature trunk to extract |
 | torchscript, fx, fx_backward, fx_torchscript, features_fx_torchscript | sagan | its spectral norm recomputes ``weight`` in a forward pre-hook with a Python power iteration (training) and its labels are checked by value: neither compiles in TorchScript nor traces in fx |
 """
+
 import fnmatch
 import math
 
@@ -58,15 +59,28 @@ FAMILIES = {  # registry pattern -> family (every registered name must have one:
 }
 CLASSIFIERS = ("vit", "vit_cifar", "cnn", "sasa", "nonlocal")
 
-_NOT_A_CLASSIFIER = ("head", "forward_features", "forward_intermediates", "forward_intermediates_features", "group_matcher")
+_NOT_A_CLASSIFIER = (
+    "head",
+    "forward_features",
+    "forward_intermediates",
+    "forward_intermediates_features",
+    "group_matcher",
+)
 _NOT_SCRIPTABLE = ("torchscript", "fx", "fx_backward", "fx_torchscript", "features_fx_torchscript")
 NOT_APPLICABLE = {  # (test, family) -> why; the table in the module docstring says the same
     **{(t, "detr"): "a detector: no pooled classifier head or feature pyramid" for t in _NOT_A_CLASSIFIER},
-    **{(t, "sagan"): "a GAN: generates images from noise, no classifier head or feature trunk" for t in _NOT_A_CLASSIFIER},
-    **{(t, "detr"): "forward branches on its input's structure (tensor or list) and returns a dict with a list"
-       for t in _NOT_SCRIPTABLE},
-    **{(t, "sagan"): "spectral norm recomputes weights in a Python pre-hook; labels are checked by value"
-       for t in _NOT_SCRIPTABLE},
+    **{
+        (t, "sagan"): "a GAN: generates images from noise, no classifier head or feature trunk"
+        for t in _NOT_A_CLASSIFIER
+    },
+    **{
+        (t, "detr"): "forward branches on its input's structure (tensor or list) and returns a dict with a list"
+        for t in _NOT_SCRIPTABLE
+    },
+    **{
+        (t, "sagan"): "spectral norm recomputes weights in a Python pre-hook; labels are checked by value"
+        for t in _NOT_SCRIPTABLE
+    },
     ("grad_checkpointing", "detr"): "no set_grad_checkpointing (timm's test accepts that)",
     ("grad_checkpointing", "sagan"): "no set_grad_checkpointing (timm's test accepts that)",
 }
@@ -99,7 +113,7 @@ def _cases(test: str, families=None):
     """``(name, kwargs)`` params for ``test``: the FAST members, then (marked timm_full) every registered model."""
     out = []
     for full in (False, True):
-        for name in (va.list_models() if full else FAST):
+        for name in va.list_models() if full else FAST:
             fam = family(name)
             if (test, fam) in NOT_APPLICABLE or (families is not None and fam not in families):
                 continue
@@ -214,7 +228,7 @@ def test_model_head_and_pooling(name, kwargs):
         assert model.num_classes == 7 and model(x).shape == (1, 7)
         if vit:  # average of the patch tokens (prefix tokens excluded), through fc_norm when the model has one
             model.reset_classifier(0, "avg")
-            torch.testing.assert_close(model(x), model.fc_norm(features[:, model.num_prefix_tokens:].mean(1)))
+            torch.testing.assert_close(model(x), model.fc_norm(features[:, model.num_prefix_tokens :].mean(1)))
     if vit:
         with pytest.raises(ValueError, match="global_pool must be one of"):
             model.reset_classifier(3, "mean")
@@ -237,7 +251,9 @@ def test_model_forward_features(name, kwargs):
     model = _create(name, kwargs, features_only=True).eval()
     channels, reductions = model.feature_info.channels(), model.feature_info.reduction()
     assert len(channels) >= 3
-    (x,) = _inputs(model if hasattr(model, "pretrained_cfg") else _create(name, kwargs), name, 1, TARGET_FFEAT_SIZE, MAX_FFEAT_SIZE)
+    (x,) = _inputs(
+        model if hasattr(model, "pretrained_cfg") else _create(name, kwargs), name, 1, TARGET_FFEAT_SIZE, MAX_FFEAT_SIZE
+    )
     with torch.no_grad():
         _check_feature_maps(model(x), channels, reductions, x.shape)
 
@@ -287,8 +303,9 @@ def test_model_forward_torchscript(name, kwargs):
 def _create_fx_model(model, train: bool = False):
     """timm's helper: torchvision's feature extractor with timm's no-trace modules and functions, returning the
     node(s) that lead into the output (several in train mode when the model has several outputs)."""
-    tracer_kwargs = dict(leaf_modules=get_notrace_modules(), autowrap_functions=get_notrace_functions(),
-                         param_shapes_constant=True)
+    tracer_kwargs = dict(
+        leaf_modules=get_notrace_modules(), autowrap_functions=get_notrace_functions(), param_shapes_constant=True
+    )
     train_nodes, eval_nodes = get_graph_node_names(model, tracer_kwargs=tracer_kwargs)
     eval_return_nodes, train_return_nodes = [eval_nodes[-1]], [train_nodes[-1]]
     if train:
@@ -298,8 +315,9 @@ def _create_fx_model(model, train: bool = False):
         graph_node_names = [n.name for n in graph_nodes]
         output_node_indices = [-graph_node_names.index(node_name) for node_name in output_node_names]
         train_return_nodes = [train_nodes[ix] for ix in output_node_indices]
-    return create_feature_extractor(model, train_return_nodes=train_return_nodes, eval_return_nodes=eval_return_nodes,
-                                    tracer_kwargs=tracer_kwargs)
+    return create_feature_extractor(
+        model, train_return_nodes=train_return_nodes, eval_return_nodes=eval_return_nodes, tracer_kwargs=tracer_kwargs
+    )
 
 
 @pytest.mark.parametrize("name,kwargs", _cases("fx"))
@@ -398,21 +416,35 @@ def test_group_matcher_layer_decay_groups_blocks_in_depth_order(name, kwargs):
     head = "head" if family(name).startswith("vit") else "fc"
     assert scale[f"{head}.weight"] == 1.0
     if family(name).startswith("vit"):
-        stem, blocks = ["patch_embed.proj.weight", "pos_embed"], [f"blocks.{i}.attn.in_proj_weight" for i in range(len(model.blocks))]
+        stem, blocks = (
+            ["patch_embed.proj.weight", "pos_embed"],
+            [f"blocks.{i}.attn.in_proj_weight" for i in range(len(model.blocks))],
+        )
     else:
         stem = ["conv1.weight"]
-        blocks = [f"layer{s}.{i}.conv1.weight" for s in range(1, 5) for i in range(len(getattr(model, f"layer{s}")))
-                  if f"layer{s}.{i}.conv1.weight" in params]
+        blocks = [
+            f"layer{s}.{i}.conv1.weight"
+            for s in range(1, 5)
+            for i in range(len(getattr(model, f"layer{s}")))
+            if f"layer{s}.{i}.conv1.weight" in params
+        ]
     for s in stem:
         assert scale[s] < scale[blocks[0]]
-    assert all(a < b for a, b in zip([scale[b] for b in blocks], [scale[b] for b in blocks[1:]])), \
+    assert all(a < b for a, b in zip([scale[b] for b in blocks], [scale[b] for b in blocks[1:]])), (
         "blocks are not in increasing layer order"
+    )
     if family(name) == "nonlocal":  # an attention block appended to a stage sits after that stage's blocks
         for s in (2, 3):
             last = len(getattr(model, f"layer{s}")) - 2
-            assert scale[f"layer{s}.{last}.conv1.weight"] < scale[f"layer{s}.attn.query.weight"] < scale[f"layer{s + 1}.0.conv1.weight"]
+            assert (
+                scale[f"layer{s}.{last}.conv1.weight"]
+                < scale[f"layer{s}.attn.query.weight"]
+                < scale[f"layer{s + 1}.0.conv1.weight"]
+            )
     if family(name).startswith("vit"):
-        assert scale["norm.weight" if "norm.weight" in params else f"blocks.{len(model.blocks) - 1}.mlp.fc2.weight"] < 1.0
+        assert (
+            scale["norm.weight" if "norm.weight" in params else f"blocks.{len(model.blocks) - 1}.mlp.fc2.weight"] < 1.0
+        )
 
 
 def test_every_model_has_a_family():
