@@ -2,15 +2,12 @@
 ``capture_attention`` records, rollout rows sum to 1, a click moves the one-hot conv heads' peaks, the messages for
 missing models and a missing Gradio."""
 import importlib.util
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from vision_attn import capture_attention, create_model
 from vision_attn.run import app as core
@@ -192,6 +189,25 @@ def test_resolve_run_takes_the_newest_complete_version(tmp_path):
     assert core.resolve_run(tmp_path / "version_0")[1] == str(tmp_path / "version_0/checkpoints/best.ckpt")
 
 
+def test_load_model_from_a_run_folder(tmp_path):
+    import yaml
+
+    cfg = yaml.safe_load((ROOT / "configs" / "quickstart.yaml").read_text())
+    cfg["model"]["init_args"]["model_args"] = {"depth": 1, "embed_dim": 32}
+    cfg["data"]["init_args"]["root"] = str(tmp_path / "data")
+    cfg.update(ckpt_path=None, weights_only=None)  # what fit saves beside the task's keys
+    run = tmp_path / "run" / "version_3"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    torch.manual_seed(1)
+    net = create_model("vit_nano_patch4_32", depth=1, embed_dim=32, num_classes=10)
+    torch.save(net.state_dict(), run / "checkpoints" / "best.ckpt")
+    m = core.load_model(run=str(tmp_path / "run"))
+    assert m.kind == "classify" and m.name == str(tmp_path / "run")
+    torch.testing.assert_close(m.model.state_dict()["head.weight"], net.state_dict()["head.weight"])
+    assert core.classify(m, _picture()).x.shape == (3, 32, 32)
+
+
 def test_sample_images_are_bundled():
     samples = core.sample_images()
     assert len(samples) >= 2 and all(p.suffix == ".png" and p.is_file() for p in samples.values())
@@ -207,6 +223,14 @@ def test_missing_gradio_is_one_line(monkeypatch):
     assert str(err.value) == "error: the explorer needs Gradio: pip install 'vision_attn[app]'"
 
 
-def test_app_module_imports_without_gradio():
-    code = "import sys; sys.modules['gradio'] = None; import vision_attn.run.app, vision_attn.run.app_ui"
-    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+def test_app_modules_import_without_gradio(monkeypatch):
+    import importlib
+
+    import vision_attn.run
+
+    monkeypatch.setitem(sys.modules, "gradio", None)  # import gradio -> ImportError
+    for name in ("vision_attn.run.app", "vision_attn.run.app_ui"):
+        short = name.rsplit(".", 1)[1]
+        monkeypatch.setattr(vision_attn.run, short, getattr(vision_attn.run, short, None), raising=False)
+        monkeypatch.delitem(sys.modules, name, raising=False)  # both restored afterwards
+        assert importlib.import_module(name).__name__ == name

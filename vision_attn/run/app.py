@@ -8,6 +8,7 @@ non-local / SASA blocks (**pixel**), an SA-GAN (**generate**). The maps are the 
 from __future__ import annotations
 
 import math
+import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,6 +111,13 @@ def _loadable_config(config: str) -> str:
     return path
 
 
+def _task_class(config: str) -> str:
+    import yaml
+
+    model = (yaml.safe_load(Path(config).expanduser().read_text()) or {}).get("model") or {}
+    return str(model.get("class_path", "")) if isinstance(model, dict) else ""
+
+
 def _kind(net: nn.Module) -> str:
     if isinstance(net, SAGAN):
         return "generate"
@@ -130,14 +138,18 @@ def load_model(model: Optional[str] = None, config: Optional[str] = None, ckpt: 
     if run is not None:
         config, ckpt = resolve_run(run)
     name = str(run or model or ckpt or config)
-    config = None if config is None else _loadable_config(config)
     if model is not None and split_model_name(model)[0].startswith("sagan"):
         net = create_model(model, pretrained=ckpt if ckpt else True)
         return ExplorerModel("generate", name, net.eval(), labels=list(range(net.num_classes)))
-    if config is not None and "GenerationTask" in Path(config).read_text():
-        task, _, _ = load_task(config, ckpt)
-        return ExplorerModel("generate", name, task.model.eval(), labels=list(range(task.model.num_classes)))
-    p = load_predictor(model, config, ckpt)
+    loadable = None if config is None else _loadable_config(config)
+    try:
+        if loadable is not None and _task_class(loadable).endswith("GenerationTask"):
+            task, _, _ = load_task(loadable, ckpt)
+            return ExplorerModel("generate", name, task.model.eval(), labels=list(range(task.model.num_classes)))
+        p = load_predictor(model, loadable, ckpt)
+    finally:
+        if loadable != config:
+            os.unlink(loadable)  # the stripped copy: read by now
     net = p.model.eval()
     transform = _eval_transform(net, p.datamodule)
     return ExplorerModel(_kind(net), name, net, transform, _normalization(transform), p.labels)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import Dict, Optional, Sequence
 
+from .app import add_parser as add_app
 from .compiled import COMPILED_FAMILIES
 from .gpu_suite import add_parser as add_gpu_suite
 from .pixel import pixel
@@ -98,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=data_size)
 
     add_gpu_suite(sub)
+    add_app(sub)
     return parser
 
 
