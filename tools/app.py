@@ -14,6 +14,7 @@ ViT's heads). Each model goes to the tab of its kind; a tab left empty takes its
 A run folder is a version_N folder with config.yaml and checkpoints/best.ckpt, or the folder above (newest).
 """
 import argparse
+import os
 import sys
 
 from vision_attn.run.app import load_explorer
@@ -47,4 +48,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # the server is closed and written out: skip tearing down torch and gradio (seconds to minutes)

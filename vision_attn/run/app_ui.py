@@ -204,7 +204,7 @@ def _pixel_tab(gr, demo, m: core.ExplorerModel, samples) -> None:
                        [state, block, head], [shown, where, state])
 
 
-def _generate_tab(gr, m: core.ExplorerModel) -> None:
+def _generate_tab(gr, demo, m: core.ExplorerModel) -> None:
     gan = m.model
     gr.Markdown(f"**{m.name}**: pick a class and a seed, then click a pixel of the sample: where the generator's "
                 f"self-attention looks from there ({gan.sampler.attn_res}x{gan.sampler.attn_res} grid).")
@@ -236,7 +236,8 @@ def _generate_tab(gr, m: core.ExplorerModel) -> None:
             return gr.skip(), gr.skip(), st
         return show(st[0], _click(evt, shown_img, st[0].rgb.shape[:2]), head_c)
 
-    go.click(run, [label, seed, head], [shown, where, state])
+    for trigger in (go.click, demo.load):
+        trigger(run, [label, seed, head], [shown, where, state])
     shown.select(click, [state, shown, head], [shown, where, state])
     head.change(lambda st, h: (gr.skip(), gr.skip(), st) if st is None else show(st[0], st[1], h), [state, head],
                 [shown, where, state])
@@ -314,7 +315,7 @@ def build_app(models: Dict[str, core.ExplorerModel], missing: Dict[str, str], th
     tabs = [("Classify", "classify", lambda: _classify_tab(gr, demo, models["classify"], samples)),
             ("Detect", "detect", lambda: _detect_tab(gr, demo, models["detect"], samples, threshold)),
             ("Pixel attention", "pixel", lambda: _pixel_tab(gr, demo, models["pixel"], samples)),
-            ("Generate", "generate", lambda: _generate_tab(gr, models["generate"]))]
+            ("Generate", "generate", lambda: _generate_tab(gr, demo, models["generate"]))]
     with gr.Blocks(title="vision_attn: see attention", analytics_enabled=False) as demo:
         gr.Markdown("## vision_attn: see attention")
         with gr.Tabs():
