@@ -257,7 +257,7 @@ def _conv_tab(gr, demo, vit: Optional[core.ExplorerModel], samples, conv_seed: i
             block = gr.Dropdown([f"block {i}" for i in range(len(vit.model.blocks))] if vit else [], label="ViT block",
                                 value=f"block {len(vit.model.blocks) - 1}" if vit else None, visible=vit is not None)
     with gr.Row():
-        conv_out = gr.Image(type="numpy", interactive=False, label="3x3 conv as attention: nine heads", format="png",
+        conv_out = gr.Image(type="numpy", interactive=False, label="3x3 conv as attention: nine heads (9x9 pixels around the query)", format="png",
                             elem_id="conv-heads")
         vit_out = gr.Image(type="numpy", interactive=False, label="trained ViT: its heads", format="png",
                            elem_id="vit-heads", visible=vit is not None)
@@ -275,7 +275,11 @@ def _conv_tab(gr, demo, vit: Optional[core.ExplorerModel], samples, conv_seed: i
         weights = cache[tuple(small.shape[-2:])]
         (cell,) = to_query_grid([pixel], tuple(x.shape[-2:]), tuple(small.shape[-2:]))
         heads = core.conv_heads(weights, tuple(small.shape[-2:]), layer.kernel_size, cell)
-        conv = core.head_mosaic(to_display_rgb(small).numpy(), heads, [(*cell, cell[0] + 1, cell[1] + 1)])
+        # a 9x9 neighbourhood of the query, large: each head's one attended pixel is plain to see
+        (y0, y1), (x0, x1) = ((max(0, c - 4), min(n, c + 5)) for c, n in zip(cell, small.shape[-2:]))
+        crop = to_display_rgb(small).numpy()[y0:y1, x0:x1]
+        conv = core.head_mosaic(crop, heads[:, y0:y1, x0:x1], [(cell[0] - y0, cell[1] - x0, cell[0] - y0 + 1,
+                                                                cell[1] - x0 + 1)], display=108)
         mark = [(pixel[0], pixel[1], pixel[0] + 1, pixel[1] + 1)]
         vit_mosaic = None
         if view is not None:
