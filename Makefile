@@ -28,7 +28,7 @@ test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q
 
 # Mutation check, not part of `make test` (minutes): which single-change mutants of MODULE do its tests catch?
-#   make mutation MODULE=vision_attn/attention/core.py [TESTS="tests/test_attention.py ..."] [ARGS="--max-mutants 100 --seed 0"]
+#   make mutation MODULE=vision_attn/attention/core.py [TESTS="tests/attention/test_core.py ..."] [ARGS="--max-mutants 100 --seed 0"]
 mutation: $(VENV)/.installed-dev
 	$(if $(MODULE),,$(error usage: make mutation MODULE=path/to/module.py [TESTS="test files or node ids"] [ARGS=...]))
 	$(BIN)/python tools/mutation.py $(MODULE) $(if $(TESTS),--tests "$(TESTS)") $(ARGS)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Mutation check: ``python tools/mutation.py vision_attn/attention/core.py [--tests tests/test_attention.py]``.
+"""Mutation check: ``python tools/mutation.py vision_attn/attention/core.py [--tests tests/attention/test_core.py]``.
 
 Mutates the module one small change at a time (comparisons, arithmetic, constants, deleted statements, swapped
 call arguments, and/or), runs the tests that reach each change, and prints caught / survived with each

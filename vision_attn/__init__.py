@@ -13,5 +13,15 @@ __all__ = [
     "from_pretrained",
     "resolve_data_config",
     "create_eval_transform",
+    "pipeline",
     "__version__",
 ]
+
+
+def __getattr__(name: str):
+    # the pipeline lives on the run floor (Lightning, tasks): imported on first use, not with the models
+    if name == "pipeline":
+        from .run.pipeline import pipeline
+
+        return pipeline
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -3,18 +3,19 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import default_collate
 from torchvision.datasets import ImageFolder
+from pytorch_lightning.utilities import rank_zero_info
 from torchvision.datasets.folder import find_classes
 
 from .cifar import SplitLoadersMixin, TransformedSubset, stratified_subset
 from .images import PredictFolderMixin
-from .transforms import imagenet_eval_transform, imagenet_train_transform
+from .transforms import IMAGENET_MEAN, IMAGENET_STD, imagenet_eval_transform, imagenet_train_transform
 
 __all__ = ["ImageFolderDataModule", "CheckedImageFolder", "BadImageError"]
 
@@ -86,7 +87,12 @@ class ImageFolderDataModule(SplitLoadersMixin, PredictFolderMixin, pl.LightningD
         train_dir, val_dir: split folders under ``root``, each with one sub-folder per class.
         test_dir: split used by ``test_dataloader``; defaults to ``val_dir``.
         img_size: side of the square crops fed to the model. Training: random resized crop + flip; evaluation:
-            short side to ``img_size * 256 / 224``, center crop. Normalised with ImageNet's mean/std.
+            short side to ``img_size / crop_pct``, center crop.
+        mean, std: normalisation (RGB, [0, 1] units); interpolation: ``bilinear``, ``bicubic``, ...; crop_pct: the
+            evaluation crop's share of the resized short side. Each of ``img_size``, ``mean``, ``std``,
+            ``interpolation``, ``crop_pct`` left unset comes from the model's ``pretrained_cfg`` (the CLI calls
+            :meth:`use_model_data_config`; AugReg ViTs: 0.5/0.5, bicubic, 0.9), else ImageNet's defaults (224,
+            ImageNet mean/std, bilinear, 0.875).
         batch_size, num_workers: as for the DataLoader.
         train_fraction, fraction_seed: train on a stratified, seeded fraction of ``train_dir`` (same semantics as
             :func:`vision_attn.data.stratified_subset`).
@@ -102,13 +108,17 @@ class ImageFolderDataModule(SplitLoadersMixin, PredictFolderMixin, pl.LightningD
         train_dir: str = "train",
         val_dir: str = "val",
         test_dir: Optional[str] = None,
-        img_size: int = 224,
+        img_size: Optional[int] = None,
         batch_size: int = 64,
         num_workers: int = 2,
         train_fraction: float = 1.0,
         fraction_seed: int = 0,
         predict_root: Optional[str] = None,
         skip_bad_images: bool = False,
+        mean: Optional[Tuple[float, float, float]] = None,
+        std: Optional[Tuple[float, float, float]] = None,
+        interpolation: Optional[str] = None,
+        crop_pct: Optional[float] = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -116,7 +126,8 @@ class ImageFolderDataModule(SplitLoadersMixin, PredictFolderMixin, pl.LightningD
             raise ValueError(f"train_fraction must be in (0, 1]; got {train_fraction}")
         self.root = Path(root)
         self.train_dir, self.val_dir, self.test_dir = train_dir, val_dir, test_dir or val_dir
-        self.img_size = img_size
+        self._preprocessing = dict(img_size=img_size, mean=mean, std=std, interpolation=interpolation, crop_pct=crop_pct)
+        self._explicit = {k for k, v in self._preprocessing.items() if v is not None}
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.train_fraction = float(train_fraction)
@@ -178,9 +189,44 @@ class ImageFolderDataModule(SplitLoadersMixin, PredictFolderMixin, pl.LightningD
             )
         return data
 
+    @property
+    def img_size(self) -> int:
+        return int(self._preprocessing["img_size"] or 224)
+
+    @property
+    def data_config(self) -> Dict[str, Any]:
+        """The preprocessing in use: ``img_size``, ``mean``, ``std``, ``interpolation``, ``crop_pct`` (ImageNet's
+        defaults for what neither the config nor the model's ``pretrained_cfg`` set)."""
+        p = self._preprocessing
+        return dict(img_size=self.img_size, mean=tuple(p["mean"] or IMAGENET_MEAN), std=tuple(p["std"] or IMAGENET_STD),
+                    interpolation=p["interpolation"] or "bilinear", crop_pct=float(p["crop_pct"] or 224 / 256))
+
+    def use_model_data_config(self, cfg: Mapping[str, Any], model_name: str = "the model") -> Dict[str, Any]:
+        """Take the options the config left unset from ``cfg`` (a resolved ``pretrained_cfg``: ``input_size``,
+        ``mean``, ``std``, ``interpolation``, ``crop_pct``), before ``setup``; logs what it took, once. Returns that."""
+        found = dict(img_size=(cfg.get("input_size") or (None,))[-1], mean=cfg.get("mean"), std=cfg.get("std"),
+                     interpolation=cfg.get("interpolation") or None, crop_pct=cfg.get("crop_pct"))
+        taken = {k: v for k, v in found.items() if k not in self._explicit and v is not None}
+        taken = {k: tuple(float(x) for x in v) if k in ("mean", "std") else v for k, v in taken.items()}
+        if taken and taken != {k: self._preprocessing[k] for k in taken}:
+            self._preprocessing.update(taken)
+            self.train_set = self.val_set = self.test_set = None  # rebuilt with the new transforms
+            said = ", ".join(f"{k}={v}" for k, v in taken.items())
+            rank_zero_info(f"image folder preprocessing from {model_name}'s pretrained_cfg: {said} "
+                           "(set --data.init_args.<name> to override)")
+        return taken
+
+    def _eval_transform(self):
+        c = self.data_config
+        return imagenet_eval_transform(c["img_size"], c["mean"], c["std"], c["interpolation"], c["crop_pct"])
+
+    def _train_transform(self):
+        c = self.data_config
+        return imagenet_train_transform(c["img_size"], c["mean"], c["std"], c["interpolation"])
+
     def predict_transform(self):
-        """Your images for ``predict``: the evaluation transform (short side, center crop, ImageNet normalisation)."""
-        return imagenet_eval_transform(self.img_size)
+        """Your images for ``predict``: the evaluation transform (short side, center crop, normalisation)."""
+        return self._eval_transform()
 
     def setup(self, stage: Optional[str] = None) -> None:
         if stage == "predict" and self.predict_root:
@@ -190,8 +236,8 @@ class ImageFolderDataModule(SplitLoadersMixin, PredictFolderMixin, pl.LightningD
         train_data = self._load(self.train_dir)
         val_data = self._load(self.val_dir)
         test_data = val_data if self.test_dir == self.val_dir else self._load(self.test_dir)
-        eval_tf = imagenet_eval_transform(self.img_size)
+        eval_tf = self._eval_transform()
         keep = stratified_subset(np.asarray(train_data.targets), self.train_fraction, self.fraction_seed)
-        self.train_set = _SkippableSubset(train_data, keep, imagenet_train_transform(self.img_size))
+        self.train_set = _SkippableSubset(train_data, keep, self._train_transform())
         self.val_set = _SkippableSubset(val_data, range(len(val_data)), eval_tf)
         self.test_set = _SkippableSubset(test_data, range(len(test_data)), eval_tf)

@@ -57,11 +57,27 @@ def _to_8bit(im: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), mode="L")
 
 
-def load_rgb(path: str | os.PathLike) -> Image.Image:
-    """The image file as an upright 8-bit RGB PIL image (see the module docstring for what is converted how)."""
-    with Image.open(path) as im:
-        im = ImageOps.exif_transpose(im)
-        im.load()
+def _tensor_to_pil(t: Tensor) -> Image.Image:
+    """``(3, H, W)`` or ``(1, H, W)`` RGB, float in [0, 1] or uint8 -> a PIL RGB image."""
+    t = t.detach().cpu()
+    if t.dim() != 3 or t.shape[0] not in (1, 3):
+        raise ValueError(f"image tensor: expected (3, H, W) or (1, H, W) RGB (floats in [0, 1] or uint8); got shape {tuple(t.shape)}")
+    if t.is_floating_point():
+        t = (t.float().clamp(0, 1) * 255).round()
+    return Image.fromarray(t.to(torch.uint8).expand(3, -1, -1).permute(1, 2, 0).contiguous().numpy(), "RGB")
+
+
+def load_rgb(path: str | os.PathLike | Image.Image | Tensor) -> Image.Image:
+    """The image file (or a PIL image, or an RGB tensor ``(3, H, W)`` in [0, 1] or uint8) as an upright 8-bit RGB PIL
+    image (see the module docstring for what is converted how)."""
+    if isinstance(path, Tensor):
+        return _tensor_to_pil(path)
+    if isinstance(path, Image.Image):
+        im = path
+    else:
+        with Image.open(path) as im:
+            im = ImageOps.exif_transpose(im)
+            im.load()
     if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         im = _to_8bit(im)
     if im.mode in ("P", "L", "RGB") and "transparency" in im.info:  # a palette entry or colour marked transparent
@@ -73,8 +89,12 @@ def load_rgb(path: str | os.PathLike) -> Image.Image:
     return im if im.mode == "RGB" else im.convert("RGB")
 
 
-def image_size(path: str | os.PathLike) -> Optional[Tuple[int, int]]:
+def image_size(path: str | os.PathLike | Image.Image | Tensor) -> Optional[Tuple[int, int]]:
     """``(height, width)`` of the upright image from the file's header (no decoding); None if unreadable."""
+    if isinstance(path, Tensor):
+        return (int(path.shape[-2]), int(path.shape[-1])) if path.dim() == 3 else None
+    if isinstance(path, Image.Image):
+        return path.size[1], path.size[0]
     try:
         with Image.open(path) as im:
             w, h = im.size
@@ -86,7 +106,8 @@ def image_size(path: str | os.PathLike) -> Optional[Tuple[int, int]]:
 
 
 class ImageFiles(Dataset):
-    """Image files through ``transform`` (a callable PIL RGB image -> ``(3, H, W)`` tensor).
+    """Image files through ``transform`` (a callable PIL RGB image -> ``(3, H, W)`` tensor). Items may also be PIL
+    images or RGB tensors ``(3, H, W)`` (in [0, 1] or uint8): their ``"file"`` is None.
 
     Item ``i``: ``(image (3, H, W), info)`` with info ``{"file", "index", "width", "height", "orig_size",
     "size"}`` (``width``/``height``/``orig_size (2,) = (h, w)`` of the upright file, ``size`` after the
@@ -94,15 +115,17 @@ class ImageFiles(Dataset):
     """
 
     def __init__(self, files: Sequence[str], transform: Callable[[Image.Image], Tensor]):
-        self.files, self.transform = [str(f) for f in files], transform
+        self.items = [f if isinstance(f, (Image.Image, Tensor)) else str(f) for f in files]
+        self.files = [f if isinstance(f, str) else None for f in self.items]
+        self.transform = transform
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, index: int) -> Tuple[Optional[Tensor], Dict[str, Any]]:
-        path = self.files[index]
+        path, item = self.files[index], self.items[index]
         try:
-            rgb = load_rgb(path)
+            rgb = load_rgb(item)
         except Exception as e:  # missing, truncated, not an image, too large: reported, and the others go on
             first = (str(e).splitlines() or [""])[0]
             return None, {"file": path, "index": index, "error": f"{type(e).__name__}: {first}"}
@@ -166,7 +189,7 @@ def image_loader(files: Sequence[str], transform: Callable[[Image.Image], Tensor
     data = ImageFiles(files, transform)
     common = dict(num_workers=num_workers, persistent_workers=False, pin_memory=torch.cuda.is_available())
     if detection:
-        return DataLoader(data, batch_sampler=SizeGroupedBatchSampler(data.files, batch_size), collate_fn=collate_detection, **common)
+        return DataLoader(data, batch_sampler=SizeGroupedBatchSampler(data.items, batch_size), collate_fn=collate_detection, **common)
     return DataLoader(data, batch_size=batch_size, shuffle=False, collate_fn=collate_images, **common)
 
 

@@ -35,6 +35,7 @@ __all__ = [
     "eval_transform",
     "imagenet_train_transform",
     "imagenet_eval_transform",
+    "INTERPOLATIONS",
 ]
 
 # Per-channel statistics of the training splits, in [0, 1] units (RGB).
@@ -128,12 +129,24 @@ def eval_transform(mean: Sequence[float], std: Sequence[float], img_size: Option
     return AlbumentationsTransform(A.Compose(ops))
 
 
+# timm's interpolation names -> OpenCV's (albumentations resizes with OpenCV)
+INTERPOLATIONS = {"bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC, "nearest": cv2.INTER_NEAREST,
+                  "area": cv2.INTER_AREA, "lanczos": cv2.INTER_LANCZOS4}
+
+
+def _interpolation(name: str) -> int:
+    if name not in INTERPOLATIONS:
+        raise ValueError(f"interpolation must be one of {sorted(INTERPOLATIONS)}; got {name!r}")
+    return INTERPOLATIONS[name]
+
+
 def imagenet_train_transform(
-    img_size: int = 224, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+    img_size: int = 224, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+    interpolation: str = "bilinear",
 ) -> AlbumentationsTransform:
     """ImageNet-style training: random resized crop to ``img_size`` (scale 0.08-1), horizontal flip, normalise."""
     ops = [
-        A.RandomResizedCrop(size=(img_size, img_size), scale=(0.08, 1.0)),
+        A.RandomResizedCrop(size=(img_size, img_size), scale=(0.08, 1.0), interpolation=_interpolation(interpolation)),
         A.HorizontalFlip(p=0.5),
         A.Normalize(mean=tuple(mean), std=tuple(std)),
         ToTensorV2(),
@@ -142,11 +155,15 @@ def imagenet_train_transform(
 
 
 def imagenet_eval_transform(
-    img_size: int = 224, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+    img_size: int = 224, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+    interpolation: str = "bilinear", crop_pct: float = 224 / 256,
 ) -> AlbumentationsTransform:
-    """ImageNet-style evaluation: short side to ``img_size * 256 / 224``, center crop ``img_size``, normalise."""
+    """ImageNet-style evaluation: short side to ``img_size / crop_pct`` (256 for 224), center crop ``img_size``,
+    normalise."""
+    if not 0.0 < crop_pct <= 1.0:
+        raise ValueError(f"crop_pct must be in (0, 1]; got {crop_pct}")
     ops = [
-        A.SmallestMaxSize(max_size=int(round(img_size * 256 / 224))),
+        A.SmallestMaxSize(max_size=int(round(img_size / crop_pct)), interpolation=_interpolation(interpolation)),
         A.CenterCrop(height=img_size, width=img_size),
         A.Normalize(mean=tuple(mean), std=tuple(std)),
         ToTensorV2(),

@@ -1,24 +1,31 @@
 """The LightningCLI behind every tool (``train``, ``eval``, ``visualize``, ``sample``, ``demo``) and ``load_task``."""
 from __future__ import annotations
 
+import contextlib
+import inspect
 import os
+import shutil
 import traceback
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import pytorch_lightning as pl
+import torch
+import yaml
 from lightning_fabric.plugins import CheckpointIO
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningCLI
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_info
 
-from ..callbacks import AtomicCheckpointIO, CheckpointWriteError, NonFiniteError, RunCheckpoint
+from ..callbacks import AtomicCheckpointIO, CheckpointWriteError, NonFiniteError, RunCheckpoint, default_progress_callbacks
 from ..data.cifar import CorruptedDatasetError
 from ..data.coco import COCOFormatError
-from ..data.folder import BadImageError
+from ..data.folder import BadImageError, ImageFolderDataModule
 from ..models.checkpoint import CheckpointError
+from ..models.data_config import resolve_data_config
 from ..models.registry import UnknownModelError
+from .quiet import quiet_library
 from .resume import NothingToResumeError, Resume, ResumableCSVLogger, find_last_checkpoint
 
 __all__ = ["VisionAttnCLI", "NumClassesMismatchError", "load_task", "main", "USER_ERRORS"]
@@ -45,6 +52,7 @@ def _user_error(err: BaseException) -> Optional[BaseException]:
 
 
 _PACKAGE = str(Path(__file__).resolve().parents[1])
+_FIT_DATA_ARGS = ("self", "model", "train_dataloaders", "val_dataloaders", "datamodule")
 
 
 def _our_check(err: BaseException) -> Optional[ValueError]:
@@ -77,7 +85,17 @@ class VisionAttnCLI(LightningCLI):
       task's ``checkpoint_monitor``) and ``last.ckpt`` in ``version_N/checkpoints/``; every fit leaves both.
     - ``fit --ckpt_path last`` continues the newest run under ``default_root_dir`` in its own ``version_N`` (same
       checkpoints, ``metrics.csv`` and TensorBoard folder); with nothing to resume it stops naming the folder searched.
+    - The progress bar counts epochs right under ``max_steps``; when stdout is no terminal a fit also prints one
+      line every ``log_every_n_steps`` (:mod:`vision_attn.callbacks.progress`). Library messages a user cannot act
+      on are hidden while the CLI runs (:func:`vision_attn.run.quiet.quiet_library`).
     - Checkpoints are written atomically (:class:`AtomicCheckpointIO`) unless a ``CheckpointIO`` plugin is given.
+    - Only ``fit`` opens a ``version_N`` (and saves ``config.yaml`` there); a fit that fails before its first step
+      removes the folder it opened. ``test``/``validate``/``predict`` log nothing, and with a run's checkpoint
+      (``--ckpt_path RUN/checkpoints/best.ckpt``) what they write (``predictions.json``) goes into ``RUN``.
+    - An :class:`ImageFolderDataModule` takes the preprocessing the config leaves unset from the model's
+      ``pretrained_cfg`` (size, mean/std, interpolation, crop).
+    - Without subcommands (``run=False``, :func:`load_task`) a run's saved ``config.yaml`` is accepted as it is
+      (its ``ckpt_path`` entry is ignored).
     - An error in ``USER_ERRORS`` or a ``ValueError`` of one of our checks while building (an unknown model name, a
       setting out of range) is one line on the command line
       (``SystemExit("error: ...")``) and the error itself in Python (``run=False``), not jsonargparse's wrapper.
@@ -88,19 +106,26 @@ class VisionAttnCLI(LightningCLI):
 
     def __init__(self, args: Optional[List[str]] = None, run: bool = True, extra_plugins: Sequence = (), **kwargs) -> None:
         self._exit_on_config_error = run  # the command line gets one error line; Python callers the exception
+        self._fresh_run_dir: Optional[Path] = None
         self._extra_plugins = list(extra_plugins)
-        super().__init__(
-            pl.LightningModule,
-            pl.LightningDataModule,
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            save_config_kwargs={"overwrite": True},
-            args=args,
-            run=run,
-            **kwargs,
-        )
+        with quiet_library():
+            super().__init__(
+                pl.LightningModule,
+                pl.LightningDataModule,
+                subclass_mode_model=True,
+                subclass_mode_data=True,
+                save_config_kwargs={"overwrite": True},
+                args=args,
+                run=run,
+                **kwargs,
+            )
 
     def add_arguments_to_parser(self, parser) -> None:
+        if not self._exit_on_config_error:  # a fit's saved config.yaml has fit's own arguments (ckpt_path, ...)
+            known = {a.dest for a in parser._actions}
+            for name in inspect.signature(pl.Trainer.fit).parameters:
+                if name not in _FIT_DATA_ARGS and name not in known:
+                    parser.add_argument(f"--{name}", type=Optional[Any], default=None, help="ignored: an entry of fit")
         parser.link_arguments("data", "model.init_args.num_classes", compute_fn=self._data_num_classes, apply_on="instantiate")
 
     def before_instantiate_classes(self) -> None:
@@ -121,6 +146,10 @@ class VisionAttnCLI(LightningCLI):
     def instantiate_classes(self) -> None:
         try:
             super().instantiate_classes()
+            net = getattr(self.model, "model", None)
+            if isinstance(self.datamodule, ImageFolderDataModule) and isinstance(net, torch.nn.Module):
+                name = (getattr(net, "pretrained_cfg", None) or {}).get("architecture", type(net).__name__)
+                self.datamodule.use_model_data_config(resolve_data_config(net), name)
         except Exception as err:  # jsonargparse wraps a constructor's or a link's error (with multi-line reprs)
             cause = _user_error(err) or _our_check(err)
             if cause is None:
@@ -141,25 +170,60 @@ class VisionAttnCLI(LightningCLI):
         rank_zero_info(f"resuming from {resume.ckpt}")
         return resume
 
+    def _run_dir_of(self, ckpt_path: Optional[str]) -> Optional[Path]:
+        """``RUN`` for a checkpoint ``RUN/checkpoints/<file>.ckpt`` of a run (it has ``config.yaml``); else None."""
+        path = Path(str(ckpt_path)).expanduser() if ckpt_path and "://" not in str(ckpt_path) else None
+        if path is None or path.parent.name != "checkpoints" or not (path.parent.parent / "config.yaml").is_file():
+            return None
+        return path.parent.parent
+
     def instantiate_trainer(self, **kwargs):
         cfg = self._get(self.config_init, "trainer", default={})
         root = Path(cfg.get("default_root_dir") or os.getcwd())
         callbacks = _as_list(cfg.get("callbacks"))
         resume = self._resume(root, callbacks)
-        if cfg.get("logger") in (None, True):
+        if self.subcommand in ("test", "validate", "predict"):  # only a fit is a run: these write into the one they read
+            self.save_config_callback = None
+            if cfg.get("logger") in (None, True):
+                cfg["logger"] = False
+            run_dir = self._run_dir_of(self.config_init[self.subcommand].get("ckpt_path"))
+            if run_dir is not None:
+                cfg["default_root_dir"] = str(run_dir)
+        elif cfg.get("logger") in (None, True):
             step = resume.step if resume else None
             csv = ResumableCSVLogger(str(root), name="", version=resume.version if resume else None, keep_before_step=step)
             tb = {"purge_step": step} if step is not None else {}  # drop events the killed run logged after its checkpoint
             cfg["logger"] = [csv, TensorBoardLogger(str(root), name="", version=csv.version, default_hp_metric=False, **tb)]
+            run_dir = Path(csv.log_dir)
+            self._fresh_run_dir = None if resume or run_dir.exists() else run_dir
         if cfg.get("enable_checkpointing") is not False and not any(isinstance(c, ModelCheckpoint) for c in callbacks):
             monitor, mode = getattr(self.model, "checkpoint_monitor", None) or (None, "max")
             callbacks.append(RunCheckpoint(monitor=monitor, mode=mode))
+        callbacks += default_progress_callbacks(callbacks, cfg.get("enable_progress_bar"), lines=self.subcommand == "fit")
         cfg["callbacks"] = callbacks
         plugins = _as_list(cfg.get("plugins"))
         if not any(isinstance(p, CheckpointIO) for p in plugins):
             plugins.append(AtomicCheckpointIO())
         cfg["plugins"] = plugins + self._extra_plugins
         return super().instantiate_trainer(**kwargs)
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        try:
+            super()._run_subcommand(subcommand)
+        except BaseException:
+            self._drop_unstarted_run()
+            raise
+
+    def _drop_unstarted_run(self) -> None:
+        """After a fit failed before its first optimizer step: remove the ``version_N`` it opened (and nothing else)."""
+        run_dir, trainer = self._fresh_run_dir, getattr(self, "trainer", None)
+        if run_dir is None or trainer is None or trainer.global_step > 0 or trainer.global_rank != 0:
+            return
+        if run_dir.is_dir() and not any((run_dir / "checkpoints").glob("*.ckpt")):
+            for logger in trainer.loggers:  # close TensorBoard's event file before removing its folder
+                with contextlib.suppress(Exception):
+                    logger.finalize("failed")
+            shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def main(args: Optional[List[str]] = None) -> None:
@@ -177,6 +241,16 @@ def main(args: Optional[List[str]] = None) -> None:
         raise SystemExit(f"error: {cause}") from None
 
 
+def _initial_weights(config: str) -> bool:
+    """Whether ``config``'s task starts from weights (``model.init_args.pretrained`` set)."""
+    try:
+        with open(config) as f:
+            cfg = yaml.safe_load(f) or {}
+        return bool(((cfg.get("model") or {}).get("init_args") or {}).get("pretrained"))
+    except (OSError, yaml.YAMLError, AttributeError):  # the CLI reports an unreadable config itself
+        return False
+
+
 def load_task(config: str, ckpt: Optional[str] = None, overrides: Sequence[str] = ()
               ) -> Tuple[pl.LightningModule, pl.LightningDataModule, pl.Trainer]:
     """Build the task, datamodule and trainer of ``config`` (no logger), with ``ckpt`` loaded into the task's model.
@@ -186,7 +260,10 @@ def load_task(config: str, ckpt: Optional[str] = None, overrides: Sequence[str] 
     """
     if not os.path.isfile(os.path.expanduser(config)):
         raise FileNotFoundError(f"config {config} does not exist")
-    cli = VisionAttnCLI(args=["--config", os.path.expanduser(config), "--trainer.logger", "false", *overrides], run=False)
+    if ckpt is not None and _initial_weights(os.path.expanduser(config)):
+        overrides = ["--model.init_args.pretrained", "null", *overrides]  # replaced by ckpt's: do not fetch them first
+    cli = VisionAttnCLI(args=["--config", os.path.expanduser(config), "--trainer.logger", "false", *overrides], run=False,
+                        save_config_callback=None)  # evaluating writes no config.yaml into the config's root dir
     if ckpt is not None:
         cli.model.load_weights(os.path.expanduser(ckpt) if "://" not in str(ckpt) else ckpt)
     return cli.model, cli.datamodule, cli.trainer

@@ -29,7 +29,8 @@ from ..models.detr import DETR
 from ..models.sagan import SAGAN
 
 __all__ = ["FORMATS", "export", "export_safetensors", "export_program", "export_onnx", "load_program", "run_onnx",
-           "flat_outputs", "example_inputs", "load_model_for_export", "data_config_of", "BATCH_MIN", "BATCH_MAX"]
+           "flat_outputs", "example_inputs", "load_model_for_export", "data_config_of", "BATCH_MIN", "BATCH_MAX",
+           "NamedOutputs", "io_names", "write_runtime_config"]
 
 # A batch of 1 must stay legal: torch.export would otherwise specialise a size-1 example to the constant 1.
 BATCH_MIN, BATCH_MAX = 1, 4096
@@ -110,6 +111,7 @@ def export_onnx(
     path: PathLike,
     dynamic_batch: bool = True,
     input_names: Optional[Sequence[str]] = None,
+    output_names: Optional[Sequence[str]] = None,
 ) -> Path:
     """Export ``model`` to ONNX with torch's dynamo exporter (``torch.export`` underneath) and check the file.
 
@@ -119,6 +121,7 @@ def export_onnx(
         path: the ``.onnx`` file to write (weights inside it).
         dynamic_batch: keep axis 0 of every input dynamic (named ``batch`` in the ONNX graph).
         input_names: ONNX input names (default ``input0``, ``input1``, ...).
+        output_names: ONNX output names, in :func:`flat_outputs` order (default: the exporter's).
 
     Returns:
         ``path``. Outputs are the model's outputs flattened as ``torch.utils._pytree.tree_leaves`` orders them
@@ -138,7 +141,7 @@ def export_onnx(
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.onnx.export(
         model, inputs, str(path), dynamo=True, dynamic_shapes=_dynamic_shapes(inputs, dynamic_batch),
-        input_names=names, external_data=False, verbose=False,
+        input_names=names, output_names=list(output_names) if output_names else None, external_data=False, verbose=False,
     )
     return path
 
@@ -170,9 +173,10 @@ def data_config_of(datamodule: pl.LightningDataModule) -> Dict[str, Any]:
         o = datamodule.opts  # DETR's eval resize: short side val_size, long side at most max_size
         return dict(short_side=o.val_size, max_size=o.max_size, crop_mode="short_side", crop_pct=1.0,
                     input_size=(3, o.val_size, o.max_size or o.val_size), interpolation="bilinear")
-    if isinstance(datamodule, ImageFolderDataModule):  # short side to img_size * 256 / 224, center crop
-        return dict(input_size=(3, datamodule.img_size, datamodule.img_size), crop_pct=224 / 256, crop_mode="center",
-                    interpolation="bilinear", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    if isinstance(datamodule, ImageFolderDataModule):  # short side to img_size / crop_pct, center crop
+        c = datamodule.data_config
+        return dict(input_size=(3, c["img_size"], c["img_size"]), crop_pct=c["crop_pct"], crop_mode="center",
+                    interpolation=c["interpolation"], mean=tuple(c["mean"]), std=tuple(c["std"]))
     if isinstance(datamodule, CIFARDataModule):  # the stored images, resized to img_size when set, no crop
         side = datamodule.img_size or datamodule.input_size
         return dict(input_size=(3, side, side), crop_pct=1.0, crop_mode="center", interpolation="bilinear",
@@ -239,17 +243,81 @@ def example_inputs(model: nn.Module, batch: int = 2) -> Tuple[nn.Module, Tuple[T
     return model, (images,)
 
 
-def _export_program_folder(model: nn.Module, output: Union[str, Path]) -> Path:
+class NamedOutputs(nn.Module):
+    """``model`` returning only what an exported file serves: a classifier's ``logits (B, K)``; a DETR's
+    ``logits (B, Q, K + 1)`` and ``pred_boxes (B, Q, 4)`` (normalised cxcywh), without the auxiliary outputs."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: Tensor, pixel_mask: Optional[Tensor] = None) -> Union[Tensor, Tuple[Tensor, Tensor]]:
+        """``pixel_values (B, 3, H, W)`` (+ DETR's ``pixel_mask (B, H, W)`` True on padding) -> see the class."""
+        out = self.model(pixel_values) if pixel_mask is None else self.model(pixel_values, pixel_mask)
+        return (out["pred_logits"], out["pred_boxes"]) if isinstance(out, dict) else out
+
+
+def io_names(model: nn.Module) -> Tuple[List[str], List[str]]:
+    """The exported file's input and output names: ``pixel_values`` -> ``logits``; DETR ``pixel_values``,
+    ``pixel_mask`` (True on padding) -> ``logits``, ``pred_boxes``; SA-GAN ``z`` (+ ``labels``) -> ``images``."""
+    if isinstance(model, SAGAN):
+        return (["z", "labels"] if model.num_classes else ["z"]), ["images"]
+    if isinstance(model, DETR):
+        return ["pixel_values", "pixel_mask"], ["logits", "pred_boxes"]
+    return ["pixel_values"], ["logits"]
+
+
+def _preprocessing(model: nn.Module) -> Dict[str, Any]:
+    """What a runtime does to an image before ``pixel_values``: size, mean, std, interpolation, crop (or DETR's
+    short side and long-side cap)."""
+    from ..models import resolve_data_config
+
+    cfg = resolve_data_config(model)
+    keys = ("input_size", "mean", "std", "interpolation", "crop_pct", "crop_mode", "short_side", "max_size")
+    return {k: list(cfg[k]) if isinstance(cfg.get(k), tuple) else cfg[k] for k in keys if k in cfg}
+
+
+def write_runtime_config(model: nn.Module, folder: Path, file: str) -> Path:
+    """``folder/config.json`` of an exported file: the model's ``config.json`` (:func:`save_pretrained`'s, with the
+    class names) plus ``task``, ``file``, ``inputs``, ``outputs``, ``preprocessing`` and, for a detector,
+    ``category_ids`` (the data's own id of each label)."""
+    import json
+
+    from ..models.hub import model_config
+
+    config = model_config(model)
+    inputs, outputs = io_names(model)
+    task = "object-detection" if isinstance(model, DETR) else "image-generation" if isinstance(model, SAGAN) else "image-classification"
+    config.update(task=task, file=file, inputs=inputs, outputs=outputs)
+    if not isinstance(model, SAGAN):
+        config["preprocessing"] = _preprocessing(model)
+    ids = (getattr(model, "pretrained_cfg", None) or {}).get("category_ids")
+    if ids:
+        config["category_ids"] = [int(c) for c in ids]
+    path = folder / "config.json"
+    path.write_text(json.dumps(config, indent=2) + "\n")
+    return path
+
+
+def _traced(model: nn.Module) -> Tuple[nn.Module, Tuple[Tensor, ...]]:
     module, inputs = example_inputs(model)
+    return (module if isinstance(model, SAGAN) else NamedOutputs(module).eval()), inputs
+
+
+def _export_program_folder(model: nn.Module, output: Union[str, Path]) -> Path:
+    module, inputs = _traced(model)
     out = Path(output)
     export_program(module, inputs, out / "model.pt2")
+    write_runtime_config(model, out, "model.pt2")
     return out
 
 
 def _export_onnx_folder(model: nn.Module, output: Union[str, Path]) -> Path:
-    module, inputs = example_inputs(model)
+    module, inputs = _traced(model)
     out = Path(output)
-    export_onnx(module, inputs, out / "model.onnx")
+    names_in, names_out = io_names(model)
+    export_onnx(module, inputs, out / "model.onnx", input_names=names_in, output_names=names_out)
+    write_runtime_config(model, out, "model.onnx")
     return out
 
 

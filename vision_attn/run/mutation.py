@@ -35,23 +35,24 @@ from .mutants import Mutant, find_mutants
 
 __all__ = ["DEFAULT_TESTS", "MutationReport", "MutantResult", "read_equivalents", "run_mutation"]
 
-_DETECTION_UNIT_TESTS = [f"tests/test_detection.py::{name}" for name in (  # not its training runs: minutes
+_DETECTION_UNIT_TESTS = [f"tests/tasks/test_detection.py::{name}" for name in (  # not its training runs: minutes
     "test_matcher_minimises_the_cost_like_brute_force", "test_criterion_perfect_prediction_and_aux_losses",
     "test_loss_decreases_as_prediction_moves_to_target")]
+_RESUME_UNIT_TESTS = ("test_logged_steps_reads_lightnings_counter_and_refuses_code", "test_resume_is_a_frozen_record", "test_newest_version_wins_and_ties_go_to_the_higher_version", "test_a_run_without_logger_and_relative_roots", "test_nothing_to_resume_names_the_folders", "test_user_dirpaths_take_the_newest_last_star", "test_continuing_writer_drops_rows_from_the_checkpoint_step_on", "test_continuing_writer_without_a_step_keeps_every_row", "test_resumable_logger_continues_its_version")
 # The tests that cover each module, when no TESTS= is given; other modules: every test file naming one of
 # the module's public names.
 DEFAULT_TESTS: Dict[str, List[str]] = {
-    "vision_attn/attention/core.py": ["tests/test_attention.py", "tests/test_core_pinned.py"],
-    "vision_attn/losses/set_criterion.py": ["tests/test_criterion_pinned.py", *_DETECTION_UNIT_TESTS],
-    "vision_attn/losses/matcher.py": ["tests/test_criterion_pinned.py", *_DETECTION_UNIT_TESTS],
+    "vision_attn/attention/core.py": ["tests/attention/test_core.py"],
+    "vision_attn/losses/set_criterion.py": ["tests/losses/test_set_criterion.py", *_DETECTION_UNIT_TESTS],
+    "vision_attn/losses/matcher.py": ["tests/losses/test_set_criterion.py", *_DETECTION_UNIT_TESTS],
     "vision_attn/layers/pixel_attention.py": [
-        "tests/test_pixel_attention.py", "tests/test_nonlocal_pinned.py", "tests/test_local_attention_pinned.py"],
+        "tests/layers/test_pixel_attention.py"],
     # the pinned files alone (seconds); the wider files (test_sweep, test_resume's fits, ...) take minutes per mutant
-    "vision_attn/run/data_size/journal.py": ["tests/test_journal_pinned.py"],
-    "vision_attn/models/checkpoint.py": ["tests/test_checkpoint_pinned.py"],
-    "vision_attn/run/resume.py": ["tests/test_resume_pinned.py"],
-    "vision_attn/callbacks/predictions.py": ["tests/test_predictions_pinned.py"],
-    "vision_attn/layers/spectral_norm.py": ["tests/test_spectral_norm.py"],
+    "vision_attn/run/data_size/journal.py": ["tests/run/test_journal.py"],
+    "vision_attn/models/checkpoint.py": ["tests/models/test_checkpoint.py"],
+    "vision_attn/run/resume.py": [f"tests/run/test_resume.py::{name}" for name in _RESUME_UNIT_TESTS],
+    "vision_attn/callbacks/predictions.py": ["tests/callbacks/test_predictions.py"],
+    "vision_attn/layers/spectral_norm.py": ["tests/layers/test_spectral_norm.py"],
 }
 DEFAULT_EQUIVALENTS = "tests/mutation_equivalents.txt"
 _COPY_IGNORE = {".git", ".venv", "venv", "__pycache__", ".pytest_cache", "runs", "lightning_logs", "build"}

@@ -27,6 +27,7 @@ import pytorch_lightning as pl
 import torch
 from PIL import Image
 from torch import Tensor, nn
+from torch.utils.data import DataLoader
 
 from ..attention.capture import capture_attention
 from ..callbacks.predictions import category_map, class_names_for, classification_records, detection_records, write_predictions
@@ -42,7 +43,7 @@ from .viz.boxes import last_cross_attention, plot_detections, plot_query_attenti
 from .viz.overlays import attention_rollout, plot_pixel_maps, plot_token_maps, token_relevance, vit_block_maps
 from .viz.style import to_display_rgb
 
-__all__ = ["Predictor", "load_predictor", "predict"]
+__all__ = ["Predictor", "load_predictor", "predict", "predict_batches", "predict_loader", "predictor_transform"]
 
 MAX_QUERY_PANELS = 8  # decoder-attention panels per image: the best-scoring detections
 
@@ -184,30 +185,26 @@ def _draw_attention(p: Predictor, maps: Dict[str, Tensor], row: int, image: Tens
     return plot_pixel_maps(net, maps, row, image, pixels, Path(f"{stem}_pixel_attention"))
 
 
-def predict(inputs: Sequence[str], output_dir: str, model: Optional[str] = None, config: Optional[str] = None,
-            ckpt: Optional[str] = None, top_k: int = 5, threshold: float = 0.5, attention: bool = False,
-            query_pixels: Optional[Sequence[Tuple[int, int]]] = None, batch_size: Optional[int] = None,
-            overrides: Sequence[str] = ()) -> int:
-    """Write ``output_dir/predictions.json`` (+ PNGs) for the image files of ``inputs`` (files, folders, globs);
-    returns the number of files that could not be read."""
-    files = find_images(inputs)
-    if not files:
-        raise FileNotFoundError(f"--input {' '.join(map(str, inputs))}: no image files there")
-    p = load_predictor(model, config, ckpt, overrides)
-    out = Path(output_dir).expanduser()
-    transform = _eval_transform(p.model, p.datamodule)
+def predictor_transform(p: Predictor) -> Callable[[Image.Image], Tensor]:
+    """THE preprocessing of ``p`` (see :func:`_eval_transform`; an exported model carries its own)."""
+    own = getattr(p.task, "transform", None)
+    return own if callable(own) else _eval_transform(p.model, p.datamodule)
+
+
+def predict_loader(p: Predictor, inputs: Sequence[Any], batch_size: Optional[int] = None) -> DataLoader:
+    """The loader of image files, PIL images or RGB tensors ``(3, H, W)`` for ``p`` (its transform and batching)."""
     default_bs = getattr(p.datamodule, "predict_batch_size", None) or (8 if p.detection else 32)
-    loader = image_loader(files, transform, batch_size or default_bs, 0, p.detection)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return image_loader(inputs, predictor_transform(p), batch_size or default_bs, 0, p.detection)
+
+
+def predict_batches(p: Predictor, loader: DataLoader, top_k: int = 5, threshold: float = 0.5, attention: bool = False,
+                    on_batch: Optional[Callable[..., None]] = None) -> List[Dict[str, Any]]:
+    """Run ``p`` over ``loader``; returns the records of ``predictions.json`` (with ``_index``, in batch order).
+
+    ``on_batch(batch, pred, records, maps)`` sees each batch (``maps``: captured attention when ``attention``)."""
+    device = torch.device("cuda" if torch.cuda.is_available() and isinstance(p.task, nn.Module) else "cpu")
     p.task.to(device)
-    if attention:
-        try:
-            with capture_attention(p.model):
-                pass
-        except ValueError as e:  # a model without attention modules (a CNN baseline)
-            print(f"--attention: {e}; no attention maps drawn", file=sys.stderr)
-            attention = False
-    stats, used, records = _normalization(transform), set(), []
+    records: List[Dict[str, Any]] = []
     for i, batch in enumerate(loader):
         infos, images = batch[-1], batch[0]
         batch = tuple(b.to(device) if isinstance(b, Tensor) else b for b in batch)
@@ -219,6 +216,34 @@ def predict(inputs: Sequence[str], output_dir: str, model: Optional[str] = None,
         else:
             new = classification_records(pred, infos, top_k, p.labels)
         records += new
+        if on_batch is not None:
+            on_batch(batch, pred, new, maps)
+    return records
+
+
+def predict(inputs: Sequence[str], output_dir: str, model: Optional[str] = None, config: Optional[str] = None,
+            ckpt: Optional[str] = None, top_k: int = 5, threshold: float = 0.5, attention: bool = False,
+            query_pixels: Optional[Sequence[Tuple[int, int]]] = None, batch_size: Optional[int] = None,
+            overrides: Sequence[str] = ()) -> int:
+    """Write ``output_dir/predictions.json`` (+ PNGs) for the image files of ``inputs`` (files, folders, globs);
+    returns the number of files that could not be read."""
+    files = find_images(inputs)
+    if not files:
+        raise FileNotFoundError(f"--input {' '.join(map(str, inputs))}: no image files there")
+    p = load_predictor(model, config, ckpt, overrides)
+    out = Path(output_dir).expanduser()
+    loader = predict_loader(p, files, batch_size)
+    if attention:
+        try:
+            with capture_attention(p.model):
+                pass
+        except ValueError as e:  # a model without attention modules (a CNN baseline)
+            print(f"--attention: {e}; no attention maps drawn", file=sys.stderr)
+            attention = False
+    stats, used = _normalization(loader.dataset.transform), set()
+
+    def draw(batch, pred, new, maps) -> None:
+        images, infos = batch[0], batch[-1]
         good = [info for info in infos if "error" not in info]
         for row, info in enumerate(good):
             stem = out / _stem(info["file"], used)
@@ -226,8 +251,10 @@ def predict(inputs: Sequence[str], output_dir: str, model: Optional[str] = None,
                 _draw_boxes(next(r for r in new if r["_index"] == info["index"]), Path(f"{stem}_boxes.png"), threshold)
             if attention and maps:
                 h, w = info["size"].tolist()
-                _draw_attention(p, maps, row, images[row, :, :h, :w], tuple(images.shape[-2:]),
+                _draw_attention(p, maps, row, images[row, :, :h, :w].cpu(), tuple(images.shape[-2:]),
                                 pred[row] if p.detection else None, info, stats, threshold, query_pixels, stem)
+
+    records = predict_batches(p, loader, top_k, threshold, attention, draw)
     written = write_predictions(records, out / "predictions.json")
     failed = sum("error" in r for r in written)
     print(f"wrote {out / 'predictions.json'}: {len(written) - failed} images predicted, {failed} unreadable")

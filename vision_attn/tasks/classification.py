@@ -68,7 +68,8 @@ class ClassificationTask(pl.LightningModule):
         model: a registered name (``vision_attn.list_models()``), or an ``nn.Module`` (Python use).
         model_args: architecture options for ``create_model`` (``img_size``, ``depth``, ``drop_path_rate``, ...).
         num_classes: classifier outputs; the CLI fills it from the datamodule.
-        pretrained: path or URL of weights for ``create_model(pretrained=...)``.
+        pretrained: ``true``: the model's published weights (its ``pretrained_cfg``, through the Hub cache), as
+            ``create_model(name, pretrained=True)``; or a path, URL or ``hf-hub:`` id of weights.
         lr: peak learning rate; weight_decay: decoupled decay (not on norms, biases, positions, class token).
         betas: AdamW betas.
         optimizer: ``"adamw"`` or ``"sgd"`` (Nesterov, ``momentum``; the usual CIFAR ResNet recipe).
@@ -88,7 +89,7 @@ class ClassificationTask(pl.LightningModule):
         model: Union[str, nn.Module] = "vit_tiny_patch4_32",
         model_args: Optional[Dict[str, Any]] = None,
         num_classes: Optional[int] = None,
-        pretrained: Optional[str] = None,
+        pretrained: Union[bool, str, None] = None,
         lr: float = 1e-3,
         weight_decay: float = 0.05,
         betas: Tuple[float, float] = (0.9, 0.999),

@@ -32,7 +32,8 @@ class DetectionTask(pl.LightningModule):
         model: a registered DETR name (``detr_resnet50``, ``detr_resnet18_small``, ...) or an ``nn.Module``.
         model_args: architecture options for ``create_model`` (``num_queries``, ``hidden_dim``, ``backbone``, ...).
         num_classes: object classes (without "no object"); the CLI fills it from the datamodule.
-        pretrained: weights for ``create_model(pretrained=...)`` (e.g. the official checkpoint URL).
+        pretrained: ``true``: the model's published weights (its ``pretrained_cfg``; DETR: the official checkpoint),
+            as ``create_model(name, pretrained=True)``; or a path, URL or ``hf-hub:`` id of weights.
         lr, lr_backbone: AdamW learning rates of the transformer/heads and of parameters named ``backbone.*``.
         weight_decay: AdamW decay (DETR: 1e-4 on every parameter).
         lr_drop_epochs: multiply both rates by ``lr_drop_gamma`` every this many epochs (DETR: 200 of 300);
@@ -51,7 +52,7 @@ class DetectionTask(pl.LightningModule):
         model: Union[str, nn.Module] = "detr_resnet18_small",
         model_args: Optional[Dict[str, Any]] = None,
         num_classes: Optional[int] = None,
-        pretrained: Optional[str] = None,
+        pretrained: Union[bool, str, None] = None,
         lr: float = 1e-4,
         lr_backbone: float = 1e-5,
         weight_decay: float = 1e-4,

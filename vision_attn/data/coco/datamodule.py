@@ -69,7 +69,9 @@ class COCODataModule(PredictFolderMixin, pl.LightningDataModule):
         predict_root: Optional[str] = None,
     ):
         super().__init__()
-        self.save_hyperparameters()
+        # num_classes unset (read from the annotations): not an hparam, or Lightning's hparams merge would find the
+        # model's count (linked from this data) disagreeing with None
+        self.save_hyperparameters(ignore=["num_classes"] if num_classes is None else None)
         # the options, kept apart from hparams (a subclass saves its own arguments there)
         self.opts = argparse.Namespace(
             batch_size=batch_size, val_batch_size=val_batch_size, num_workers=num_workers, scales=list(scales),

@@ -30,12 +30,14 @@ def evaluate(config: str, ckpt: str, output_dir: Union[str, Path], split: str = 
              overrides: Sequence[str] = ()) -> Dict[str, object]:
     """Evaluate checkpoint ``ckpt`` (path or URL) of the model in ``config`` on ``split``; writes ``metrics.json``."""
     from ..cli import load_task
+    from ..quiet import quiet_library
 
     task, data, trainer = load_task(config, ckpt, overrides)
     out = Path(output_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    metrics = evaluate_task(task, data, trainer, split, out)
+    with quiet_library():
+        metrics = evaluate_task(task, data, trainer, split, out)
     report = {
         "config": config,
         "checkpoint": str(ckpt),

@@ -13,7 +13,7 @@ import torch
 
 from vision_attn.run.submit import TrainJob, parse_time, submit
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tools"))
 
 import submit as submit_tool  # noqa: E402

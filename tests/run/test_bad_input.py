@@ -15,7 +15,7 @@ from vision_attn.data.synthetic import generate_shapes
 from vision_attn.models.registry import UnknownModelError
 from vision_attn.run.cli import VisionAttnCLI, main
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 class _Payload:

@@ -13,7 +13,7 @@ import vision_attn as va
 from vision_attn.tasks import ClassificationTask
 from vision_attn.tasks.classification import param_groups_weight_decay, warmup_cosine
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tools"))
 
 import demo as demo_tool  # noqa: E402

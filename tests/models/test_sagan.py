@@ -24,7 +24,7 @@ from vision_attn.models.sagan import truncated_normal
 from vision_attn.run.evaluate.generation import evaluate_generation
 from vision_attn.tasks.generation import GenerationEvalConfig, GenerationTask
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tools"))
 
 import sample as sample_tool  # noqa: E402
@@ -85,7 +85,7 @@ def test_registered_sizes_and_paper_widths(monkeypatch):
 def test_spectral_norm_on_every_weight_including_attention_and_gamma_starts_at_zero():
     m = tiny()
     for net in (m.generator, m.discriminator):
-        # but G's class embedding (BigGAN): tests/test_sagan_attention.py
+        # but G's class embedding (BigGAN): tests/models/test_sagan_attention.py
         layers = [mod for mod in net.modules() if isinstance(mod, (nn.Conv2d, nn.Linear, nn.Embedding)) and mod is not m.generator.embed]
         assert layers and all(torch.nn.utils.parametrize.is_parametrized(mod, "weight") for mod in layers)
         attn = [mod for mod in net.modules() if isinstance(mod, NonLocalBlock2d)]

@@ -123,7 +123,7 @@ def test_read_refuses_code_and_names_what_it_would_import(tmp_path):
     assert RAN == [] and err.value.__cause__ is None and err.value.__suppress_context__
     raw = tmp_path / "raw.pkl"
     raw.write_bytes(pickle.dumps({"f": collections.OrderedDict, "g": _Code()}, protocol=2))
-    with pytest.raises(UnsafeCheckpointError, match=r"\(it would import test_checkpoint_pinned._run\)"):
+    with pytest.raises(UnsafeCheckpointError, match=r"\(it would import test_checkpoint._run\)"):
         C._read(raw)
     assert RAN == []
 

@@ -11,7 +11,7 @@ from vision_attn.data.synthetic import SHAPE_CLASSES, SHAPES_MEAN
 from vision_attn.models import class_names
 from vision_attn.run.cli import NumClassesMismatchError, VisionAttnCLI
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tools"))
 
 import export as export_tool  # noqa: E402

@@ -16,7 +16,7 @@ import torch
 from vision_attn.run.bench import main
 from vision_attn.run.bench.harness import Implementation, measure
 
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "benchmark.py"
+TOOL = Path(__file__).resolve().parents[2] / "tools" / "benchmark.py"
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from vision_attn.data.synthetic import SHAPE_CLASSES
 from vision_attn.run.cli import load_task
 from vision_attn.run.viz.overlays import attention_rollout
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tools"))
 
 import predict as predict_tool  # noqa: E402
@@ -199,7 +199,9 @@ def test_train_py_predict_writes_the_same_json_as_tools_predict(cls_run, det_run
         train_tool.main(["predict", "--config", config, "--ckpt_path", str(ckpt), "--data.init_args.predict_root", str(photos),
                          "--trainer.default_root_dir", str(tmp_path / f"{name}_run"), *writer, *QUIET, *args])
         ours = (tmp_path / name / "predictions.json").read_text()
-        assert (tmp_path / f"{name}_run" / "version_0" / "predictions.json").read_text() == ours
+        # predicting from a run's checkpoint writes into that run, and opens no version_N of its own
+        assert (ckpt.parent.parent / "predictions.json").read_text() == ours
+        assert not (tmp_path / f"{name}_run").exists()
         assert sum("error" in r for r in json.loads(ours)) == 2  # the two unreadable files, in both
 
 

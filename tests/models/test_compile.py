@@ -6,7 +6,7 @@ Dynamo's capture (what ``fullgraph`` checks) is the same for every backend; the 
 backward graphs, no code generation: seconds).
 Inductor's code generation (cold cache, 2 shared CPU cores) takes ViT 10 s, non-local 7 s, SASA 19 s, DETR 38 s on
 a quiet machine and 3-4x that under load (SASA 88 s): ViT and non-local are tested with it; SASA and DETR are covered
-by their fullgraph capture here and by the torch.export / ONNX tests (tests/test_export.py) instead.
+by their fullgraph capture here and by the torch.export / ONNX tests (tests/run/test_export_formats.py) instead.
 """
 import copy
 

@@ -25,7 +25,7 @@ from vision_attn.run.data_size import (
 )
 from vision_attn.run.data_size.runner import SweepLockedError, cell_hash, sweep_lock
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def row(model="vit", fraction=1.0, seed=0, top1=0.5, n_train=300, cell_hash=""):

@@ -17,7 +17,7 @@ from vision_attn.losses import HungarianMatcher, SetCriterion
 from vision_attn.metrics.coco import COCO_METRIC_NAMES, coco_evaluate, to_coco_results
 from vision_attn.ops.boxes import box_cxcywh_to_xyxy, box_xyxy_to_cxcywh
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tools"))
 
 import eval as eval_tool  # noqa: E402

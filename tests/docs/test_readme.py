@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SECTION = "## Using it"
 # weights too large to fabricate for a test -> a small model of the same family running the same code
 SUBSTITUTES = {"vit_base_patch16_224.augreg2_in21k_ft_in1k": "vit_tiny_patch16_224.augreg_in21k_ft_in1k"}
@@ -120,7 +120,7 @@ def put_in_hub_cache(hf_home: Path, name: str) -> None:
     model = timm.create_model(name, pretrained=False)
     n = sum(p.numel() for p in model.parameters())
     assert n <= MAX_FAKE_PARAMS, (f"README names {name} ({n / 1e6:.0f}M params): too large to fake here; use a "
-                                  "vit_tiny/vit_small name in 'Using it' or map it in tests/test_readme.py SUBSTITUTES")
+                                  "vit_tiny/vit_small name in 'Using it' or map it in tests/docs/test_readme.py SUBSTITUTES")
     repo = hf_home / "hub" / f"models--timm--{name}"
     commit = hashlib.sha1(name.encode()).hexdigest()
     save_for_hf(model, str(repo / "snapshots" / commit), safe_serialization=True)
