@@ -174,19 +174,8 @@ def test_missing_models_say_how_to_get_them(tmp_path):
     assert models == {} and set(missing) == set(core.KINDS)
     assert "`make demo`" in missing["classify"] and str(tmp_path / "runs/demo/quickstart") in missing["classify"]
     assert "configs/detr_shapes.yaml" in missing["detect"] and "configs/sagan_shapes.yaml" in missing["generate"]
-    with pytest.raises(FileNotFoundError, match="--run .*: expected a run folder with config.yaml"):
-        core.resolve_run(tmp_path)
-
-
-def test_resolve_run_takes_the_newest_complete_version(tmp_path):
-    for v, files in [(0, ["config.yaml", "checkpoints/best.ckpt"]), (1, ["config.yaml", "checkpoints/last.ckpt"]),
-                     (2, ["config.yaml"])]:  # version_2: still training, no checkpoint yet
-        for f in files:
-            (tmp_path / f"version_{v}" / f).parent.mkdir(parents=True, exist_ok=True)
-            (tmp_path / f"version_{v}" / f).write_text("")
-    assert core.resolve_run(tmp_path) == (str(tmp_path / "version_1/config.yaml"),
-                                          str(tmp_path / "version_1/checkpoints/last.ckpt"))
-    assert core.resolve_run(tmp_path / "version_0")[1] == str(tmp_path / "version_0/checkpoints/best.ckpt")
+    with pytest.raises(FileNotFoundError, match="has no config.yaml"):
+        core.load_model(run=str(tmp_path))
 
 
 def test_load_model_from_a_run_folder(tmp_path):

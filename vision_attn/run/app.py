@@ -8,7 +8,6 @@ non-local / SASA blocks (**pixel**), an SA-GAN (**generate**). The maps are the 
 from __future__ import annotations
 
 import math
-import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,12 +29,13 @@ from ..models.sagan import SAGAN
 from ..models.vit import VisionTransformer
 from .cli import load_task
 from .predict import _eval_transform, _normalization, load_predictor
+from .runs import resolve_run
 from .viz.attention import pixel_attention_maps
 from .viz.boxes import last_cross_attention
 from .viz.overlays import attention_rollout, query_grid_size, to_query_grid, vit_block_maps
 from .viz.style import ATTENTION_CMAP, BOX_COLORS, to_display_rgb
 
-__all__ = ["KINDS", "DEFAULT_RUNS", "HOW_TO_GET", "ExplorerModel", "resolve_run", "load_model", "load_explorer",
+__all__ = ["KINDS", "DEFAULT_RUNS", "HOW_TO_GET", "ExplorerModel", "load_model", "load_explorer",
            "missing_message", "sample_images", "overlay", "display_to_input", "cell_box", "ClassifyView", "classify",
            "patch_attention", "DetectView", "detect", "box_at", "query_attention", "render_detections", "PixelView",
            "pixel_forward", "pixel_attention", "GenerateView", "generate", "generator_attention", "seeded_conv_attention",
@@ -69,48 +69,6 @@ class ExplorerModel:
     labels: Any = None
 
 
-def _run_versions(root: Path) -> List[Path]:
-    found = [d for d in root.glob("version_*") if d.is_dir() and d.name[8:].isdigit()]
-    return sorted(found, key=lambda d: int(d.name[8:]))
-
-
-def resolve_run(run_dir: Union[str, Path]) -> Tuple[str, str]:
-    """A run folder -> ``(its config.yaml, its best checkpoint)``. ``run_dir`` is a ``version_N`` folder (with
-    ``config.yaml`` and ``checkpoints/best.ckpt``, else ``last.ckpt``) or the folder above them (the newest complete
-    version is taken)."""
-    root = Path(run_dir).expanduser()
-    if not root.is_dir():
-        raise FileNotFoundError(f"--run {run_dir}: no such folder")
-    for d in ([root] if (root / "config.yaml").is_file() else _run_versions(root)[::-1]):
-        ckpts = [d / "checkpoints" / n for n in ("best.ckpt", "last.ckpt")] + sorted(d.glob("checkpoints/*.ckpt"))
-        ckpt = next((c for c in ckpts if c.is_file()), None)
-        if (d / "config.yaml").is_file() and ckpt is not None:
-            return str(d / "config.yaml"), str(ckpt)
-    raise FileNotFoundError(f"--run {run_dir}: expected a run folder with config.yaml and checkpoints/best.ckpt "
-                            "(or last.ckpt), itself or as version_N/; found none")
-
-
-_CONFIG_KEYS = {"seed_everything", "trainer", "model", "data", "optimizer", "lr_scheduler"}
-
-
-def _loadable_config(config: str) -> str:
-    """``config``, or a copy without the keys a run's saved ``config.yaml`` has beside the task's (``fit``'s
-    ``ckpt_path``, ``weights_only``), which the config-only CLI of :func:`load_task` would refuse."""
-    import tempfile
-
-    import yaml
-
-    cfg = yaml.safe_load(Path(config).expanduser().read_text()) or {}
-    extra = set(cfg) - _CONFIG_KEYS if isinstance(cfg, dict) else set()
-    if not extra:
-        return config
-    cfg = {k: v for k, v in cfg.items() if k not in extra}
-    fd, path = tempfile.mkstemp(prefix="vision_attn_app_", suffix=".yaml")
-    with open(fd, "w") as f:
-        yaml.safe_dump(cfg, f)
-    return path
-
-
 def _task_class(config: str) -> str:
     import yaml
 
@@ -134,22 +92,18 @@ def _kind(net: nn.Module) -> str:
 def load_model(model: Optional[str] = None, config: Optional[str] = None, ckpt: Optional[str] = None,
                run: Optional[str] = None) -> ExplorerModel:
     """A registered ``model`` (``NAME[.TAG]``, weights ``ckpt`` else its published ones), a training ``config``
-    (with ``ckpt``) or a ``run`` folder (:func:`resolve_run`); its tab follows from what it is (:func:`_kind`)."""
+    (with ``ckpt``) or a ``run`` folder (:func:`vision_attn.run.runs.resolve_run`: its config.yaml and best
+    checkpoint); its tab follows from what it is (:func:`_kind`)."""
     if run is not None:
-        config, ckpt = resolve_run(run)
+        config, ckpt = (str(p) for p in resolve_run(run))
     name = str(run or model or ckpt or config)
     if model is not None and split_model_name(model)[0].startswith("sagan"):
         net = create_model(model, pretrained=ckpt if ckpt else True)
         return ExplorerModel("generate", name, net.eval(), labels=list(range(net.num_classes)))
-    loadable = None if config is None else _loadable_config(config)
-    try:
-        if loadable is not None and _task_class(loadable).endswith("GenerationTask"):
-            task, _, _ = load_task(loadable, ckpt)
-            return ExplorerModel("generate", name, task.model.eval(), labels=list(range(task.model.num_classes)))
-        p = load_predictor(model, loadable, ckpt)
-    finally:
-        if loadable != config:
-            os.unlink(loadable)  # the stripped copy: read by now
+    if config is not None and _task_class(config).endswith("GenerationTask"):
+        task, _, _ = load_task(config, ckpt)
+        return ExplorerModel("generate", name, task.model.eval(), labels=list(range(task.model.num_classes)))
+    p = load_predictor(model, config, ckpt)
     net = p.model.eval()
     transform = _eval_transform(net, p.datamodule)
     return ExplorerModel(_kind(net), name, net, transform, _normalization(transform), p.labels)
