@@ -110,8 +110,16 @@ def _commit() -> str:
         return "unknown"
 
 
+def _model_name(m: core.ExplorerModel, runs_root: str) -> str:
+    """``runs/demo/quickstart (VisionTransformer)``: the run relative to ``runs_root`` and the model's class."""
+    name = m.name
+    if Path(name).is_absolute() and Path(name).is_relative_to(Path(runs_root).resolve()):
+        name = str(Path(name).relative_to(Path(runs_root).resolve()))
+    return f"{name} ({type(m.model).__name__})"
+
+
 def _write_csv(rows: List[Dict[str, object]], models: Dict[str, core.ExplorerModel], machine: Dict[str, object],
-               path: str) -> None:
+               path: str, runs_root: str = ".") -> None:
     """One row per measurement, appended: ``machine, date, commit, tab, implementation, model, median_ms, iqr_ms``."""
     new = not Path(path).is_file()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -123,7 +131,7 @@ def _write_csv(rows: List[Dict[str, object]], models: Dict[str, core.ExplorerMod
             w.writerow(["machine", "date", "commit", "tab", "implementation", "model", "median_ms", "iqr_ms"])
         for r in rows:
             w.writerow([f"{machine['cpu']} ({machine['torch_threads']} threads)", datetime.date.today().isoformat(),
-                        _commit(), r["benchmark"], r["implementation"], models[kinds[r["benchmark"]]].name,
+                        _commit(), r["benchmark"], r["implementation"], _model_name(models[kinds[r["benchmark"]]], runs_root),
                         f"{r['median_ms']:.2f}", f"{r['iqr_ms']:.2f}"])
 
 
@@ -146,7 +154,7 @@ def app_latency(args: argparse.Namespace) -> Dict[str, object]:
                   "ours" if r["ours"] else f"{r['peer_over_ours']:.1f}", "yes" if r["median_ms"] <= 1000 else "NO"]
                  for r in rows)))
     if args.csv:
-        _write_csv(rows, models, machine, args.csv)
+        _write_csv(rows, models, machine, args.csv, args.runs_root)
     result = {"machine": machine, "models": {k: m.name for k, m in models.items()}, "results": rows}
     if args.json:
         write_json(result, args.json)
