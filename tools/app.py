@@ -13,6 +13,7 @@ ViT's heads). Each model goes to the tab of its kind; a tab left empty takes its
 (runs/demo/quickstart, runs/demo/quickstart_nonlocal, runs/detr_shapes, runs/sagan_shapes) or says how to train one.
 A run folder is a version_N folder with config.yaml and checkpoints/best.ckpt, or the folder above (newest).
 """
+
 import argparse
 import os
 import sys

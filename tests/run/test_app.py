@@ -1,6 +1,7 @@
 """The attention explorer's computing (``vision_attn.run.app``), without a browser: shapes, the maps equal what
 ``capture_attention`` records, rollout rows sum to 1, a click moves the one-hot conv heads' peaks, the messages for
 missing models and a missing Gradio."""
+
 import importlib.util
 import sys
 from pathlib import Path
@@ -103,10 +104,13 @@ def test_vit_heads_for_the_same_query(vit):
     assert mosaic.shape == (96, 4 * 96 + 3 * 4, 3)
 
 
-@pytest.mark.parametrize("name, kwargs, kernel", [
-    ("nonlocal_resnet18_cifar", dict(channels=[8, 16, 32, 64], layers=[1, 1, 1, 1], stem_stride=2), None),
-    ("sasa_resnet26_cifar", dict(channels=[8, 16, 32, 64], layers=[1, 1, 1, 1], kernel_size=3, num_heads=2), 3),
-])
+@pytest.mark.parametrize(
+    "name, kwargs, kernel",
+    [
+        ("nonlocal_resnet18_cifar", dict(channels=[8, 16, 32, 64], layers=[1, 1, 1, 1], stem_stride=2), None),
+        ("sasa_resnet26_cifar", dict(channels=[8, 16, 32, 64], layers=[1, 1, 1, 1], kernel_size=3, num_heads=2), 3),
+    ],
+)
 def test_pixel_attention_same_as_capture(name, kwargs, kernel):
     torch.manual_seed(0)
     m = core.ExplorerModel("pixel", name, create_model(name, num_classes=4, **kwargs).eval(), _to_tensor)
@@ -129,8 +133,9 @@ def test_pixel_attention_same_as_capture(name, kwargs, kernel):
 
 def test_detect_boxes_and_cross_attention_same_as_capture():
     torch.manual_seed(0)
-    net = create_model("detr_tiny_prenorm", num_classes=3, hidden_dim=32, dim_feedforward=64, enc_layers=1,
-                       dec_layers=2, nheads=4).eval()
+    net = create_model(
+        "detr_tiny_prenorm", num_classes=3, hidden_dim=32, dim_feedforward=64, enc_layers=1, dec_layers=2, nheads=4
+    ).eval()
     m = core.ExplorerModel("detect", "tiny detr", net, _to_tensor, labels={i: (i, f"k{i}") for i in range(3)})
     view = core.detect(m, _picture(5, 64), threshold=0.0)
     assert len(view.boxes) == 10 and view.feature_hw == (4, 4) and view.scores == sorted(view.scores, reverse=True)
@@ -144,9 +149,17 @@ def test_detect_boxes_and_cross_attention_same_as_capture():
 
 
 def test_box_at_takes_the_smallest_box_holding_the_click():
-    view = core.DetectView(torch.zeros(3, 64, 64), np.zeros((64, 64, 3)), torch.tensor(
-        [[0.0, 0, 60, 60], [10, 10, 20, 20], [40, 40, 50, 50]]), ["a", "b", "c"], [0, 1, 2], [0.9, 0.8, 0.7],
-        [3, 4, 5], torch.zeros(1, 6, 4), (2, 2))
+    view = core.DetectView(
+        torch.zeros(3, 64, 64),
+        np.zeros((64, 64, 3)),
+        torch.tensor([[0.0, 0, 60, 60], [10, 10, 20, 20], [40, 40, 50, 50]]),
+        ["a", "b", "c"],
+        [0, 1, 2],
+        [0.9, 0.8, 0.7],
+        [3, 4, 5],
+        torch.zeros(1, 6, 4),
+        (2, 2),
+    )
     assert core.box_at(view, (15, 15)) == 1
     assert core.box_at(view, (30, 30)) == 0
     assert core.box_at(view, (62, 62)) == 2  # outside every box: the nearest centre

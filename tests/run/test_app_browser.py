@@ -5,6 +5,7 @@ the Detect tab draws boxes and a clicked box's attention, the page asks nothing 
 Models: a 1-block ViT (``--config``, its initial seeded weights) and a tiny DETR (``--run``: a run folder with a
 state dict) built here in seconds. Screenshots go to ``$VISION_ATTN_ARTEFACTS`` (else the test's tmp folder).
 """
+
 import io
 import os
 import shutil
@@ -25,7 +26,9 @@ playwright = pytest.importorskip("playwright.sync_api")
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's chromium (apt-get install chromium)")
+pytestmark = pytest.mark.skipif(
+    not os.path.exists(CHROMIUM), reason="needs Debian's chromium (apt-get install chromium)"
+)
 
 
 def _config(base: str, data_root: Path, model_args: dict, **data) -> dict:
@@ -49,7 +52,9 @@ def _tiny_models(tmp: Path) -> list:
     cfg["ckpt_path"] = None  # as a fit's saved config.yaml has it
     (run / "config.yaml").write_text(yaml.safe_dump(cfg))
     torch.manual_seed(0)
-    torch.save(create_model("detr_tiny_prenorm", num_classes=4, **detr_args).state_dict(), run / "checkpoints" / "best.ckpt")
+    torch.save(
+        create_model("detr_tiny_prenorm", num_classes=4, **detr_args).state_dict(), run / "checkpoints" / "best.ckpt"
+    )
     return ["--config", str(vit), "--run", str(run.parent), "--threshold", "0"]
 
 
@@ -103,15 +108,34 @@ def test_app_in_chromium(tmp_path):
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
     log = open(tmp_path / "app.log", "w+")
-    app = subprocess.Popen([sys.executable, str(ROOT / "tools" / "app.py"), *_tiny_models(tmp_path), "--runs-root",
-                            str(tmp_path), "--port", str(port)], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+    app = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "tools" / "app.py"),
+            *_tiny_models(tmp_path),
+            "--runs-root",
+            str(tmp_path),
+            "--port",
+            str(port),
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     outside = []
     try:
         with playwright.sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.route("**/*", lambda route: route.continue_() if "127.0.0.1" in route.request.url or
-                       route.request.url.startswith(("data:", "blob:")) else (outside.append(route.request.url), route.abort()))
+            page.route(
+                "**/*",
+                lambda route: (
+                    route.continue_()
+                    if "127.0.0.1" in route.request.url or route.request.url.startswith(("data:", "blob:"))
+                    else (outside.append(route.request.url), route.abort())
+                ),
+            )
             url = f"http://127.0.0.1:{port}/"
             _wait_served(app, url, tmp_path / "app.log")
             page.goto(url, timeout=120000)

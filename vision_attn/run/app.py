@@ -5,6 +5,7 @@ Each tab holds one loaded model (:class:`ExplorerModel`): a ViT (**classify**), 
 non-local / SASA blocks (**pixel**), an SA-GAN (**generate**). The maps are the weights
 :func:`vision_attn.capture_attention` records during one forward, cached per image, so a click only slices them.
 """
+
 from __future__ import annotations
 
 import math
@@ -35,19 +36,54 @@ from .viz.boxes import last_cross_attention
 from .viz.overlays import attention_rollout, query_grid_size, to_query_grid, vit_block_maps
 from .viz.style import ATTENTION_CMAP, BOX_COLORS, to_display_rgb
 
-__all__ = ["KINDS", "DEFAULT_RUNS", "HOW_TO_GET", "ExplorerModel", "load_model", "load_explorer",
-           "missing_message", "sample_images", "overlay", "display_to_input", "cell_box", "ClassifyView", "classify",
-           "patch_attention", "DetectView", "detect", "box_at", "query_attention", "render_detections", "PixelView",
-           "pixel_forward", "pixel_attention", "GenerateView", "generate", "generator_attention", "seeded_conv_attention",
-           "conv_input", "conv_weights", "conv_heads", "vit_heads", "head_mosaic"]
+__all__ = [
+    "KINDS",
+    "DEFAULT_RUNS",
+    "HOW_TO_GET",
+    "ExplorerModel",
+    "load_model",
+    "load_explorer",
+    "missing_message",
+    "sample_images",
+    "overlay",
+    "display_to_input",
+    "cell_box",
+    "ClassifyView",
+    "classify",
+    "patch_attention",
+    "DetectView",
+    "detect",
+    "box_at",
+    "query_attention",
+    "render_detections",
+    "PixelView",
+    "pixel_forward",
+    "pixel_attention",
+    "GenerateView",
+    "generate",
+    "generator_attention",
+    "seeded_conv_attention",
+    "conv_input",
+    "conv_weights",
+    "conv_heads",
+    "vit_heads",
+    "head_mosaic",
+]
 
 KINDS = ("classify", "detect", "pixel", "generate")
 # where `make demo` (classify, pixel) and the configs' own default_root_dir (detect, generate) leave their runs
-DEFAULT_RUNS = {"classify": "runs/demo/quickstart", "pixel": "runs/demo/quickstart_nonlocal",
-                "detect": "runs/detr_shapes", "generate": "runs/sagan_shapes"}
-HOW_TO_GET = {"classify": "make demo", "pixel": "make demo",
-              "detect": "python tools/train.py fit --config configs/detr_shapes.yaml",
-              "generate": "python tools/train.py fit --config configs/sagan_shapes.yaml"}
+DEFAULT_RUNS = {
+    "classify": "runs/demo/quickstart",
+    "pixel": "runs/demo/quickstart_nonlocal",
+    "detect": "runs/detr_shapes",
+    "generate": "runs/sagan_shapes",
+}
+HOW_TO_GET = {
+    "classify": "make demo",
+    "pixel": "make demo",
+    "detect": "python tools/train.py fit --config configs/detr_shapes.yaml",
+    "generate": "python tools/train.py fit --config configs/sagan_shapes.yaml",
+}
 CONV_SIDE = 32  # the largest side the conv-as-attention tab computes at
 DISPLAY = 256  # the shorter side of a drawn overlay, in screen pixels
 Cell = Tuple[int, int]
@@ -85,12 +121,15 @@ def _kind(net: nn.Module) -> str:
         return "classify"
     if any(isinstance(m, (NonLocalBlock2d, LocalSelfAttention2d)) for m in net.modules()):
         return "pixel"
-    raise ValueError(f"{type(net).__name__} has no attention the explorer draws: it takes a ViT, a DETR, a net with "
-                     "non-local or SASA blocks, or an SA-GAN")
+    raise ValueError(
+        f"{type(net).__name__} has no attention the explorer draws: it takes a ViT, a DETR, a net with "
+        "non-local or SASA blocks, or an SA-GAN"
+    )
 
 
-def load_model(model: Optional[str] = None, config: Optional[str] = None, ckpt: Optional[str] = None,
-               run: Optional[str] = None) -> ExplorerModel:
+def load_model(
+    model: Optional[str] = None, config: Optional[str] = None, ckpt: Optional[str] = None, run: Optional[str] = None
+) -> ExplorerModel:
     """A registered ``model`` (``NAME[.TAG]``, weights ``ckpt`` else its published ones), a training ``config``
     (with ``ckpt``) or a ``run`` folder (:func:`vision_attn.run.runs.resolve_run`: its config.yaml and best
     checkpoint); its tab follows from what it is (:func:`_kind`)."""
@@ -109,8 +148,9 @@ def load_model(model: Optional[str] = None, config: Optional[str] = None, ckpt: 
     return ExplorerModel(_kind(net), name, net, transform, _normalization(transform), p.labels)
 
 
-def load_explorer(entries: Sequence[Mapping[str, Optional[str]]] = (), runs_root: Union[str, Path] = "."
-                  ) -> Tuple[Dict[str, ExplorerModel], Dict[str, str]]:
+def load_explorer(
+    entries: Sequence[Mapping[str, Optional[str]]] = (), runs_root: Union[str, Path] = "."
+) -> Tuple[Dict[str, ExplorerModel], Dict[str, str]]:
     """The models of each tab: ``entries`` (``load_model`` keyword dicts) first, then for every tab still empty its
     default run under ``runs_root`` (:data:`DEFAULT_RUNS`). Returns ``(models by kind, message by missing kind)``."""
     models: Dict[str, ExplorerModel] = {}
@@ -131,8 +171,10 @@ def load_explorer(entries: Sequence[Mapping[str, Optional[str]]] = (), runs_root
 
 def missing_message(kind: str, run: Union[str, Path]) -> str:
     """What to run to get the model of tab ``kind`` whose default run folder ``run`` is missing."""
-    return (f"No {kind} model: {run} has no trained run. Get one with `{HOW_TO_GET[kind]}` (offline, on this CPU), or "
-            f"start the explorer with --run DIR / --model NAME[.TAG] / --config CFG --ckpt CKPT.")
+    return (
+        f"No {kind} model: {run} has no trained run. Get one with `{HOW_TO_GET[kind]}` (offline, on this CPU), or "
+        f"start the explorer with --run DIR / --model NAME[.TAG] / --config CFG --ckpt CKPT."
+    )
 
 
 def sample_images() -> Dict[str, Path]:
@@ -146,9 +188,14 @@ def _scale(hw: Tuple[int, int], display: int = DISPLAY) -> int:
     return max(1, math.ceil(display / min(hw)))
 
 
-def overlay(rgb: np.ndarray, attn: Optional[Tensor] = None, marks: Sequence[Tuple[float, float, float, float]] = (),
-            boxes: Sequence[Tuple[Sequence[float], str, str]] = (), display: int = DISPLAY, alpha: float = 0.6
-            ) -> np.ndarray:
+def overlay(
+    rgb: np.ndarray,
+    attn: Optional[Tensor] = None,
+    marks: Sequence[Tuple[float, float, float, float]] = (),
+    boxes: Sequence[Tuple[Sequence[float], str, str]] = (),
+    display: int = DISPLAY,
+    alpha: float = 0.6,
+) -> np.ndarray:
     """``rgb (H, W, 3)`` in [0, 1] with ``attn (h, w)`` over it (nearest-upsampled, scaled to its max, inferno),
     red rectangles ``marks`` and labelled ``boxes`` ``((x0, y0, x1, y1), colour, text)``, all in input pixels.
 
@@ -182,11 +229,17 @@ def display_to_input(click_xy: Sequence[int], display_hw: Tuple[int, int], input
     return min(H - 1, max(0, int(y) * H // dh)), min(W - 1, max(0, int(x) * W // dw))
 
 
-def cell_box(cell: Cell, grid: Tuple[int, int], hw: Tuple[int, int], radius: int = 0) -> Tuple[float, float, float, float]:
+def cell_box(
+    cell: Cell, grid: Tuple[int, int], hw: Tuple[int, int], radius: int = 0
+) -> Tuple[float, float, float, float]:
     """Grid cells ``cell +- radius`` of a ``grid`` laid over an ``hw`` image -> ``(y0, x0, y1, x1)`` input pixels."""
     (gy, gx), (gh, gw), (H, W) = cell, grid, hw
-    return (max(gy - radius, 0) * H / gh, max(gx - radius, 0) * W / gw,
-            min(gy + radius + 1, gh) * H / gh, min(gx + radius + 1, gw) * W / gw)
+    return (
+        max(gy - radius, 0) * H / gh,
+        max(gx - radius, 0) * W / gw,
+        min(gy + radius + 1, gh) * H / gh,
+        min(gx + radius + 1, gw) * W / gw,
+    )
 
 
 def _to_input(m: ExplorerModel, image: Union[Image.Image, np.ndarray]) -> Tuple[Tensor, np.ndarray]:
@@ -223,7 +276,7 @@ class ClassifyView:
 def _top_k(logits: Tensor, labels: Optional[Sequence[str]], k: int) -> List[Tuple[str, float]]:
     probs = logits.float().softmax(-1)
     p, idx = probs.topk(min(k, probs.numel()))
-    name = (lambda i: str(labels[i]) if labels is not None and i < len(labels) else str(i))
+    name = lambda i: str(labels[i]) if labels is not None and i < len(labels) else str(i)
     return [(name(int(i)), float(v)) for v, i in zip(p, idx)]
 
 
@@ -238,8 +291,9 @@ def classify(m: ExplorerModel, image: Union[Image.Image, np.ndarray], top_k: int
     return ClassifyView(x, rgb, _top_k(logits, m.labels, top_k), layers, grid, int(m.model.num_prefix_tokens))
 
 
-def patch_attention(view: ClassifyView, pixel: Cell, layer: Union[int, str] = "rollout", head: Union[int, str] = "mean"
-                    ) -> Tuple[Tensor, Cell]:
+def patch_attention(
+    view: ClassifyView, pixel: Cell, layer: Union[int, str] = "rollout", head: Union[int, str] = "mean"
+) -> Tuple[Tensor, Cell]:
     """Where the patch under input ``pixel (y, x)`` attends: ``((gh, gw) map over the patches, its grid cell)``.
 
     ``layer``: a block index (its ``head`` or the mean over heads) or ``"rollout"`` (attention rollout to that
@@ -255,7 +309,7 @@ def patch_attention(view: ClassifyView, pixel: Cell, layer: Union[int, str] = "r
         w = view.layers[layer]
         _check_head(head, w.shape[0])
         row = (w.mean(0) if head == "mean" else w[head])[q]
-    return row[view.prefix:].reshape(view.grid), cell
+    return row[view.prefix :].reshape(view.grid), cell
 
 
 # ---- Detect (DETR) ---------------------------------------------------------------------------------------------
@@ -286,9 +340,17 @@ def detect(m: ExplorerModel, image: Union[Image.Image, np.ndarray], threshold: f
     order = det["scores"].argsort(descending=True).tolist()
     keep = [q for q in order if det["scores"][q] >= threshold and int(det["labels"][q]) in m.labels]
     labels = [int(det["labels"][q]) for q in keep]
-    return DetectView(x, rgb, det["boxes"][keep].float(), [m.labels[lab][1] for lab in labels], labels,
-                      [float(det["scores"][q]) for q in keep], keep, last_cross_attention(maps)[0].float(),
-                      tuple(m.model.feature_size(H, W)))
+    return DetectView(
+        x,
+        rgb,
+        det["boxes"][keep].float(),
+        [m.labels[lab][1] for lab in labels],
+        labels,
+        [float(det["scores"][q]) for q in keep],
+        keep,
+        last_cross_attention(maps)[0].float(),
+        tuple(m.model.feature_size(H, W)),
+    )
 
 
 def box_at(view: DetectView, pixel: Cell) -> Optional[int]:
@@ -318,9 +380,11 @@ def query_attention(view: DetectView, index: int, head: Union[int, str] = "mean"
 def render_detections(view: DetectView, selected: Optional[int] = None, head: Union[int, str] = "mean") -> np.ndarray:
     """The image with its boxes; with ``selected``, that detection's cross-attention under them (others dimmed)."""
     attn = None if selected is None else query_attention(view, selected, head)
-    boxes = [(b.tolist(), BOX_COLORS_RGB[lab % len(BOX_COLORS_RGB)], f"{name} {score:.2f}")
-             for i, (b, lab, name, score) in enumerate(zip(view.boxes, view.labels, view.names, view.scores))
-             if selected is None or i == selected]
+    boxes = [
+        (b.tolist(), BOX_COLORS_RGB[lab % len(BOX_COLORS_RGB)], f"{name} {score:.2f}")
+        for i, (b, lab, name, score) in enumerate(zip(view.boxes, view.labels, view.names, view.scores))
+        if selected is None or i == selected
+    ]
     return overlay(view.rgb, attn, boxes=boxes)
 
 
@@ -363,8 +427,9 @@ def pixel_forward(m: ExplorerModel, image: Union[Image.Image, np.ndarray], top_k
     return PixelView(x, rgb, _top_k(logits, m.labels, top_k), weights, grids, kernels)
 
 
-def pixel_attention(view: PixelView, module: str, pixel: Cell, head: Union[int, str] = "mean"
-                    ) -> Tuple[Tensor, Tuple[float, float, float, float], Optional[Tuple[float, float, float, float]]]:
+def pixel_attention(
+    view: PixelView, module: str, pixel: Cell, head: Union[int, str] = "mean"
+) -> Tuple[Tensor, Tuple[float, float, float, float], Optional[Tuple[float, float, float, float]]]:
     """Where block ``module``'s query under input ``pixel (y, x)`` attends: ``((h, w) map on the key grid, the query
     cell's rectangle, the local window's rectangle or None)``; rectangles ``(y0, x0, y1, x1)`` in input pixels."""
     if module not in view.weights:
@@ -406,8 +471,9 @@ def generate(m: ExplorerModel, label: Optional[int] = 0, seed: int = 0) -> Gener
     return GenerateView(to_display_rgb(image).numpy(), maps["attention"][0].float(), gen.attn_res, label)
 
 
-def generator_attention(view: GenerateView, pixel: Cell, head: Union[int, str] = "mean"
-                        ) -> Tuple[Tensor, Tuple[float, float, float, float]]:
+def generator_attention(
+    view: GenerateView, pixel: Cell, head: Union[int, str] = "mean"
+) -> Tuple[Tensor, Tuple[float, float, float, float]]:
     """Where the generator's attention query under image ``pixel (y, x)`` attends: ``((h, w) map on its key grid, the
     query cell's rectangle in image pixels)``."""
     _check_head(head, view.weights.shape[0])
@@ -441,7 +507,7 @@ def conv_heads(weights: Tensor, hw: Tuple[int, int], kernel_size: int, pixel: Ce
     if not (0 <= y < H and 0 <= x < W):
         raise ValueError(f"query pixel (y, x) = {tuple(pixel)} is outside the {H}x{W} map")
     maps = weights[:, y * W + x].reshape(-1, H + 2 * r, W + 2 * r)
-    return maps[:, r:H + r, r:W + r]
+    return maps[:, r : H + r, r : W + r]
 
 
 def conv_input(image: Union[Tensor, np.ndarray], side: int = CONV_SIDE) -> Tensor:
@@ -461,8 +527,13 @@ def vit_heads(view: ClassifyView, pixel: Cell, layer: int = -1) -> Tensor:
     return torch.stack([patch_attention(view, pixel, layer, h)[0] for h in range(w.shape[0])])
 
 
-def head_mosaic(rgb: np.ndarray, maps: Tensor, marks: Sequence[Tuple[float, float, float, float]] = (),
-                cols: int = 3, display: int = 96) -> np.ndarray:
+def head_mosaic(
+    rgb: np.ndarray,
+    maps: Tensor,
+    marks: Sequence[Tuple[float, float, float, float]] = (),
+    cols: int = 3,
+    display: int = 96,
+) -> np.ndarray:
     """``maps (n, h, w)`` each drawn over ``rgb`` (:func:`overlay`), tiled ``cols`` wide with a 4 px gap: uint8."""
     tiles = [overlay(rgb, a, marks, display=display) for a in maps]
     th, tw = tiles[0].shape[:2]
@@ -470,5 +541,5 @@ def head_mosaic(rgb: np.ndarray, maps: Tensor, marks: Sequence[Tuple[float, floa
     out = np.full((rows * (th + 4) - 4, cols * (tw + 4) - 4, 3), 255, np.uint8)
     for i, t in enumerate(tiles):
         r, c = divmod(i, cols)
-        out[r * (th + 4):r * (th + 4) + th, c * (tw + 4):c * (tw + 4) + tw] = t
+        out[r * (th + 4) : r * (th + 4) + th, c * (tw + 4) : c * (tw + 4) + tw] = t
     return out

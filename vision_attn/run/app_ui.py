@@ -55,10 +55,21 @@ def _layer(choice: str) -> Any:
 def _picture_inputs(gr, samples: Dict[str, np.ndarray], default: str, kind: str):
     """An upload box (``#<kind>-input``) and a bundled-sample chooser that fills it."""
     with gr.Column():
-        image = gr.Image(value=samples.get(default), type="numpy", sources=["upload"], label="image", format="png",
-                         elem_id=f"{kind}-input", elem_classes="pixelated")
-        pick = gr.Dropdown(list(samples), value=default if default in samples else None, label="or a bundled sample",
-                           elem_id=f"{kind}-sample")
+        image = gr.Image(
+            value=samples.get(default),
+            type="numpy",
+            sources=["upload"],
+            label="image",
+            format="png",
+            elem_id=f"{kind}-input",
+            elem_classes="pixelated",
+        )
+        pick = gr.Dropdown(
+            list(samples),
+            value=default if default in samples else None,
+            label="or a bundled sample",
+            elem_id=f"{kind}-sample",
+        )
     pick.change(lambda n: samples.get(n), pick, image)
     return image
 
@@ -66,13 +77,21 @@ def _picture_inputs(gr, samples: Dict[str, np.ndarray], default: str, kind: str)
 def _classify_tab(gr, demo, m: core.ExplorerModel, samples) -> None:
     n_layers = len([k for k in m.model.blocks])
     heads = m.model.blocks[0].attn.num_heads
-    gr.Markdown(f"**{m.name}**: click a patch of the right image: where that patch's query attends "
-                "(one block and head, their mean, or the rollout through all blocks).")
+    gr.Markdown(
+        f"**{m.name}**: click a patch of the middle image: where that patch's query attends "
+        "(one block and head, their mean, or the rollout through all blocks)."
+    )
     with gr.Row():
         image = _picture_inputs(gr, samples, "circle", "classify")
         with gr.Column():
-            shown = gr.Image(type="numpy", interactive=False, label="attention (click a patch)", format="png",
-                             elem_id="classify-overlay")
+            shown = gr.Image(
+                type="numpy",
+                interactive=False,
+                label="attention (click a patch)",
+                format="png",
+                elem_id="classify-overlay",
+                show_label=False,
+            )
             where = gr.Markdown(elem_id="classify-where")
         with gr.Column():
             layer = gr.Dropdown(["rollout"] + [f"block {i}" for i in range(n_layers)], value="rollout", label="layer")
@@ -83,7 +102,8 @@ def _classify_tab(gr, demo, m: core.ExplorerModel, samples) -> None:
     def show(view, pixel, layer_c, head_c):
         attn, cell = core.patch_attention(view, pixel, _layer(layer_c), _head(head_c))
         box = core.cell_box(cell, view.grid, tuple(view.x.shape[-2:]))
-        text = f"query patch {cell} at input pixel {tuple(pixel)}; {layer_c}, {'mean over heads' if layer_c == 'rollout' else head_c}"
+        heads = "mean over heads" if layer_c == "rollout" else head_c
+        text = f"query patch {cell} at input pixel {tuple(pixel)}; {layer_c}, {heads}"
         return core.overlay(view.rgb, attn, [box]), text, (view, pixel)
 
     def run(picture, layer_c, head_c):
@@ -116,8 +136,14 @@ def _detect_tab(gr, demo, m: core.ExplorerModel, samples, threshold: float) -> N
     with gr.Row():
         image = _picture_inputs(gr, samples, "three_objects", "detect")
         with gr.Column():
-            shown = gr.Image(type="numpy", interactive=False, label="detections (click a box)", format="png",
-                             elem_id="detect-overlay")
+            shown = gr.Image(
+                type="numpy",
+                interactive=False,
+                label="detections (click a box)",
+                format="png",
+                elem_id="detect-overlay",
+                show_label=False,
+            )
             where = gr.Markdown(elem_id="detect-where")
         with gr.Column():
             thr = gr.Slider(0.0, 1.0, value=threshold, step=0.05, label="score threshold")
@@ -148,7 +174,9 @@ def _detect_tab(gr, demo, m: core.ExplorerModel, samples, threshold: float) -> N
     for trigger in (image.change, thr.release, demo.load):
         trigger(run, [image, thr], [shown, where, state])
     shown.select(click, [state, shown, head], [shown, where, state])
-    head.change(lambda st, h: (gr.skip(), gr.skip(), st) if st is None else show(st, h), [state, head], [shown, where, state])
+    head.change(
+        lambda st, h: (gr.skip(), gr.skip(), st) if st is None else show(st, h), [state, head], [shown, where, state]
+    )
 
 
 def _heads(gr, n: int):
@@ -159,13 +187,21 @@ def _pixel_tab(gr, demo, m: core.ExplorerModel, samples) -> None:
     from ..layers import LocalSelfAttention2d, NonLocalBlock2d
 
     blocks = {n: mod for n, mod in m.model.named_modules() if isinstance(mod, (LocalSelfAttention2d, NonLocalBlock2d))}
-    gr.Markdown(f"**{m.name}**: click a pixel: where it attends in each pixel-attention block (for a local window, "
-                "the window is drawn in red).")
+    gr.Markdown(
+        f"**{m.name}**: click a pixel: where it attends in each pixel-attention block (for a local window, "
+        "the window is drawn in red)."
+    )
     with gr.Row():
         image = _picture_inputs(gr, samples, "plus", "pixel")
         with gr.Column():
-            shown = gr.Image(type="numpy", interactive=False, label="attention (click a pixel)", format="png",
-                             elem_id="pixel-overlay")
+            shown = gr.Image(
+                type="numpy",
+                interactive=False,
+                label="attention (click a pixel)",
+                format="png",
+                elem_id="pixel-overlay",
+                show_label=False,
+            )
             where = gr.Markdown(elem_id="pixel-where")
         with gr.Column():
             block = gr.Dropdown(list(blocks), value=next(iter(blocks)), label="block")
@@ -179,8 +215,11 @@ def _pixel_tab(gr, demo, m: core.ExplorerModel, samples) -> None:
             h = "mean"  # this block has fewer heads
         attn, cell, window = core.pixel_attention(view, block_c, pixel, h)
         grid = view.grids[block_c]
-        text = (f"{block_c}: query pixel {tuple(pixel)} on its {grid[0]}x{grid[1]} grid, "
-                + ("global" if window is None else f"{view.kernels[block_c]}x{view.kernels[block_c]} window") + f", {h}")
+        text = (
+            f"{block_c}: query pixel {tuple(pixel)} on its {grid[0]}x{grid[1]} grid, "
+            + ("global" if window is None else f"{view.kernels[block_c]}x{view.kernels[block_c]} window")
+            + f", {h}"
+        )
         return core.overlay(view.rgb, attn, [cell] + ([window] if window else [])), text, (view, pixel)
 
     def run(picture, block_c, head_c):
@@ -200,23 +239,35 @@ def _pixel_tab(gr, demo, m: core.ExplorerModel, samples) -> None:
         trigger(run, [image, block, head], [shown, where, top, state])
     shown.select(click, [state, shown, block, head], [shown, where, state])
     for control in (block, head):
-        control.change(lambda st, b, h: (gr.skip(), gr.skip(), st) if st is None else show(st[0], st[1], b, h),
-                       [state, block, head], [shown, where, state])
+        control.change(
+            lambda st, b, h: (gr.skip(), gr.skip(), st) if st is None else show(st[0], st[1], b, h),
+            [state, block, head],
+            [shown, where, state],
+        )
 
 
 def _generate_tab(gr, demo, m: core.ExplorerModel) -> None:
     gan = m.model
-    gr.Markdown(f"**{m.name}**: pick a class and a seed, then click a pixel of the sample: where the generator's "
-                f"self-attention looks from there ({gan.sampler.attn_res}x{gan.sampler.attn_res} grid).")
+    gr.Markdown(
+        f"**{m.name}**: pick a class and a seed, then click a pixel of the sample: where the generator's "
+        f"self-attention looks from there ({gan.sampler.attn_res}x{gan.sampler.attn_res} grid)."
+    )
     with gr.Row():
         with gr.Column():
-            label = gr.Dropdown([str(c) for c in range(gan.num_classes)], value="0", label="class",
-                                visible=bool(gan.num_classes))
+            label = gr.Dropdown(
+                [str(c) for c in range(gan.num_classes)], value="0", label="class", visible=bool(gan.num_classes)
+            )
             seed = gr.Number(value=0, precision=0, label="seed")
             go = gr.Button("Generate", elem_id="generate-button")
         with gr.Column():
-            shown = gr.Image(type="numpy", interactive=False, label="sample (click a pixel)", format="png",
-                             elem_id="generate-overlay")
+            shown = gr.Image(
+                type="numpy",
+                interactive=False,
+                label="sample (click a pixel)",
+                format="png",
+                elem_id="generate-overlay",
+                show_label=False,
+            )
             where = gr.Markdown(elem_id="generate-where")
         head = _heads(gr, gan.sampler.attention.num_heads)
     state = gr.State()
@@ -239,28 +290,54 @@ def _generate_tab(gr, demo, m: core.ExplorerModel) -> None:
     for trigger in (go.click, demo.load):
         trigger(run, [label, seed, head], [shown, where, state])
     shown.select(click, [state, shown, head], [shown, where, state])
-    head.change(lambda st, h: (gr.skip(), gr.skip(), st) if st is None else show(st[0], st[1], h), [state, head],
-                [shown, where, state])
+    head.change(
+        lambda st, h: (gr.skip(), gr.skip(), st) if st is None else show(st[0], st[1], h),
+        [state, head],
+        [shown, where, state],
+    )
 
 
 def _conv_tab(gr, demo, vit: Optional[core.ExplorerModel], samples, conv_seed: int) -> None:
     layer = core.seeded_conv_attention(conv_seed)
     offsets = [tuple(o) for o in layer.offsets.detach().round().int().tolist()]
-    gr.Markdown("A 3x3 convolution is self-attention with nine heads, each one-hot on one offset of the window "
-                "(`attention_from_conv`). Click a pixel: the nine heads, laid out like the kernel "
-                f"(offsets {offsets}), next to the heads of the trained ViT for the patch there.")
+    gr.Markdown(
+        "A 3x3 convolution is self-attention with nine heads, each one-hot on one offset of the window "
+        "(`attention_from_conv`). Click a pixel: the nine heads, laid out like the kernel "
+        f"(offsets {offsets}), next to the heads of the trained ViT for the patch there."
+    )
     with gr.Row():
         image = _picture_inputs(gr, samples, "circle", "conv")
         with gr.Column():
-            picture = gr.Image(type="numpy", interactive=False, label="click a pixel", format="png",
-                               elem_id="conv-picture")
-            block = gr.Dropdown([f"block {i}" for i in range(len(vit.model.blocks))] if vit else [], label="ViT block",
-                                value=f"block {len(vit.model.blocks) - 1}" if vit else None, visible=vit is not None)
+            picture = gr.Image(
+                type="numpy",
+                interactive=False,
+                label="click a pixel",
+                format="png",
+                elem_id="conv-picture",
+                show_label=False,
+            )
+            block = gr.Dropdown(
+                [f"block {i}" for i in range(len(vit.model.blocks))] if vit else [],
+                label="ViT block",
+                value=f"block {len(vit.model.blocks) - 1}" if vit else None,
+                visible=vit is not None,
+            )
     with gr.Row():
-        conv_out = gr.Image(type="numpy", interactive=False, label="3x3 conv as attention: nine heads (9x9 pixels around the query)", format="png",
-                            elem_id="conv-heads")
-        vit_out = gr.Image(type="numpy", interactive=False, label="trained ViT: its heads", format="png",
-                           elem_id="vit-heads", visible=vit is not None)
+        conv_out = gr.Image(
+            type="numpy",
+            interactive=False,
+            label="3x3 conv as attention: nine heads (9x9 pixels around the query)",
+            format="png",
+            elem_id="conv-heads",
+        )
+        vit_out = gr.Image(
+            type="numpy",
+            interactive=False,
+            label="trained ViT: its heads",
+            format="png",
+            elem_id="vit-heads",
+            visible=vit is not None,
+        )
     if vit is None:
         gr.Markdown("No ViT to compare with: " + core.missing_message("classify", core.DEFAULT_RUNS["classify"]))
     state = gr.State()
@@ -278,8 +355,12 @@ def _conv_tab(gr, demo, vit: Optional[core.ExplorerModel], samples, conv_seed: i
         # a 9x9 neighbourhood of the query, large: each head's one attended pixel is plain to see
         (y0, y1), (x0, x1) = ((max(0, c - 4), min(n, c + 5)) for c, n in zip(cell, small.shape[-2:]))
         crop = to_display_rgb(small).numpy()[y0:y1, x0:x1]
-        conv = core.head_mosaic(crop, heads[:, y0:y1, x0:x1], [(cell[0] - y0, cell[1] - x0, cell[0] - y0 + 1,
-                                                                cell[1] - x0 + 1)], display=108)
+        conv = core.head_mosaic(
+            crop,
+            heads[:, y0:y1, x0:x1],
+            [(cell[0] - y0, cell[1] - x0, cell[0] - y0 + 1, cell[1] - x0 + 1)],
+            display=108,
+        )
         mark = [(pixel[0], pixel[1], pixel[0] + 1, pixel[1] + 1)]
         vit_mosaic = None
         if view is not None:
@@ -306,20 +387,26 @@ def _conv_tab(gr, demo, vit: Optional[core.ExplorerModel], samples, conv_seed: i
     for trigger in (image.change, demo.load):
         trigger(run, [image, block], [picture, conv_out, vit_out, state])
     picture.select(click, [state, picture, block], [picture, conv_out, vit_out, state])
-    block.change(lambda st, b: (gr.skip(),) * 3 + (st,) if st is None else show(st[:3], st[3], b), [state, block],
-                 [picture, conv_out, vit_out, state])
+    block.change(
+        lambda st, b: (gr.skip(),) * 3 + (st,) if st is None else show(st[:3], st[3], b),
+        [state, block],
+        [picture, conv_out, vit_out, state],
+    )
 
 
-def build_app(models: Dict[str, core.ExplorerModel], missing: Dict[str, str], threshold: float = 0.5,
-              conv_seed: int = 0):
+def build_app(
+    models: Dict[str, core.ExplorerModel], missing: Dict[str, str], threshold: float = 0.5, conv_seed: int = 0
+):
     """The Gradio ``Blocks`` of the explorer: a tab per kind (its message when its model is missing) and the
     CNN-vs-attention tab."""
     gr = require_gradio()
     samples = _samples()
-    tabs = [("Classify", "classify", lambda: _classify_tab(gr, demo, models["classify"], samples)),
-            ("Detect", "detect", lambda: _detect_tab(gr, demo, models["detect"], samples, threshold)),
-            ("Pixel attention", "pixel", lambda: _pixel_tab(gr, demo, models["pixel"], samples)),
-            ("Generate", "generate", lambda: _generate_tab(gr, demo, models["generate"]))]
+    tabs = [
+        ("Classify", "classify", lambda: _classify_tab(gr, demo, models["classify"], samples)),
+        ("Detect", "detect", lambda: _detect_tab(gr, demo, models["detect"], samples, threshold)),
+        ("Pixel attention", "pixel", lambda: _pixel_tab(gr, demo, models["pixel"], samples)),
+        ("Generate", "generate", lambda: _generate_tab(gr, demo, models["generate"])),
+    ]
     with gr.Blocks(title="vision_attn: see attention", analytics_enabled=False) as demo:
         gr.Markdown("## vision_attn: see attention")
         with gr.Tabs():
@@ -339,9 +426,18 @@ def serve(demo, port: int = 7860) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    demo.queue(default_concurrency_limit=1).launch(server_name=HOST, server_port=port, share=False, inbrowser=False,
-                                                   prevent_thread_lock=True, show_error=True, ssr_mode=False,
-                                                   mcp_server=False, quiet=True, css=CSS)
+    demo.queue(default_concurrency_limit=1).launch(
+        server_name=HOST,
+        server_port=port,
+        share=False,
+        inbrowser=False,
+        prevent_thread_lock=True,
+        show_error=True,
+        ssr_mode=False,
+        mcp_server=False,
+        quiet=True,
+        css=CSS,
+    )
     print(f"the explorer is at http://{HOST}:{port} (Ctrl+C or SIGTERM stops it)", flush=True)
     while not stop.wait(0.5):
         pass

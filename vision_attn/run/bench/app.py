@@ -7,6 +7,7 @@ Models: the runs under ``--runs-root`` the explorer would load (``runs/demo/...`
 ``runs/sagan_shapes``); a missing one is replaced by its config's architecture at initial weights (the time does not
 depend on the weights; the table says which). Gradio's own round trip (about tens of ms locally) is not included.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,12 @@ from .harness import Implementation, measure, prepare, summarize, table, write_j
 __all__ = ["CONFIGS", "explorer_models", "click_benchmarks", "app_latency"]
 
 # the config of each tab's default run (what stands in when the run is missing)
-CONFIGS = {"classify": "configs/quickstart.yaml", "pixel": "configs/quickstart_nonlocal.yaml",
-           "detect": "configs/detr_shapes.yaml", "generate": "configs/sagan_shapes.yaml"}
+CONFIGS = {
+    "classify": "configs/quickstart.yaml",
+    "pixel": "configs/quickstart_nonlocal.yaml",
+    "detect": "configs/detr_shapes.yaml",
+    "generate": "configs/sagan_shapes.yaml",
+}
 
 
 def _untrained(kind: str, config: str) -> core.ExplorerModel:
@@ -38,7 +43,7 @@ def _untrained(kind: str, config: str) -> core.ExplorerModel:
     args = yaml.safe_load(Path(config).read_text())["model"]["init_args"]
     extra = {"num_classes": 4} if kind == "detect" else {"num_classes": 10}  # shapes: 10 classes, boxes: 4
     net = create_model(args["model"], **{**extra, **(args.get("model_args") or {})}).eval()
-    to_tensor = (lambda im: torch.from_numpy(np.asarray(im, dtype=np.float32)).permute(2, 0, 1) / 255)
+    to_tensor = lambda im: torch.from_numpy(np.asarray(im, dtype=np.float32)).permute(2, 0, 1) / 255
     labels = {i: (i, str(i)) for i in range(4)} if kind == "detect" else None
     return core.ExplorerModel(kind, f"{args['model']} (initial weights)", net, to_tensor, labels=labels)
 
@@ -57,8 +62,12 @@ def _clicks(hw: Tuple[int, int], n: int = 16) -> List[Tuple[int, int]]:
     return [(int(rng.integers(hw[0])), int(rng.integers(hw[1]))) for _ in range(n)]
 
 
-def _pair(tab: str, view_fn: Callable[[], object], click_fn: Callable[[object, Tuple[int, int]], np.ndarray],
-          hw: Tuple[int, int]) -> List[Implementation]:
+def _pair(
+    tab: str,
+    view_fn: Callable[[], object],
+    click_fn: Callable[[object, Tuple[int, int]], np.ndarray],
+    hw: Tuple[int, int],
+) -> List[Implementation]:
     """Ours: a click on the cached view; the peer: a forward first. Both cycle through the same clicks."""
     view, clicks, i = view_fn(), _clicks(hw), [0, 0]
 
@@ -70,18 +79,28 @@ def _pair(tab: str, view_fn: Callable[[], object], click_fn: Callable[[object, T
         i[1] += 1
         return torch.from_numpy(np.array(click_fn(view_fn(), clicks[i[1] % len(clicks)])))
 
-    return [Implementation(tab, "click on cached maps", cached, ours=True),
-            Implementation(tab, "forward + click (no cache)", fresh)]
+    return [
+        Implementation(tab, "click on cached maps", cached, ours=True),
+        Implementation(tab, "forward + click (no cache)", fresh),
+    ]
 
 
 def click_benchmarks(models: Dict[str, core.ExplorerModel]) -> List[Implementation]:
     """The explorer's click handlers' computing, per tab (``CNN vs attention``: conv heads and the ViT's)."""
     samples = {n: np.asarray(Image.open(p).convert("RGB")) for n, p in core.sample_images().items()}
     cls, det, pix, gan = (models[k] for k in ("classify", "detect", "pixel", "generate"))
-    impls = _pair("Classify", lambda: core.classify(cls, samples["circle"]),
-                  lambda v, p: core.overlay(v.rgb, core.patch_attention(v, p, "rollout")[0]), (32, 32))
-    impls += _pair("Detect", lambda: core.detect(det, samples["three_objects"], 0.0),
-                   lambda v, p: core.render_detections(v, core.box_at(v, p)), (72, 72))
+    impls = _pair(
+        "Classify",
+        lambda: core.classify(cls, samples["circle"]),
+        lambda v, p: core.overlay(v.rgb, core.patch_attention(v, p, "rollout")[0]),
+        (32, 32),
+    )
+    impls += _pair(
+        "Detect",
+        lambda: core.detect(det, samples["three_objects"], 0.0),
+        lambda v, p: core.render_detections(v, core.box_at(v, p)),
+        (72, 72),
+    )
 
     def pixel_click(v, p):
         name = next(iter(v.weights))
@@ -89,8 +108,12 @@ def click_benchmarks(models: Dict[str, core.ExplorerModel]) -> List[Implementati
         return core.overlay(v.rgb, attn, [cell] + ([window] if window else []))
 
     impls += _pair("Pixel attention", lambda: core.pixel_forward(pix, samples["plus"]), pixel_click, (32, 32))
-    impls += _pair("Generate", lambda: core.generate(gan, 0 if gan.model.num_classes else None, 0),
-                   lambda v, p: core.overlay(v.rgb, core.generator_attention(v, p)[0]), (gan.model.img_size,) * 2)
+    impls += _pair(
+        "Generate",
+        lambda: core.generate(gan, 0 if gan.model.num_classes else None, 0),
+        lambda v, p: core.overlay(v.rgb, core.generator_attention(v, p)[0]),
+        (gan.model.img_size,) * 2,
+    )
     layer = core.seeded_conv_attention(0)
     weights = core.conv_weights(layer, core.conv_input(torch.zeros(3, 32, 32)))
 
@@ -104,8 +127,9 @@ def click_benchmarks(models: Dict[str, core.ExplorerModel]) -> List[Implementati
 
 def _commit() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
@@ -118,21 +142,40 @@ def _model_name(m: core.ExplorerModel, runs_root: str) -> str:
     return f"{name} ({type(m.model).__name__})"
 
 
-def _write_csv(rows: List[Dict[str, object]], models: Dict[str, core.ExplorerModel], machine: Dict[str, object],
-               path: str, runs_root: str = ".") -> None:
+def _write_csv(
+    rows: List[Dict[str, object]],
+    models: Dict[str, core.ExplorerModel],
+    machine: Dict[str, object],
+    path: str,
+    runs_root: str = ".",
+) -> None:
     """One row per measurement, appended: ``machine, date, commit, tab, implementation, model, median_ms, iqr_ms``."""
     new = not Path(path).is_file()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    kinds = {"Classify": "classify", "Detect": "detect", "Pixel attention": "pixel", "Generate": "generate",
-             "CNN vs attention": "classify"}
+    kinds = {
+        "Classify": "classify",
+        "Detect": "detect",
+        "Pixel attention": "pixel",
+        "Generate": "generate",
+        "CNN vs attention": "classify",
+    }
     with open(path, "a", newline="") as f:
         w = csv.writer(f)
         if new:
             w.writerow(["machine", "date", "commit", "tab", "implementation", "model", "median_ms", "iqr_ms"])
         for r in rows:
-            w.writerow([f"{machine['cpu']} ({machine['torch_threads']} threads)", datetime.date.today().isoformat(),
-                        _commit(), r["benchmark"], r["implementation"], _model_name(models[kinds[r["benchmark"]]], runs_root),
-                        f"{r['median_ms']:.2f}", f"{r['iqr_ms']:.2f}"])
+            w.writerow(
+                [
+                    f"{machine['cpu']} ({machine['torch_threads']} threads)",
+                    datetime.date.today().isoformat(),
+                    _commit(),
+                    r["benchmark"],
+                    r["implementation"],
+                    _model_name(models[kinds[r["benchmark"]]], runs_root),
+                    f"{r['median_ms']:.2f}",
+                    f"{r['iqr_ms']:.2f}",
+                ]
+            )
 
 
 def app_latency(args: argparse.Namespace) -> Dict[str, object]:
@@ -148,11 +191,29 @@ def app_latency(args: argparse.Namespace) -> Dict[str, object]:
         rows += summarize(pair)
     print(f"machine: {machine['cpu']}, {machine['torch_threads']} torch threads")
     print("models: " + ", ".join(f"{k}={m.name}" for k, m in models.items()))
-    print(table([("tab", "---"), ("implementation", "---"), ("median ms", "---:"), ("IQR ms", "---:"),
-                 ("peer/ours", "---:"), ("<= 1 s", "---")],
-                ([r["benchmark"], r["implementation"], f"{r['median_ms']:.1f}", f"{r['iqr_ms']:.1f}",
-                  "ours" if r["ours"] else f"{r['peer_over_ours']:.1f}", "yes" if r["median_ms"] <= 1000 else "NO"]
-                 for r in rows)))
+    print(
+        table(
+            [
+                ("tab", "---"),
+                ("implementation", "---"),
+                ("median ms", "---:"),
+                ("IQR ms", "---:"),
+                ("peer/ours", "---:"),
+                ("<= 1 s", "---"),
+            ],
+            (
+                [
+                    r["benchmark"],
+                    r["implementation"],
+                    f"{r['median_ms']:.1f}",
+                    f"{r['iqr_ms']:.1f}",
+                    "ours" if r["ours"] else f"{r['peer_over_ours']:.1f}",
+                    "yes" if r["median_ms"] <= 1000 else "NO",
+                ]
+                for r in rows
+            ),
+        )
+    )
     if args.csv:
         _write_csv(rows, models, machine, args.csv, args.runs_root)
     result = {"machine": machine, "models": {k: m.name for k, m in models.items()}, "results": rows}
