@@ -86,6 +86,14 @@ def test_conv_heads_peak_moves_with_the_click():
             assert float(heads[h].max()) > 0.99
 
 
+def test_conv_panel_zooms_on_the_query():
+    layer = core.seeded_conv_attention(0)
+    small = core.conv_input(_picture(2, 64))
+    panel = core.conv_panel(layer, core.conv_weights(layer, small), small, (64, 64), (40, 2))  # (20, 1) at 32 px
+    # nine 9x6 crops (9x9 clipped at the left edge: x 0..5), 18 px a pixel (shorter side 108), 3x3 with 4 px gaps
+    assert panel.shape == (3 * 162 + 8, 3 * 108 + 8, 3) and panel.dtype == np.uint8
+
+
 def test_conv_heads_same_as_the_viz_function():
     from vision_attn.run.viz.conv_attention import conv_attention_maps
 

@@ -527,6 +527,27 @@ def vit_heads(view: ClassifyView, pixel: Cell, layer: int = -1) -> Tensor:
     return torch.stack([patch_attention(view, pixel, layer, h)[0] for h in range(w.shape[0])])
 
 
+def conv_panel(
+    layer: ConvAttention2d, weights: Tensor, small: Tensor, input_hw: Tuple[int, int], pixel: Cell
+) -> np.ndarray:
+    """The nine heads of ``layer`` (``weights`` from :func:`conv_weights` on ``small (C, h, w)``, the
+    :func:`conv_input` of an ``input_hw`` image) for the input ``pixel``, as a 3x3 mosaic of the 9x9 pixels around
+    it (large: each head's one attended pixel is plain to see); the query framed in red. uint8."""
+    (cell,) = to_query_grid([pixel], input_hw, tuple(small.shape[-2:]))
+    heads = conv_heads(weights, tuple(small.shape[-2:]), layer.kernel_size, cell)
+    (y0, y1), (x0, x1) = ((max(0, c - 4), min(n, c + 5)) for c, n in zip(cell, small.shape[-2:]))
+    crop = to_display_rgb(small).numpy()[y0:y1, x0:x1]
+    mark = (cell[0] - y0, cell[1] - x0, cell[0] - y0 + 1, cell[1] - x0 + 1)
+    return head_mosaic(crop, heads[:, y0:y1, x0:x1], [mark], cols=layer.kernel_size, display=108)
+
+
+def vit_panel(view: ClassifyView, pixel: Cell, layer: int = -1) -> np.ndarray:
+    """Each head of ViT block ``layer`` for the patch under ``pixel`` (:func:`vit_heads`), tiled 4 wide. uint8."""
+    maps = vit_heads(view, pixel, layer)
+    (patch,) = to_query_grid([pixel], tuple(view.x.shape[-2:]), view.grid)
+    return head_mosaic(view.rgb, maps, [cell_box(patch, view.grid, tuple(view.x.shape[-2:]))], min(len(maps), 4))
+
+
 def head_mosaic(
     rgb: np.ndarray,
     maps: Tensor,

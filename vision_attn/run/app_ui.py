@@ -13,7 +13,6 @@ import numpy as np
 from PIL import Image
 
 from . import app as core
-from .viz.overlays import to_query_grid
 from .viz.style import to_display_rgb
 
 __all__ = ["GRADIO_MISSING", "require_gradio", "build_app", "serve"]
@@ -349,25 +348,9 @@ def _conv_tab(gr, demo, vit: Optional[core.ExplorerModel], samples, conv_seed: i
         small = core.conv_input(x)
         if tuple(small.shape[-2:]) not in cache:
             cache[tuple(small.shape[-2:])] = core.conv_weights(layer, small)
-        weights = cache[tuple(small.shape[-2:])]
-        (cell,) = to_query_grid([pixel], tuple(x.shape[-2:]), tuple(small.shape[-2:]))
-        heads = core.conv_heads(weights, tuple(small.shape[-2:]), layer.kernel_size, cell)
-        # a 9x9 neighbourhood of the query, large: each head's one attended pixel is plain to see
-        (y0, y1), (x0, x1) = ((max(0, c - 4), min(n, c + 5)) for c, n in zip(cell, small.shape[-2:]))
-        crop = to_display_rgb(small).numpy()[y0:y1, x0:x1]
-        conv = core.head_mosaic(
-            crop,
-            heads[:, y0:y1, x0:x1],
-            [(cell[0] - y0, cell[1] - x0, cell[0] - y0 + 1, cell[1] - x0 + 1)],
-            display=108,
-        )
+        conv = core.conv_panel(layer, cache[tuple(small.shape[-2:])], small, tuple(x.shape[-2:]), pixel)
+        vit_mosaic = None if view is None else core.vit_panel(view, pixel, _layer(block_c))
         mark = [(pixel[0], pixel[1], pixel[0] + 1, pixel[1] + 1)]
-        vit_mosaic = None
-        if view is not None:
-            maps = core.vit_heads(view, pixel, _layer(block_c))
-            (patch,) = to_query_grid([pixel], tuple(x.shape[-2:]), view.grid)
-            box = core.cell_box(patch, view.grid, tuple(x.shape[-2:]))
-            vit_mosaic = core.head_mosaic(rgb, maps, [box], min(len(maps), 4))
         return core.overlay(rgb, marks=mark), conv, vit_mosaic, (x, rgb, view, pixel)
 
     def run(pic, block_c):
