@@ -1,6 +1,7 @@
 """End to end: ``python tools/app.py`` on a free local port, driven by headless Debian Chromium (playwright with
 ``/usr/bin/chromium``, nothing downloaded): upload an image, click two patches, the overlay changes and is not blank,
-the Detect tab draws boxes and a clicked box's attention, the page asks nothing from the web, SIGTERM stops the app.
+the Detect tab draws boxes and a clicked box's attention, CNN vs attention draws the conv's heads, a tab without its
+model says how to get one, the page asks nothing from the web, SIGTERM stops the app.
 
 Models: a 1-block ViT (``--config``, its initial seeded weights) and a tiny DETR (``--run``: a run folder with a
 state dict) built here in seconds. Screenshots go to ``$VISION_ATTN_ARTEFACTS`` (else the test's tmp folder).
@@ -141,6 +142,11 @@ def test_app_in_chromium(tmp_path):
             page.goto(url, timeout=120000)
             _classify(page, out)
             _detect(page, out)
+            page.get_by_role("tab", name="CNN vs attention").click()
+            heads = page.locator("#conv-heads img")
+            heads.wait_for(timeout=120000)
+            assert _image(page, _src(heads)).std() > 10  # the conv's nine heads, drawn
+            page.screenshot(path=str(out / "app_conv.png"))
             page.get_by_role("tab", name="Pixel attention").click()
             page.get_by_text("make demo").first.wait_for(timeout=60000)  # no pixel model: how to get one
             page.screenshot(path=str(out / "app_pixel_missing.png"))

@@ -296,14 +296,8 @@ def _generate_tab(gr, demo, m: core.ExplorerModel) -> None:
     )
 
 
-def _conv_tab(gr, demo, vit: Optional[core.ExplorerModel], samples, conv_seed: int) -> None:
-    layer = core.seeded_conv_attention(conv_seed)
-    offsets = [tuple(o) for o in layer.offsets.detach().round().int().tolist()]
-    gr.Markdown(
-        "A 3x3 convolution is self-attention with nine heads, each one-hot on one offset of the window "
-        "(`attention_from_conv`). Click a pixel: the nine heads, laid out like the kernel "
-        f"(offsets {offsets}), next to the heads of the trained ViT for the patch there."
-    )
+def _conv_widgets(gr, vit: Optional[core.ExplorerModel], samples):
+    """The CNN-vs-attention tab's widgets: input, clickable picture, ViT block, conv heads, ViT heads."""
     with gr.Row():
         image = _picture_inputs(gr, samples, "circle", "conv")
         with gr.Column():
@@ -337,6 +331,18 @@ def _conv_tab(gr, demo, vit: Optional[core.ExplorerModel], samples, conv_seed: i
             elem_id="vit-heads",
             visible=vit is not None,
         )
+    return image, picture, block, conv_out, vit_out
+
+
+def _conv_tab(gr, demo, vit: Optional[core.ExplorerModel], samples, conv_seed: int) -> None:
+    layer = core.seeded_conv_attention(conv_seed)
+    offsets = [tuple(o) for o in layer.offsets.detach().round().int().tolist()]
+    gr.Markdown(
+        "A 3x3 convolution is self-attention with nine heads, each one-hot on one offset of the window "
+        "(`attention_from_conv`). Click a pixel: the nine heads, laid out like the kernel "
+        f"(offsets {offsets}), next to the heads of the trained ViT for the patch there."
+    )
+    image, picture, block, conv_out, vit_out = _conv_widgets(gr, vit, samples)
     if vit is None:
         gr.Markdown("No ViT to compare with: " + core.missing_message("classify", core.DEFAULT_RUNS["classify"]))
     state = gr.State()
