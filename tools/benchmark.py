@@ -7,6 +7,7 @@ Usage::
     python tools/benchmark.py speed --only detr|models|gan            # opt-in suites (see --help)
     python tools/benchmark.py pixel                                   # pixel attention: time and peak memory vs naive peers
     python tools/benchmark.py gpu-suite --json gpu.json               # every GPU figure, one call, <= 9 min on an H100/H200
+    python tools/benchmark.py app --csv results/app-MACHINE.csv       # the attention explorer: a click -> its map, per tab
     python tools/benchmark.py data-size --config configs/benchmark/data_size_quick.yaml --output-dir runs/data_size_quick
 
 The suites, the harness and what each measures: ``vision_attn/run/bench/``.

@@ -35,6 +35,7 @@ One module per suite, over one harness:
   peers (on CPU each peak measured alone in a fresh process);
 - ``compiled`` (``speed --compile`` or ``--only compiled``): each family's training step, eager vs ``torch.compile``;
 - ``gpu_suite`` (the ``gpu-suite`` subcommand): the GPU figures as one budgeted call, a process per part;
+- ``app`` (the ``app`` subcommand): the attention explorer's click -> map per tab, against a fresh forward;
 - ``speed`` and ``cli``: the subcommands and the parser (``data-size`` runs :func:`vision_attn.run.data_size.run_sweep`).
 
 Every suite prints the machine and a markdown table; ``--json PATH`` writes the same data.

@@ -182,13 +182,13 @@ def app_latency(args: argparse.Namespace) -> Dict[str, object]:
     """``benchmark.py app``: the table of click latencies per tab; ``--csv`` appends the rows, ``--json`` writes all."""
     args.device, args.dtype = "cpu", "float32"
     _, _, repeats, warmup, machine = prepare(args, "app", (0, 0), (20, 2))
-    torch.set_grad_enabled(False)
-    models = explorer_models(args.runs_root)
-    impls, rows = click_benchmarks(models), []
-    for tab in dict.fromkeys(i.benchmark for i in impls):  # measure and summarize take one benchmark each
-        pair = [i for i in impls if i.benchmark == tab]
-        measure(pair, repeats, warmup, torch.device("cpu"))
-        rows += summarize(pair)
+    with torch.no_grad():
+        models = explorer_models(args.runs_root)
+        impls, rows = click_benchmarks(models), []
+        for tab in dict.fromkeys(i.benchmark for i in impls):  # measure and summarize take one benchmark each
+            pair = [i for i in impls if i.benchmark == tab]
+            measure(pair, repeats, warmup, torch.device("cpu"))
+            rows += summarize(pair)
     print(f"machine: {machine['cpu']}, {machine['torch_threads']} torch threads")
     print("models: " + ", ".join(f"{k}={m.name}" for k, m in models.items()))
     print(
