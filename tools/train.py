@@ -8,6 +8,5 @@ resolved config. Runs log to ``<trainer.default_root_dir>/version_N/`` (CSV, Ten
 """
 from vision_attn.run.cli import VisionAttnCLI, main  # noqa: F401  (VisionAttnCLI: for callers that build it)
 
-
 if __name__ == "__main__":
     main()

@@ -1,6 +1,13 @@
 """vision_attn: attention-based image models on one shared multi-head attention core."""
 from .attention import MultiHeadAttention, capture_attention
-from .models import create_eval_transform, create_model, from_pretrained, list_models, load_pretrained, resolve_data_config
+from .models import (
+    create_eval_transform,
+    create_model,
+    from_pretrained,
+    list_models,
+    load_pretrained,
+    resolve_data_config,
+)
 
 __version__ = "0.1.0"
 

@@ -9,6 +9,7 @@ from torch.profiler import profile
 from vision_attn.attention import (
     MultiHeadAttention,
     adjacency_mask,
+    attention_weights,
     capture_attention,
     local_window_mask,
     resample_abs_pos_embed,
@@ -16,7 +17,6 @@ from vision_attn.attention import (
     sine_position_encoding_2d,
     with_prefix_tokens,
 )
-from vision_attn.attention import MultiHeadAttention, attention_weights, scaled_dot_product_attention
 
 FLASH_CPU = "aten::_scaled_dot_product_flash_attention_for_cpu"
 MATH = "aten::_scaled_dot_product_attention_math"

@@ -3,8 +3,8 @@ reports what it does not (with the diff), honours the equivalents file, flags a 
 and leaves the module as it found it."""
 import textwrap
 
-from vision_attn.run.mutants import find_mutants
-from vision_attn.run.mutation import read_equivalents, run_mutation
+from dev.mutation.mutants import find_mutants
+from dev.mutation.runner import read_equivalents, run_mutation
 
 CALC = textwrap.dedent('''\
     """A tiny module to mutate."""

@@ -1,20 +1,16 @@
-"""The README's "Using it" section runs as written, offline.
+"""Every README code block runs as written, offline: one script per ``##`` / ``###`` section.
 
-Every ```python block of the section (from "## Using it" to the next "## " heading, subsections included) runs, in
-order, in one namespace, as do its `python tools/predict.py ...`, `python tools/train.py predict ...` and `python tools/export.py ...` command lines
-(other command lines, e.g. training, are not run here). They run in a fresh Python process whose working directory
-is a temporary folder holding:
+The rule: in each section (a ``##`` or ``###`` heading up to the next one), the ```python blocks are concatenated
+into one script and every line of its ```bash blocks is a command (``python tools/<x>.py ...``), run in README order
+in one fresh Python process. A block that cannot run in a test (it trains for minutes, needs GPUs, a cluster, a
+server or the network) is preceded by ``<!-- not run: <reason> -->``, the reason visible in the README source; any
+other command in an unmarked block fails the test. Other fences (```text, plain ```) are not code.
 
-- ``configs/`` (the repository's) and ``photos/`` (three tiny images: RGB JPEG, grayscale PNG, RGBA PNG);
-- a Hugging Face cache (``HF_HOME``, with ``HF_HUB_OFFLINE=1``) holding, for every timm weight the section names
-  (``timm/<arch>.<tag>``, ``hf-hub:timm/...``, ``create_model("<arch>[.<tag>]", pretrained=True)``, ``--model
-  <arch>[.<tag>]``), a randomly initialised model in timm's Hub layout (``model.safetensors`` + ``config.json``);
-- for a command's ``--config C --ckpt P`` (or ``--ckpt_path P``) with no file at P: an untrained checkpoint of C's
-  task, standing in for the run the README assumes.
-
-The code's namespace starts with ``images``: a random ``(2, 3, 224, 224)`` batch, and ``img1``, ``img2``: random
-``(3, H, W)`` images of two sizes. Names in :data:`SUBSTITUTES` are replaced before running (the README may show a
-large model; the test runs the same code on a small one of the same family).
+The process runs in a temporary folder holding ``configs/`` (the repository's) and ``photos/`` (three tiny images:
+RGB JPEG, grayscale PNG, RGBA PNG), with ``HF_HOME`` a laid-out Hugging Face cache (``HF_HUB_OFFLINE=1``) holding,
+for every timm weight a runnable block names, a randomly initialised model in timm's Hub layout, and ``TORCH_HOME``
+holding a random ``detr_resnet50`` as DETR's official checkpoint file. A command's ``--config C --ckpt P`` with no
+file at P gets an untrained checkpoint of C's task, standing in for the run the README assumes.
 """
 import hashlib
 import json
@@ -25,24 +21,29 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[2]
-SECTION = "## Using it"
-# weights too large to fabricate for a test -> a small model of the same family running the same code
-SUBSTITUTES = {"vit_base_patch16_224.augreg2_in21k_ft_in1k": "vit_tiny_patch16_224.augreg_in21k_ft_in1k"}
-MAX_FAKE_PARAMS = 30_000_000  # larger timm weights must go through SUBSTITUTES
-RUNNABLE = (re.compile(r"^python tools/predict\.py\b"), re.compile(r"^python tools/train\.py predict\b"),
-            re.compile(r"^python tools/export\.py\b"))
+README = REPO / "README.md"
+
+# ---- The lead removes these marks as the features merge (one line each: section -> why it cannot pass yet). ----
+PENDING = {
+    # e.g. "Classify / In one line": "needs vision_attn.pipeline from issue 21" (merged: passes now)
+}
+PENDING_FILES = {"CHANGELOG.md": "written by the house helper (issue 25's changelog bullet)"}
+# -----------------------------------------------------------------------------------------------------------------
+
+MAX_LINES = 250
+MAX_FAKE_PARAMS = 30_000_000  # larger timm weights cannot be faked here: the README must show a small model
+NOT_RUN = re.compile(r"<!--\s*not run:\s*(\S.*?)\s*-->\s*$")
+FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
 RUNNER = r'''
-import json, os, runpy, shlex, sys
-import torch
+import json, os, runpy, shlex, sys, traceback
 
-blocks = json.load(open(sys.argv[1]))
-g = torch.Generator().manual_seed(0)
-ns = {"__name__": "__readme__", "images": torch.randn(2, 3, 224, 224, generator=g),
-      "img1": torch.randn(3, 200, 240, generator=g), "img2": torch.randn(3, 180, 260, generator=g)}
+sections, out_path = json.load(open(sys.argv[1])), sys.argv[2]
+results = {}
 
 
 def fake_checkpoint(argv):
@@ -55,41 +56,75 @@ def fake_checkpoint(argv):
         trainer.save_checkpoint(ckpt, weights_only=True)
 
 
-for i, (kind, text) in enumerate(blocks):
-    if kind == "python":
-        exec(compile(text, f"README.md '## Using it' python block {i}", "exec"), ns)
-        continue
-    argv = shlex.split(text, comments=True)[1:]
-    fake_checkpoint(argv)
-    sys.argv = [os.path.join(os.environ["VISION_ATTN_REPO"], argv[0]), *argv[1:]]
+def run_section(title, blocks):
+    ns = {"__name__": "__readme__"}  # a fresh namespace per section: each runs as its own script
+    script = "\n".join(text for kind, text in blocks if kind == "python")
+    if script:
+        exec(compile(script, f"README.md section {title!r}", "exec"), ns)
+    for kind, text in blocks:
+        if kind != "command":
+            continue
+        argv = shlex.split(text, comments=True)[1:]
+        fake_checkpoint(argv)
+        sys.argv = [os.path.join(os.environ["VISION_ATTN_REPO"], argv[0]), *argv[1:]]
+        try:
+            runpy.run_path(sys.argv[0], run_name="__main__")
+        except SystemExit as e:
+            if e.code not in (0, None):
+                raise RuntimeError(f"README command exited with {e.code}: {text}")
+
+
+for title, blocks in sections.items():
     try:
-        runpy.run_path(sys.argv[0], run_name="__main__")
-    except SystemExit as e:
-        if e.code not in (0, None):
-            raise SystemExit(f"README command exited with {e.code}: {text}")
-print("README OK:", len(blocks), "blocks")
+        run_section(title, blocks)
+        results[title] = "ok"
+    except BaseException:
+        results[title] = traceback.format_exc()[-5000:]
+    json.dump(results, open(out_path, "w"))
 '''
 
 
-def section_text(readme: str) -> str:
-    start = readme.index(SECTION + "\n")
-    nxt = re.search(r"^## ", readme[start + len(SECTION):], re.MULTILINE)
-    text = readme[start: start + len(SECTION) + nxt.start()] if nxt else readme[start:]
-    for big, small in SUBSTITUTES.items():
-        text = re.sub(re.escape(big) + r"(?![\w.])", small, text)
-    return text
+def sections(readme: str) -> dict:
+    """``{"Title" or "Parent / Title": [(lang, text, not_run_reason)]}`` in README order."""
+    out, parent, current, buf = {}, "", None, []
+    for line in readme.split("\n") + ["## "]:  # a sentinel heading closes the last section
+        m = re.match(r"^(##|###) (.*)$", line)
+        if not m:
+            buf.append(line)
+            continue
+        if current is not None:
+            out[current] = _blocks("\n".join(buf))
+        parent = m.group(2) if m.group(1) == "##" else parent
+        current, buf = (m.group(2) if m.group(1) == "##" else f"{parent} / {m.group(2)}"), []
+    return out
 
 
-def runnable_blocks(text: str) -> list:
-    """``[("python", code) | ("command", line)]`` in README order."""
+def _blocks(text: str) -> list:
+    found = []
+    for m in FENCE.finditer(text):
+        before = text[:m.start()].rstrip("\n").rsplit("\n", 1)[-1]
+        reason = NOT_RUN.search(before)
+        found.append((m.group(1), m.group(2), reason.group(1) if reason else None))
+    return found
+
+
+def runnable(blocks: list, title: str) -> list:
+    """``[("python", code) | ("command", line)]`` of a section's unmarked blocks; an unrunnable command is an error."""
     out = []
-    for lang, body in re.findall(r"^```(\w*)\n(.*?)^```", text, re.MULTILINE | re.DOTALL):
+    for lang, body, reason in blocks:
+        if reason is not None or lang not in ("python", "bash"):
+            continue
         if lang == "python":
             out.append(("python", body))
-        elif lang in ("bash", "sh", "shell", ""):
-            for line in body.replace("\\\n", " ").splitlines():
-                if any(p.match(line.strip()) for p in RUNNABLE):
-                    out.append(("command", line.strip()))
+            continue
+        for line in body.replace("\\\n", " ").splitlines():
+            line = line.split("  #", 1)[0].strip()
+            if not line or line.startswith("#"):
+                continue
+            assert re.match(r"^python tools/\w+\.py\b", line), (
+                f"README section {title!r}: `{line}` cannot run in the README test; mark its block with "
+                "<!-- not run: reason --> if it cannot run offline in seconds")
+            out.append(("command", line))
     return out
 
 
@@ -99,9 +134,9 @@ def timm_weights_named(blocks: list) -> set:
     import timm.models
 
     text = "\n".join(code for _, code in blocks)
-    names = set(re.findall(r"(?<!huggingface\.co/)(?:hf-hub:)?\btimm/([\w.\-]+)", text))  # a URL is no Hub id
+    names = set(re.findall(r"(?<!huggingface\.co/)(?:hf-hub:)?\btimm/([\w.\-]+)", text))
     names |= set(re.findall(r"create_model\(\s*[\"']([\w.\-]+)[\"'][^)]*pretrained\s*=\s*True", text))
-    names |= set(re.findall(r"--model\s+([\w.\-]+)", text))
+    names |= set(re.findall(r"(?:--model\s+|model=[\"'])([\w.\-]+)", text))
     found = set()
     for name in names:
         if not timm.is_model(name.split(".")[0]):
@@ -119,8 +154,7 @@ def put_in_hub_cache(hf_home: Path, name: str) -> None:
 
     model = timm.create_model(name, pretrained=False)
     n = sum(p.numel() for p in model.parameters())
-    assert n <= MAX_FAKE_PARAMS, (f"README names {name} ({n / 1e6:.0f}M params): too large to fake here; use a "
-                                  "vit_tiny/vit_small name in 'Using it' or map it in tests/docs/test_readme.py SUBSTITUTES")
+    assert n <= MAX_FAKE_PARAMS, f"README runs {name} ({n / 1e6:.0f}M params): too large to fake; show a smaller model"
     repo = hf_home / "hub" / f"models--timm--{name}"
     commit = hashlib.sha1(name.encode()).hexdigest()
     save_for_hf(model, str(repo / "snapshots" / commit), safe_serialization=True)
@@ -128,30 +162,87 @@ def put_in_hub_cache(hf_home: Path, name: str) -> None:
     (repo / "refs" / "main").write_text(commit)
 
 
-def test_using_it_section_runs_as_written_offline(tmp_path):
-    text = section_text((REPO / "README.md").read_text())
-    blocks = runnable_blocks(text)
-    assert any(k == "python" for k, _ in blocks) and any(k == "command" for k, _ in blocks), blocks
-    hf_home = tmp_path / "hf"
-    for name in sorted(timm_weights_named(blocks)):
-        put_in_hub_cache(hf_home, name)
-    work = tmp_path / "work"
+SECTIONS = sections(README.read_text())
+RUNNABLE = {t: runnable(b, t) for t, b in SECTIONS.items()}
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """The folder, caches and environment every section runs in (laid out once)."""
+    root = tmp_path_factory.mktemp("readme")
+    every = [b for blocks in RUNNABLE.values() for b in blocks]
+    for name in sorted(timm_weights_named(every)):
+        put_in_hub_cache(root / "hf", name)
+    if any(re.search(r"create_model\(\s*[\"']detr_resnet50[\"'][^)]*pretrained\s*=\s*True", c) for _, c in every):
+        import torch
+
+        import vision_attn
+
+        ckpts = root / "torch" / "hub" / "checkpoints"
+        ckpts.mkdir(parents=True)
+        from vision_attn.models.pretrained_cfgs import PRETRAINED_CFGS
+
+        url = PRETRAINED_CFGS["detr_resnet50"]["fb_coco"]["url"]  # the name resolve_checkpoint caches the URL under
+        name = f"{hashlib.sha256(url.encode()).hexdigest()[:10]}-{url.rsplit('/', 1)[-1]}"
+        torch.save(vision_attn.create_model("detr_resnet50").state_dict(), ckpts / name)
+    work = root / "work"
     (work / "photos").mkdir(parents=True)
     os.symlink(REPO / "configs", work / "configs")
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(work / "photos" / "street.jpg")
     Image.fromarray(rng.integers(0, 255, (40, 30), dtype=np.uint8)).save(work / "photos" / "gray.png")
     Image.fromarray(rng.integers(0, 255, (32, 32, 4), dtype=np.uint8)).save(work / "photos" / "logo.png")
-    (tmp_path / "blocks.json").write_text(json.dumps(blocks))
-    (tmp_path / "runner.py").write_text(RUNNER)
+    (root / "runner.py").write_text(RUNNER)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE"))}
-    env.update(HF_HOME=str(hf_home), HF_HUB_OFFLINE="1", TORCH_HOME=str(tmp_path / "torch"), OMP_NUM_THREADS="2",
-               VISION_ATTN_REPO=str(REPO), MPLBACKEND="Agg")
-    proc = subprocess.run([sys.executable, str(tmp_path / "runner.py"), str(tmp_path / "blocks.json")], cwd=work, env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    assert "README OK" in proc.stdout
-    outputs = [m for _, line in blocks for m in re.findall(r"--output-dir\s+(\S+)", line)]
-    for out in outputs:  # each predict command wrote a prediction for every photo
-        predictions = json.loads((work / out / "predictions.json").read_text())
-        assert {Path(r["file"]).name for r in predictions} >= {"gray.png", "logo.png", "street.jpg"}
+    env.update(HF_HOME=str(root / "hf"), HF_HUB_OFFLINE="1", TORCH_HOME=str(root / "torch"), OMP_NUM_THREADS="2",
+               VISION_ATTN_REPO=str(REPO), MPLBACKEND="Agg", PYTHONPATH=str(REPO))
+    return root, work, env
+
+
+@pytest.fixture(scope="module")
+def outcomes(workdir):
+    """``{section: "ok" | traceback}``: every runnable section, in one process (torch and Lightning import once)."""
+    root, work, env = workdir
+    (root / "sections.json").write_text(json.dumps({t: b for t, b in RUNNABLE.items() if b}))
+    proc = subprocess.run([sys.executable, str(root / "runner.py"), str(root / "sections.json"), str(root / "out.json")],
+                          cwd=work, env=env, capture_output=True, text=True, timeout=600)
+    assert (root / "out.json").is_file(), proc.stdout[-3000:] + proc.stderr[-5000:]
+    return json.loads((root / "out.json").read_text())
+
+
+def _params():
+    for title, blocks in RUNNABLE.items():
+        if blocks:
+            marks = [pytest.mark.xfail(strict=False, reason=PENDING[title])] if title in PENDING else []
+            yield pytest.param(title, marks=marks, id=title)
+
+
+@pytest.mark.parametrize("title", list(_params()))
+def test_readme_section_runs_as_written_offline(title, outcomes, workdir):
+    _, work, _ = workdir
+    assert outcomes.get(title) == "ok", f"README section {title!r} failed:\n{outcomes.get(title, 'did not run')}"
+    for kind, line in RUNNABLE[title]:
+        out = re.search(r"--output-dir\s+(\S+)", line) if "tools/predict.py" in line else None
+        if out:  # each photo got its prediction
+            predictions = json.loads((work / out.group(1) / "predictions.json").read_text())
+            assert {Path(r["file"]).name for r in predictions} >= {"gray.png", "logo.png", "street.jpg"}
+
+
+def test_every_section_with_code_runs_or_says_why_not():
+    """A not-run block states its reason; the sections the test runs cover the README's main journeys."""
+    for title, blocks in SECTIONS.items():
+        for lang, body, reason in blocks:
+            if lang == "bash" and reason is None:
+                runnable([(lang, body, None)], title)  # raises for a command the test cannot run
+    ran = {t for t, b in RUNNABLE.items() if b}
+    assert {"Classify", "Classify / On your files", "Detect", "Generate", "See attention"} <= ran, sorted(ran)
+
+
+def test_readme_is_a_first_read_and_its_links_resolve():
+    text = README.read_text()
+    assert len(text.splitlines()) <= MAX_LINES, f"README.md has {len(text.splitlines())} lines; keep it <= {MAX_LINES}"
+    assert not re.search(r"^## Status", text, re.MULTILINE), "no status table in the README: it belongs in the docs"
+    for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text):
+        if re.match(r"^[a-z]+:", target) or target in PENDING_FILES:
+            continue
+        assert (REPO / target).exists(), f"README.md links to {target}, which does not exist"

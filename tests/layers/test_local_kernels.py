@@ -1,8 +1,8 @@
 """LocalSelfAttention2d's kernels (halo, unfold, flex) are exact: each equals the brute-force definition."""
 import pytest
 import torch
-
 from test_pixel_attention import brute_force_local
+
 from vision_attn.attention import capture_attention
 from vision_attn.layers import LocalSelfAttention2d
 
@@ -102,7 +102,7 @@ def test_backend_is_checked():
 
 
 def test_auto_runs_the_measured_fastest_cpu_kernel_for_training_and_inference():
-    """The rule measured on CPU (vision_attn.run.local_kernel_bench): halo with and without gradients."""
+    """The rule measured on CPU (benchmark.py pixel --kernel-shapes sasa): halo with and without gradients."""
     m = LocalSelfAttention2d(16, 3, 2)
     x = torch.randn(1, 16, 5, 5)
     assert m.backend == "auto" and m.pick_backend(x) == "halo"

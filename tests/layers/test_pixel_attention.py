@@ -1,18 +1,16 @@
 """Pixel-level self-attention: exact local windows, identity at init, capture, the models, bad input."""
+import math
+
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.profiler import profile
 
 import vision_attn as va
 from vision_attn.attention import capture_attention, local_window_mask, scaled_dot_product_attention
-from vision_attn.run.viz.attention import pixel_attention_maps, plot_pixel_attention, window_weights_to_dense
 from vision_attn.layers import LocalSelfAttention2d, NonLocalBlock2d
+from vision_attn.run.viz.attention import pixel_attention_maps, plot_pixel_attention, window_weights_to_dense
 from vision_attn.tasks import ClassificationTask
-import math
-from vision_attn.layers import LocalSelfAttention2d
-import torch.nn.functional as F
-from vision_attn.attention import capture_attention
-from vision_attn.layers import NonLocalBlock2d
 
 FLASH_CPU = "aten::_scaled_dot_product_flash_attention_for_cpu"
 MATH = "aten::_scaled_dot_product_attention_math"

@@ -184,7 +184,7 @@ def test_default_matcher_costs_are_detrs_1_5_2_and_it_minimises_them():
     assert "cost_class=1.0, cost_bbox=5.0, cost_giou=2.0" in repr(HungarianMatcher())
     g = torch.Generator().manual_seed(0)
     differs = 0
-    for trial in range(12):
+    for _trial in range(12):
         Q, n = 4, 3
         logits = torch.randn(1, Q, K + 1, generator=g) * 3
         boxes = torch.cat([torch.rand(1, Q, 2, generator=g) * 0.6 + 0.2, torch.rand(1, Q, 2, generator=g) * 0.3 + 0.05], -1)

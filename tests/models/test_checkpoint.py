@@ -15,12 +15,11 @@ from vision_attn.models.checkpoint import (
     Checkpoint,
     CheckpointError,
     UnsafeCheckpointError,
-    load_pretrained,
     load_state_dict,
-    num_classes_in,
     read_checkpoint,
     resolve_checkpoint,
 )
+from vision_attn.models.loader import load_pretrained, num_classes_in
 
 RAN = []
 
@@ -96,7 +95,7 @@ def test_resolve_url_downloads_once_into_the_cache(tmp_path, monkeypatch):
 
 
 def test_resolve_hf_hub_goes_through_the_hub_cache(tmp_path, monkeypatch):
-    from vision_attn.models import hub
+    from vision_attn.models import download as hub
 
     seen = []
     monkeypatch.setattr(hub, "hub_download", lambda repo, names, revision=None, cache_dir=None: seen.append(

@@ -12,9 +12,8 @@ import copy
 
 import pytest
 import torch
-from torch.utils._pytree import tree_leaves
-
 from families import classifier, detr, padded_batch
+from torch.utils._pytree import tree_leaves
 
 
 @pytest.fixture(autouse=True)

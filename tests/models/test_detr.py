@@ -213,18 +213,6 @@ def test_other_num_classes_reinitialises_only_the_class_head_with_a_warning(tmp_
     assert torch.equal(ours.bbox_embed.layers[2].weight, official["bbox_embed.layers.2.weight"])
 
 
-def test_moved_checkpoint_maps_keep_their_old_import_path_for_a_release_with_a_warning():
-    import vision_attn.models.detr as detr_module
-    from vision_attn.models import weights
-
-    for name in ("detr_state_dict_from_official", "detr_state_dict_from_hf"):
-        with pytest.warns(DeprecationWarning, match=f"vision_attn.models.weights.{name}"):
-            assert getattr(detr_module, name) is getattr(weights, name)
-
-
-# --- inputs, padding, outputs ------------------------------------------------------------------------------------
-
-
 def test_output_dict_shapes_and_contract_attributes():
     model = _tiny()
     with torch.no_grad():
@@ -343,7 +331,7 @@ def test_backbones_dc5_freezing_and_timm():
     big = va.create_model("detr_resnet50", num_queries=10)
     frozen = {n.split(".")[2] for n, p in big.named_parameters() if not p.requires_grad}
     assert frozen == {"conv1", "layer1"}
-    assert big.pretrained_url.endswith("detr-r50-e632da11.pth")
+    assert big.pretrained_cfg["url"].endswith("detr-r50-e632da11.pth")
     assert va.create_model("detr_resnet50_dc5").feature_size(800, 1066) == (50, 67)
     small = va.create_model("detr_resnet18_small", num_classes=3)
     assert all(p.requires_grad for p in small.parameters())

@@ -11,7 +11,7 @@ def test_detr_trains_end_to_end_on_a_vit_backbone():
     and images whose sides are not multiples of the patch are padded (and masked) inside."""
     torch.manual_seed(0)
     det = va.create_model("detr_tiny_prenorm", num_classes=3, backbone="vit_nano_patch4_32", backbone_kwargs=dict(depth=2))
-    assert det.backbone.stride == 4 and det.backbone.num_channels == 128 and det.pretrained_url is None
+    assert det.backbone.stride == 4 and det.backbone.num_channels == 128
     out = det([torch.randn(3, 62, 70), torch.randn(3, 48, 40)])
     assert out["pred_logits"].shape == (2, 10, 4) and out["pred_boxes"].shape == (2, 10, 4)
     (out["pred_logits"].logsumexp(-1).mean() + out["pred_boxes"].mean()).backward()
@@ -43,7 +43,7 @@ def test_a_vit_backbone_takes_any_image_size_and_masks_padded_patches():
 @pytest.mark.parametrize("backbone,stride", [("sasa_resnet26", 32), ("vit_small_patch16_224", 16)])
 def test_the_issue_examples_build(backbone, stride):
     det = va.create_model("detr_resnet50", backbone=backbone)
-    assert det.backbone.stride == stride and det.pretrained_url is None
+    assert det.backbone.stride == stride
 
 
 def test_backbone_errors_name_the_backbone():

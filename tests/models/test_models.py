@@ -161,7 +161,7 @@ def test_registry_lists_and_suggests_close_names():
     assert {"resnet18", "resnet34", "resnet50", "resnet18_cifar", "vit_tiny_patch4_32", "vit_small_patch4_32"} <= set(va.list_models())
     with pytest.raises(UnknownModelError, match="did you mean vit_small_patch16_224"):
         va.create_model("vit_smal_patch16_224")
-    with pytest.raises(TypeError, match="takes no argument"):
+    with pytest.raises(TypeError, match=r"takes no option 'depht' \(did you mean depth\?\)"):
         va.create_model("vit_tiny_patch4_32", depht=3)
 
 

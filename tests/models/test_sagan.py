@@ -357,7 +357,7 @@ def test_sample_tool_and_evaluation_with_a_small_extractor(tmp_path):
     trained_g = evaluate_generation(task, cli.datamodule, None, split="test", output_dir=tmp_path / "eval_g")
     assert trained_g["generator"] == "generator" and trained_g["fid"] != metrics["fid"]
     assert task.model.generator_ema is ema and task.model.sampler is ema
-    assert callable(getattr(eval_tool, "evaluate"))
+    assert callable(eval_tool.evaluate)
 
 
 def test_eval_tool_writes_metrics_json_with_classifier_features_and_accuracy(tmp_path):

@@ -253,14 +253,14 @@ def test_app_benchmark_times_each_tab_against_a_fresh_forward(tmp_path, monkeypa
     from vision_attn.run.bench.app import app_latency
 
     monkeypatch.chdir(ROOT)  # the configs/ of the stand-in models
-    out = tmp_path / "app.csv"
-    args = argparse.Namespace(runs_root=str(tmp_path), repeats=1, warmup=0, csv=str(out), json=None, seed=0,
-                              threads=None)
+    args = argparse.Namespace(runs_root=str(tmp_path), repeats=1, warmup=0, results=str(tmp_path / "results"),
+                              json=None, seed=0, threads=None)
     rows = app_latency(args)["results"]
     assert torch.is_grad_enabled()  # the benchmark leaves the process as it found it
     tabs = ["Classify", "Detect", "Pixel attention", "Generate", "CNN vs attention"]
     assert [(r["benchmark"], r["ours"]) for r in rows] == [(t, o) for t in tabs for o in (True, False)]
     assert all(r["median_ms"] > 0 for r in rows) and all(r["peer_over_ours"] > 0 for r in rows if not r["ours"])
+    (out,) = (tmp_path / "results").glob("app-*.csv")
     written = list(csv.DictReader(out.open()))
     assert len(written) == 10 and {"machine", "date", "commit", "model"} <= set(written[0])
     assert written[0]["model"] == "vit_nano_patch4_32 (initial weights) (VisionTransformer)"  # no run: a stand-in

@@ -181,6 +181,25 @@ def test_pixel_benchmark_measures_each_peak_alone_and_the_materialised_peer_need
     assert f"| global | 32x32 | {peer['implementation']} |" in out.getvalue()
 
 
+def test_pixel_kernels_on_sasa_shapes_take_batch_and_channels_from_each_layer(monkeypatch):
+    """``--kernel-shapes sasa`` (what the removed run/local_kernel_bench.py timed): each row is one of
+    ``SASA_SHAPES``' (batch, channels, size), not --batch/--channels/--kernel-sizes."""
+    from vision_attn.run.bench import pixel as pixel_bench
+
+    monkeypatch.setattr(pixel_bench, "SASA_SHAPES", ((1, 16, 4),))  # tiny stand-in for the real stages
+    monkeypatch.setattr(pixel_bench, "cpu_step_peak_in_child", lambda *case: 1.0)  # peaks: tested above
+    argv = ["pixel", "--only", "kernels", "--kernel-shapes", "sasa", "--batch", "3", "--channels", "32",
+            "--repeats", "1", "--warmup", "0", "--threads", "1"]
+    threads = torch.get_num_threads()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            data = main(argv)
+    finally:
+        torch.set_num_threads(threads)
+    assert data["config"]["kernel_shapes"] == "sasa"
+    assert {(r["batch"], r["channels"], r["size"]) for r in data["results"]} == {(1, 16, 4)}
+
+
 def test_pixel_benchmark_compares_the_local_layers_own_kernels_and_checks_each_equals_halo(monkeypatch):
     """``pixel --only kernels``: halo (what backend="auto" runs) vs unfold (and flex where it has a backward), each
     first checked to compute halo's output; a kernel that computes something else stops the benchmark, named."""

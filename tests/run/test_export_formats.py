@@ -2,9 +2,9 @@
 DETR's padded batch keeps its padding mask."""
 import pytest
 import torch
+from families import SMALL_RESNET, awake, detr, padded_batch
 
 import vision_attn as va
-from families import SMALL_RESNET, awake, detr, padded_batch
 from vision_attn.run.export import export_onnx, export_program, flat_outputs, load_program, run_onnx
 
 pytest.importorskip("onnxruntime")

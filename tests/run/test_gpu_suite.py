@@ -54,3 +54,15 @@ def test_asking_for_a_missing_gpu_or_an_unknown_part_is_one_line():
             main(["gpu-suite"])
     with pytest.raises(SystemExit, match="unknown --parts \\['vits'\\]"):
         _run(["--parts", "vits"])
+
+
+def test_the_limit_part_gives_fractions_of_the_peak(tmp_path):
+    out = tmp_path / "suite.json"
+    data = _run(["--smoke", "--dtype", "float32", "--parts", "limit", "--json", str(out)])
+    (part,) = data["parts"]
+    assert part["status"] == "ok", part.get("error")
+    rows = [r for r in part["result"]["results"] if not r["implementation"].startswith("matmul peak")]
+    assert {(r["mode"], r["ours"]) for r in rows} == {("train", True), ("train", False), ("inference", True),
+                                                       ("inference", False)}
+    assert all(r["flops"] > 0 and 0 < r["fraction"] <= 1.5 for r in rows)
+    assert "fraction of peak" in out.with_suffix(".md").read_text()

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hub_fixtures import add_timm_repo, offline_hub
 from PIL import Image
 
 import vision_attn as va
@@ -19,7 +20,6 @@ from vision_attn.data.synthetic_coco import generate_coco_shapes
 from vision_attn.run.cli import VisionAttnCLI
 from vision_attn.run.predict import _normalization
 from vision_attn.run.runs import resolve_run
-from hub_fixtures import add_timm_repo, offline_hub
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tools"))

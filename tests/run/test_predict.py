@@ -174,8 +174,10 @@ def test_detection_json_boxes_in_original_pixels_and_the_datas_category_ids(det_
 
 def test_a_detection_does_not_depend_on_the_other_images_of_the_batch(det_run, photos, tmp_path):
     args, ckpt = det_run
-    run = lambda name, *files: predict_tool.main(["--config", DETR_CFG, "--ckpt", str(ckpt), "--input", *map(str, files),
-                                                  "--output-dir", str(tmp_path / name), "--threshold", "0", *args])
+    def run(name, *files):
+        return predict_tool.main(["--config", DETR_CFG, "--ckpt", str(ckpt), "--input", *map(str, files),
+                                  "--output-dir", str(tmp_path / name), "--threshold", "0", *args])
+
     run("alone", photos / "a.png")
     run("together", photos / "b.jpg", photos / "a.png")  # another size, default batch size (8)
     alone = _read(tmp_path / "alone" / "predictions.json")

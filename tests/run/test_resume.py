@@ -13,12 +13,24 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from vision_attn.callbacks import AtomicCheckpointIO, CheckpointWriteError, NonFiniteError, NonFiniteGuard, RunCheckpoint
+from vision_attn.callbacks import (
+    AtomicCheckpointIO,
+    CheckpointWriteError,
+    NonFiniteError,
+    NonFiniteGuard,
+    RunCheckpoint,
+)
 from vision_attn.callbacks import checkpoint as checkpoint_module
 from vision_attn.losses import HungarianMatcher
 from vision_attn.run.cli import VisionAttnCLI, main
-from vision_attn.run.resume import NothingToResumeError, Resume, ResumableCSVLogger, find_last_checkpoint
-from vision_attn.run.resume import _ContinuingWriter, _logged_steps
+from vision_attn.run.resume import (
+    NothingToResumeError,
+    ResumableCSVLogger,
+    Resume,
+    _ContinuingWriter,
+    _logged_steps,
+    find_last_checkpoint,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 QUIET = ["--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]

@@ -1,6 +1,5 @@
 """The data-size sweep: its config checks, its results file (resume, torn rows), its report, and one real cell."""
 import csv
-import importlib
 import json
 import subprocess
 import sys
@@ -212,19 +211,6 @@ models:
     assert [(r["model"], r["fraction"], r["top1"]) for r in rows] == [("cnn", 0.5, 0.7), ("cnn", 1.0, 0.7)]
     assert "2 collected from cells/" in logs[-1] and "0 to run" in logs[-1]
     assert run_sweep(sweep, out, extra_args=nodes, print_cells=True, log=lambda *_: None) == []
-
-
-def test_old_sweep_path_still_works_for_one_release_and_warns():
-    """Scripts that import vision_attn.tasks.sweep, or submitted its cell command, keep working (with a warning)."""
-    sys.modules.pop("vision_attn.tasks.sweep", None)
-    with pytest.warns(DeprecationWarning, match="moved to vision_attn.run.data_size"):
-        old = importlib.import_module("vision_attn.tasks.sweep")
-    assert old.run_sweep is run_sweep and old.load_sweep is load_sweep and old.SweepConfigError is SweepConfigError
-    # the old cell entry point forwards to the new one: its argument errors are the new parser's
-    proc = subprocess.run([sys.executable, "-m", "vision_attn.tasks.sweep", "cell", "--seed", "0"], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and "python -m vision_attn.run.data_size cell" in proc.stderr
-    assert "--result" in proc.stderr and "DeprecationWarning" in proc.stderr
 
 
 def test_journal_refuses_a_duplicated_row_and_keeps_a_complete_last_row_without_newline(tmp_path):

@@ -106,7 +106,7 @@ class RunCheckpoint(ModelCheckpoint):
         super().__init__(dirpath=dirpath, filename="best", monitor=monitor, mode=mode, save_last=True,
                          auto_insert_metric_name=False, enable_version_counter=False, **kwargs)
 
-    def on_train_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         parent = getattr(super(), "on_train_end", None)
         if parent is not None:
             parent(trainer, pl_module)
@@ -165,7 +165,7 @@ class ResumeState(Callback):
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         self._pending = state_dict.get("rng")
 
-    def on_train_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._pending is None:
             return
         set_rng_states(self._pending)
@@ -183,7 +183,7 @@ class ResumeState(Callback):
         iter(fetcher)
 
 
-def default_callbacks(trainer: Optional["pl.Trainer"]) -> List[Callback]:
+def default_callbacks(trainer: Optional[pl.Trainer]) -> List[Callback]:
     """The guards every task runs with (:class:`NonFiniteGuard`, :class:`ResumeState`), minus those the trainer has.
 
     For ``LightningModule.configure_callbacks``: Lightning lets those replace the trainer's callbacks of the same

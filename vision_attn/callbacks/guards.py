@@ -61,7 +61,7 @@ class NonFiniteGuard(Callback):
         self._bad_loss: Optional[str] = None
 
     # --- loss ---------------------------------------------------------------------------------
-    def _name_of(self, pl_module: "pl.LightningModule", loss: Tensor) -> str:
+    def _name_of(self, pl_module: pl.LightningModule, loss: Tensor) -> str:
         terms: Dict[str, Tensor] = getattr(pl_module, "loss_terms", None) or {}
         bad = [k for k, v in terms.items() if isinstance(v, Tensor) and not bool(torch.isfinite(v.detach()).all())]
         same = [k for k, v in terms.items() if v is loss]
@@ -69,7 +69,7 @@ class NonFiniteGuard(Callback):
         parts = [k for k in bad if k not in same]
         return (parts or bad or same or ["loss"])[0]
 
-    def on_before_backward(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", loss: Tensor) -> None:
+    def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: Tensor) -> None:
         if bool(torch.isfinite(loss.detach()).all()):
             return
         message = f"step {trainer.global_step}: {self._name_of(pl_module, loss)} is {_value(loss)}"
@@ -82,7 +82,7 @@ class NonFiniteGuard(Callback):
     def _grads(optimizer: torch.optim.Optimizer) -> Iterable[Tensor]:
         return [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
 
-    def on_before_optimizer_step(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", optimizer) -> None:
+    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer) -> None:
         if getattr(trainer.precision_plugin, "scaler", None) is not None:
             return  # fp16: the GradScaler skips overflowing steps itself
         grads = self._grads(optimizer)
@@ -104,7 +104,7 @@ class NonFiniteGuard(Callback):
         log.warning("%s: step skipped (%d of %d allowed)", message, self.skipped, self.skip_nonfinite)
 
     # --- checkpoints --------------------------------------------------------------------------
-    def on_save_checkpoint(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", checkpoint: Dict[str, Any]) -> None:
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: Dict[str, Any]) -> None:
         name, bad, n = first_nonfinite(checkpoint.get("state_dict", {}))
         if bad:
             raise NonFiniteError(

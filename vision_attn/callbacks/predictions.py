@@ -21,7 +21,9 @@ import torch.distributed as dist
 from pytorch_lightning.callbacks import BasePredictionWriter
 from torch import Tensor, nn
 
+from ..data.protocols import CategoryLabels
 from ..models import class_names
+from ..models.protocols import conforms
 
 __all__ = ["PredictionWriter", "default_prediction_writer", "classification_records", "detection_records", "category_map", "class_names_for",
            "finalize_records", "write_predictions", "is_file_batch"]
@@ -69,9 +71,10 @@ def category_map(num_classes: int, names: Optional[Sequence[str]] = None, datamo
     labels that are categories of the data (as :meth:`DetectionTask.coco_metrics`); else a checkpoint's
     ``label_to_category_id``. Otherwise label = category id, and labels whose name is ``""`` (no category, e.g. the
     gaps in COCO's 91 ids) are left out."""
-    if label_to_category_id is not None and (datamodule is None or not hasattr(datamodule, "label_to_category_id")):
+    coco = datamodule is not None and conforms(datamodule, CategoryLabels)
+    if label_to_category_id is not None and not coco:
         return {lab: (int(c), _name(names, lab)) for lab, c in enumerate(label_to_category_id)}
-    if datamodule is not None and hasattr(datamodule, "label_to_category_id"):
+    if coco:
         try:
             valid = set(datamodule.category_ids)
             return {lab: (int(c), _name(names, lab)) for lab, c in enumerate(datamodule.label_to_category_id) if c in valid}

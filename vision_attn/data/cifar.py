@@ -19,6 +19,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
 from .cifar_format import CorruptedDatasetError, SafeCIFAR10, SafeCIFAR100, UnsafeDataError, read_cifar_file
 from .images import PredictFolderMixin
 from .transforms import CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD, eval_transform, train_transform

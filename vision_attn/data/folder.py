@@ -8,9 +8,9 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities import rank_zero_info
 from torch.utils.data import default_collate
 from torchvision.datasets import ImageFolder
-from pytorch_lightning.utilities import rank_zero_info
 from torchvision.datasets.folder import find_classes
 
 from .cifar import SplitLoadersMixin, TransformedSubset, stratified_subset

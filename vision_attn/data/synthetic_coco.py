@@ -27,7 +27,7 @@ from typing import Any, Dict, List
 import numpy as np
 from PIL import Image
 
-from .synthetic import _blend, _contrasting_colors, _segment_alpha, _shape_distance
+from .synthetic_render import _blend, _contrasting_colors, _segment_alpha, _shape_distance
 
 __all__ = ["generate_coco_shapes", "coco_shapes_folder_name", "COCO_SHAPES_SPLITS", "DETECTION_CLASSES"]
 

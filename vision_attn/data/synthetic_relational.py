@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .synthetic import (
+from .synthetic_render import (
     RELATIONAL_CLASSES,
     _blend,
     _cluttered_background,

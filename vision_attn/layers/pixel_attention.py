@@ -115,6 +115,27 @@ class NonLocalBlock2d(nn.Module):
         return x + self.gamma * self.out_proj(out)
 
 
+class _HaloGather(torch.autograd.Function):
+    """``padded (B, C, Hp + 2r, Wp + 2r)`` -> every block's halo, ``(B, C, blocks * Kh * Kw)`` (blocks, then halo pixels
+    row-major). Forward: a copy of two unfold views (4-5x faster than ``index_select``); backward: one scatter-add of
+    the flat ``index`` (2-3x faster than the backward of two unfolds). Same values as either."""
+
+    @staticmethod
+    def forward(ctx, padded: Tensor, index: Tensor, halo: Tuple[int, int], block: Tuple[int, int]) -> Tensor:
+        ctx.save_for_backward(index)
+        ctx.shape = padded.shape
+        B, C = padded.shape[:2]
+        windows = padded.unfold(2, halo[0], block[0]).unfold(3, halo[1], block[1])  # (B, C, nbh, nbw, Kh, Kw), a view
+        return windows.reshape(B, C, -1)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (index,) = ctx.saved_tensors
+        B, C, Hpad, Wpad = ctx.shape
+        out = grad.new_zeros(B, C, Hpad * Wpad).index_add_(2, index, grad)
+        return out.view(B, C, Hpad, Wpad), None, None, None
+
+
 class LocalSelfAttention2d(nn.Module):
     """Stand-alone local self-attention: each pixel attends exactly to its ``k x k`` neighbourhood.
 
@@ -148,8 +169,8 @@ class LocalSelfAttention2d(nn.Module):
         backend: the kernel, all exact (see :mod:`vision_attn.layers.local_kernels`): ``"halo"`` (the blocked
             fused SDPA above), ``"unfold"`` (every window materialised; head size ``d``, no padding), ``"flex"``
             (PyTorch's FlexAttention with a neighbourhood block mask; head size ``d``; CUDA, or CPU without
-            gradients), or ``"auto"``: the fastest of them measured for the device and the call (see
-            :meth:`pick_backend`).
+            gradients), or ``"auto"``: always ``"halo"`` today, the kernel that measured fastest offline (nothing
+            is timed at run time; see :meth:`pick_backend`).
 
     Capture: :func:`~vision_attn.attention.capture_attention` records ``(B, num_heads, H*W, k*k)``: for each
     query pixel (row-major, before any stride pooling) its weights over the window offsets
@@ -212,8 +233,9 @@ class LocalSelfAttention2d(nn.Module):
                 f"stride={self.stride}, block_size={self.block_size}, backend={self.backend!r}")
 
     def pick_backend(self, x: Tensor) -> str:
-        """The kernel this call runs: ``backend``, or for ``"auto"`` the rule measured on CPU
-        (``python -m vision_attn.run.local_kernel_bench``, 1 thread, SASA-26 shapes):
+        """The kernel this call runs: ``backend``, or for ``"auto"`` always ``"halo"``: a fixed choice, not measured
+        per call, from what ``python tools/benchmark.py pixel --only kernels kernels-inference --kernel-shapes sasa``
+        measured on CPU (1 thread, SASA-26 shapes):
 
         * with gradients: ``halo`` (``unfold`` takes 2.6-3.3x its time and 2.7-6x its memory; ``flex`` has no CPU
           backward);
@@ -297,40 +319,67 @@ class LocalSelfAttention2d(nn.Module):
                 capture(weights)
         return out.transpose(-1, -2).reshape(B, C, H, W)
 
+    def _cached(self, key: Tuple, make: Callable[[], Tensor]) -> Tensor:
+        """Shape-only tensors (window mask, halo index) kept per map size, device and dtype: built once, not per call."""
+        cache = self.__dict__.setdefault("_shape_cache", {})  # not a buffer: no state_dict key, rebuilt on a new device
+        if key not in cache:
+            if len(cache) >= 16:  # many map sizes (e.g. multi-scale inputs): start over rather than grow
+                cache.clear()
+            cache[key] = make()
+        return cache[key]
+
+    def _halo_index(self, height: int, width: int, device) -> Tensor:
+        """``(nblocks * Kh * Kw,)`` flat positions in the ``r``-padded map of each block's halo pixels, row-major."""
+        r = self.kernel_size // 2
+        bh, bw, nbh, nbw = self._layout(height, width)
+        Kh, Kw, Wpad = bh + 2 * r, bw + 2 * r, nbw * bw + 2 * r
+        ys = torch.arange(nbh, device=device)[:, None] * bh + torch.arange(Kh, device=device)  # (nbh, Kh)
+        xs = torch.arange(nbw, device=device)[:, None] * bw + torch.arange(Kw, device=device)  # (nbw, Kw)
+        return (ys[:, None, :, None] * Wpad + xs[None, :, None, :]).reshape(-1)
+
+    def _float_mask(self, height: int, width: int, device, dtype: torch.dtype) -> Tensor:
+        """:meth:`_window_mask` as an additive mask: 0 where a key may be attended, -inf where not."""
+        allowed = self._window_mask(height, width, device)
+        return torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill_(~allowed, float("-inf"))
+
     def _forward_halo(self, x: Tensor) -> Tensor:
         """The ``halo`` kernel: ``x (B, C, H, W)`` -> ``(B, C, H, W)`` (before the stride pool)."""
         B, C, H, W = x.shape
         nh, d, r = self.num_heads, self.head_dim, self.kernel_size // 2
         bh, bw, nbh, nbw = self._layout(H, W)
         Hp, Wp, Kh, Kw = nbh * bh, nbw * bw, bh + 2 * r, bw + 2 * r
-        nblocks = nbh * nbw
-        q, k, v = self.qkv(x).chunk(3, dim=1)
+        nblocks, dk = nbh * nbw, d + Kh + Kw
+        qkv = self.qkv(x)
+        q, kv = qkv[:, :C], qkv[:, C:]  # keys and values stay one view: no copy
 
         # Queries: (B, C, Hp, Wp) -> (nbh, nbw, B, heads, bh, bw, d).
         q = F.pad(q, (0, Wp - W, 0, Hp - H)).reshape(B, nh, d, nbh, bh, nbw, bw).permute(3, 5, 0, 1, 4, 6, 2)
         dr = d // 2
         rows = torch.einsum("abnhijc,hikc->abnhijk", q[..., :dr], self._shifted(self.rel_pos_h, bh))
         cols = torch.einsum("abnhijc,hjkc->abnhijk", q[..., dr:], self._shifted(self.rel_pos_w, bw))
-        q = torch.cat([q, rows, cols], dim=-1).reshape(nblocks, B * nh, bh * bw, d + Kh + Kw)
+        q = torch.cat([q, rows, cols], dim=-1).reshape(nblocks, B * nh, bh * bw, dk)
 
-        # Keys and values: each block's (bh + 2r) x (bw + 2r) halo; the zero padding is masked below.
-        kv = F.pad(torch.cat([k, v], dim=1), (r, r + Wp - W, r, r + Hp - H))
-        kv = kv.unfold(2, Kh, bh).unfold(3, Kw, bw)  # (B, 2C, nbh, nbw, Kh, Kw), a view
-        kv = kv.reshape(B, 2, nh, d, nbh, nbw, Kh, Kw).permute(1, 4, 5, 0, 2, 6, 7, 3)  # still a view
-        kv = kv.reshape(2, nblocks, B * nh, Kh * Kw, d)  # the one copy: ((b + 2r) / b)^2 x the keys and values
-        k, v = kv.unbind(0)
-        # One-hot code of each halo key's row and column: q'.k' adds the query's row and column terms.
-        code = torch.cat([
-            torch.eye(Kh, dtype=k.dtype, device=k.device).repeat_interleave(Kw, dim=0),
-            torch.eye(Kw, dtype=k.dtype, device=k.device).repeat(Kh, 1),
+        # Keys and values: each block's (bh + 2r) x (bw + 2r) halo, from the zero-padded map (the padding is masked below).
+        kv = F.pad(kv, (r, r + Wp - W, r, r + Hp - H))
+        index = self._cached(("halo", H, W, x.device), lambda: self._halo_index(H, W, x.device))
+        kv = _HaloGather.apply(kv, index, (Kh, Kw), (bh, bw))  # (B, 2C, blocks * Kh * Kw)
+        kv = kv.view(B, 2, nh, d, nblocks, Kh * Kw).permute(1, 4, 0, 2, 5, 3)  # (2, blocks, B, heads, Kh*Kw, d)
+        # One concatenation makes k' = [k, code] and v' = [v, 0]: the fused kernel needs equal head sizes, and
+        # padding v here saves the copy the core's zero-padding would make (same values, the same kernel call).
+        code = torch.cat([  # one-hot code of each halo key's row and column: q'.k' adds the query's row and column terms
+            torch.eye(Kh, dtype=kv.dtype, device=kv.device).repeat_interleave(Kw, dim=0),
+            torch.eye(Kw, dtype=kv.dtype, device=kv.device).repeat(Kh, 1),
         ], dim=1)  # (Kh*Kw, Kh + Kw)
-        k = torch.cat([k, code.expand(nblocks, B * nh, -1, -1)], dim=-1)
+        tail = torch.stack([code, torch.zeros_like(code)])[:, None, None, None]  # (2, 1, 1, 1, Kh*Kw, Kh + Kw)
+        kvp = torch.cat([kv, tail.expand(-1, nblocks, B, nh, -1, -1)], dim=-1)
+        k, v = kvp.view(2, nblocks, B * nh, Kh * Kw, dk).unbind(0)
 
-        mask = self._window_mask(H, W, x.device)
+        # The window mask as SDPA's additive float mask (what it turns a boolean one into on every call), cached.
+        mask = self._cached(("mask", H, W, x.device, q.dtype), lambda: self._float_mask(H, W, x.device, q.dtype))
         capture = self._capture
         res = scaled_dot_product_attention(q, k, v, mask, need_weights=capture is not None, scale=d ** -0.5)
         out, weights = res if capture is not None else (res, None)
-        out = out.reshape(nbh, nbw, B, nh, bh, bw, d).permute(2, 3, 6, 0, 4, 1, 5).reshape(B, C, Hp, Wp)[:, :, :H, :W]
+        out = out[..., :d].reshape(nbh, nbw, B, nh, bh, bw, d).permute(2, 3, 6, 0, 4, 1, 5).reshape(B, C, Hp, Wp)[:, :, :H, :W]
         if capture is not None:
             capture(self._window_weights(weights, B, H, W))
         return out

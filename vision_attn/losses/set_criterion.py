@@ -1,6 +1,7 @@
 """DETR's set prediction loss: Hungarian matching, then class, L1 and GIoU losses on the matched pairs."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -11,9 +12,35 @@ from torch import Tensor, nn
 from ..ops.boxes import box_cxcywh_to_xyxy, generalized_box_iou
 from .matcher import HungarianMatcher
 
-__all__ = ["SetCriterion"]
+__all__ = ["SetCriterion", "SetCriterionConfig"]
 
 DEFAULT_WEIGHTS = {"loss_ce": 1.0, "loss_bbox": 5.0, "loss_giou": 2.0}
+
+
+@dataclass(frozen=True)
+class SetCriterionConfig:
+    """DETR's matcher costs and loss weights (``model.init_args.criterion`` of ``DetectionTask`` configs); the
+    defaults are DETR's.
+
+    Args:
+        cost_class, cost_bbox, cost_giou: Hungarian matching costs (1, 5, 2).
+        loss_ce, loss_bbox, loss_giou: loss weights in the total (1, 5, 2).
+        eos_coef: weight of the "no object" class in the cross-entropy (0.1).
+    """
+
+    cost_class: float = 1.0
+    cost_bbox: float = 5.0
+    cost_giou: float = 2.0
+    loss_ce: float = 1.0
+    loss_bbox: float = 5.0
+    loss_giou: float = 2.0
+    eos_coef: float = 0.1
+
+    def build(self, num_classes: int, aux_loss: bool = True) -> SetCriterion:
+        """The :class:`SetCriterion` of these costs and weights for ``num_classes`` real classes."""
+        matcher = HungarianMatcher(self.cost_class, self.cost_bbox, self.cost_giou)
+        weights = {"loss_ce": self.loss_ce, "loss_bbox": self.loss_bbox, "loss_giou": self.loss_giou}
+        return SetCriterion(num_classes, matcher, self.eos_coef, weights, aux_loss)
 
 
 class SetCriterion(nn.Module):
@@ -38,6 +65,8 @@ class SetCriterion(nn.Module):
         weight_dict: weight of each loss name in the total; aux copies ``loss_ce_0`` ... use the same weight.
         aux_loss: also apply the losses to ``outputs["aux_outputs"]``.
     """
+
+    empty_weight: Tensor  # a buffer: class weights of the cross-entropy (``eos_coef`` for "no object")
 
     def __init__(
         self,
@@ -145,6 +174,7 @@ class SetCriterion(nn.Module):
                 for i, aux in enumerate(outputs.get("aux_outputs", [])):
                     for k, v in self._layer_losses(aux, targets, num_boxes, log=False).items():
                         losses[f"{k}_{i}"] = v
-        total = sum(self.weight_dict.get(k.rsplit("_", 1)[0] if k[-1].isdigit() else k, 0.0) * v for k, v in losses.items() if k.startswith("loss"))
-        losses["loss"] = total
+        weighted = (self.weight_dict.get(k.rsplit("_", 1)[0] if k[-1].isdigit() else k, 0.0) * v
+                    for k, v in losses.items() if k.startswith("loss"))
+        losses["loss"] = sum(weighted, torch.zeros((), device=device))
         return losses

@@ -21,10 +21,12 @@ import hashlib
 import math
 import os
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Optional, Tuple, Union
+from typing import Callable, Dict, Iterable, Optional, Tuple, Union, cast
 
 import torch
 from torch import Tensor, nn
+
+from ..models.protocols import FeatureHeadModel, conforms
 
 __all__ = [
     "INCEPTION_URL",
@@ -110,6 +112,9 @@ class ClassifierFeatures(nn.Module):
             are mapped from [-1, 1] to it.
     """
 
+    mean: Tensor  # buffers (1, 3, 1, 1): the classifier's input normalisation
+    std: Tensor
+
     def __init__(self, classifier: nn.Module, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), cache_id: Optional[str] = None) -> None:
         super().__init__()
         self.classifier = classifier.eval().requires_grad_(False)
@@ -117,15 +122,16 @@ class ClassifierFeatures(nn.Module):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
         self.cache_id = cache_id or f"classifier-{_state_hash(classifier)}"
 
-    def train(self, mode: bool = True) -> "ClassifierFeatures":
+    def train(self, mode: bool = True) -> ClassifierFeatures:
         return super().train(False)  # never leaves eval mode (BatchNorm statistics stay fixed)
 
     def forward(self, images: Tensor) -> Features:
         x = ((images.float() + 1) / 2 - self.mean) / self.std
         m = self.classifier
-        if hasattr(m, "forward_features") and hasattr(m, "forward_head"):
-            h = m.forward_features(x)
-            return m.forward_head(h, pre_logits=True), m.forward_head(h)
+        if conforms(m, FeatureHeadModel):
+            split = cast(FeatureHeadModel, m)
+            h = split.forward_features(x)
+            return split.forward_head(h, pre_logits=True), split.forward_head(h)
         out = m(x)
         return out, out
 

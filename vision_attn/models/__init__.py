@@ -3,20 +3,26 @@ from . import cnn, vit  # noqa: F401  (registers the models)
 from . import pixel_resnets  # noqa: F401  (registers the pixel-attention ResNets)
 from . import detr  # noqa: F401  (registers the DETR detectors)
 from . import sagan  # noqa: F401  (registers the SA-GANs)
-from .checkpoint import Checkpoint, CheckpointError, UnsafeCheckpointError, load_pretrained, load_state_dict, read_checkpoint
+from .builder import create_model, from_pretrained, validate_model_args
+from .checkpoint import Checkpoint, CheckpointError, UnsafeCheckpointError, load_state_dict, read_checkpoint
 from .compile import compile_in_place
 from .data_config import class_names, create_eval_transform, resolve_data_config
-from .hub import HubFileNotCachedError, PretrainedMixin, from_pretrained, push_to_hub, save_pretrained
+from .hub import HubFileNotCachedError, PretrainedMixin, push_to_hub, save_pretrained
+from .loader import adapt_input_conv, load_pretrained
 from .pretrained_cfgs import PRETRAINED_CFGS
-from .registry import UnknownModelError, create_model, is_model, list_models, register_model, split_model_name
+from .registry import UnknownModelError, is_model, list_models, list_modules, model_entrypoint, register_model, split_model_name
 from .detr import DETR, DETR_CHECKPOINT_URLS
 from .sagan import SAGAN
 from .vit import VisionTransformer
 
 __all__ = [
     "create_model",
+    "validate_model_args",
     "compile_in_place",
     "list_models",
+    "list_modules",
+    "model_entrypoint",
+    "adapt_input_conv",
     "is_model",
     "register_model",
     "split_model_name",

@@ -1,24 +1,23 @@
-"""Reading checkpoints safely, and loading them into a model through its ``checkpoint_filter_fn``.
+"""Reading checkpoints safely: a file (or URL, or Hub repo) -> a :class:`Checkpoint` of flat model weights.
 
-The foreign-weight maps those filters call (timm ViT, torchvision/timm ResNet, official and Hugging Face DETR) live
-in :mod:`vision_attn.models.weights`, one module per source; this module only reads, unwraps and checks.
+Nothing in a file is executed. Fitting the weights into a model (foreign key maps, head and first-conv adaptation)
+is :mod:`vision_attn.models.loader`'s step; the maps themselves live in :mod:`vision_attn.models.weights`.
 """
 from __future__ import annotations
 
 import argparse
-import hashlib
-import logging
-import os
 import pickle
 import pickletools
 import re
 import zipfile
 from pathlib import Path
 from typing import Dict, List, Mapping, NamedTuple, Optional, Union
-from urllib.parse import urlparse
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
+
+from .download import resolve_checkpoint
+from .errors import CheckpointError, UnsafeCheckpointError
 
 __all__ = [
     "CheckpointError",
@@ -26,60 +25,14 @@ __all__ = [
     "Checkpoint",
     "read_checkpoint",
     "load_state_dict",
-    "load_pretrained",
     "resolve_checkpoint",
-    "num_classes_in",
 ]
-
-log = logging.getLogger(__name__)
 
 # Keys under which known checkpoint formats nest the model's weights, in order of preference.
 # Lightning .ckpt of our tasks: {"state_dict": {"model.<k>": ..., "ema.module.<k>": ...}}.
 _NESTED_KEYS = ("state_dict_ema", "model_ema", "state_dict", "model", "module")
 _EMA_PREFIX = "ema.module."
 _TASK_PREFIX = "model."
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file is missing, truncated, foreign or does not fit the model."""
-
-
-class UnsafeCheckpointError(CheckpointError):
-    """A checkpoint carries pickled code or objects other than tensors; it was not executed."""
-
-
-def resolve_checkpoint(source: Union[str, Path], cache_dir: Optional[Union[str, Path]] = None) -> Path:
-    """A local path for ``source``: the path itself, a URL downloaded once into the cache, or ``hf-hub:org/repo[@rev]``
-    (its ``model.safetensors`` or ``pytorch_model.bin``, through the Hugging Face cache).
-
-    The cache is ``$TORCH_HOME/hub/checkpoints`` (torch.hub's, shared with timm and torchvision) unless
-    ``cache_dir`` is given.
-    """
-    s = str(source)
-    if s.startswith("hf-hub:"):  # a Hub repo's weights, through the Hugging Face cache (HF_HUB_OFFLINE respected)
-        from .hub import WEIGHTS_NAMES, hub_download, split_repo_id
-
-        repo_id, revision = split_repo_id(s)
-        return hub_download(repo_id, WEIGHTS_NAMES, revision=revision, cache_dir=cache_dir)
-    if urlparse(s).scheme in ("http", "https"):
-        cache = Path(cache_dir) if cache_dir else Path(torch.hub.get_dir()) / "checkpoints"
-        cache.mkdir(parents=True, exist_ok=True)
-        # hub URLs often end in the same file name (".../resolve/main/model.safetensors"): key by the URL too
-        target = cache / f"{hashlib.sha256(s.encode()).hexdigest()[:10]}-{os.path.basename(urlparse(s).path)}"
-        if not target.exists():
-            log.info("downloading %s to %s", s, target)
-            try:
-                torch.hub.download_url_to_file(s, str(target), progress=True)  # writes a temp file, then renames
-            except OSError as err:  # URLError, timeouts, DNS failures: no network, or the file moved
-                raise CheckpointError(
-                    f"cannot download {s} ({getattr(err, 'reason', err)}); without network, fetch it on a machine "
-                    f"that has one and pass the file's path, or copy it to {target}"
-                ) from None
-        return target
-    path = Path(s).expanduser()
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist (expected a file path or an http(s) URL)")
-    return path
 
 
 def _pickle_imports(path: Path) -> Optional[list]:
@@ -183,84 +136,3 @@ def load_state_dict(source: Union[str, Path]) -> Dict[str, Tensor]:
     ``.ckpt``; a path or an http(s) URL.
     """
     return read_checkpoint(source).state_dict
-
-
-def _classifier_prefix(model: nn.Module) -> Optional[str]:
-    get = getattr(model, "get_classifier", None)
-    head = get() if callable(get) else None
-    if head is None:
-        return None
-    for name, m in model.named_modules():
-        if m is head:
-            return name
-    return None
-
-
-def _mapped(model: nn.Module, sd: Dict[str, Tensor]) -> Dict[str, Tensor]:
-    filter_fn = getattr(model, "checkpoint_filter_fn", None)
-    return filter_fn(sd) if callable(filter_fn) else dict(sd)
-
-
-def num_classes_in(model: nn.Module, state_dict: Dict[str, Tensor]) -> Optional[int]:
-    """The class count of the head a (foreign or own) state dict holds, for ``model``'s architecture; None if unknown.
-
-    The model's own ``num_classes_in_state_dict`` decides when it has one (SA-GAN's class embeddings); otherwise the
-    classifier (``get_classifier()``) rows, less the model's extra outputs (DETR's "no object"); 0 for a file without
-    the classifier when the model can drop its head (``reset_classifier``: DINO / MAE / headless timm files).
-    """
-    own_fn = getattr(model, "num_classes_in_state_dict", None)
-    if callable(own_fn):
-        return own_fn(state_dict)
-    head = _classifier_prefix(model)
-    n_model = getattr(model, "num_classes", None)
-    if head is None or n_model is None:
-        return None
-    sd = _mapped(model, state_dict)
-    weight = sd.get(head + ".weight")
-    own = model.state_dict().get(head + ".weight")
-    if weight is None:
-        has_head = any(k.startswith(head + ".") for k in sd)
-        return 0 if not has_head and callable(getattr(model, "reset_classifier", None)) else None
-    extra = own.shape[0] - n_model if own is not None else 0
-    return int(weight.shape[0]) - extra
-
-
-def load_pretrained(model: nn.Module, source: Union[str, Path, Checkpoint], strict: bool = True) -> nn.Module:
-    """Load weights from ``source`` (a path, URL or :class:`Checkpoint`) into ``model``, adapting foreign layouts.
-
-    The model's ``checkpoint_filter_fn(state_dict)`` (when it has one) maps foreign keys and resamples
-    positions; a classifier of another size (or absent from the file) is left at its initialisation with a
-    warning; any other mismatch is an error naming the key and both shapes.
-    """
-    ck = read_checkpoint(source)
-    path = ck.path
-    sd = _mapped(model, ck.state_dict)
-    own = model.state_dict()
-    head = _classifier_prefix(model)
-    if head:
-        head_keys = [k for k in own if k.startswith(head + ".")]
-        mismatched = [k for k in head_keys if k in sd and sd[k].shape != own[k].shape]
-        if mismatched:
-            log.warning(
-                "%s: classifier %r has %s outputs in the checkpoint, %s in the model; re-initialising it",
-                path.name, head, tuple(sd[mismatched[0]].shape)[0], tuple(own[mismatched[0]].shape)[0],
-            )
-        elif head_keys and not any(k in sd for k in head_keys):
-            log.warning("%s: has no classifier %r; it keeps its initialisation", path.name, head)
-        if mismatched or (head_keys and not any(k in sd for k in head_keys)):
-            for k in [k for k in sd if k.startswith(head + ".")]:
-                sd.pop(k)
-            for k in head_keys:
-                own.pop(k, None)
-    wrong = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(v.shape)}" for k, v in own.items() if k in sd and sd[k].shape != v.shape]
-    if wrong:
-        raise CheckpointError(f"{path}: {len(wrong)} tensor(s) do not fit {type(model).__name__}: " + "; ".join(wrong[:5]))
-    missing = [k for k in own if k not in sd]
-    unexpected = [k for k in sd if k not in own]
-    if strict and (missing or unexpected):
-        raise CheckpointError(
-            f"{path}: does not match {type(model).__name__}: missing {len(missing)} key(s) {missing[:5]}, "
-            f"unexpected {len(unexpected)} key(s) {unexpected[:5]}"
-        )
-    model.load_state_dict(sd, strict=False)
-    return model

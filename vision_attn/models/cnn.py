@@ -52,19 +52,19 @@ def _timm_resnet(arch: str, num_classes: int, in_chans: int, **kwargs) -> nn.Mod
 
 
 @register_model
-def resnet18(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> nn.Module:
+def resnet18(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> ResNet:
     """ResNet-18, ImageNet stem (7x7/2 conv + max-pool), timm's."""
     return _timm_resnet("resnet18", num_classes, in_chans, **kwargs)
 
 
 @register_model
-def resnet34(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> nn.Module:
+def resnet34(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> ResNet:
     """ResNet-34, ImageNet stem, timm's."""
     return _timm_resnet("resnet34", num_classes, in_chans, **kwargs)
 
 
 @register_model
-def resnet50(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> nn.Module:
+def resnet50(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> ResNet:
     """ResNet-50, ImageNet stem, timm's."""
     return _timm_resnet("resnet50", num_classes, in_chans, **kwargs)
 
@@ -92,7 +92,7 @@ def _cifar_resnet(name: str, num_classes: int, in_chans: int, layers=(2, 2, 2, 2
 
 
 @register_model
-def resnet18_cifar(num_classes: int = 10, in_chans: int = 3, **kwargs) -> nn.Module:
+def resnet18_cifar(num_classes: int = 10, in_chans: int = 3, **kwargs) -> ResNet:
     """ResNet-18 for 32-px images: 3x3 stride-1 stem, no max-pool (the usual CIFAR recipe).
 
     Extra ``kwargs`` go to timm's ``ResNet`` (e.g. ``channels=(32, 64, 128, 256)`` or ``layers=(1, 1, 1, 1)``
@@ -102,7 +102,7 @@ def resnet18_cifar(num_classes: int = 10, in_chans: int = 3, **kwargs) -> nn.Mod
 
 
 @register_model
-def resnet10_narrow_cifar(num_classes: int = 10, in_chans: int = 3, **kwargs) -> nn.Module:
+def resnet10_narrow_cifar(num_classes: int = 10, in_chans: int = 3, **kwargs) -> ResNet:
     """A CPU-sized CNN peer (0.3M params): the CIFAR ResNet with one basic block per stage and widths 16-128."""
     kwargs.setdefault("layers", (1, 1, 1, 1))
     kwargs.setdefault("channels", (16, 32, 64, 128))

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import fnmatch
 import math
-import warnings
 from typing import Dict, Optional, Sequence, Tuple, Union
 
 import timm
@@ -22,7 +21,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
-from torchvision.models._utils import IntermediateLayerGetter
+from torchvision.models._utils import IntermediateLayerGetter  # private: DETR's own; no public equivalent
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from ..attention import sine_position_encoding_2d
@@ -31,7 +30,8 @@ from ..ops import pad_images_to_batch
 from .features import feature_extractor
 from .hub import PretrainedMixin
 from .pretrained_cfgs import PRETRAINED_CFGS
-from .registry import create_model, is_model, register_model
+from .builder import create_model
+from .registry import is_model, register_model
 from .weights import detr_checkpoint_filter
 
 __all__ = [
@@ -47,20 +47,6 @@ __all__ = [
 DETR_CHECKPOINT_URLS = {arch: PRETRAINED_CFGS[arch]["fb_coco"]["url"] for arch in ("detr_resnet50", "detr_resnet50_dc5", "detr_resnet101")}
 
 _TORCHVISION_RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
-_MOVED_TO_WEIGHTS = ("detr_state_dict_from_official", "detr_state_dict_from_hf")
-
-
-def __getattr__(name: str):
-    # the checkpoint maps moved to models/weights/detr.py; the old import path warns for one release
-    if name not in _MOVED_TO_WEIGHTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from . import weights
-
-    warnings.warn(f"vision_attn.models.detr.{name} moved to vision_attn.models.weights.{name}; the old path goes away "
-                  "in the next release", DeprecationWarning, stacklevel=2)
-    return getattr(weights, name)
-
-
 def batch_images(images: Union[Tensor, Sequence[Tensor]], mask: Optional[Tensor] = None, in_chans: int = 3) -> Tuple[Tensor, Tensor]:
     """One padded batch and its padding mask, from a batch tensor or a list of differently sized images.
 
@@ -97,8 +83,8 @@ class DetrBackbone(nn.Module):
         name: a torchvision ResNet (``resnet18/34/50/101/152``, the official DETR layout), any other model of our
             registry with the feature API (a ViT, ``sasa_resnet26``, ``nonlocal_resnet18_cifar``, ...: its last map
             through ``create_model(name, features_only=True)``), or any timm CNN name (``features_only``, last stage).
-        pretrained: load ImageNet weights (torchvision's ``IMAGENET1K_V1``, as DETR; timm's default tag; our model's
-            ``pretrained_url``); downloads.
+        pretrained: load ImageNet weights (torchvision's ``IMAGENET1K_V1``, as DETR; timm's default tag; our
+            model's default ``pretrained_cfg``); downloads.
         dilation: dilate the last stage instead of striding it (DETR's DC5: stride 16 instead of 32); ResNets only.
         freeze_bn: frozen batch norm (DETR's choice, needed for pretrained weights with small batches); False keeps
             trainable ``BatchNorm2d`` (for a backbone trained from scratch).
@@ -289,7 +275,7 @@ class DETR(PretrainedMixin, nn.Module):
             - ``pred_logits (B, Q, K + 1)``: class logits, the last index "no object";
             - ``pred_boxes (B, Q, 4)``: sigmoid ``(cx, cy, w, h)`` normalised by each image's unpadded size;
             - ``aux_outputs``: (with ``aux_loss``) a list of ``dec_layers - 1`` dicts with the same two keys, one
-              per decoder layer but the last.
+                per decoder layer but the last.
 
             Predictions are float32, also under autocast (the matcher and the losses need the precision).
         """
@@ -317,8 +303,7 @@ class DETR(PretrainedMixin, nn.Module):
         """``args`` that rebuild this model without downloading its backbone's ImageNet weights (``save_pretrained``
         holds every weight): the download is switched off, the batch norm and freezing it implied are kept."""
         args = dict(args)
-        downloads = [bool(args.pop(k, False)) for k in ("pretrained_backbone", "backbone_pretrained")]
-        if any(downloads):
+        if args.pop("pretrained_backbone", False):
             frozen = (FrozenBatchNorm2d, timm.layers.FrozenBatchNorm2d)
             args.setdefault("freeze_bn", any(isinstance(m, frozen) for m in self.backbone.modules()))
             args.setdefault("freeze_early_layers", any(not p.requires_grad for p in self.backbone.parameters()))
@@ -326,44 +311,39 @@ class DETR(PretrainedMixin, nn.Module):
         return args
 
     # --- foreign weights -------------------------------------------------------------------------
-    def checkpoint_filter_fn(self, state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
+    def checkpoint_filter_fn(self, state_dict: Dict[str, Tensor], model: Optional[nn.Module] = None) -> Dict[str, Tensor]:
         """Map an official facebookresearch/detr state dict, a Hugging Face ``DetrForObjectDetection`` one, or ours
         onto this model, asserting every shape (:func:`~vision_attn.models.weights.detr_checkpoint_filter`)."""
-        return detr_checkpoint_filter(state_dict, self)
+        return detr_checkpoint_filter(state_dict, self if model is None else model)
 
 
 # --- registered models ---------------------------------------------------------------------------------------
 
 
-def _detr(defaults: dict, url: Optional[str], **kwargs) -> DETR:
+def _detr(defaults: dict, **kwargs) -> DETR:
     args = dict(defaults)
-    if "backbone_pretrained" in kwargs:  # the name the detection task's configs may use
-        kwargs["pretrained_backbone"] = kwargs.pop("backbone_pretrained")
     if kwargs.get("backbone", defaults["backbone"]) != defaults["backbone"]:
         args.pop("dilation", None)  # DC5 belongs to the recipe's ResNet, not to another trunk
-        url = None  # the official weights are for the recipe's backbone
     args.update(kwargs)
-    model = DETR(**args)
-    model.pretrained_url = url  # the official checkpoint of this architecture (None: none published)
-    return model
+    return DETR(**args)
 
 
 @register_model
 def detr_resnet50(**kwargs) -> DETR:
     """DETR-R50 (41M params): the official COCO model, 42.0 AP with ``DETR_CHECKPOINT_URLS["detr_resnet50"]``."""
-    return _detr(dict(backbone="resnet50"), DETR_CHECKPOINT_URLS["detr_resnet50"], **kwargs)
+    return _detr(dict(backbone="resnet50"), **kwargs)
 
 
 @register_model
 def detr_resnet50_dc5(**kwargs) -> DETR:
     """DETR-DC5-R50: the last ResNet stage dilated (stride 16), 43.3 AP with its official checkpoint."""
-    return _detr(dict(backbone="resnet50", dilation=True), DETR_CHECKPOINT_URLS["detr_resnet50_dc5"], **kwargs)
+    return _detr(dict(backbone="resnet50", dilation=True), **kwargs)
 
 
 @register_model
 def detr_resnet101(**kwargs) -> DETR:
     """DETR-R101 (60M params), 43.5 AP with its official checkpoint."""
-    return _detr(dict(backbone="resnet101"), DETR_CHECKPOINT_URLS["detr_resnet101"], **kwargs)
+    return _detr(dict(backbone="resnet101"), **kwargs)
 
 
 @register_model
@@ -371,12 +351,12 @@ def detr_resnet18_small(**kwargs) -> DETR:
     """A CPU-sized DETR for training on small data: ResNet-18 backbone, width 128, 3 encoder and 3 decoder layers,
     8 heads, feed-forward 512, 30 queries, no dropout. Without ``pretrained_backbone`` the backbone keeps trainable
     batch norm and no layer is frozen (frozen batch norm would leave a from-scratch ResNet unnormalised)."""
-    pretrained = bool(kwargs.get("pretrained_backbone", kwargs.get("backbone_pretrained", False)))
+    pretrained = bool(kwargs.get("pretrained_backbone", False))
     defaults = dict(
         backbone="resnet18", hidden_dim=128, nheads=8, enc_layers=3, dec_layers=3, dim_feedforward=512,
         num_queries=30, dropout=0.0, freeze_bn=pretrained, freeze_early_layers=pretrained,
     )
-    return _detr(defaults, None, **kwargs)
+    return _detr(defaults, **kwargs)
 
 
 @register_model
@@ -389,4 +369,4 @@ def detr_tiny_prenorm(**kwargs) -> DETR:
         backbone="test_resnet", dilation=True, pre_norm=True, hidden_dim=128, nheads=8, enc_layers=2, dec_layers=3,
         dim_feedforward=512, num_queries=10, dropout=0.0, freeze_bn=False, freeze_early_layers=False,
     )
-    return _detr(defaults, None, **kwargs)
+    return _detr(defaults, **kwargs)

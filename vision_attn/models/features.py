@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from typing import Optional, Sequence, Union
 
-from timm.models._features import FeatureGetterNet, FeatureListNet
+from timm.models import FeatureListNet
+from timm.models._features import FeatureGetterNet  # private: timm exports no public FeatureGetterNet (1.0.x)
 from torch import nn
 
 from ..layers import check_image_input
 from .vit import VisionTransformer
 
-__all__ = ["feature_extractor", "has_feature_api"]
+__all__ = ["feature_extractor", "has_feature_api", "FEATURE_CLASSES"]
 
 OutIndices = Union[int, Sequence[int]]
 
@@ -27,7 +28,20 @@ def has_feature_api(model: nn.Module) -> bool:
     return isinstance(getattr(model, "feature_info", None), (list, tuple))
 
 
-def feature_extractor(model: nn.Module, name: str, out_indices: Optional[OutIndices] = None, norm: bool = False) -> nn.Module:
+FEATURE_CLASSES = ("getter", "list")
+
+
+def _carry_cfg(net: nn.Module, model: nn.Module) -> None:
+    """The wrapper carries the model's cfg as timm's do (``pretrained_cfg`` and its alias ``default_cfg``, one dict,
+    without the classifier entries), so ``timm.data.resolve_data_config(model=net)`` gives the model's values."""
+    cfg = getattr(model, "pretrained_cfg", None)
+    if cfg is not None:
+        cfg = {k: v for k, v in cfg.items() if k not in ("num_classes", "classifier", "global_pool")}
+        net.pretrained_cfg = net.default_cfg = cfg
+
+
+def feature_extractor(model: nn.Module, name: str, out_indices: Optional[OutIndices] = None, norm: bool = False,
+                      feature_cls: Optional[str] = None) -> nn.Module:
     """Wrap ``model`` so its forward returns the feature maps ``out_indices`` as a list of ``(B, C_i, H_i, W_i)``.
 
     Args:
@@ -36,9 +50,22 @@ def feature_extractor(model: nn.Module, name: str, out_indices: Optional[OutIndi
         out_indices: as timm: ViTs take block indices (an int n = the last n blocks; default 3), ResNets stage
             indices into ``[stem, layer1, ..., layer4]`` (default all five). Negative indices count from the end.
         norm: ViTs only: apply the final norm to every map (default: raw block outputs, as timm).
+        feature_cls: ``"getter"`` (timm's ``FeatureGetterNet`` over the model's ``forward_intermediates``: the ViTs'
+            default, and the ResNets' on request) or ``"list"`` (timm's ``FeatureListNet``: the ResNets' default).
     """
+    if feature_cls not in (None,) + FEATURE_CLASSES:
+        raise ValueError(f"features_only for {name!r}: feature_cls={feature_cls!r}; expected one of {FEATURE_CLASSES}")
     in_chans = getattr(model, "in_chans", None)
-    if isinstance(model, VisionTransformer):
+    getter = feature_cls == "getter" and callable(getattr(model, "forward_intermediates", None))
+    if feature_cls == "getter" and not getter:
+        raise ValueError(f"features_only for {name!r}: feature_cls='getter' needs forward_intermediates, which "
+                         f"{type(model).__name__} has not")
+    if isinstance(model, VisionTransformer) and feature_cls == "list":
+        raise ValueError(f"features_only for {name!r}: a ViT's features come through feature_cls='getter' only")
+    if getter and not isinstance(model, VisionTransformer):
+        n = len(model.feature_info)
+        net = FeatureGetterNet(model, out_indices=n if out_indices is None else out_indices, norm=norm)
+    elif isinstance(model, VisionTransformer):
         net = FeatureGetterNet(model, out_indices=3 if out_indices is None else out_indices, norm=norm)
     elif isinstance(getattr(model, "feature_info", None), (list, tuple)):
         if norm:
@@ -58,6 +85,7 @@ def feature_extractor(model: nn.Module, name: str, out_indices: Optional[OutIndi
             f"features_only: {name!r} has no feature maps (a ViT or a ResNet-style backbone has them; "
             f"{type(model).__name__} has no feature_info)"
         )
+    _carry_cfg(net, model)
     if in_chans is not None:
         net.in_chans = in_chans
         # FeatureListNet rebuilds the trunk without the model's input check: put it back on the wrapper

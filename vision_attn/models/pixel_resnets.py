@@ -53,7 +53,7 @@ def _sasa_resnet(
 
 
 @register_model
-def sasa_resnet26(num_classes: int = 1000, in_chans: int = 3, kernel_size: int = 7, num_heads: int = 8, **kwargs) -> nn.Module:
+def sasa_resnet26(num_classes: int = 1000, in_chans: int = 3, kernel_size: int = 7, num_heads: int = 8, **kwargs) -> ResNet:
     """SASA ResNet-26 ([1, 2, 4, 1] bottlenecks), conv stem, 7x7 local attention with 8 heads; 224-px images.
 
     Extra ``kwargs`` go to timm's ``ResNet`` (``channels=``, ``layers=``, ``drop_path_rate=``, ...).
@@ -63,14 +63,14 @@ def sasa_resnet26(num_classes: int = 1000, in_chans: int = 3, kernel_size: int =
 
 
 @register_model
-def sasa_resnet50(num_classes: int = 1000, in_chans: int = 3, kernel_size: int = 7, num_heads: int = 8, **kwargs) -> nn.Module:
+def sasa_resnet50(num_classes: int = 1000, in_chans: int = 3, kernel_size: int = 7, num_heads: int = 8, **kwargs) -> ResNet:
     """SASA ResNet-50 ([3, 4, 6, 3] bottlenecks), conv stem, 7x7 local attention with 8 heads; 224-px images."""
     layers = kwargs.pop("layers", (3, 4, 6, 3))
     return _sasa_resnet("sasa_resnet50", layers, num_classes, in_chans, kernel_size, num_heads, **kwargs)
 
 
 @register_model
-def sasa_resnet26_cifar(num_classes: int = 10, in_chans: int = 3, kernel_size: int = 7, num_heads: int = 8, **kwargs) -> nn.Module:
+def sasa_resnet26_cifar(num_classes: int = 10, in_chans: int = 3, kernel_size: int = 7, num_heads: int = 8, **kwargs) -> ResNet:
     """SASA ResNet-26 for 32-px images: 3x3 stride-1 stem, no max-pool (layer1 attends at 32x32).
 
     ``channels=(16, 32, 64, 128)`` / ``layers=(1, 1, 1, 1)`` make smaller ones (``channels // num_heads >= 2``).
@@ -89,7 +89,7 @@ def nonlocal_resnet18_cifar(
     kv_pool: int = 1,
     stem_stride: int = 1,
     **kwargs,
-) -> nn.Module:
+) -> ResNet:
     """``resnet18_cifar`` with a non-local (global pixel attention) block after each stage in ``nonlocal_stages``.
 
     Args:

@@ -29,7 +29,7 @@ COCO_91_CLASS_NAMES: Tuple[str, ...] = ("N/A",) + tuple(FasterRCNN_ResNet50_FPN_
 
 def _cfg(num_classes: int = 1000, mean=IMAGENET_MEAN, std=IMAGENET_STD, crop_pct: float = 0.875,
          interpolation: str = "bicubic", license: Optional[str] = "apache-2.0", input_size=(3, 224, 224), **extra) -> Dict[str, Any]:
-    cfg = dict(num_classes=num_classes, input_size=tuple(input_size), mean=tuple(mean), std=tuple(std), crop_pct=crop_pct,
+    cfg: Dict[str, Any] = dict(num_classes=num_classes, input_size=tuple(input_size), mean=tuple(mean), std=tuple(std), crop_pct=crop_pct,
                interpolation=interpolation, crop_mode="center", license=license,
                label_names_source=IMAGENET_SUBSETS.get(num_classes))
     cfg.update(extra)
@@ -43,15 +43,15 @@ def _vit(num_classes: int = 1000, mean=INCEPTION_MEAN, std=INCEPTION_STD, **kw) 
 
 def _rn(input_size=(3, 224, 224), crop_pct: float = 0.875, test: Optional[Tuple[int, float]] = None, **kw) -> Dict[str, Any]:
     """A ResNet cfg; ``test = (side, crop_pct)``: timm's larger test-time size and crop."""
-    extra = {} if test is None else dict(test_input_size=(3, test[0], test[0]), test_crop_pct=test[1])
+    extra: Dict[str, Any] = {} if test is None else dict(test_input_size=(3, test[0], test[0]), test_crop_pct=test[1])
     return _cfg(input_size=input_size, crop_pct=crop_pct, first_conv="conv1", classifier="fc", **extra, **kw)
 
 
-_RSB = dict(crop_pct=0.95, test=(288, 1.0))                # timm's "ResNet strikes back" a1/a2/b/c/d recipes
-_RSB_A3 = dict(input_size=(3, 160, 160), crop_pct=0.95, test=(224, 0.95))
-_TV = dict(interpolation="bilinear", license="bsd-3-clause")
-_FB_SSL = dict(interpolation="bilinear", license="cc-by-nc-4.0")
-_SELF_SUP = dict(num_classes=0, mean=IMAGENET_MEAN, std=IMAGENET_STD)  # DINO / MAE: no head, ImageNet statistics
+_RSB: Dict[str, Any] = dict(crop_pct=0.95, test=(288, 1.0))                # timm's "ResNet strikes back" a1/a2/b/c/d recipes
+_RSB_A3: Dict[str, Any] = dict(input_size=(3, 160, 160), crop_pct=0.95, test=(224, 0.95))
+_TV: Dict[str, Any] = dict(interpolation="bilinear", license="bsd-3-clause")
+_FB_SSL: Dict[str, Any] = dict(interpolation="bilinear", license="cc-by-nc-4.0")
+_SELF_SUP: Dict[str, Any] = dict(num_classes=0, mean=IMAGENET_MEAN, std=IMAGENET_STD)  # DINO / MAE: no head, ImageNet statistics
 
 # arch -> {tag: cfg}, the default tag first (timm's order)
 PRETRAINED_CFGS: Dict[str, Dict[str, Dict[str, Any]]] = {

@@ -1,27 +1,35 @@
-"""One registry: ``create_model(name)`` and ``list_models(pattern)``, with timm's names, tags and ``hf-hub:`` ids.
+"""The registry, at the bottom of ``models/``: names -> model factories, with timm's names, tags and listing rules.
 
 ``"<arch>"`` is an architecture (its default tag when ``pretrained=True``), ``"<arch>.<tag>"`` one of its published
-weights (:mod:`vision_attn.models.pretrained_cfgs`), ``"hf-hub:<org>/<repo>[@revision]"`` a Hub repo with our or
-timm's ``config.json``. Every model made here carries ``pretrained_cfg`` (timm's form: the weights' source and the
-preprocessing its eval transform uses) and ``model_args`` (what ``save_pretrained`` writes to rebuild it).
+weights (:mod:`vision_attn.models.pretrained_cfgs`). Building a model from a name is
+:func:`vision_attn.models.builder.create_model`'s job; this module only registers, lists and resolves names.
 """
 from __future__ import annotations
 
-import copy
 import difflib
 import fnmatch
-from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+import re
+from typing import Callable, Dict, Iterable, List, Optional, Set, Tuple, Union
 
 from torch import nn
 
-from .checkpoint import Checkpoint, load_pretrained, num_classes_in, read_checkpoint
-from .pretrained_cfgs import PRETRAINED_CFGS, default_pretrained_cfg, tags_of
+from .pretrained_cfgs import PRETRAINED_CFGS, tags_of
 
-__all__ = ["register_model", "create_model", "list_models", "is_model", "split_model_name", "UnknownModelError"]
+__all__ = [
+    "register_model",
+    "model_entrypoint",
+    "list_models",
+    "list_modules",
+    "is_model",
+    "split_model_name",
+    "has_weights",
+    "unknown_model_error",
+    "UnknownModelError",
+]
 
 _MODELS: Dict[str, Callable[..., nn.Module]] = {}
-_HF_HUB = "hf-hub:"
+_MODULE_OF: Dict[str, str] = {}  # arch -> the module that registered it ("vit", "cnn", ...), timm's `module` filter
+Filters = Union[str, Iterable[str]]
 
 
 class UnknownModelError(ValueError):
@@ -29,11 +37,13 @@ class UnknownModelError(ValueError):
 
 
 def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    """Register a model factory under its function name."""
+    """Register a model factory under its function name (its typed signature is what
+    :func:`~vision_attn.models.builder.validate_model_args` checks options against)."""
     name = fn.__name__
     if name in _MODELS:
         raise ValueError(f"model {name!r} is registered twice")
     _MODELS[name] = fn
+    _MODULE_OF[name] = fn.__module__.rsplit(".", 1)[-1]
     return fn
 
 
@@ -43,25 +53,67 @@ def split_model_name(name: str) -> Tuple[str, Optional[str]]:
     return arch, tag or None
 
 
-def _has_weights(cfg: Optional[Dict[str, Any]]) -> bool:
+def has_weights(cfg: Optional[Dict]) -> bool:
+    """Whether a ``pretrained_cfg`` names a weights source (timm's ``PretrainedCfg.has_weights``)."""
     return bool(cfg and (cfg.get("hf_hub_id") or cfg.get("url") or cfg.get("file")))
 
 
-def list_models(pattern: str = "*", pretrained: bool = False) -> List[str]:
-    """Registered names matching a shell-style ``pattern`` (e.g. ``"vit_*"``), sorted.
+def _as_list(filters: Filters) -> List[str]:
+    if not filters:
+        return []
+    return [filters] if isinstance(filters, str) else [str(f) for f in filters]
 
-    ``pretrained=True``: the ``"<arch>.<tag>"`` names that have published weights (as timm), each architecture's
-    default tag first; a pattern without a ``.`` matches the architecture part.
+
+def _expand(pattern: str) -> List[str]:
+    """timm's rule: a filter without a tag also matches every tag of the names it matches."""
+    return [pattern] if "." in pattern else [pattern, pattern + ".*"]
+
+
+def _natural_key(name: str) -> List[Union[int, str]]:
+    return [int(s) if s.isdigit() else s for s in re.split(r"(\d+)", name.lower())]
+
+
+def _candidates(modules: List[str], include_tags: bool) -> List[str]:
+    """Every registered name (in ``modules`` when given), each architecture followed by its tags when asked,
+    the default tag first (timm's order of ``pretrained_cfgs``)."""
+    archs = [a for a in sorted(_MODELS, key=_natural_key) if not modules or _MODULE_OF[a] in modules]
+    if not include_tags:
+        return archs
+    return [f"{a}.{t}" for a in archs for t in tags_of(a)] + [a for a in archs if not tags_of(a)]
+
+
+def list_models(filter: Filters = "", module: Filters = "", pretrained: bool = False, exclude_filters: Filters = "",
+                name_matches_cfg: bool = False, include_tags: Optional[bool] = None) -> List[str]:
+    """Registered names, as timm's ``list_models`` (same arguments and meaning).
+
+    Args:
+        filter: shell-style pattern(s) (``"vit_*"``); a pattern without a ``.`` also matches the tags of its names.
+        module: only the models of these modules of ``vision_attn.models`` (``"vit"``, ``"cnn"``, ``"detr"``, ...).
+        pretrained: only names with published weights.
+        exclude_filters: pattern(s) removed after ``filter``.
+        name_matches_cfg: only names with a ``pretrained_cfg`` entry (we register no aliases).
+        include_tags: ``"<arch>.<tag>"`` names instead of architectures; default: ``pretrained``.
+
+    Sorted naturally by architecture; an architecture's tags in timm's order (the default tag first).
     """
-    if not pretrained:
-        return sorted(n for n in _MODELS if fnmatch.fnmatchcase(n, pattern))
-    out = []
-    for arch in sorted(_MODELS):
-        for tag in tags_of(arch):
-            full = f"{arch}.{tag}"
-            if fnmatch.fnmatchcase(full, pattern) or ("." not in pattern and fnmatch.fnmatchcase(arch, pattern)):
-                out.append(full)
-    return out
+    include_tags = pretrained if include_tags is None else include_tags
+    names = _candidates(_as_list(module), include_tags)
+    include = [p for f in _as_list(filter) for p in (_expand(f) if include_tags else [f])]
+    exclude = [p for f in _as_list(exclude_filters) for p in (_expand(f) if include_tags else [f])]
+    keep: Set[str] = set(names)
+    if include:
+        keep = {n for n in names if any(fnmatch.fnmatchcase(n, p) for p in include)}
+    keep -= {n for n in keep if any(fnmatch.fnmatchcase(n, p) for p in exclude)}
+    if pretrained:
+        keep = {n for n in keep if tags_of(split_model_name(n)[0])}
+    if name_matches_cfg:
+        keep = {n for n in keep if split_model_name(n)[0] in PRETRAINED_CFGS}
+    return [n for n in names if n in keep]
+
+
+def list_modules() -> List[str]:
+    """The modules that register models (timm's ``list_modules``)."""
+    return sorted(set(_MODULE_OF.values()))
 
 
 def is_model(name: str) -> bool:
@@ -70,7 +122,8 @@ def is_model(name: str) -> bool:
     return arch in _MODELS and (tag is None or tag in tags_of(arch))
 
 
-def _unknown(name: str) -> UnknownModelError:
+def unknown_model_error(name: str) -> UnknownModelError:
+    """The one-line error for an unregistered ``name``: its tags, or the closest names."""
     arch, tag = split_model_name(name)
     if arch in _MODELS:
         tags = tags_of(arch)
@@ -81,130 +134,8 @@ def _unknown(name: str) -> UnknownModelError:
     return UnknownModelError(f"unknown model {name!r}{hint}")
 
 
-def _build(arch: str, num_classes: Optional[int], kwargs: Dict[str, Any]) -> nn.Module:
-    args = dict(kwargs)
-    if num_classes is not None:
-        args["num_classes"] = num_classes
-    try:
-        model = _MODELS[arch](**args)
-    except TypeError as e:
-        if "unexpected keyword argument" not in str(e):
-            raise
-        raise TypeError(f"model {arch!r} takes no argument {str(e).rsplit(' ', 1)[-1]} ({e})") from None
-    model.model_args = args  # what save_pretrained writes to rebuild it
-    return model
-
-
-def _input_size(model: nn.Module, arch: str, cfg: Optional[Dict[str, Any]]) -> Tuple[int, int, int]:
-    """The model's own input size when it has one (a ViT's ``img_size``, a GAN's), else the cfg's or a default."""
-    chans = int(getattr(model, "in_chans", 3) or 3)
-    pe = getattr(model, "patch_embed", None)
-    size = getattr(pe, "img_size", None) if pe is not None else getattr(model, "img_size", None)
-    if isinstance(size, int):
-        size = (size, size)
-    if size is None:
-        size = tuple(cfg["input_size"][1:]) if cfg else ((32, 32) if "cifar" in arch else (224, 224))
-    return (chans, int(size[0]), int(size[1]))
-
-
-def _model_cfg(model: nn.Module, arch: str, cfg: Optional[Dict[str, Any]]) -> Dict[str, Any]:
-    n = getattr(model, "num_classes", None)
-    size = _input_size(model, arch, cfg)
-    out = dict(cfg) if cfg else default_pretrained_cfg(arch, n if n is not None else 0, size)
-    out["architecture"] = arch
-    out["input_size"] = size
-    if n is not None and n != out.get("num_classes"):  # another head than the weights': their class names do not apply
-        out.pop("label_names", None)
-        out["label_names_source"] = None
-        out["num_classes"] = n
-    return out
-
-
-def create_model(
-    name: str,
-    pretrained: Optional[Union[str, Path, bool, Checkpoint]] = None,
-    num_classes: Optional[int] = None,
-    *,
-    checkpoint_path: Optional[Union[str, Path]] = None,
-    pretrained_cfg_overlay: Optional[Dict[str, Any]] = None,
-    cache_dir: Optional[Union[str, Path]] = None,
-    features_only: bool = False,
-    out_indices=None,
-    **kwargs,
-) -> nn.Module:
-    """Build a registered model, optionally loading weights.
-
-    Args:
-        name: ``"<arch>"``, ``"<arch>.<tag>"`` (:func:`list_models` with ``pretrained=True``) or
-            ``"hf-hub:<org>/<repo>[@revision]"`` (a repo with our ``save_pretrained`` folder or timm's files).
-        pretrained: ``True``: the tag's published weights (the default tag for a bare ``<arch>``), through the
-            Hugging Face cache (``HF_HUB_OFFLINE`` respected) or, for DETR, the official URL; or a path / URL of a
-            checkpoint: ours (state dict, Lightning ``.ckpt``: its EMA weights when present), timm / torchvision
-            (``.pth``, ``.bin``, ``.safetensors``), official or Hugging Face DETR.
-        num_classes: classifier outputs. Default: the checkpoint's (its ``num_classes`` entry, else its head's
-            shape), else the tag's, else the factory's. A different explicit value re-initialises the head (warned).
-        checkpoint_path: a checkpoint to start from, as timm's argument (like a path in ``pretrained``; with
-            ``pretrained=True`` it is loaded after the published weights).
-        pretrained_cfg_overlay: entries that replace the tag's ``pretrained_cfg`` (e.g. ``{"file": PATH}``).
-        cache_dir: another Hugging Face / torch.hub cache folder for the downloads.
-        features_only: return timm's feature extractor instead: ``forward`` gives a list of ``(B, C_i, H_i, W_i)``
-            maps, ``.feature_info`` their channels and strides (see :func:`vision_attn.models.features.feature_extractor`).
-        out_indices: with ``features_only``: which maps (ViT blocks, or ResNet ``[stem, layer1..4]``; timm's meaning).
-        **kwargs: architecture options of the factory (``img_size``, ``drop_path_rate``, ...).
-    """
-    if name.startswith(_HF_HUB):
-        if pretrained not in (None, True, False) or checkpoint_path is not None:
-            raise ValueError(f"{name}: an hf-hub: name takes pretrained=True/False; its weights are the repo's")
-        from .hub import from_pretrained
-
-        return from_pretrained(name, pretrained=bool(pretrained), num_classes=num_classes, cache_dir=cache_dir, **kwargs)
-    if checkpoint_path is not None and not pretrained:  # timm's spelling of a file to start from
-        pretrained, checkpoint_path = checkpoint_path, None
-    arch, tag = split_model_name(name)
-    if arch not in _MODELS or (tag is not None and tag not in tags_of(arch)):
-        raise _unknown(name)
-    if out_indices is not None and not features_only:
-        raise ValueError(f"create_model({name!r}): out_indices={out_indices!r} needs features_only=True")
-    tags = tags_of(arch)
-    cfg = None
-    if tags:
-        cfg = copy.deepcopy(PRETRAINED_CFGS[arch][tag or tags[0]])
-        cfg.update(architecture=arch, tag=tag or tags[0])
-    if pretrained_cfg_overlay:
-        cfg = {**(cfg or {}), **pretrained_cfg_overlay}
-    ck: Optional[Checkpoint] = None
-    if pretrained is True:
-        if not _has_weights(cfg):
-            raise ValueError(f"model {arch!r} has no default pretrained weights; pass pretrained=PATH_OR_URL of a "
-                             "checkpoint (vision_attn.list_models(pretrained=True) lists the names with weights)")
-        from .hub import fetch_pretrained
-
-        ck = read_checkpoint(fetch_pretrained(cfg, cache_dir))
-    elif pretrained:
-        ck = read_checkpoint(pretrained)
-    explicit = num_classes is not None
-    if not explicit and ck is not None and ck.num_classes is not None:
-        num_classes = ck.num_classes
-    elif not explicit and _has_weights(cfg) and (tag is not None or pretrained is True):
-        num_classes = cfg["num_classes"]
-    model = _build(arch, num_classes, kwargs)
-    if ck is not None and not explicit and ck.num_classes is None:
-        found = num_classes_in(model, ck.state_dict)  # a file without num_classes: its head's shape decides
-        if found is not None and found != getattr(model, "num_classes", found):
-            model = _build(arch, found, kwargs)
-    model.pretrained_cfg = _model_cfg(model, arch, cfg)
-    if ck is not None:
-        load_pretrained(model, ck)
-        if pretrained is not True:  # the weights are that file's, not the tag's
-            for k in ("hf_hub_id", "url"):
-                model.pretrained_cfg.pop(k, None)
-            model.pretrained_cfg.update(file=str(ck.path), source="file")
-        if ck.class_names and len(ck.class_names) == getattr(model, "num_classes", None):
-            model.pretrained_cfg["label_names"] = list(ck.class_names)
-    if checkpoint_path is not None:
-        load_pretrained(model, checkpoint_path)
-    if features_only:
-        from .features import feature_extractor
-
-        model = feature_extractor(model, arch, out_indices)
-    return model
+def model_entrypoint(name: str) -> Callable[..., nn.Module]:
+    """The factory of ``name`` (``arch`` or ``arch.tag``); :class:`UnknownModelError` (one line) when unregistered."""
+    if not is_model(name):
+        raise unknown_model_error(name)
+    return _MODELS[split_model_name(name)[0]]

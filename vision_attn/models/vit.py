@@ -7,20 +7,43 @@ by an explicit rename (:meth:`VisionTransformer.checkpoint_filter_fn`, mapped in
 from __future__ import annotations
 
 from functools import partial
-from typing import Dict, List, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 import torch
 from timm.layers import trunc_normal_
-from timm.models._features import feature_take_indices
+from timm.models._features import feature_take_indices  # private: timm (1.0.x) exports it nowhere public
 from torch import Tensor, nn
 
-from ..attention import POS_EMBED_KINDS, local_window_mask, resample_abs_pos_embed, sine_position_grid, with_prefix_tokens
+from ..attention import (
+    POS_EMBED_KINDS,
+    local_window_mask,
+    resample_abs_pos_embed,
+    sine_position_grid,
+    with_prefix_tokens,
+)
 from ..layers import PatchEmbed, TransformerEncoderLayer, check_image_input
 from .hub import PretrainedMixin
 from .registry import register_model
-from .weights import vit_state_dict_from_timm
+from .weights import to_timm, vit_state_dict_from_timm
 
 __all__ = ["VisionTransformer"]
+
+
+def _check_vit_args(global_pool: str, class_token: bool, pos_embed: str, embed_dim: int, num_heads: int,
+                    attn_window: Optional[int]) -> None:
+    """One line per refused combination of :class:`VisionTransformer` arguments."""
+    if global_pool not in ("token", "avg"):
+        raise ValueError(f"global_pool must be 'token' or 'avg'; got {global_pool!r}")
+    if global_pool == "token" and not class_token:
+        raise ValueError("global_pool='token' needs class_token=True")
+    if pos_embed not in POS_EMBED_KINDS:
+        raise ValueError(f"pos_embed must be one of {POS_EMBED_KINDS}; got {pos_embed!r}")
+    if embed_dim % num_heads != 0:
+        raise ValueError(f"embed_dim={embed_dim} must be divisible by num_heads={num_heads}")
+    if attn_window is not None and (not isinstance(attn_window, int) or attn_window < 1 or attn_window % 2 == 0):
+        raise ValueError(
+            f"attn_window must be None (global) or a positive odd int (k x k patches); got attn_window={attn_window!r}"
+        )
 
 
 class VisionTransformer(PretrainedMixin, nn.Module):
@@ -47,8 +70,8 @@ class VisionTransformer(PretrainedMixin, nn.Module):
 
     def __init__(
         self,
-        img_size=224,
-        patch_size=16,
+        img_size: Union[int, Tuple[int, int]] = 224,
+        patch_size: Union[int, Tuple[int, int]] = 16,
         in_chans: int = 3,
         num_classes: int = 1000,
         global_pool: str = "token",
@@ -69,16 +92,7 @@ class VisionTransformer(PretrainedMixin, nn.Module):
         attn_window: Optional[int] = None,
     ) -> None:
         super().__init__()
-        if global_pool not in ("token", "avg"):
-            raise ValueError(f"global_pool must be 'token' or 'avg'; got {global_pool!r}")
-        if global_pool == "token" and not class_token:
-            raise ValueError("global_pool='token' needs class_token=True")
-        if pos_embed not in POS_EMBED_KINDS:
-            raise ValueError(f"pos_embed must be one of {POS_EMBED_KINDS}; got {pos_embed!r}")
-        if embed_dim % num_heads != 0:
-            raise ValueError(f"embed_dim={embed_dim} must be divisible by num_heads={num_heads}")
-        if attn_window is not None and (not isinstance(attn_window, int) or attn_window < 1 or attn_window % 2 == 0):
-            raise ValueError(f"attn_window must be None (global) or a positive odd int (k x k patches); got attn_window={attn_window!r}")
+        _check_vit_args(global_pool, class_token, pos_embed, embed_dim, num_heads, attn_window)
         norm_layer = partial(nn.LayerNorm, eps=1e-6)
         self.num_classes = num_classes
         self.global_pool = global_pool
@@ -97,16 +111,10 @@ class VisionTransformer(PretrainedMixin, nn.Module):
         else:
             self.register_parameter("pos_embed", None)
         self.pos_drop = nn.Dropout(pos_drop_rate)
-        dpr = [drop_path_rate * i / max(1, depth - 1) for i in range(depth)]  # linear in depth, as timm
-        self.blocks = nn.Sequential(
-            *[
-                TransformerEncoderLayer(
-                    embed_dim, num_heads, mlp_ratio, qkv_bias=qkv_bias, proj_drop=proj_drop_rate,
-                    attn_drop=attn_drop_rate, drop_path=dpr[i], init_values=init_values, norm_layer=norm_layer,
-                )
-                for i in range(depth)
-            ]
-        )
+        block_args: Dict[str, Any] = dict(qkv_bias=qkv_bias, proj_drop=proj_drop_rate, attn_drop=attn_drop_rate, init_values=init_values)
+        layer = partial(TransformerEncoderLayer, embed_dim, num_heads, mlp_ratio, norm_layer=norm_layer, **block_args)
+        # drop path linear in depth, as timm
+        self.blocks = nn.Sequential(*[layer(drop_path=drop_path_rate * i / max(1, depth - 1)) for i in range(depth)])
         # timm: with avg pooling the final norm moves after pooling (fc_norm).
         use_fc_norm = global_pool == "avg"
         self.norm = nn.Identity() if use_fc_norm else norm_layer(embed_dim)
@@ -268,10 +276,18 @@ class VisionTransformer(PretrainedMixin, nn.Module):
         return self.forward_head(self.forward_features(x))
 
     # --- foreign weights ----------------------------------------------------------------------------
-    def checkpoint_filter_fn(self, state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
+    def checkpoint_filter_fn(self, state_dict: Dict[str, Tensor], model: Optional[nn.Module] = None) -> Dict[str, Tensor]:
         """Map a timm ViT state dict (or ours) onto this model, resampling ``pos_embed`` to its grid
-        (:func:`~vision_attn.models.weights.vit_state_dict_from_timm`)."""
-        return vit_state_dict_from_timm(state_dict, self)
+        (:func:`~vision_attn.models.weights.vit_state_dict_from_timm`); ``model`` as timm passes it (this one)."""
+        return vit_state_dict_from_timm(state_dict, self if model is None else model)
+
+    def export_state_dict(self) -> Dict[str, Tensor]:
+        """What ``save_pretrained`` writes: timm's key layout when timm's ViT can express this one (so
+        ``timm.create_model("local-dir:...")`` loads the folder), else ours."""
+        try:
+            return to_timm(self)
+        except ValueError:  # sine positions or a local window: no timm counterpart
+            return self.state_dict()
 
 
 def _vit(defaults: dict, **kwargs) -> VisionTransformer:

@@ -5,6 +5,7 @@ import contextlib
 import inspect
 import os
 import shutil
+import sys
 import traceback
 from pathlib import Path
 from typing import Any, List, Optional, Sequence, Tuple
@@ -12,21 +13,32 @@ from typing import Any, List, Optional, Sequence, Tuple
 import pytorch_lightning as pl
 import torch
 import yaml
+from jsonargparse import Namespace
 from lightning_fabric.plugins import CheckpointIO
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningCLI
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_info
 
-from ..callbacks import AtomicCheckpointIO, CheckpointWriteError, NonFiniteError, RunCheckpoint, default_progress_callbacks
+from ..callbacks import (
+    AtomicCheckpointIO,
+    CheckpointWriteError,
+    NonFiniteError,
+    RunCheckpoint,
+    default_progress_callbacks,
+)
 from ..data.cifar import CorruptedDatasetError
 from ..data.coco import COCOFormatError
 from ..data.folder import BadImageError, ImageFolderDataModule
 from ..models.checkpoint import CheckpointError
 from ..models.data_config import resolve_data_config
-from ..models.registry import UnknownModelError
+from ..models import validate_model_args
+from ..models.option_defaults import model_option_defaults
+from ..models.protocols import check_protocol
+from ..models.registry import UnknownModelError, is_model
+from ..tasks.protocols import MonitoredTask
 from .quiet import quiet_library
-from .resume import NothingToResumeError, Resume, ResumableCSVLogger, find_last_checkpoint
+from .resume import NothingToResumeError, ResumableCSVLogger, Resume, find_last_checkpoint
 
 __all__ = ["VisionAttnCLI", "NumClassesMismatchError", "load_task", "main", "USER_ERRORS"]
 
@@ -69,6 +81,9 @@ def _our_check(err: BaseException) -> Optional[ValueError]:
         seen.add(id(err))
         err = err.__cause__ or err.__context__
     return None
+
+
+_SET_BY_TASK = ("num_classes",)  # model options a task passes itself (from its own argument or the data)
 
 
 def _as_list(value) -> list:
@@ -119,6 +134,32 @@ class VisionAttnCLI(LightningCLI):
                 run=run,
                 **kwargs,
             )
+
+    def parse_arguments(self, parser, args) -> None:
+        """Parse, then check ``model_args`` against the model's typed options (one ``ValueError`` line naming the
+        model, the option and the expected type). ``--print_config`` prints the config with ``model_args`` filled
+        with the chosen model's defaults (its options, each at the value it would be built with)."""
+        argv = None if isinstance(args, (dict, Namespace)) else list(sys.argv[1:] if args is None else args)
+        printing = argv is not None and any(a == "--print_config" or a.startswith("--print_config=") for a in argv)
+        if printing:  # parsed without it, printed below (filled); not through super(), which warns on sys.argv
+            self.config = parser.parse_args([a for a in argv if not (a == "--print_config" or a.startswith("--print_config="))])
+        else:
+            super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        cfg = self.config[subcommand] if subcommand else self.config
+        init = cfg.get("model.init_args") if isinstance(cfg.get("model"), Namespace) else None
+        arch = init.get("model") if init is not None else None
+        if not isinstance(arch, str) or not is_model(arch):
+            arch = None  # a model instance, a Hub repo or a path: nothing to check here
+        if arch is not None:
+            validate_model_args(arch, dict(init.get("model_args") or {}))
+        if printing:
+            if arch is not None and "model_args" in init:
+                defaults = {k: v for k, v in model_option_defaults(arch).items() if k not in _SET_BY_TASK}
+                init["model_args"] = {**defaults, **dict(init.get("model_args") or {})}
+            printer = self._subcommand_parsers[subcommand] if subcommand else parser
+            print(printer.dump(cfg, skip_none=False, skip_check=True), end="")
+            raise SystemExit(0)
 
     def add_arguments_to_parser(self, parser) -> None:
         if not self._exit_on_config_error:  # a fit's saved config.yaml has fit's own arguments (ckpt_path, ...)
@@ -197,7 +238,8 @@ class VisionAttnCLI(LightningCLI):
             run_dir = Path(csv.log_dir)
             self._fresh_run_dir = None if resume or run_dir.exists() else run_dir
         if cfg.get("enable_checkpointing") is not False and not any(isinstance(c, ModelCheckpoint) for c in callbacks):
-            monitor, mode = getattr(self.model, "checkpoint_monitor", None) or (None, "max")
+            check_protocol(self.model, MonitoredTask, "the CLI's model (a task)")
+            monitor, mode = self.model.checkpoint_monitor or (None, "max")
             callbacks.append(RunCheckpoint(monitor=monitor, mode=mode))
         callbacks += default_progress_callbacks(callbacks, cfg.get("enable_progress_bar"), lines=self.subcommand == "fit")
         cfg["callbacks"] = callbacks

@@ -21,7 +21,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
-from torch.utils._pytree import tree_leaves
+from torch.utils._pytree import tree_leaves  # private: torch has no public pytree module yet (what export uses)
 
 from ..data import CIFARDataModule, COCODataModule, ImageFolderDataModule
 from ..models import load_pretrained, read_checkpoint

@@ -54,7 +54,8 @@ class _ExportedConfig(nn.Module):
     def __init__(self, config: Dict[str, Any]) -> None:
         super().__init__()
         self.num_classes = int(config["num_classes"])
-        self.pretrained_cfg = dict(config.get("pretrained_cfg") or {}, label_names=config.get("label_names"))
+        ours = (config.get("vision_attn") or {}).get("pretrained_cfg") or {}  # save_pretrained keeps non-timm keys there
+        self.pretrained_cfg = dict(config.get("pretrained_cfg") or {}, **ours, label_names=config.get("label_names"))
 
 
 class OnnxTask:
@@ -76,10 +77,10 @@ class OnnxTask:
         self.transform = _runtime_transform(config.get("preprocessing") or {}, self.detection)
         self.input_hw = tuple(int(x) for x in self.session.get_inputs()[0].shape[-2:])
 
-    def to(self, device: Any) -> "OnnxTask":
+    def to(self, device: Any) -> OnnxTask:
         return self
 
-    def eval(self) -> "OnnxTask":
+    def eval(self) -> OnnxTask:
         return self
 
     def _padded(self, images: Tensor, mask: Tensor):

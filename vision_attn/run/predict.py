@@ -30,7 +30,13 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from ..attention.capture import capture_attention
-from ..callbacks.predictions import category_map, class_names_for, classification_records, detection_records, write_predictions
+from ..callbacks.predictions import (
+    category_map,
+    class_names_for,
+    classification_records,
+    detection_records,
+    write_predictions,
+)
 from ..data.coco.transforms import detr_predict_transform
 from ..data.images import find_images, image_loader, load_rgb
 from ..data.transforms import AlbumentationsTransform

@@ -17,13 +17,14 @@ from torchmetrics.classification import MulticlassAccuracy
 from ..callbacks import default_callbacks
 from ..callbacks.predictions import default_prediction_writer
 from ..models import compile_in_place, create_model, load_pretrained
+from ..models.protocols import DecaySkipping, conforms
 
 __all__ = ["ClassificationTask", "datamodule_class_names", "optimizer_steps_per_epoch", "param_groups_weight_decay", "warmup_cosine"]
 
 
 def param_groups_weight_decay(model: nn.Module, weight_decay: float) -> List[Dict[str, Any]]:
     """AdamW groups: no decay on norms, biases (any 0/1-D parameter) and the model's ``no_weight_decay()`` names."""
-    skip = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
+    skip = set(model.no_weight_decay()) if conforms(model, DecaySkipping) else set()
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
@@ -40,7 +41,7 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: flo
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def optimizer_steps_per_epoch(trainer: "pl.Trainer", total_steps: int) -> float:
+def optimizer_steps_per_epoch(trainer: pl.Trainer, total_steps: int) -> float:
     """Optimizer steps in one epoch of this process's training loader (for epoch-denominated warm-ups).
 
     Works whether the budget is ``max_epochs`` or ``max_steps`` (then ``total_steps`` may span many epochs);
@@ -82,8 +83,6 @@ class ClassificationTask(pl.LightningModule):
             and checkpoints-for-inference use the EMA weights.
     """
 
-    checkpoint_monitor = ("val/top1", "max")  # what picks best.ckpt (the CLI's RunCheckpoint)
-
     def __init__(
         self,
         model: Union[str, nn.Module] = "vit_tiny_patch4_32",
@@ -106,6 +105,7 @@ class ClassificationTask(pl.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["model"] if isinstance(model, nn.Module) else None)
+        self.checkpoint_monitor: Optional[Tuple[str, str]] = ("val/top1", "max")  # a MonitoredTask: picks best.ckpt
         if isinstance(model, nn.Module):
             self.model = model
         else:

@@ -14,10 +14,12 @@ from torch import Tensor, nn
 
 from ..callbacks import NonFiniteError, default_callbacks
 from ..callbacks.predictions import default_prediction_writer
-from ..losses import HungarianMatcher, SetCriterion
+from ..data.protocols import DetectionAnnotations
+from ..losses import SetCriterionConfig
 from ..metrics.coco import COCO_METRIC_NAMES, coco_evaluate, detr_postprocess, to_coco_results
 from ..models import compile_in_place, create_model, load_pretrained
 from ..models import detr as _detr  # noqa: F401  (registers the DETR models)
+from ..models.protocols import check_protocol
 from .classification import datamodule_class_names
 
 __all__ = ["DetectionTask"]
@@ -41,8 +43,7 @@ class DetectionTask(pl.LightningModule):
         warmup_steps: linear warm-up of both rates over this many optimizer steps (0 = off; DETR has none).
         clip_max_norm: gradient clipping by global norm (DETR: 0.1; 0 = off). ``--trainer.gradient_clip_val``
             overrides it.
-        cost_class, cost_bbox, cost_giou: Hungarian matching costs (1, 5, 2).
-        loss_ce, loss_bbox, loss_giou: loss weights (1, 5, 2); eos_coef: "no object" class weight (0.1).
+        criterion: the matcher costs and loss weights (:class:`~vision_attn.losses.SetCriterionConfig`; DETR's).
         aux_loss: losses at every decoder layer.
         monitor: the validation number that picks ``best.ckpt`` (``AP`` or ``AP50``, ...).
     """
@@ -60,13 +61,7 @@ class DetectionTask(pl.LightningModule):
         lr_drop_gamma: float = 0.1,
         warmup_steps: int = 0,
         clip_max_norm: float = 0.1,
-        cost_class: float = 1.0,
-        cost_bbox: float = 5.0,
-        cost_giou: float = 2.0,
-        loss_ce: float = 1.0,
-        loss_bbox: float = 5.0,
-        loss_giou: float = 2.0,
-        eos_coef: float = 0.1,
+        criterion: SetCriterionConfig = SetCriterionConfig(),
         aux_loss: bool = True,
         monitor: str = "AP50",
         compile: Union[bool, str] = False,
@@ -75,6 +70,8 @@ class DetectionTask(pl.LightningModule):
         self.save_hyperparameters(ignore=["model"] if isinstance(model, nn.Module) else None)
         if monitor not in COCO_METRIC_NAMES:
             raise ValueError(f"monitor must be one of {COCO_METRIC_NAMES}; got {monitor!r}")
+        # a MonitoredTask: validation COCO ``monitor`` picks best.ckpt (the CLI's RunCheckpoint), higher is better
+        self.checkpoint_monitor: Optional[Tuple[str, str]] = (f"val/{monitor}", "max")
         if isinstance(model, nn.Module):
             self.model = model
         else:
@@ -89,9 +86,9 @@ class DetectionTask(pl.LightningModule):
         if num_classes is not None and n != num_classes:
             raise ValueError(f"the model has {n} classes but num_classes={num_classes}")
         self.num_classes = int(n)
-        matcher = HungarianMatcher(cost_class, cost_bbox, cost_giou)
-        weights = {"loss_ce": loss_ce, "loss_bbox": loss_bbox, "loss_giou": loss_giou}
-        self.criterion = SetCriterion(self.num_classes, matcher, eos_coef, weights, aux_loss)
+        if not isinstance(criterion, SetCriterionConfig):
+            raise TypeError(f"DetectionTask: criterion must be a SetCriterionConfig; got {type(criterion).__name__}")
+        self.criterion = criterion.build(self.num_classes, aux_loss)
         self._predictions: Dict[int, List[Dict[str, Any]]] = {}
 
     # --- model --------------------------------------------------------------------------------
@@ -193,9 +190,7 @@ class DetectionTask(pl.LightningModule):
             detections as COCO results (original image ids, original category ids, ``[x, y, w, h]`` in original
             pixels), by image id; labels that are no category of the data are left out.
         """
-        needs = ("label_to_category_id", "category_ids", "ann_file", "split_name")
-        if not all(hasattr(datamodule, a) for a in needs):
-            raise RuntimeError(f"DetectionTask evaluation needs a COCO datamodule ({', '.join(needs)}); got {type(datamodule).__name__}")
+        check_protocol(datamodule, DetectionAnnotations, "DetectionTask evaluation's datamodule")
         # a label's category id, for the labels that are categories of this data (DETR's COCO head has unused labels)
         categories = set(datamodule.category_ids)
         to_category = {lab: c for lab, c in enumerate(datamodule.label_to_category_id) if c in categories}
@@ -248,11 +243,6 @@ class DetectionTask(pl.LightningModule):
         clip = gradient_clip_val if gradient_clip_val is not None else self.hparams.clip_max_norm
         if clip and clip > 0:
             self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm=gradient_clip_algorithm or "norm")
-
-    @property
-    def checkpoint_monitor(self) -> Tuple[str, str]:
-        """What picks best.ckpt (the CLI's RunCheckpoint): validation COCO ``monitor``, higher is better."""
-        return f"val/{self.hparams.monitor}", "max"
 
     def configure_callbacks(self):
         # the non-finite guard and RNG state for exact resume (unless the trainer has its own); predict over image

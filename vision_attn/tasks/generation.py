@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import warnings
 from typing import Any, Callable, Dict, Iterator, Literal, Optional, Sequence, Tuple, Union
 
 import pytorch_lightning as pl
@@ -169,6 +168,8 @@ class GenerationTask(pl.LightningModule):
         self.save_hyperparameters({**self.hparams, "evaluation": evaluation.to_hparams()})
         self.evaluation = evaluation  # a plain dataclass: read by the evaluation code, not part of the state dict
         self.automatic_optimization = False
+        # a MonitoredTask: no validation number picks a GAN, so best.ckpt holds the latest weights
+        self.checkpoint_monitor: Optional[Tuple[str, str]] = None
         if d_steps < 1:
             raise ValueError(f"GenerationTask: d_steps must be >= 1; got {d_steps}")
         if not 0.0 <= ema_decay < 1.0:
@@ -322,8 +323,6 @@ class GenerationTask(pl.LightningModule):
         opt_d = torch.optim.Adam(self.model.discriminator.parameters(), lr=hp.lr_d, betas=betas)
         return [opt_g, opt_d]
 
-    checkpoint_monitor = None  # no validation number picks a GAN: best.ckpt holds the latest weights
-
     def configure_callbacks(self):
         # the non-finite guard and RNG state for exact resume (unless the trainer has its own), sample grids
         callbacks = default_callbacks(self._trainer)
@@ -331,13 +330,3 @@ class GenerationTask(pl.LightningModule):
         if hp.sample_every_n_steps:
             callbacks.append(SampleGrids(hp.sample_every_n_steps, hp.n_samples, hp.sample_truncation, hp.seed))
         return callbacks
-
-
-def __getattr__(name: str):
-    if name == "save_image_grid":  # moved with the sample grids; the old path works for one release
-        warnings.warn("vision_attn.tasks.generation.save_image_grid moved to vision_attn.callbacks.sample_grids",
-                      DeprecationWarning, stacklevel=2)
-        from ..callbacks.sample_grids import save_image_grid
-
-        return save_image_grid
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,7 +10,7 @@ needed by the official checkpoints, whose class head has 91 + 1 outputs).
 """
 from __future__ import annotations
 
-import argparse
+import dataclasses
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -25,7 +25,23 @@ from .dataset import COCODetection, _category_mapping, detection_collate
 from .transforms import DETR_SCALES, detr_eval_transform, detr_predict_transform, detr_train_transform
 from .validate import load_coco_annotations
 
-__all__ = ["COCODataModule", "SyntheticCOCODataModule"]
+__all__ = ["COCODataModule", "COCOLoaderOptions", "SyntheticCOCODataModule"]
+
+
+@dataclasses.dataclass(frozen=True)
+class COCOLoaderOptions:
+    """The loader and transform options of a :class:`COCODataModule` (its arguments of the same names)."""
+
+    batch_size: int
+    val_batch_size: Optional[int]
+    num_workers: int
+    scales: List[int]
+    max_size: Optional[int]
+    val_size: int
+    random_crop: bool
+    crop_scales: List[int]
+    crop_size: Tuple[int, int]
+    label_mapping: str
 
 
 class COCODataModule(PredictFolderMixin, pl.LightningDataModule):
@@ -73,7 +89,7 @@ class COCODataModule(PredictFolderMixin, pl.LightningDataModule):
         # model's count (linked from this data) disagreeing with None
         self.save_hyperparameters(ignore=["num_classes"] if num_classes is None else None)
         # the options, kept apart from hparams (a subclass saves its own arguments there)
-        self.opts = argparse.Namespace(
+        self.opts = COCOLoaderOptions(
             batch_size=batch_size, val_batch_size=val_batch_size, num_workers=num_workers, scales=list(scales),
             max_size=max_size, val_size=val_size, random_crop=random_crop, crop_scales=list(crop_scales),
             crop_size=tuple(crop_size), label_mapping=label_mapping,

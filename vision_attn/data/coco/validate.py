@@ -22,17 +22,8 @@ def _is_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def load_coco_annotations(path: str | os.PathLike) -> Dict[str, Any]:
-    """Read and check a COCO instances file; return ``{"images", "annotations", "categories"}``.
-
-    Raises:
-        FileNotFoundError: the file does not exist.
-        COCOFormatError: not JSON, a missing top-level key, or the first record that is malformed (named by its
-            list and index): images need ``id, file_name, width, height``; categories ``id, name``; annotations
-            ``image_id`` of a listed image, ``category_id`` of a listed category and ``bbox`` = 4 finite numbers
-            ``[x, y, w, h]`` with ``w, h >= 0``.
-    """
-    path = Path(path)
+def _read_instances_json(path: Path) -> Dict[str, Any]:
+    """The JSON object of ``path`` with list-valued ``images``, ``annotations`` and ``categories``."""
     if not path.is_file():
         raise FileNotFoundError(f"COCO annotation file {path} not found")
     try:
@@ -45,6 +36,21 @@ def load_coco_annotations(path: str | os.PathLike) -> Dict[str, Any]:
     for key in ("images", "annotations", "categories"):
         if not isinstance(data.get(key), list):
             raise COCOFormatError(f"{path}: missing or non-list top-level key {key!r} (COCO instances format expected)")
+    return data
+
+
+def load_coco_annotations(path: str | os.PathLike) -> Dict[str, Any]:
+    """Read and check a COCO instances file; return ``{"images", "annotations", "categories"}``.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        COCOFormatError: not JSON, a missing top-level key, or the first record that is malformed (named by its
+            list and index): images need ``id, file_name, width, height``; categories ``id, name``; annotations
+            ``image_id`` of a listed image, ``category_id`` of a listed category and ``bbox`` = 4 finite numbers
+            ``[x, y, w, h]`` with ``w, h >= 0``.
+    """
+    path = Path(path)
+    data = _read_instances_json(path)
 
     def bad(kind: str, i: int, rec: Any, why: str) -> COCOFormatError:
         text = json.dumps(rec)[:200] if not isinstance(rec, str) else rec

@@ -13,7 +13,7 @@ from typing import Dict
 import torch
 from torch import Tensor, nn
 
-from ..checkpoint import CheckpointError
+from ..errors import CheckpointError
 from .resnet import keep_batch_counters, move_resnet_trunk
 
 __all__ = ["detr_checkpoint_filter", "detr_state_dict_from_official", "detr_state_dict_from_hf"]

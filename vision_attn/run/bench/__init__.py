@@ -10,6 +10,7 @@ Usage::
     python tools/benchmark.py speed --only models --models 'vit_*' resnet50 --device cuda --dtype bfloat16 --compile
     python tools/benchmark.py speed --only gan                        # SA-GAN quickstart step: NCHW vs channels-last
     python tools/benchmark.py pixel                                   # CPU, float32: ~10 min on 2 cores
+    python tools/benchmark.py limit --threads 1 --results results   # fraction of the matmul peak per family (CSV)
     python tools/benchmark.py gpu-suite --json gpu.json               # every GPU figure in one call (<= 9 min)
     python tools/benchmark.py pixel --device cuda --dtype bfloat16 --json pixel_h100.json
     python tools/benchmark.py data-size --config configs/benchmark/data_size_quick.yaml --output-dir runs/data_size_quick
@@ -34,7 +35,12 @@ One module per suite, over one harness:
 - ``pixel`` (the ``pixel`` subcommand): global and local pixel attention, time and peak memory against the naive
   peers (on CPU each peak measured alone in a fresh process);
 - ``compiled`` (``speed --compile`` or ``--only compiled``): each family's training step, eager vs ``torch.compile``;
+- ``limit`` (the ``limit`` subcommand): every family's training step and inference, ours and the peers': FLOPs
+  (torch's counter plus the CPU fused attention it misses), time, FLOP/s and the fraction of the matmul peak of the
+  same dtype timed interleaved (MFU on a GPU, the datasheet figure beside it); ``--results DIR`` appends a CSV;
 - ``gpu_suite`` (the ``gpu-suite`` subcommand): the GPU figures as one budgeted call, a process per part;
+- ``results`` (the ``results`` subcommand): the offline suites at CPU sizes into ``results/<benchmark>-<machine>.csv``
+  (``write_results``, the one writer every benchmark calls; the docs' tables are rendered from these files);
 - ``app`` (the ``app`` subcommand): the attention explorer's click -> map per tab, against a fresh forward;
 - ``speed`` and ``cli``: the subcommands and the parser (``data-size`` runs :func:`vision_attn.run.data_size.run_sweep`).
 

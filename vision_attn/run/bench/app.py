@@ -11,9 +11,6 @@ depend on the weights; the table says which). Gradio's own round trip (about ten
 from __future__ import annotations
 
 import argparse
-import csv
-import datetime
-import subprocess
 from pathlib import Path
 from typing import Callable, Dict, List, Tuple
 
@@ -24,6 +21,7 @@ from PIL import Image
 
 from .. import app as core
 from .harness import Implementation, measure, prepare, summarize, table, write_json
+from .results import write_results
 
 __all__ = ["CONFIGS", "explorer_models", "click_benchmarks", "app_latency"]
 
@@ -125,15 +123,6 @@ def click_benchmarks(models: Dict[str, core.ExplorerModel]) -> List[Implementati
     return impls
 
 
-def _commit() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def _model_name(m: core.ExplorerModel, runs_root: str) -> str:
     """``runs/demo/quickstart (VisionTransformer)``: the run relative to ``runs_root`` and the model's class."""
     name = m.name
@@ -142,16 +131,8 @@ def _model_name(m: core.ExplorerModel, runs_root: str) -> str:
     return f"{name} ({type(m.model).__name__})"
 
 
-def _write_csv(
-    rows: List[Dict[str, object]],
-    models: Dict[str, core.ExplorerModel],
-    machine: Dict[str, object],
-    path: str,
-    runs_root: str = ".",
-) -> None:
-    """One row per measurement, appended: ``machine, date, commit, tab, implementation, model, median_ms, iqr_ms``."""
-    new = not Path(path).is_file()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
+def _result_rows(rows: List[Dict[str, object]], models: Dict[str, core.ExplorerModel], runs_root: str) -> List[Dict]:
+    """The rows for ``results/app-<machine>.csv``: tab, implementation, model, median and IQR in ms."""
     kinds = {
         "Classify": "classify",
         "Detect": "detect",
@@ -159,27 +140,21 @@ def _write_csv(
         "Generate": "generate",
         "CNN vs attention": "classify",
     }
-    with open(path, "a", newline="") as f:
-        w = csv.writer(f)
-        if new:
-            w.writerow(["machine", "date", "commit", "tab", "implementation", "model", "median_ms", "iqr_ms"])
-        for r in rows:
-            w.writerow(
-                [
-                    f"{machine['cpu']} ({machine['torch_threads']} threads)",
-                    datetime.date.today().isoformat(),
-                    _commit(),
-                    r["benchmark"],
-                    r["implementation"],
-                    _model_name(models[kinds[r["benchmark"]]], runs_root),
-                    f"{r['median_ms']:.2f}",
-                    f"{r['iqr_ms']:.2f}",
-                ]
-            )
+    return [
+        {
+            "model": _model_name(models[kinds[str(r["benchmark"])]], runs_root),
+            "tab": r["benchmark"],
+            "implementation": r["implementation"],
+            "median_ms": round(float(r["median_ms"]), 2),
+            "iqr_ms": round(float(r["iqr_ms"]), 2),
+        }
+        for r in rows
+    ]
 
 
 def app_latency(args: argparse.Namespace) -> Dict[str, object]:
-    """``benchmark.py app``: the table of click latencies per tab; ``--csv`` appends the rows, ``--json`` writes all."""
+    """``benchmark.py app``: the table of click latencies per tab; ``--results DIR`` writes ``DIR/app-<machine>.csv``
+    (:func:`.results.write_results`), ``--json`` everything."""
     args.device, args.dtype = "cpu", "float32"
     _, _, repeats, warmup, machine = prepare(args, "app", (0, 0), (20, 2))
     with torch.no_grad():
@@ -214,8 +189,9 @@ def app_latency(args: argparse.Namespace) -> Dict[str, object]:
             ),
         )
     )
-    if args.csv:
-        _write_csv(rows, models, machine, args.csv, args.runs_root)
+    if args.results:
+        path = write_results("app", _result_rows(rows, models, args.runs_root), args.results, key=("tab", "model"))
+        print(f"wrote {path}")
     result = {"machine": machine, "models": {k: m.name for k, m in models.items()}, "results": rows}
     if args.json:
         write_json(result, args.json)
@@ -227,7 +203,7 @@ def add_parser(sub) -> None:
     p.add_argument("--runs-root", default=".", help="where the explorer's default runs/... are (default .)")
     p.add_argument("--repeats", type=int, default=None, help="timed repeats (default 20)")
     p.add_argument("--warmup", type=int, default=None, help="untimed repeats first (default 2)")
-    p.add_argument("--csv", default=None, metavar="PATH", help="append the rows here (e.g. results/app-<machine>.csv)")
+    p.add_argument("--results", default=None, metavar="DIR", help="also write DIR/app-<machine>.csv (e.g. results)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's, one per core)")
     p.add_argument("--json", metavar="PATH", default=None, help="also write machine, models and results as JSON")

@@ -1,4 +1,5 @@
-"""The command line of ``tools/benchmark.py``: the ``speed``, ``pixel``, ``data-size`` and ``gpu-suite`` subcommands."""
+"""The command line of ``tools/benchmark.py``: the ``speed``, ``pixel``, ``data-size``, ``limit``, ``gpu-suite`` and
+``results`` subcommands."""
 from __future__ import annotations
 
 import argparse
@@ -7,7 +8,9 @@ from typing import Dict, Optional, Sequence
 from .app import add_parser as add_app
 from .compiled import COMPILED_FAMILIES
 from .gpu_suite import add_parser as add_gpu_suite
+from .limit import add_parser as add_limit
 from .pixel import pixel
+from .results import add_parser as add_results
 from .speed import speed
 
 DESCRIPTION = "Benchmarks of vision_attn against its peers, measured in one process."
@@ -68,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--local-sizes", type=int, nargs="+", default=[32, 64, 128], help="square map sides")
     p.add_argument("--kernel-sizes", type=int, nargs="+", default=[8, 32, 56],
                    help="square map sides of the kernels tables (LocalSelfAttention2d's halo / unfold / flex)")
+    p.add_argument("--kernel-shapes", choices=["sizes", "sasa"], default="sizes",
+                   help="the kernels tables' layers: sizes = --kernel-sizes at --batch/--channels; "
+                   "sasa = sasa_resnet26's own (batch, channels, size) per stage")
     p.add_argument("--only", nargs="+", choices=["global", "local", "kernels", "kernels-inference"], default=None,
                    help="some tables (default all): kernels = the local layer's own kernels, fwd+bwd; "
                    "kernels-inference = forward alone")
@@ -98,7 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nodes", type=int, default=1, help="with --launcher slurm: nodes per cell")
     p.set_defaults(func=data_size)
 
+    add_limit(sub, _add_common, _add_tail)
     add_gpu_suite(sub)
+    add_results(sub)
     add_app(sub)
     return parser
 

@@ -10,9 +10,12 @@ spent, and skipped when its estimate no longer fits:
 3. ``pixel``: the pixel-attention table (global and local, time and peak memory vs the naive peers), bf16;
 4. ``kernels``: ``LocalSelfAttention2d``'s kernels (halo, unfold, flex), fwd+bwd and forward, bf16 — what
    ``backend="auto"`` should pick on this device;
-5. ``gan``: the SA-GAN shapes recipe's ``gan_step``, NCHW vs channels-last, bf16;
-6. ``vit-compiled``: part 1 with ours and timm's compiled (inductor), bf16;
-7. ``compiled``: each family's training step (ViT, SASA, DETR, SA-GAN), eager vs inductor, bf16.
+5. ``limit``: every family's training step and inference (ViT-S, SASA-26, non-local R18, DETR-R50 at 800x1066,
+   SA-GAN), ours and the peers': MFU against the bf16 matmul peak measured in the same process, and against the
+   device's datasheet figure (``limit``);
+6. ``gan``: the SA-GAN shapes recipe's ``gan_step``, NCHW vs channels-last, bf16;
+7. ``vit-compiled``: part 1 with ours and timm's compiled (inductor), bf16;
+8. ``compiled``: each family's training step (ViT, SASA, DETR, SA-GAN), eager vs inductor, bf16.
 
 ``--json OUT.json`` gets the machine, the budget and every part (command, status ok / failed / timeout / skipped,
 seconds, its results and printed tables); ``OUT.md`` beside it the tables. The JSON is rewritten after every part,
@@ -30,7 +33,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional
 
 import torch
 
@@ -62,6 +65,8 @@ def suite_parts(smoke: bool = False) -> List[Part]:
         Part("pixel", "pixel attention vs naive peers, time and peak memory", ["pixel", "--only", "global", "local"], 90),
         Part("kernels", "LocalSelfAttention2d's kernels: halo vs unfold vs flex, fwd+bwd and forward",
              ["pixel", "--only", "kernels", "kernels-inference"], 90),
+        Part("limit", "every family's MFU (train, inference) vs the measured bf16 matmul peak and the datasheet, with peers",
+             ["limit", "--repeats", "10", "--warmup", "3"], 180),
         Part("gan", "SA-GAN shapes gan_step, NCHW vs channels-last", ["speed", "--only", "gan", "--repeats", "30",
              "--warmup", "5"], 45),
         Part("vit-compiled", "ViT-S/16, ViT-B/16 train step vs timm, both compiled (inductor), MFU", vit + ["--compile"], 200),
@@ -74,6 +79,7 @@ def suite_parts(smoke: bool = False) -> List[Part]:
             "detr": ["--detr-batch", "1", "--detr-size", "64", "96"],
             "pixel": ["--batch", "1", "--channels", "16", "--global-sizes", "8", "--local-sizes", "8"],
             "kernels": ["--batch", "1", "--channels", "16", "--kernel-sizes", "8"],
+            "limit": ["--toy", "--families", "nonlocal"],
             "gan": ["--gan-batch", "2"],
             "vit-compiled": ["--models", "vit_tiny_patch16_224", "--models-batch", "2"],
             "compiled": ["--compiled-families", "detr", "--compiled-batch", "2", "--compiled-img-size", "32",

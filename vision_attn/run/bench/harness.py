@@ -130,12 +130,15 @@ def time_step(impl: Implementation, device: torch.device) -> None:
         impl.peaks_mib.append((torch.cuda.max_memory_allocated(device) - before) / 2**20)
 
 
-def measure(impls: Sequence[Implementation], repeats: int, warmup: int, device: torch.device) -> None:
-    """Check that every output has our shape, warm up, then time interleaved with a rotating order."""
+def measure(
+    impls: Sequence[Implementation], repeats: int, warmup: int, device: torch.device, same_shapes: bool = True
+) -> None:
+    """Check that every output has our shape (unless not ``same_shapes``: e.g. a reference matmul timed beside),
+    warm up, then time interleaved with a rotating order."""
     shapes = {impl.name: tuple(impl.step().shape) for impl in impls}  # one untimed step each
     ours = next(impl for impl in impls if impl.ours)
     for name, shape in shapes.items():
-        if shape != shapes[ours.name]:
+        if same_shapes and shape != shapes[ours.name]:
             raise RuntimeError(f"{impls[0].benchmark}: {name} gives output {shape}, ours gives {shapes[ours.name]}")
     for _ in range(warmup):
         for impl in impls:

@@ -8,6 +8,7 @@ ours against the naive peer with the same parameters (checked to give the same o
   56): ``halo`` (blocked queries + halo through the fused SDPA; what ``backend="auto"`` runs) against ``unfold`` and
   ``flex`` (the core's FlexAttention with a neighbourhood block mask), fwd+bwd and forward alone; each checked to
   equal ``halo`` first (float32). FlexAttention has no CPU backward: on CPU ``flex`` is in the forward table only.
+  ``--kernel-shapes sasa`` runs them on ``sasa_resnet26``'s own layer shapes instead (:data:`SASA_SHAPES`).
 
 On CPU each peak is measured alone, in a fresh process (the resident memory one step adds at its peak).
 """
@@ -25,8 +26,19 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .harness import (
-    DTYPES, Implementation, autocast, forward_backward_step, libc, measure, peak_cell, pin_malloc, prepare, ratio_cell,
-    summarize, table, write_json,
+    DTYPES,
+    Implementation,
+    autocast,
+    forward_backward_step,
+    libc,
+    measure,
+    peak_cell,
+    pin_malloc,
+    prepare,
+    ratio_cell,
+    summarize,
+    table,
+    write_json,
 )
 
 
@@ -111,6 +123,9 @@ PIXEL_NAMES = {
 }
 KERNEL_KINDS = ("kernels", "kernels-inference")
 KERNEL_BACKENDS = ("halo", "unfold", "flex")  # halo first: what backend="auto" runs, the ratios' reference
+# (batch, channels, size) of the kernels tables for --kernel-shapes sasa: sasa_resnet26_cifar's four stages at 32 px
+# (batch 8), and the first stage of sasa_resnet26 at 224 px (56 x 56, batch 2).
+SASA_SHAPES = ((8, 64, 32), (8, 128, 16), (8, 256, 8), (8, 512, 4), (2, 64, 56))
 
 
 def kernel_implementations(
@@ -264,15 +279,18 @@ def pixel(args: argparse.Namespace) -> Dict[str, object]:
     config = {
         "device": str(device), "dtype": args.dtype, "repeats": repeats, "warmup": warmup, "batch": args.batch,
         "channels": args.channels, "global_sizes": args.global_sizes, "local_sizes": args.local_sizes,
-        "kernel_sizes": args.kernel_sizes, "only": args.only, "seed": args.seed,
+        "kernel_sizes": args.kernel_sizes, "kernel_shapes": args.kernel_shapes,
+        "only": args.only, "seed": args.seed,
     }
     only = set(args.only or ("global", "local", *KERNEL_KINDS))
-    cases = [("global", s) for s in args.global_sizes] * ("global" in only)
-    cases += [("local", s) for s in args.local_sizes] * ("local" in only)
-    cases += [(kind, s) for kind in KERNEL_KINDS if kind in only for s in args.kernel_sizes]
+    cases = [("global", s, args.batch, args.channels) for s in args.global_sizes] * ("global" in only)
+    cases += [("local", s, args.batch, args.channels) for s in args.local_sizes] * ("local" in only)
+    kernel_shapes = ([(b, c, s) for b, c, s in SASA_SHAPES] if config["kernel_shapes"] == "sasa"
+                     else [(args.batch, args.channels, s) for s in args.kernel_sizes])
+    cases += [(kind, s, b, c) for kind in KERNEL_KINDS if kind in only for b, c, s in kernel_shapes]
     rows: List[Dict[str, object]] = []
-    for kind, size in cases:
-        impls = pixel_implementations(kind, size, args.batch, args.channels, device, dtype, args.seed)
+    for kind, size, batch, channels in cases:
+        impls = pixel_implementations(kind, size, batch, channels, device, dtype, args.seed)
         print(f"measuring {impls[0].benchmark} ...", file=sys.stderr, flush=True)
         measure(impls, repeats, warmup, device)
         group = summarize(impls)
@@ -282,14 +300,14 @@ def pixel(args: argparse.Namespace) -> Dict[str, object]:
         else:  # each step's peak in a fresh process, so nothing measured before inflates or hides it
             for which, row in enumerate(group):
                 row["peak_mib"] = cpu_step_peak_in_child(
-                    kind, which, size, args.batch, args.channels, args.dtype, args.seed, torch.get_num_threads()
+                    kind, which, size, batch, channels, args.dtype, args.seed, torch.get_num_threads()
                 )
         ours_peak = group[0]["peak_mib"]
         for row in group:
-            row.update(kind=kind, size=size)
+            row.update(kind=kind, size=size, batch=batch, channels=channels)
             row["memory_peer_over_ours"] = None if row["ours"] or not ours_peak else row["peak_mib"] / ours_peak
         rows.extend(group)
-    growth = local_memory_growth(rows, [s for k, s in cases if k == "local"])
+    growth = local_memory_growth(rows, [s for k, s, _, _ in cases if k == "local"])
 
     where = f"{machine['gpu']}" if machine["gpu"] else f"{machine['cpu']} | {machine['torch_threads']} torch threads"
     peak_note = ("CUDA memory a step allocates beyond what it starts with" if on_cuda else

@@ -2,7 +2,7 @@
 
 ``run_mutation(["vision_attn/attention/core.py"])`` copies the repository to temporary folders (the working tree
 is never edited, so Ctrl-C leaves it as it was), runs the tests once unchanged while recording which test
-executes which line of the module, then for each mutant (see :mod:`vision_attn.run.mutants`) writes it into a
+executes which line of the module, then for each mutant (see :mod:`dev.mutation.mutants`) writes it into a
 copy and runs, with ``pytest -x``, only the tests that reach the mutated lines, fastest first. A failing run
 (or a collection error) catches the mutant; one still running after the timeout is caught and flagged
 ``timeout``; a mutant no test reaches survives as ``uncovered`` without a run. Tests that run the module only in
@@ -269,7 +269,7 @@ def run_mutation(
     worker = tmp / "_mutation_worker.py"
     runner = _Runner(worker, package, _imports(root_path, package) + ["pytest"], fork and hasattr(os, "fork"))
     try:
-        shutil.copy(Path(__file__).with_name("mutation_worker.py"), worker)
+        shutil.copy(Path(__file__).with_name("worker.py"), worker)
         workdirs = [tmp / f"repo{i}" for i in range(jobs)]
         envs = {}
         for w in workdirs:

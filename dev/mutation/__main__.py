@@ -1,5 +1,4 @@
-#!/usr/bin/env python
-"""Mutation check: ``python tools/mutation.py vision_attn/attention/core.py [--tests tests/attention/test_core.py]``.
+"""Mutation check: ``python -m dev.mutation vision_attn/attention/core.py [--tests tests/attention/test_core.py]``.
 
 Mutates the module one small change at a time (comparisons, arithmetic, constants, deleted statements, swapped
 call arguments, and/or), runs the tests that reach each change, and prints caught / survived with each
@@ -9,8 +8,8 @@ survivor's diff. Survivors judged equivalent go in ``tests/mutation_equivalents.
 import argparse
 import sys
 
-from vision_attn.run.mutation import DEFAULT_EQUIVALENTS, run_mutation
-from vision_attn.run.mutants import find_mutants
+from .mutants import find_mutants
+from .runner import DEFAULT_EQUIVALENTS, run_mutation
 
 
 def main(argv=None) -> int:

@@ -1,4 +1,4 @@
-"""The processes of the mutation check (:mod:`vision_attn.run.mutation`); standard library and pytest only.
+"""The processes of the mutation check (:mod:`dev.mutation.runner`); standard library and pytest only.
 
 The check copies this file next to the repository copies and uses it in two ways:
 

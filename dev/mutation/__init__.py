@@ -1,0 +1,1 @@
+"""The mutation check (``make mutation``): single-change mutants of a module and whether its tests catch them."""
