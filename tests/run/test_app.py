@@ -199,6 +199,17 @@ def test_missing_models_say_how_to_get_them(tmp_path):
         core.load_model(run=str(tmp_path))
 
 
+def test_a_default_run_that_cannot_load_leaves_a_message(tmp_path):
+    run = tmp_path / "runs" / "detr_shapes" / "version_0"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "best.ckpt").write_bytes(b"")
+    (run / "config.yaml").write_text("model:\n  class_path: vision_attn.tasks.DetectionTask\n"
+                                     "  init_args: {model: detr_tiny_prenorm, no_such_option: 1}\n")
+    models, missing = core.load_explorer([], tmp_path)
+    assert "detect" not in models and "could not be loaded" in missing["detect"]
+    assert "configs/detr_shapes.yaml" in missing["detect"]
+
+
 def test_load_model_from_a_run_folder(tmp_path):
     import yaml
 

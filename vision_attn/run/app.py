@@ -152,7 +152,8 @@ def load_explorer(
     entries: Sequence[Mapping[str, Optional[str]]] = (), runs_root: Union[str, Path] = "."
 ) -> Tuple[Dict[str, ExplorerModel], Dict[str, str]]:
     """The models of each tab: ``entries`` (``load_model`` keyword dicts) first, then for every tab still empty its
-    default run under ``runs_root`` (:data:`DEFAULT_RUNS`). Returns ``(models by kind, message by missing kind)``."""
+    default run under ``runs_root`` (:data:`DEFAULT_RUNS`). Returns ``(models by kind, message by missing kind)``:
+    a default run that is missing or cannot be loaded leaves its tab with a message; an entry's error is raised."""
     models: Dict[str, ExplorerModel] = {}
     for entry in entries:
         m = load_model(**entry)
@@ -166,6 +167,10 @@ def load_explorer(
             models[kind] = load_model(run=str(run))
         except FileNotFoundError:
             missing[kind] = missing_message(kind, run)
+        except (Exception, SystemExit) as err:  # jsonargparse exits on a config it cannot read
+            missing[kind] = f"No {kind} model: {run} could not be loaded ({type(err).__name__}: {err}). " + (
+                f"Train it again with `{HOW_TO_GET[kind]}` or start the explorer with --run DIR / --model NAME[.TAG]."
+            )
     return models, missing
 
 
