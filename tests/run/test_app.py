@@ -203,8 +203,10 @@ def test_a_default_run_that_cannot_load_leaves_a_message(tmp_path):
     run = tmp_path / "runs" / "detr_shapes" / "version_0"
     (run / "checkpoints").mkdir(parents=True)
     (run / "checkpoints" / "best.ckpt").write_bytes(b"")
-    (run / "config.yaml").write_text("model:\n  class_path: vision_attn.tasks.DetectionTask\n"
-                                     "  init_args: {model: detr_tiny_prenorm, no_such_option: 1}\n")
+    (run / "config.yaml").write_text(
+        "model:\n  class_path: vision_attn.tasks.DetectionTask\n"
+        "  init_args: {model: detr_tiny_prenorm, no_such_option: 1}\n"
+    )
     models, missing = core.load_explorer([], tmp_path)
     assert "detect" not in models and "could not be loaded" in missing["detect"]
     assert "configs/detr_shapes.yaml" in missing["detect"]
@@ -264,8 +266,9 @@ def test_app_benchmark_times_each_tab_against_a_fresh_forward(tmp_path, monkeypa
     from vision_attn.run.bench.app import app_latency
 
     monkeypatch.chdir(ROOT)  # the configs/ of the stand-in models
-    args = argparse.Namespace(runs_root=str(tmp_path), repeats=1, warmup=0, results=str(tmp_path / "results"),
-                              json=None, seed=0, threads=None)
+    args = argparse.Namespace(
+        runs_root=str(tmp_path), repeats=1, warmup=0, results=str(tmp_path / "results"), json=None, seed=0, threads=None
+    )
     rows = app_latency(args)["results"]
     assert torch.is_grad_enabled()  # the benchmark leaves the process as it found it
     tabs = ["Classify", "Detect", "Pixel attention", "Generate", "CNN vs attention"]

@@ -160,7 +160,7 @@ def test_app_in_chromium(tmp_path):
             code = app.wait(timeout=60)
         except subprocess.TimeoutExpired:
             app.kill()
-            raise AssertionError("the app did not stop within 60 s of SIGTERM")
+            raise AssertionError("the app did not stop within 60 s of SIGTERM") from None
     assert code == 0, f"the app exited with {code} on SIGTERM:\n" + (tmp_path / "app.log").read_text()[-3000:]
     print(f"stopped {time.time() - t0:.1f} s after SIGTERM")
     assert "the explorer stopped" in (tmp_path / "app.log").read_text()

@@ -281,7 +281,10 @@ class ClassifyView:
 def _top_k(logits: Tensor, labels: Optional[Sequence[str]], k: int) -> List[Tuple[str, float]]:
     probs = logits.float().softmax(-1)
     p, idx = probs.topk(min(k, probs.numel()))
-    name = lambda i: str(labels[i]) if labels is not None and i < len(labels) else str(i)
+
+    def name(i):
+        return str(labels[i]) if labels is not None and i < len(labels) else str(i)
+
     return [(name(int(i)), float(v)) for v, i in zip(p, idx)]
 
 

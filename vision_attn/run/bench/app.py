@@ -41,7 +41,10 @@ def _untrained(kind: str, config: str) -> core.ExplorerModel:
     args = yaml.safe_load(Path(config).read_text())["model"]["init_args"]
     extra = {"num_classes": 4} if kind == "detect" else {"num_classes": 10}  # shapes: 10 classes, boxes: 4
     net = create_model(args["model"], **{**extra, **(args.get("model_args") or {})}).eval()
-    to_tensor = lambda im: torch.from_numpy(np.asarray(im, dtype=np.float32)).permute(2, 0, 1) / 255
+
+    def to_tensor(im):
+        return torch.from_numpy(np.asarray(im, dtype=np.float32)).permute(2, 0, 1) / 255
+
     labels = {i: (i, str(i)) for i in range(4)} if kind == "detect" else None
     return core.ExplorerModel(kind, f"{args['model']} (initial weights)", net, to_tensor, labels=labels)
 
