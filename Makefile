@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: demo test install clean mutation docs lint
+.PHONY: demo test test-timm install clean mutation docs lint
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q
+
+# timm's model tests over the whole registry (`make test` runs them on one small model per family).
+test-timm: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest -q -m timm_full tests/models/test_timm_models.py
 
 # The docs site (mkdocs-material + mkdocstrings) into site/, offline, warnings as errors; sources in docs/.
 $(VENV)/.installed-docs: pyproject.toml | $(BIN)/python

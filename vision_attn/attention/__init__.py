@@ -1,6 +1,13 @@
 """Floor 1: the attention core, masks, position encodings and attention capture."""
 from .capture import capture_attention
-from .core import MultiHeadAttention, attention_weights, flex_attention, scaled_dot_product_attention, to_sdpa_mask
+from .core import (
+    MultiHeadAttention,
+    attention_weights,
+    attention_with_weights,
+    flex_attention,
+    scaled_dot_product_attention,
+    to_sdpa_mask,
+)
 from .masks import adjacency_mask, local_window_mask, with_prefix_tokens
 from .position import (
     POS_EMBED_KINDS,
@@ -12,6 +19,7 @@ from .position import (
 __all__ = [
     "MultiHeadAttention",
     "scaled_dot_product_attention",
+    "attention_with_weights",
     "flex_attention",
     "attention_weights",
     "to_sdpa_mask",

@@ -6,13 +6,24 @@ Parameters are named as in ``torch.nn.MultiheadAttention`` (``in_proj_weight``, 
 """
 from __future__ import annotations
 
-from typing import Callable, Optional, Tuple, Union
+from typing import Callable, List, Optional, Tuple, Union
 
 import torch
+import torch.fx
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["MultiHeadAttention", "scaled_dot_product_attention", "flex_attention", "attention_weights", "to_sdpa_mask"]
+__all__ = [
+    "MultiHeadAttention", "scaled_dot_product_attention", "attention_with_weights", "flex_attention", "attention_weights",
+    "to_sdpa_mask", "shape_str",
+]
+
+
+def shape_str(shape: List[int]) -> str:
+    """A shape as Python prints a tuple (``(2, 5, 8)``), for error messages that also compile in TorchScript."""
+    if len(shape) == 1:
+        return f"({shape[0]},)"
+    return "(" + ", ".join([str(s) for s in shape]) + ")"
 
 
 def to_sdpa_mask(
@@ -35,42 +46,54 @@ def to_sdpa_mask(
         ``None``, a bool mask with SDPA's meaning (``True`` = may attend) when every input is bool,
         or an additive float mask; broadcastable to ``(B, H, Nq, Nk)``.
     """
-    parts = []
+    parts: List[Tensor] = []
     if attn_mask is not None:
+        m: Optional[Tensor] = None
+        shape = list(attn_mask.shape)
         if attn_mask.dim() == 2:
-            m = attn_mask.view(1, 1, nq, nk) if attn_mask.shape == (nq, nk) else None
+            if shape == [nq, nk]:
+                m = attn_mask.view(1, 1, nq, nk)
         elif attn_mask.dim() == 3:
-            m = attn_mask.view(batch, num_heads, nq, nk) if attn_mask.shape == (batch * num_heads, nq, nk) else None
+            if shape == [batch * num_heads, nq, nk]:
+                m = attn_mask.view(batch, num_heads, nq, nk)
         elif attn_mask.dim() == 4:
-            ok = all(s in (1, want) for s, want in zip(attn_mask.shape, (batch, num_heads, nq, nk)))
-            m = attn_mask if ok and attn_mask.shape[-2:] == (nq, nk) else None
-        else:
-            m = None
+            ok = shape[-2:] == [nq, nk]
+            for s, want in zip(shape, [batch, num_heads, nq, nk]):
+                ok = ok and (s == 1 or s == want)
+            if ok:
+                m = attn_mask
         if m is None:
             raise ValueError(
-                f"attn_mask has shape {tuple(attn_mask.shape)}; expected (Nq, Nk)=({nq}, {nk}), "
+                f"attn_mask has shape {shape_str(shape)}; expected (Nq, Nk)=({nq}, {nk}), "
                 f"(B*H, Nq, Nk)=({batch * num_heads}, {nq}, {nk}) or 4-D broadcastable to ({batch}, {num_heads}, {nq}, {nk})"
             )
         parts.append(m)
     if key_padding_mask is not None:
-        if key_padding_mask.shape != (batch, nk):
+        if list(key_padding_mask.shape) != [batch, nk]:
             raise ValueError(
-                f"key_padding_mask has shape {tuple(key_padding_mask.shape)}; expected (B, Nk)=({batch}, {nk})"
+                f"key_padding_mask has shape {shape_str(list(key_padding_mask.shape))}; expected (B, Nk)=({batch}, {nk})"
             )
         parts.append(key_padding_mask.view(batch, 1, 1, nk))
-    if not parts:
+    if len(parts) == 0:
         return None
-    if all(p.dtype == torch.bool for p in parts):
+    if all([p.dtype == torch.bool for p in parts]):
         blocked = parts[0] if len(parts) == 1 else parts[0] | parts[1]
         return ~blocked
-    total = None
+    total: Optional[Tensor] = None
     for p in parts:
         if p.dtype == torch.bool:
             p = torch.zeros(p.shape, dtype=dtype, device=p.device).masked_fill_(p, float("-inf"))
         else:
             p = p.to(dtype)
-        total = p if total is None else total + p
+        if total is None:
+            total = p
+        else:
+            total = total + p
     return total
+
+
+# torch.fx records this as one call (its shape checks run when the graph runs, not while it is traced).
+torch.fx.wrap("to_sdpa_mask")
 
 
 def attention_weights(q: Tensor, k: Tensor, mask: Optional[Tensor] = None, scale: Optional[float] = None) -> Tensor:
@@ -82,7 +105,8 @@ def attention_weights(q: Tensor, k: Tensor, mask: Optional[Tensor] = None, scale
     Returns:
         ``(B, H, Nq, Nk)``, rows summing to 1 (computed in float32, returned in ``q.dtype``).
     """
-    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    if scale is None:
+        scale = q.shape[-1] ** -0.5
     scores = torch.matmul(q.float(), k.float().transpose(-2, -1)) * scale
     if mask is not None:
         if mask.dtype == torch.bool:
@@ -90,6 +114,55 @@ def attention_weights(q: Tensor, k: Tensor, mask: Optional[Tensor] = None, scale
         else:
             scores = scores + mask.float()
     return scores.softmax(dim=-1).to(q.dtype)
+
+
+def _unit_stride(t: Tensor) -> Tensor:
+    return t if t.stride(-1) == 1 else t.contiguous()
+
+
+def _fused_attention(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor], dropout_p: float, scale: float) -> Tensor:
+    """``F.scaled_dot_product_attention`` on unit-stride ``q, k, v``, the smaller head size zero-padded (see below)."""
+    dk, dv = q.shape[-1], v.shape[-1]
+    qp, kp, vp = q, k, v
+    if dk < dv:
+        qp, kp = F.pad(q, (0, dv - dk)), F.pad(k, (0, dv - dk))
+    elif dv < dk:
+        vp = F.pad(v, (0, dk - dv))
+    out = F.scaled_dot_product_attention(qp, kp, vp, attn_mask=mask, dropout_p=dropout_p, scale=scale)
+    if dv < dk:
+        out = out[..., :dv]
+    return out
+
+
+# One fx node each: they branch on strides and head sizes, which fx cannot branch on while tracing.
+torch.fx.wrap("_unit_stride")
+torch.fx.wrap("_fused_attention")
+
+
+def attention_with_weights(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    mask: Optional[Tensor] = None,
+    dropout_p: float = 0.0,
+    need_weights: bool = False,
+    scale: Optional[float] = None,
+) -> Tuple[Tensor, Optional[Tensor]]:
+    """:func:`scaled_dot_product_attention` with a fixed return type (TorchScript has no use for its Union):
+    ``(out (B, H, Nq, dv), weights (B, H, Nq, Nk) or None)``."""
+    if scale is None:
+        scale = q.shape[-1] ** -0.5
+    # The fused kernels (CPU flash, CUDA flash / memory-efficient) need a unit stride on the last dim and
+    # equal head sizes; otherwise SDPA silently falls back to the kernel that materialises Nq x Nk.
+    # A permuted view is fine as it is (a copy would cost ~15% of fwd+bwd time); zero-padding the
+    # smaller head size keeps every dot product, and so the result, unchanged.
+    q, k, v = _unit_stride(q), _unit_stride(k), _unit_stride(v)
+    out = _fused_attention(q, k, v, mask, dropout_p, scale)
+    weights: Optional[Tensor] = None
+    if need_weights:
+        with torch.no_grad():
+            weights = attention_weights(q, k, mask, scale)
+    return out, weights
 
 
 def scaled_dot_product_attention(
@@ -112,24 +185,8 @@ def scaled_dot_product_attention(
         ``(B, H, Nq, dv)``; with ``need_weights`` also the weights ``(B, H, Nq, Nk)``. The output is the
         fused kernel's in both cases; the weights are computed beside it, so asking for them never changes it.
     """
-    dk, dv = q.shape[-1], v.shape[-1]
-    scale = dk ** -0.5 if scale is None else scale
-    # The fused kernels (CPU flash, CUDA flash / memory-efficient) need a unit stride on the last dim and
-    # equal head sizes; otherwise SDPA silently falls back to the kernel that materialises Nq x Nk.
-    # A permuted view is fine as it is (a copy would cost ~15% of fwd+bwd time); zero-padding the
-    # smaller head size keeps every dot product, and so the result, unchanged.
-    q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
-    qp, kp, vp = q, k, v
-    if dk < dv:
-        qp, kp = F.pad(q, (0, dv - dk)), F.pad(k, (0, dv - dk))
-    elif dv < dk:
-        vp = F.pad(v, (0, dk - dv))
-    out = F.scaled_dot_product_attention(qp, kp, vp, attn_mask=mask, dropout_p=dropout_p, scale=scale)
-    if dv < dk:
-        out = out[..., :dv]
-    if need_weights:
-        with torch.no_grad():
-            weights = attention_weights(q, k, mask, scale)
+    out, weights = attention_with_weights(q, k, v, mask, dropout_p, need_weights, scale)
+    if weights is not None:
         return out, weights
     return out
 
@@ -236,54 +293,49 @@ class MultiHeadAttention(nn.Module):
         return s
 
     def _weights(self) -> Tuple[Tensor, Tensor, Tensor]:
-        if self.same_dims:
-            return self.in_proj_weight.chunk(3)
-        return self.q_proj_weight, self.k_proj_weight, self.v_proj_weight
+        w = self.in_proj_weight
+        if w is not None:
+            wq, wk, wv = w.chunk(3)
+            return wq, wk, wv
+        wq, wk, wv = self.q_proj_weight, self.k_proj_weight, self.v_proj_weight
+        assert wq is not None and wk is not None and wv is not None  # TorchScript: set whenever in_proj_weight is not
+        return wq, wk, wv
 
     def _biases(self) -> Tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor]]:
-        if self.in_proj_bias is None:
+        b = self.in_proj_bias
+        if b is None:
             return None, None, None
-        return self.in_proj_bias.chunk(3)
+        bq, bk, bv = b.chunk(3)
+        return bq, bk, bv
 
     def _project(self, query: Tensor, key: Tensor, value: Tensor, self_attn: bool) -> Tuple[Tensor, Tensor, Tensor]:
         """Project to heads: returns q ``(B, H, Nq, hd)``, k and v ``(B, H, Nk, hd)``."""
         B, Nq, _ = query.shape
         Nk = key.shape[1]
         H, hd = self.num_heads, self.head_dim
-        if self_attn and self.same_dims:
+        w = self.in_proj_weight
+        if self_attn and w is not None:
             # One matmul for q, k and v.
-            qkv = F.linear(query, self.in_proj_weight, self.in_proj_bias)
+            qkv = F.linear(query, w, self.in_proj_bias)
             q, k, v = qkv.view(B, Nq, 3, H, hd).permute(2, 0, 3, 1, 4).unbind(0)
             return q, k, v
         wq, wk, wv = self._weights()
         bq, bk, bv = self._biases()
         q = F.linear(query, wq, bq)
-        if key is value and self.same_dims:
-            kv = F.linear(key, self.in_proj_weight[self.dim:], None if bk is None else self.in_proj_bias[self.dim:])
+        if key is value and w is not None:
+            b = self.in_proj_bias
+            kv = F.linear(key, w[self.dim:], None if b is None else b[self.dim:])
             k, v = kv.view(B, Nk, 2, H, hd).permute(2, 0, 3, 1, 4).unbind(0)
         else:
             k = F.linear(key, wk, bk).view(B, Nk, H, hd).transpose(1, 2)
             v = F.linear(value, wv, bv).view(B, Nk, H, hd).transpose(1, 2)
         return q.view(B, Nq, H, hd).transpose(1, 2), k, v
 
-    def _check(self, query: Tensor, key: Tensor, value: Tensor) -> None:
-        if query.dim() != 3 or query.shape[-1] != self.dim:
-            raise ValueError(f"query has shape {tuple(query.shape)}; expected (B, Nq, D) with D={self.dim}")
-        if key.dim() != 3 or key.shape[-1] != self.kdim or key.shape[0] != query.shape[0]:
-            raise ValueError(
-                f"key has shape {tuple(key.shape)}; expected (B, Nk, kdim)=({query.shape[0]}, Nk, {self.kdim})"
-            )
-        if value.dim() != 3 or value.shape[-1] != self.vdim or value.shape[:2] != key.shape[:2]:
-            raise ValueError(
-                f"value has shape {tuple(value.shape)}; expected (B, Nk, vdim)=({key.shape[0]}, {key.shape[1]}, {self.vdim})"
-            )
-
     def forward(
         self,
         query: Tensor,
         key: Optional[Tensor] = None,
         value: Optional[Tensor] = None,
-        *,
         attn_mask: Optional[Tensor] = None,
         key_padding_mask: Optional[Tensor] = None,
         need_weights: bool = False,
@@ -299,25 +351,50 @@ class MultiHeadAttention(nn.Module):
             key_padding_mask: ``(B, Nk)``; bool True = padding (ignored key), float = added.
             need_weights: also return the attention probabilities.
 
+        Pass the masks and ``need_weights`` by keyword (they are not keyword-only because TorchScript refuses those).
+
         Returns:
             ``out (B, Nq, D)``, or ``(out, weights (B, H, Nq, Nk))`` with ``need_weights=True``;
             ``out`` is the same either way.
         """
         self_attn = key is None and value is None
-        key = query if key is None else key
-        value = key if value is None else value
-        self._check(query, key, value)
+        if key is None:
+            key = query
+        if value is None:
+            value = key
+        check_qkv(query, key, value, self.dim, self.kdim, self.vdim)
         B, Nq, _ = query.shape
         Nk = key.shape[1]
         q, k, v = self._project(query, key, value, self_attn)
-        mask = to_sdpa_mask(attn_mask, key_padding_mask, B, self.num_heads, Nq, Nk, q.dtype)
+        mask: Optional[Tensor] = None
+        if attn_mask is not None or key_padding_mask is not None:
+            mask = to_sdpa_mask(attn_mask, key_padding_mask, B, self.num_heads, Nq, Nk, q.dtype)
         capture = self._capture
         want_weights = need_weights or capture is not None
         dropout_p = self.attn_drop if self.training else 0.0
-        res = scaled_dot_product_attention(q, k, v, mask, dropout_p, need_weights=want_weights)
-        out, weights = res if want_weights else (res, None)
+        out, weights = attention_with_weights(q, k, v, mask, dropout_p, need_weights=want_weights)
         out = out.transpose(1, 2).reshape(B, Nq, self.dim)
         out = self.proj_drop(self.out_proj(out))
         if capture is not None:
             capture(weights)
-        return (out, weights) if need_weights else out
+        if need_weights and weights is not None:
+            return out, weights
+        return out
+
+
+def check_qkv(query: Tensor, key: Tensor, value: Tensor, dim: int, kdim: int, vdim: int) -> None:
+    """Raise a ValueError naming the input unless ``query (B, Nq, dim)``, ``key (B, Nk, kdim)``, ``value (B, Nk, vdim)``."""
+    if query.dim() != 3 or query.shape[-1] != dim:
+        raise ValueError(f"query has shape {shape_str(list(query.shape))}; expected (B, Nq, D) with D={dim}")
+    if key.dim() != 3 or key.shape[-1] != kdim or key.shape[0] != query.shape[0]:
+        raise ValueError(
+            f"key has shape {shape_str(list(key.shape))}; expected (B, Nk, kdim)=({query.shape[0]}, Nk, {kdim})"
+        )
+    if value.dim() != 3 or value.shape[-1] != vdim or value.shape[:2] != key.shape[:2]:
+        raise ValueError(
+            f"value has shape {shape_str(list(value.shape))}; expected (B, Nk, vdim)=({key.shape[0]}, {key.shape[1]}, {vdim})"
+        )
+
+
+# Checks run when an fx graph runs (one node), not while it is traced: fx cannot branch on traced shapes.
+torch.fx.wrap("check_qkv")

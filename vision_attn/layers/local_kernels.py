@@ -15,15 +15,18 @@ embedding on the rest) and a softmax over those keys only. They differ in how:
 """
 from __future__ import annotations
 
-from typing import Dict, Tuple, Union
+from typing import Dict, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..attention import flex_attention, scaled_dot_product_attention
+from ..attention import attention_with_weights, flex_attention, scaled_dot_product_attention
 
-__all__ = ["LOCAL_BACKENDS", "relative_logits", "unfold_local_attention", "flex_local_attention", "flex_supported"]
+__all__ = [
+    "LOCAL_BACKENDS", "relative_logits", "halo_local_attention", "unfold_local_attention", "flex_local_attention",
+    "flex_supported",
+]
 
 LOCAL_BACKENDS = ("auto", "halo", "flex", "unfold")
 
@@ -35,6 +38,110 @@ def relative_logits(q: Tensor, rel_h: Tensor, rel_w: Tensor) -> Tuple[Tensor, Te
     rows = torch.einsum("bhnc,hkc->bhnk", q[..., :half], rel_h)
     cols = torch.einsum("bhnc,hkc->bhnk", q[..., half:], rel_w)
     return rows, cols
+
+
+def _halo_layout(height: int, width: int, block_size: int) -> Tuple[int, int, int, int]:
+    """Block sides ``(bh, bw)`` and block counts ``(nbh, nbw)`` for an ``height x width`` map."""
+    bh, bw = min(block_size, height), min(block_size, width)
+    return bh, bw, -(-height // bh), -(-width // bw)
+
+
+def _shifted(rel: Tensor, block: int) -> Tensor:
+    """``rel (heads, k, c)`` indexed by offset -> ``(heads, block, block + k - 1, c)`` indexed by (query, halo key).
+
+    Entry ``[h, i, j]`` is ``rel[h, j - i]`` where ``0 <= j - i < k``, else 0 (those keys are masked anyway).
+    """
+    k = rel.shape[1]
+    j_minus_i = torch.arange(block + k - 1, device=rel.device)[None, :] - torch.arange(block, device=rel.device)[:, None]
+    inside = (j_minus_i >= 0) & (j_minus_i < k)
+    out = rel[:, j_minus_i.clamp(0, k - 1)]  # (heads, block, block + k - 1, c)
+    return out * inside[None, :, :, None].to(rel.dtype)
+
+
+def _halo_axis(b: int, nb: int, size: int, r: int, device: torch.device) -> Tuple[Tensor, Tensor, Tensor]:
+    """Along one axis: which halo keys are near each query ``(nb, b, b + 2r)``, inside the map ``(nb, b + 2r)``,
+    and which queries are inside the map ``(nb, b)``."""
+    start = torch.arange(nb, device=device)[:, None] * b
+    q = start + torch.arange(b, device=device)  # (nb, b) absolute query positions
+    k = start - r + torch.arange(b + 2 * r, device=device)  # (nb, b + 2r) absolute key positions
+    near = (k[:, None, :] - q[:, :, None]).abs() <= r  # (nb, b, b + 2r)
+    return near, (k >= 0) & (k < size), q < size
+
+
+def _halo_window_mask(height: int, width: int, kernel_size: int, block_size: int, device: torch.device) -> Tensor:
+    """``(blocks, 1, bh*bw, Kh*Kw)`` bool, SDPA meaning (True = may attend): the key is in the query's window
+    and inside the image (queries in the padding, whose outputs are dropped, see their whole window)."""
+    r = kernel_size // 2
+    bh, bw, nbh, nbw = _halo_layout(height, width, block_size)
+    near_y, key_in_y, q_in_y = _halo_axis(bh, nbh, height, r, device)
+    near_x, key_in_x, q_in_x = _halo_axis(bw, nbw, width, r, device)
+    # index order: (by, bx, i, j, ky, kx)
+    near = near_y[:, None, :, None, :, None] & near_x[None, :, None, :, None, :]
+    key_in = key_in_y[:, None, None, None, :, None] & key_in_x[None, :, None, None, None, :]
+    q_in = q_in_y[:, None, :, None, None, None] & q_in_x[None, :, None, :, None, None]
+    allowed = near & (key_in | ~q_in)
+    return allowed.reshape(nbh * nbw, 1, bh * bw, (bh + 2 * r) * (bw + 2 * r))
+
+
+def _halo_window_weights(weights: Tensor, batch: int, heads: int, height: int, width: int, kernel_size: int,
+                         block_size: int) -> Tensor:
+    """Blocked weights ``(blocks, B*heads, bh*bw, Kh*Kw)`` -> per-pixel window weights ``(B, heads, H*W, k*k)``."""
+    k = kernel_size
+    bh, bw, nbh, nbw = _halo_layout(height, width, block_size)
+    Kw = bw + k - 1
+    dev = weights.device
+    i = torch.arange(bh, device=dev).repeat_interleave(bw)  # query row in block
+    j = torch.arange(bw, device=dev).repeat(bh)  # query column in block
+    oy = torch.arange(k, device=dev).repeat_interleave(k)
+    ox = torch.arange(k, device=dev).repeat(k)
+    idx = (i[:, None] + oy[None, :]) * Kw + (j[:, None] + ox[None, :])  # (bh*bw, k*k) halo key of each offset
+    w = weights.gather(-1, idx.expand(weights.shape[0], weights.shape[1], -1, -1))
+    w = w.reshape(nbh, nbw, batch, heads, bh, bw, k * k).permute(2, 3, 0, 4, 1, 5, 6)
+    w = w.reshape(batch, heads, nbh * bh, nbw * bw, k * k)[:, :, :height, :width]
+    return w.reshape(batch, heads, height * width, k * k)
+
+
+def halo_local_attention(
+    qkv: Tensor, rel_h: Tensor, rel_w: Tensor, num_heads: int, block_size: int, need_weights: bool = False,
+) -> Tuple[Tensor, Optional[Tensor]]:
+    """The ``halo`` kernel: ``qkv (B, 3C, H, W)`` (queries, keys, values stacked on channels) -> ``(B, C, H, W)``, and
+    with ``need_weights`` the window weights ``(B, heads, H*W, k*k)`` (offsets row-major, 0 outside the image)."""
+    B, C3, H, W = qkv.shape
+    C = C3 // 3
+    nh, kernel = num_heads, rel_h.shape[1]
+    d, r = C // nh, kernel // 2
+    bh, bw, nbh, nbw = _halo_layout(H, W, block_size)
+    Hp, Wp, Kh, Kw = nbh * bh, nbw * bw, bh + 2 * r, bw + 2 * r
+    nblocks = nbh * nbw
+    q, k, v = qkv.chunk(3, dim=1)
+
+    # Queries: (B, C, Hp, Wp) -> (nbh, nbw, B, heads, bh, bw, d).
+    q = F.pad(q, (0, Wp - W, 0, Hp - H)).reshape(B, nh, d, nbh, bh, nbw, bw).permute(3, 5, 0, 1, 4, 6, 2)
+    dr = d // 2
+    rows = torch.einsum("abnhijc,hikc->abnhijk", q[..., :dr], _shifted(rel_h, bh))
+    cols = torch.einsum("abnhijc,hjkc->abnhijk", q[..., dr:], _shifted(rel_w, bw))
+    q = torch.cat([q, rows, cols], dim=-1).reshape(nblocks, B * nh, bh * bw, d + Kh + Kw)
+
+    # Keys and values: each block's (bh + 2r) x (bw + 2r) halo; the zero padding is masked below.
+    kv = F.pad(torch.cat([k, v], dim=1), (r, r + Wp - W, r, r + Hp - H))
+    kv = kv.unfold(2, Kh, bh).unfold(3, Kw, bw)  # (B, 2C, nbh, nbw, Kh, Kw), a view
+    kv = kv.reshape(B, 2, nh, d, nbh, nbw, Kh, Kw).permute(1, 4, 5, 0, 2, 6, 7, 3)  # still a view
+    kv = kv.reshape(2, nblocks, B * nh, Kh * Kw, d)  # the one copy: ((b + 2r) / b)^2 x the keys and values
+    k, v = kv.unbind(0)
+    # One-hot code of each halo key's row and column: q'.k' adds the query's row and column terms.
+    code = torch.cat([
+        torch.eye(Kh, dtype=k.dtype, device=k.device).repeat_interleave(Kw, dim=0),
+        torch.eye(Kw, dtype=k.dtype, device=k.device).repeat(Kh, 1),
+    ], dim=1)  # (Kh*Kw, Kh + Kw)
+    k = torch.cat([k, code.expand(nblocks, B * nh, -1, -1)], dim=-1)
+
+    mask = _halo_window_mask(H, W, kernel, block_size, qkv.device)
+    out, weights = attention_with_weights(q, k, v, mask, need_weights=need_weights, scale=d ** -0.5)
+    out = out.reshape(nbh, nbw, B, nh, bh, bw, d).permute(2, 3, 6, 0, 4, 1, 5).reshape(B, C, Hp, Wp)[:, :, :H, :W]
+    if weights is not None:
+        weights = _halo_window_weights(weights, B, nh, H, W, kernel, block_size)
+    return out, weights
+
 
 
 def unfold_local_attention(

@@ -3,7 +3,11 @@ from __future__ import annotations
 
 from typing import Tuple, Union
 
+import torch
+import torch.fx
 from torch import Tensor, nn
+
+from ..attention.core import shape_str
 
 __all__ = ["PatchEmbed", "check_image_input"]
 
@@ -13,15 +17,41 @@ def _pair(x: Union[int, Tuple[int, int]]) -> Tuple[int, int]:
 
 
 def check_image_input(x: Tensor, in_chans: int, owner: str) -> None:
-    """Raise a ValueError naming ``owner`` unless ``x`` is ``(B, in_chans, H, W)``."""
-    if not hasattr(x, "dim") or x.dim() != 4:
+    """Raise a ValueError naming ``owner`` unless ``x`` is ``(B, in_chans, H, W)``.
+
+    It compiles in TorchScript, and torch.fx records it as one call (a module that calls it must
+    ``torch.fx.wrap("check_image_input")``): the check then runs with the traced graph.
+    """
+    if not torch.jit.is_scripting() and not isinstance(x, Tensor):
         shape = tuple(x.shape) if hasattr(x, "shape") else type(x).__name__
         raise ValueError(f"{owner} expects images of shape (B, {in_chans}, H, W); got {shape}")
+    if x.dim() != 4:
+        raise ValueError(f"{owner} expects images of shape (B, {in_chans}, H, W); got {shape_str(list(x.shape))}")
     if x.shape[1] != in_chans:
         raise ValueError(
             f"{owner} expects {in_chans} input channels (in_chans={in_chans}); got {x.shape[1]} "
-            f"in input of shape {tuple(x.shape)}"
+            f"in input of shape {shape_str(list(x.shape))}"
         )
+
+
+def check_image_size(
+    height: int, width: int, img_size: Tuple[int, int], patch_size: Tuple[int, int], strict: bool
+) -> None:
+    """Raise a ValueError unless a ``height x width`` image is allowed: ``img_size`` itself when ``strict``, and
+    divisible by ``patch_size`` (TorchScript- and fx-safe, as :func:`check_image_input`)."""
+    if strict and (height != img_size[0] or width != img_size[1]):
+        raise ValueError(
+            f"expected images of {img_size[0]}x{img_size[1]} pixels (img_size); got {height}x{width}. "
+            f"Create the model with img_size=({height}, {width}) (learned positions are resampled on load) "
+            "or dynamic_img_size=True"
+        )
+    if height % patch_size[0] != 0 or width % patch_size[1] != 0:
+        raise ValueError(f"image size {height}x{width} is not divisible by patch_size ({patch_size[0]}, {patch_size[1]})")
+
+
+# fx records the checks as calls run with the graph (it cannot branch on traced shapes while tracing).
+torch.fx.wrap("check_image_input")
+torch.fx.wrap("check_image_size")
 
 
 class PatchEmbed(nn.Module):
@@ -49,19 +79,11 @@ class PatchEmbed(nn.Module):
 
     def feature_grid(self, height: int, width: int) -> Tuple[int, int]:
         """The token grid ``(h, w)`` an image of ``height x width`` gives; raises if the size is not allowed."""
-        ph, pw = self.patch_size
-        if self.strict_img_size and (height, width) != self.img_size:
-            raise ValueError(
-                f"expected images of {self.img_size[0]}x{self.img_size[1]} pixels (img_size); got {height}x{width}. "
-                f"Create the model with img_size=({height}, {width}) (learned positions are resampled on load) "
-                "or dynamic_img_size=True"
-            )
-        if height % ph or width % pw:
-            raise ValueError(f"image size {height}x{width} is not divisible by patch_size {self.patch_size}")
-        return height // ph, width // pw
+        check_image_size(height, width, self.img_size, self.patch_size, self.strict_img_size)
+        return height // self.patch_size[0], width // self.patch_size[1]
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C, H, W)`` -> ``(B, h*w, D)`` tokens, row-major over the patch grid."""
         check_image_input(x, self.in_chans, "PatchEmbed")
-        self.feature_grid(x.shape[2], x.shape[3])
+        check_image_size(x.shape[2], x.shape[3], self.img_size, self.patch_size, self.strict_img_size)
         return self.proj(x).flatten(2).transpose(1, 2)

@@ -14,19 +14,42 @@ from __future__ import annotations
 from typing import Callable, Optional, Tuple
 
 import torch
+import torch.fx
 import torch.nn.functional as F
+from timm.models import register_notrace_module
 from torch import Tensor, nn
+from torch.fx._symbolic_trace import is_fx_tracing  # torch has no public name for it
 
-from ..attention import scaled_dot_product_attention
-from .local_kernels import LOCAL_BACKENDS, flex_local_attention, flex_supported, unfold_local_attention
+from ..attention import attention_with_weights, scaled_dot_product_attention
+from ..attention.core import shape_str
+from .local_kernels import (
+    LOCAL_BACKENDS,
+    _halo_layout,
+    _halo_window_mask,
+    _halo_window_weights,
+    _shifted,
+    flex_local_attention,
+    flex_supported,
+    halo_local_attention,
+    unfold_local_attention,
+)
 
 __all__ = ["NonLocalBlock2d", "LocalSelfAttention2d"]
 
 
-def _check_feature_map(x: Tensor, channels: int, owner: str) -> None:
-    if not hasattr(x, "dim") or x.dim() != 4 or x.shape[1] != channels:
-        shape = tuple(x.shape) if hasattr(x, "shape") else type(x).__name__
-        raise ValueError(f"{owner} expects a feature map of shape (B, {channels}, H, W) (channels={channels}); got {shape}")
+def check_feature_map(x: Tensor, channels: int, owner: str) -> None:
+    """Raise a ValueError naming ``owner`` unless ``x`` is ``(B, channels, H, W)`` (TorchScript- and fx-safe)."""
+    if not torch.jit.is_scripting() and not isinstance(x, Tensor):
+        raise ValueError(f"{owner} expects a feature map of shape (B, {channels}, H, W) (channels={channels}); "
+                         f"got {type(x).__name__}")
+    if x.dim() != 4 or x.shape[1] != channels:
+        raise ValueError(f"{owner} expects a feature map of shape (B, {channels}, H, W) (channels={channels}); "
+                         f"got {shape_str(list(x.shape))}")
+
+
+# fx records these as one call each, run with the graph: they branch on shapes, which fx cannot while tracing.
+torch.fx.wrap("check_feature_map")
+torch.fx.wrap("halo_local_attention")
 
 
 def _check_heads(owner: str, what: str, width: int, num_heads: int) -> None:
@@ -101,14 +124,13 @@ class NonLocalBlock2d(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``x (B, C, H, W)`` -> ``(B, C, H, W)``; equal to ``x`` while ``gamma == 0``."""
-        _check_feature_map(x, self.channels, type(self).__name__)
+        check_feature_map(x, self.channels, "NonLocalBlock2d")
         B, _, H, W = x.shape
         q = self._heads(self.query(x))
         k = self._heads(self.pool(self.key(x)))
         v = self._heads(self.pool(self.value(x)))
         capture = self._capture
-        res = scaled_dot_product_attention(q, k, v, need_weights=capture is not None, scale=self.scale)
-        out, weights = res if capture is not None else (res, None)
+        out, weights = attention_with_weights(q, k, v, need_weights=capture is not None, scale=self.scale)
         out = out.transpose(-1, -2).reshape(B, -1, H, W)
         if capture is not None:
             capture(weights)
@@ -136,6 +158,8 @@ class _HaloGather(torch.autograd.Function):
         return out.view(B, C, Hpad, Wpad), None, None, None
 
 
+# timm's fx tools (its feature extractor, the tracer of its tests) keep it whole: eager kernels, bit-identical outputs.
+@register_notrace_module
 class LocalSelfAttention2d(nn.Module):
     """Stand-alone local self-attention: each pixel attends exactly to its ``k x k`` neighbourhood.
 
@@ -244,8 +268,8 @@ class LocalSelfAttention2d(nn.Module):
           forward) and compiles once per new shape (seconds), 1.6-5.4x slower on larger maps;
         * CUDA: ``halo`` until measured there (``flex`` is the candidate; pass ``backend="flex"`` to use it).
         """
-        needs_grad = torch.is_grad_enabled() and (x.requires_grad or self.qkv.weight.requires_grad)
         if self.backend != "auto":
+            needs_grad = torch.is_grad_enabled() and (x.requires_grad or self.qkv.weight.requires_grad)
             if self.backend == "flex" and not flex_supported(x.device, needs_grad):
                 raise RuntimeError(
                     f"{type(self).__name__}: backend='flex' needs FlexAttention with a backward on {x.device.type} "
@@ -254,49 +278,31 @@ class LocalSelfAttention2d(nn.Module):
             return self.backend
         return "halo"
 
-    # --- blocked layout ----------------------------------------------------------------------------------
+    # --- blocked layout (the functions of local_kernels.py, with this layer's sizes) --------------------------
     def _layout(self, height: int, width: int) -> Tuple[int, int, int, int]:
         """Block sides ``(bh, bw)`` and block counts ``(nbh, nbw)`` for an ``height x width`` map."""
-        bh, bw = min(self.block_size, height), min(self.block_size, width)
-        return bh, bw, -(-height // bh), -(-width // bw)
+        return _halo_layout(height, width, self.block_size)
 
     @staticmethod
     def _shifted(rel: Tensor, block: int) -> Tensor:
-        """``rel (heads, k, c)`` indexed by offset -> ``(heads, block, block + k - 1, c)`` indexed by (query, halo key).
-
-        Entry ``[h, i, j]`` is ``rel[h, j - i]`` where ``0 <= j - i < k``, else 0 (those keys are masked anyway).
-        """
-        heads, k, c = rel.shape
-        j_minus_i = torch.arange(block + k - 1, device=rel.device)[None, :] - torch.arange(block, device=rel.device)[:, None]
-        inside = (j_minus_i >= 0) & (j_minus_i < k)
-        out = rel[:, j_minus_i.clamp(0, k - 1)]  # (heads, block, block + k - 1, c)
-        return out * inside[None, :, :, None].to(rel.dtype)
+        """``rel (heads, k, c)`` -> ``(heads, block, block + k - 1, c)``: ``[h, i, j] = rel[h, j - i]`` (0 outside)."""
+        return _shifted(rel, block)
 
     def _window_mask(self, height: int, width: int, device) -> Tensor:
         """``(blocks, 1, bh*bw, Kh*Kw)`` bool, SDPA meaning (True = may attend): the key is in the query's window
         and inside the image (queries in the padding, whose outputs are dropped, see their whole window)."""
-        r = self.kernel_size // 2
-        bh, bw, nbh, nbw = self._layout(height, width)
-
-        def axis(b: int, nb: int, size: int) -> Tuple[Tensor, Tensor, Tensor]:
-            start = torch.arange(nb, device=device)[:, None] * b
-            q = start + torch.arange(b, device=device)  # (nb, b) absolute query positions
-            k = start - r + torch.arange(b + 2 * r, device=device)  # (nb, b + 2r) absolute key positions
-            near = (k[:, None, :] - q[:, :, None]).abs() <= r  # (nb, b, b + 2r)
-            return near, (k >= 0) & (k < size), q < size
-
-        near_y, key_in_y, q_in_y = axis(bh, nbh, height)
-        near_x, key_in_x, q_in_x = axis(bw, nbw, width)
-        # index order: (by, bx, i, j, ky, kx)
-        near = near_y[:, None, :, None, :, None] & near_x[None, :, None, :, None, :]
-        key_in = key_in_y[:, None, None, None, :, None] & key_in_x[None, :, None, None, None, :]
-        q_in = q_in_y[:, None, :, None, None, None] & q_in_x[None, :, None, :, None, None]
-        allowed = near & (key_in | ~q_in)
-        return allowed.reshape(nbh * nbw, 1, bh * bw, (bh + 2 * r) * (bw + 2 * r))
+        return _halo_window_mask(height, width, self.kernel_size, self.block_size, device)
 
     def forward(self, x: Tensor) -> Tensor:
         """``x (B, C, H, W)`` -> ``(B, C, ceil(H/stride), ceil(W/stride))``."""
-        _check_feature_map(x, self.channels, type(self).__name__)
+        check_feature_map(x, self.channels, "LocalSelfAttention2d")
+        if torch.jit.is_scripting():  # all kernels are exact: TorchScript runs the plain halo one
+            out, _ = halo_local_attention(self.qkv(x), self.rel_pos_h, self.rel_pos_w, self.num_heads, self.block_size)
+            return self.pool(out)
+        elif is_fx_tracing() and not torch.compiler.is_compiling():  # symbolic tracing, not torch.export / compile:
+            # plain torch.fx (timm's tools keep this module whole) records one call, run with the graph
+            out, _ = halo_local_attention(self.qkv(x), self.rel_pos_h, self.rel_pos_w, self.num_heads, self.block_size)
+            return self.pool(out)
         backend = self.pick_backend(x)
         capture = self._capture
         if backend == "unfold" or (backend == "flex" and capture is None):  # flex returns no weights: halo does
@@ -386,16 +392,4 @@ class LocalSelfAttention2d(nn.Module):
 
     def _window_weights(self, weights: Tensor, batch: int, height: int, width: int) -> Tensor:
         """Blocked weights ``(blocks, B*heads, bh*bw, Kh*Kw)`` -> per-pixel window weights ``(B, heads, H*W, k*k)``."""
-        k = self.kernel_size
-        bh, bw, nbh, nbw = self._layout(height, width)
-        Kw = bw + k - 1
-        dev = weights.device
-        i = torch.arange(bh, device=dev).repeat_interleave(bw)  # query row in block
-        j = torch.arange(bw, device=dev).repeat(bh)  # query column in block
-        oy = torch.arange(k, device=dev).repeat_interleave(k)
-        ox = torch.arange(k, device=dev).repeat(k)
-        idx = (i[:, None] + oy[None, :]) * Kw + (j[:, None] + ox[None, :])  # (bh*bw, k*k) halo key of each offset
-        w = weights.gather(-1, idx.expand(weights.shape[0], weights.shape[1], -1, -1))
-        w = w.reshape(nbh, nbw, batch, self.num_heads, bh, bw, k * k).permute(2, 3, 0, 4, 1, 5, 6)
-        w = w.reshape(batch, self.num_heads, nbh * bh, nbw * bw, k * k)[:, :, :height, :width]
-        return w.reshape(batch, self.num_heads, height * width, k * k)
+        return _halo_window_weights(weights, batch, self.num_heads, height, width, self.kernel_size, self.block_size)

@@ -49,6 +49,9 @@ class TransformerEncoderLayer(nn.Module):
 
     def forward(self, x: Tensor, attn_mask: Optional[Tensor] = None, key_padding_mask: Optional[Tensor] = None) -> Tensor:
         """``x (B, N, D)`` -> ``(B, N, D)``; masks as in :class:`MultiHeadAttention`."""
-        x = x + self.drop_path1(self.ls1(self.attn(self.norm1(x), attn_mask=attn_mask, key_padding_mask=key_padding_mask)))
+        y = self.attn(self.norm1(x), attn_mask=attn_mask, key_padding_mask=key_padding_mask)
+        if isinstance(y, tuple):  # never (no need_weights): narrows the core's Union return type for TorchScript
+            y = y[0]
+        x = x + self.drop_path1(self.ls1(y))
         x = x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
         return x

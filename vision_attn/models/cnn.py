@@ -7,10 +7,10 @@ They are instances of :class:`ResNet`, timm's ``ResNet`` class with our ``save_p
 (:class:`~vision_attn.models.hub.PretrainedMixin`): still timm ResNets for every timm tool (``isinstance``, timm's
 feature extraction and checkpoint helpers), built by timm's own ``build_model_with_cfg``.
 """
-from __future__ import annotations
 
 import timm
-from torch import nn
+import torch.fx
+from torch import Tensor, nn
 
 from ..layers import check_image_input
 from .hub import PretrainedMixin
@@ -19,8 +19,29 @@ from .registry import register_model
 __all__ = ["ResNet", "resnet18", "resnet34", "resnet50", "resnet18_cifar", "resnet10_narrow_cifar"]
 
 
+# fx records the input check as one call, run with the graph (it cannot branch on traced shapes).
+torch.fx.wrap("check_image_input")
+
+
 class ResNet(PretrainedMixin, timm.models.resnet.ResNet):
-    """timm's ResNet (same constructor, modules and key layout) with ``save_pretrained`` and ``push_to_hub``."""
+    """timm's ResNet (same constructor, modules and key layout) with ``save_pretrained`` and ``push_to_hub``, and an
+    input check that names the model (it compiles in TorchScript and traces in torch.fx, as timm's own forward)."""
+
+    model_name = "ResNet"  # the registry name, for error messages (set by the factories)
+
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """timm's, plus a non-local block appended to a stage (``layerN.attn``) in that stage, after its blocks."""
+        matcher = super().group_matcher(coarse)
+        if not coarse:
+            matcher["blocks"] = [(r"^layer(\d+)\.(\d+)", None), (r"^layer(\d+)\.attn", (9999,))]
+        return matcher
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Images ``(B, in_chans, H, W)`` -> logits ``(B, num_classes)`` (pooled features when ``num_classes=0``)."""
+        check_image_input(x, self.in_chans, self.model_name)
+        x = self.forward_features(x)
+        x = self.forward_head(x)
+        return x
 
 
 # timm's block and depth of each ImageNet ResNet (timm/models/resnet.py)
@@ -33,12 +54,8 @@ _TIMM_RESNETS = {
 
 def _checked(model: nn.Module, in_chans: int, name: str) -> nn.Module:
     """Make the model refuse input of the wrong rank or channel count with a message naming both."""
-
-    def hook(_module, args):
-        check_image_input(args[0], in_chans, name)
-
-    model.register_forward_pre_hook(hook)
     model.in_chans = in_chans
+    model.model_name = name
     return model
 
 

@@ -135,6 +135,8 @@ class PretrainedMixin:
     """``save_pretrained`` and ``push_to_hub`` for the models of this package (``from_pretrained`` is
     :func:`vision_attn.from_pretrained`). ``create_model`` sets ``pretrained_cfg`` and ``model_args``."""
 
+    __jit_unused_properties__ = ["default_cfg"]  # TorchScript compiles properties; a cfg dict has no TorchScript type
+
     @property
     def default_cfg(self) -> Dict[str, Any]:
         """timm's older name of ``pretrained_cfg``: the same dict (timm's ``validate.py`` and

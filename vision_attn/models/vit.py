@@ -4,15 +4,16 @@ Parameter names and hyper-parameters follow timm's ``vision_transformer.py``, so
 by an explicit rename (:meth:`VisionTransformer.checkpoint_filter_fn`, mapped in
 :mod:`vision_attn.models.weights.timm_vit`) and give timm's outputs.
 """
-from __future__ import annotations
 
 from functools import partial
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 import torch
+import torch.fx
 from timm.layers import trunc_normal_
 from timm.models._features import feature_take_indices  # private: timm (1.0.x) exports it nowhere public
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from ..attention import (
     POS_EMBED_KINDS,
@@ -21,19 +22,50 @@ from ..attention import (
     sine_position_grid,
     with_prefix_tokens,
 )
-from ..layers import PatchEmbed, TransformerEncoderLayer, check_image_input
+from ..layers import PatchEmbed, TransformerEncoderLayer, check_image_input, check_image_size
 from .hub import PretrainedMixin
 from .registry import register_model
 from .weights import to_timm, vit_state_dict_from_timm
 
-__all__ = ["VisionTransformer"]
+__all__ = ["VisionTransformer", "GLOBAL_POOLS"]
+
+# timm's ViT pooling: "" = none (tokens go to the head), the class token, or avg / max / avgmax over patch tokens.
+GLOBAL_POOLS = ("", "token", "avg", "max", "avgmax")
+
+# fx records the input checks as calls run with the graph (it cannot branch on traced shapes while tracing).
+torch.fx.wrap("check_image_input")
+torch.fx.wrap("check_image_size")
+
+
+@torch.jit.ignore
+def _resampled_pos_embed(pos: Tensor, grid: Tuple[int, int], old_grid: Tuple[int, int], num_prefix_tokens: int) -> Tensor:
+    """``dynamic_img_size``: learned positions resampled to this call's grid (Python only: TorchScript calls back)."""
+    return resample_abs_pos_embed(pos, grid, old_grid, num_prefix_tokens)
+
+
+@torch.jit.ignore
+def _sine_positions(height: int, width: int, dim: int, like: Tensor) -> Tensor:
+    """``(h*w, D)`` fixed sine positions in ``like``'s dtype and device."""
+    return sine_position_grid(height, width, dim, device=like.device).to(like.dtype)
+
+
+@torch.jit.ignore
+def _window_mask(height: int, width: int, window: int, num_prefix_tokens: int, device: Optional[torch.device]) -> Tensor:
+    """The ``attn_window`` mask over ``P + h*w`` tokens (bool True = may not attend)."""
+    return with_prefix_tokens(local_window_mask(height, width, window, device=device), num_prefix_tokens)
+
+
+# Each is one fx call: they depend on the traced grid size.
+torch.fx.wrap("_resampled_pos_embed")
+torch.fx.wrap("_sine_positions")
+torch.fx.wrap("_window_mask")
 
 
 def _check_vit_args(global_pool: str, class_token: bool, pos_embed: str, embed_dim: int, num_heads: int,
                     attn_window: Optional[int]) -> None:
     """One line per refused combination of :class:`VisionTransformer` arguments."""
-    if global_pool not in ("token", "avg"):
-        raise ValueError(f"global_pool must be 'token' or 'avg'; got {global_pool!r}")
+    if global_pool not in GLOBAL_POOLS:
+        raise ValueError(f"global_pool must be one of {GLOBAL_POOLS}; got {global_pool!r}")
     if global_pool == "token" and not class_token:
         raise ValueError("global_pool='token' needs class_token=True")
     if pos_embed not in POS_EMBED_KINDS:
@@ -54,7 +86,8 @@ class VisionTransformer(PretrainedMixin, nn.Module):
         patch_size: patch side (16 for ViT-*/16; 4 for 32-px CIFAR variants).
         in_chans: image channels.
         num_classes: head outputs (0 = no head, ``forward`` returns pooled features).
-        global_pool: ``"token"`` (class token) or ``"avg"`` (mean of patch tokens).
+        global_pool: ``"token"`` (class token), ``"avg"`` / ``"max"`` / ``"avgmax"`` (over patch tokens; the final
+            norm then moves after pooling, as timm's ``fc_norm``) or ``""`` (no pooling: the head sees every token).
         embed_dim, depth, num_heads, mlp_ratio, qkv_bias: the transformer's shape.
         init_values: layer-scale initial value (None = off).
         class_token: prepend a class token.
@@ -96,7 +129,8 @@ class VisionTransformer(PretrainedMixin, nn.Module):
         norm_layer = partial(nn.LayerNorm, eps=1e-6)
         self.num_classes = num_classes
         self.global_pool = global_pool
-        self.embed_dim = self.num_features = embed_dim
+        self.embed_dim = self.num_features = self.head_hidden_size = embed_dim
+        self.grad_checkpointing = False
         self.num_prefix_tokens = 1 if class_token else 0
         self.pos_embed_kind = pos_embed
         self.dynamic_img_size = dynamic_img_size
@@ -116,7 +150,7 @@ class VisionTransformer(PretrainedMixin, nn.Module):
         # drop path linear in depth, as timm
         self.blocks = nn.Sequential(*[layer(drop_path=drop_path_rate * i / max(1, depth - 1)) for i in range(depth)])
         # timm: with avg pooling the final norm moves after pooling (fc_norm).
-        use_fc_norm = global_pool == "avg"
+        use_fc_norm = global_pool in ("avg", "max", "avgmax")
         self.norm = nn.Identity() if use_fc_norm else norm_layer(embed_dim)
         self.fc_norm = norm_layer(embed_dim) if use_fc_norm else nn.Identity()
         self.head_drop = nn.Dropout(drop_rate)
@@ -148,7 +182,25 @@ class VisionTransformer(PretrainedMixin, nn.Module):
     def get_classifier(self) -> nn.Module:
         return self.head
 
-    def reset_classifier(self, num_classes: int) -> None:
+    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
+        """timm's parameter groups (layer decay, ``timm.optim.param_groups_layer_decay``): the embeddings first, one
+        group per block, the final norm with the last block; everything else (``fc_norm``, ``head``) after them."""
+        return dict(stem=r"^cls_token|pos_embed|patch_embed", blocks=[(r"^blocks\.(\d+)", None), (r"^norm", (99999,))])
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each block's activations in the backward pass instead of storing them (same outputs and
+        gradients, less memory; TorchScript ignores it, as timm)."""
+        self.grad_checkpointing = enable
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        """A new head of ``num_classes`` outputs (0 = none: ``forward`` returns pooled features ``(B, D)``), and with
+        ``global_pool`` another pooling (one of :data:`GLOBAL_POOLS`), as timm's."""
+        if global_pool is not None:
+            if global_pool not in GLOBAL_POOLS:
+                raise ValueError(f"reset_classifier: global_pool must be one of {GLOBAL_POOLS}; got {global_pool!r}")
+            if global_pool == "token" and self.cls_token is None:
+                raise ValueError("reset_classifier: global_pool='token' needs a class token; this model has none")
+            self.global_pool = global_pool
         self.num_classes = num_classes
         self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
         if num_classes > 0:
@@ -158,32 +210,33 @@ class VisionTransformer(PretrainedMixin, nn.Module):
     # --- forward -------------------------------------------------------------------------------
     def _add_positions(self, x: Tensor, grid: Tuple[int, int]) -> Tensor:
         """``x (B, h*w, D)`` patch tokens -> ``(B, P + h*w, D)`` with prefix tokens and positions."""
-        B = x.shape[0]
-        prefix = [] if self.cls_token is None else [self.cls_token.expand(B, -1, -1)]
-        if self.pos_embed_kind == "learned":
-            pos = self.pos_embed
-            if grid != self.patch_embed.grid_size:
-                pos = resample_abs_pos_embed(pos, grid, self.patch_embed.grid_size, self.num_prefix_tokens)
-            x = torch.cat(prefix + [x], dim=1) + pos
-        elif self.pos_embed_kind == "sine":
-            x = x + sine_position_grid(grid[0], grid[1], self.embed_dim, device=x.device).to(x.dtype)
-            x = torch.cat(prefix + [x], dim=1)
-        else:
-            x = torch.cat(prefix + [x], dim=1)
+        if self.pos_embed_kind == "sine":
+            x = x + _sine_positions(grid[0], grid[1], self.embed_dim, x)
+        cls_token = self.cls_token
+        if cls_token is not None:
+            x = torch.cat([cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        pos = self.pos_embed
+        if pos is not None:  # learned; without dynamic_img_size the grid is always patch_embed.grid_size
+            if self.dynamic_img_size:
+                pos = _resampled_pos_embed(pos, grid, self.patch_embed.grid_size, self.num_prefix_tokens)
+            x = x + pos
         return self.pos_drop(x)
 
-    def window_mask(self, grid: Tuple[int, int], device=None) -> Optional[Tensor]:
+    def window_mask(self, grid: Tuple[int, int], device: Optional[torch.device] = None) -> Optional[Tensor]:
         """The ``attn_window`` mask over the ``P + h*w`` tokens of a ``grid = (h, w)`` of patches (bool True = may
         not attend), or None for global attention."""
-        if self.attn_window is None:
+        window = self.attn_window
+        if window is None:
             return None
-        mask = local_window_mask(grid[0], grid[1], self.attn_window, device=device)
-        return with_prefix_tokens(mask, self.num_prefix_tokens)
+        return _window_mask(grid[0], grid[1], window, self.num_prefix_tokens, device)
 
     def _embed(self, x: Tensor, attn_mask: Optional[Tensor]) -> Tuple[Tensor, Optional[Tensor], Tuple[int, int]]:
         """Images ``(B, C, H, W)`` -> tokens ``(B, P + h*w, D)`` with positions, the mask the blocks use, the grid."""
-        check_image_input(x, self.in_chans, type(self).__name__)
-        grid = self.patch_embed.feature_grid(x.shape[2], x.shape[3])
+        check_image_input(x, self.in_chans, "VisionTransformer")
+        pe = self.patch_embed
+        check_image_size(x.shape[2], x.shape[3], pe.img_size, pe.patch_size, pe.strict_img_size)
+        x = pe.proj(x)  # (B, D, h, w)
+        grid = (x.shape[2], x.shape[3])
         window = self.window_mask(grid, x.device)
         if window is not None:
             if attn_mask is None:
@@ -192,7 +245,7 @@ class VisionTransformer(PretrainedMixin, nn.Module):
                 attn_mask = attn_mask | window
             else:
                 attn_mask = attn_mask.masked_fill(window, float("-inf"))
-        return self._add_positions(self.patch_embed.proj(x).flatten(2).transpose(1, 2), grid), attn_mask, grid
+        return self._add_positions(x.flatten(2).transpose(1, 2), grid), attn_mask, grid
 
     def forward_features(self, x: Tensor, attn_mask: Optional[Tensor] = None) -> Tensor:
         """Images ``(B, C, H, W)`` -> normalised tokens ``(B, P + h*w, D)`` (class token first when present).
@@ -203,7 +256,10 @@ class VisionTransformer(PretrainedMixin, nn.Module):
         """
         x, attn_mask, _ = self._embed(x, attn_mask)
         for blk in self.blocks:
-            x = blk(x, attn_mask=attn_mask)
+            if self.grad_checkpointing and not torch.jit.is_scripting():
+                x = checkpoint(blk, x, attn_mask, use_reentrant=False)
+            else:
+                x = blk(x, attn_mask=attn_mask)
         return self.norm(x)
 
     def forward_intermediates(
@@ -237,7 +293,10 @@ class VisionTransformer(PretrainedMixin, nn.Module):
         blocks = self.blocks[: last + 1] if stop_early else self.blocks
         intermediates = []
         for i, blk in enumerate(blocks):
-            x = blk(x, attn_mask=attn_mask)
+            if self.grad_checkpointing:
+                x = checkpoint(blk, x, attn_mask, use_reentrant=False)
+            else:
+                x = blk(x, attn_mask=attn_mask)
             if i in take:
                 intermediates.append(self.norm(x) if norm else x)
         p = self.num_prefix_tokens
@@ -265,10 +324,23 @@ class VisionTransformer(PretrainedMixin, nn.Module):
             self.reset_classifier(0)
         return take
 
+    def _pool(self, x: Tensor) -> Tensor:
+        """Tokens ``(B, N, D)`` -> ``(B, D)`` as ``global_pool`` says (``""``: unchanged)."""
+        if self.global_pool == "token":
+            return x[:, 0]
+        if self.global_pool == "":
+            return x
+        x = x[:, self.num_prefix_tokens:]
+        if self.global_pool == "avg":
+            return x.mean(dim=1)
+        if self.global_pool == "max":
+            return x.amax(dim=1)
+        return 0.5 * (x.amax(dim=1) + x.mean(dim=1))  # avgmax
+
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        """Tokens ``(B, N, D)`` -> logits ``(B, num_classes)`` (or pooled features ``(B, D)`` with ``pre_logits``)."""
-        x = x[:, self.num_prefix_tokens:].mean(dim=1) if self.global_pool == "avg" else x[:, 0]
-        x = self.head_drop(self.fc_norm(x))
+        """Tokens ``(B, N, D)`` -> logits ``(B, num_classes)`` (or pooled features ``(B, D)`` with ``pre_logits``;
+        with ``global_pool=""`` the head sees every token: ``(B, N, num_classes)``)."""
+        x = self.head_drop(self.fc_norm(self._pool(x)))
         return x if pre_logits else self.head(x)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -41,6 +41,7 @@ One module per suite, over one harness:
 - ``gpu_suite`` (the ``gpu-suite`` subcommand): the GPU figures as one budgeted call, a process per part;
 - ``results`` (the ``results`` subcommand): the offline suites at CPU sizes into ``results/<benchmark>-<machine>.csv``
   (``write_results``, the one writer every benchmark calls; the docs' tables are rendered from these files);
+- ``app`` (the ``app`` subcommand): the attention explorer's click -> map per tab, against a fresh forward;
 - ``speed`` and ``cli``: the subcommands and the parser (``data-size`` runs :func:`vision_attn.run.data_size.run_sweep`).
 
 Every suite prints the machine and a markdown table; ``--json PATH`` writes the same data.

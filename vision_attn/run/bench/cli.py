@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Dict, Optional, Sequence
 
+from .app import add_parser as add_app
 from .compiled import COMPILED_FAMILIES
 from .gpu_suite import add_parser as add_gpu_suite
 from .limit import add_parser as add_limit
@@ -106,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_limit(sub, _add_common, _add_tail)
     add_gpu_suite(sub)
     add_results(sub)
+    add_app(sub)
     return parser
 
 
