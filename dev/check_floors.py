@@ -6,6 +6,7 @@ Floors: ``ops``/``attention`` 1, ``layers`` 2, ``models``/``losses``/``metrics``
 4, ``run`` 5; the package's ``__init__.py`` (the facade ``import vision_attn as va``) stands on the highest floor
 it imports from. Every import counts, also one inside a function (a lazy import is still a dependency).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,10 +17,15 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 
 PACKAGE = "vision_attn"
 FLOORS = {
-    "ops": 1, "attention": 1,
+    "ops": 1,
+    "attention": 1,
     "layers": 2,
-    "models": 3, "losses": 3, "metrics": 3,
-    "data": 4, "tasks": 4, "callbacks": 4,
+    "models": 3,
+    "losses": 3,
+    "metrics": 3,
+    "data": 4,
+    "tasks": 4,
+    "callbacks": 4,
     "run": 5,
 }
 
@@ -27,7 +33,11 @@ FLOORS = {
 def root_floor(root: Path) -> int:
     """The package root's floor: the highest floor its ``__init__.py`` imports from."""
     tree = ast.parse((root / PACKAGE / "__init__.py").read_text())
-    floors = [FLOORS.get(target.split(".")[1], 0) for _, target in _imports(tree, PACKAGE, True) if target.startswith(PACKAGE + ".")]
+    floors = [
+        FLOORS.get(target.split(".")[1], 0)
+        for _, target in _imports(tree, PACKAGE, True)
+        if target.startswith(PACKAGE + ".")
+    ]
     return max(floors, default=0)
 
 

@@ -7,6 +7,7 @@ those of functions and classes nested in it) do not count; a nested function cou
 function around it. Default paths: the floor 1-4 packages (``ops``, ``attention``, ``layers``, ``models``,
 ``losses``, ``metrics``, ``data``, ``tasks``, ``callbacks``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,7 +41,11 @@ def _docstring_lines(tree: ast.AST) -> Set[int]:
     for node in ast.walk(tree):
         if isinstance(node, (ast.Module, ast.ClassDef, *_FUNCTIONS)) and node.body:
             first = node.body[0]
-            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+            if (
+                isinstance(first, ast.Expr)
+                and isinstance(first.value, ast.Constant)
+                and isinstance(first.value.value, str)
+            ):
                 lines.update(range(first.lineno, (first.end_lineno or first.lineno) + 1))
     return lines
 
@@ -69,8 +74,12 @@ def long_functions(source: str, limit: int = DEFAULT_MAX) -> Iterator[Tuple[str,
 def check_paths(paths: Sequence[Path], limit: int = DEFAULT_MAX) -> List[str]:
     """One line per function over ``limit`` lines of code in the ``.py`` files under ``paths``."""
     files = sorted(f for p in paths for f in ([p] if p.is_file() else p.rglob("*.py")))
-    return [f"{f}:{line}: {name} has {n} lines of code (limit {limit})"
-            for f in files for name, line, n in long_functions(f.read_text(), limit) if not _allowed(f, name)]
+    return [
+        f"{f}:{line}: {name} has {n} lines of code (limit {limit})"
+        for f in files
+        for name, line, n in long_functions(f.read_text(), limit)
+        if not _allowed(f, name)
+    ]
 
 
 def _allowed(path: Path, name: str) -> bool:

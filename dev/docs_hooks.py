@@ -10,6 +10,7 @@
 - any top-level ``docs/*.md`` page not in ``nav`` is appended to the "More" section, so new pages appear without
   editing ``mkdocs.yml``.
 """
+
 from __future__ import annotations
 
 import functools
@@ -28,39 +29,63 @@ CONTEXT = ("date", "commit", "machine")
 
 # (name prefix or exact name, family title, reference and parity, how it is tested)
 FAMILIES = [
-    ("vit_nano_patch4_32", "Vision Transformer, CPU size",
-     "Our CPU-sized peer of the quickstart; same code as the timm-parity ViTs.",
-     "`tests/models/test_models.py`, `tests/tasks/test_tasks.py` (trains in the quickstart config)"),
-    ("vit_", "Vision Transformer (Dosovitskiy et al. 2021)",
-     "timm's hyper-parameters and key layout: timm's weights give timm's outputs (same weights, 224 px and at a "
-     "resampled size); `forward_intermediates` / `features_only` equal timm's.",
-     "`tests/models/test_models.py::test_vit_outputs_equal_timm_for_the_same_weights_at_224`, "
-     "`test_registered_vits_have_timms_exact_architecture`, `tests/models/test_features.py`"),
-    ("resnet10_narrow_cifar", "ResNet, CPU size",
-     "The CNN peer of the quickstart and the data-size study's baseline (timm's `ResNet` with one basic block per stage).",
-     "`tests/models/test_models.py`, `tests/layers/test_conv_attention.py` (a trained one converted to attention)"),
-    ("resnet", "ResNet (He et al. 2016), timm's",
-     "timm's `ResNet`; torchvision and timm state dicts load as they are and give torchvision's outputs.",
-     "`tests/models/test_models.py::test_resnets_equal_torchvision_for_the_same_weights`, "
-     "`test_resnet18_cifar_keeps_32px_resolution_in_the_stem`"),
-    ("sasa_", "Stand-alone self-attention ResNet (Ramachandran et al. 2019)",
-     "Bottlenecks whose 3x3 conv is `LocalSelfAttention2d` (k=7, 8 heads); the paper's parameter counts. The layer "
-     "equals brute-force masked global attention (values and gradients).",
-     "`tests/layers/test_pixel_attention.py::test_local_attention_equals_brute_force_masked_global_attention`, "
-     "`test_sasa_models_have_the_papers_size_and_no_3x3_convs_outside_the_stem`"),
-    ("nonlocal_", "Non-local ResNet (Wang et al. 2018)",
-     "`resnet18_cifar` plus `NonLocalBlock2d` after stages 2 and 3; gamma starts at 0, so a `resnet18_cifar` "
-     "checkpoint loads and gives the same outputs.",
-     "`tests/layers/test_pixel_attention.py::test_nonlocal_resnet_is_resnet18_cifar_plus_identity_blocks`"),
-    ("detr_", "DETR (Carion et al. 2020)",
-     "The official network on the shared core; official and Hugging Face checkpoints load through an explicit, "
-     "shape-checked mapping and give Hugging Face's outputs exactly (relative error 0.0, padded batch, aux outputs).",
-     "`tests/models/test_detr.py::test_outputs_equal_hugging_face_detr_for_the_same_weights_on_a_padded_batch`, "
-     "`test_official_checkpoint_loads_by_name_and_reproduces_the_reference`"),
-    ("sagan_", "SA-GAN (Zhang et al. 2019)",
-     "Generator and projection discriminator with SAGAN's official attention (unscaled q.k, keys and values 2x2 "
-     "max-pooled), spectral norm on every weight, EMA generator.",
-     "`tests/models/test_sagan_attention.py::test_registered_attention_is_the_papers`, `tests/models/test_sagan.py`"),
+    (
+        "vit_nano_patch4_32",
+        "Vision Transformer, CPU size",
+        "Our CPU-sized peer of the quickstart; same code as the timm-parity ViTs.",
+        "`tests/models/test_models.py`, `tests/tasks/test_tasks.py` (trains in the quickstart config)",
+    ),
+    (
+        "vit_",
+        "Vision Transformer (Dosovitskiy et al. 2021)",
+        "timm's hyper-parameters and key layout: timm's weights give timm's outputs (same weights, 224 px and at a "
+        "resampled size); `forward_intermediates` / `features_only` equal timm's.",
+        "`tests/models/test_models.py::test_vit_outputs_equal_timm_for_the_same_weights_at_224`, "
+        "`test_registered_vits_have_timms_exact_architecture`, `tests/models/test_features.py`",
+    ),
+    (
+        "resnet10_narrow_cifar",
+        "ResNet, CPU size",
+        "The CNN peer of the quickstart and the data-size study's baseline (timm's `ResNet` with one basic block per stage).",
+        "`tests/models/test_models.py`, `tests/layers/test_conv_attention.py` (a trained one converted to attention)",
+    ),
+    (
+        "resnet",
+        "ResNet (He et al. 2016), timm's",
+        "timm's `ResNet`; torchvision and timm state dicts load as they are and give torchvision's outputs.",
+        "`tests/models/test_models.py::test_resnets_equal_torchvision_for_the_same_weights`, "
+        "`test_resnet18_cifar_keeps_32px_resolution_in_the_stem`",
+    ),
+    (
+        "sasa_",
+        "Stand-alone self-attention ResNet (Ramachandran et al. 2019)",
+        "Bottlenecks whose 3x3 conv is `LocalSelfAttention2d` (k=7, 8 heads); the paper's parameter counts. The layer "
+        "equals brute-force masked global attention (values and gradients).",
+        "`tests/layers/test_pixel_attention.py::test_local_attention_equals_brute_force_masked_global_attention`, "
+        "`test_sasa_models_have_the_papers_size_and_no_3x3_convs_outside_the_stem`",
+    ),
+    (
+        "nonlocal_",
+        "Non-local ResNet (Wang et al. 2018)",
+        "`resnet18_cifar` plus `NonLocalBlock2d` after stages 2 and 3; gamma starts at 0, so a `resnet18_cifar` "
+        "checkpoint loads and gives the same outputs.",
+        "`tests/layers/test_pixel_attention.py::test_nonlocal_resnet_is_resnet18_cifar_plus_identity_blocks`",
+    ),
+    (
+        "detr_",
+        "DETR (Carion et al. 2020)",
+        "The official network on the shared core; official and Hugging Face checkpoints load through an explicit, "
+        "shape-checked mapping and give Hugging Face's outputs exactly (relative error 0.0, padded batch, aux outputs).",
+        "`tests/models/test_detr.py::test_outputs_equal_hugging_face_detr_for_the_same_weights_on_a_padded_batch`, "
+        "`test_official_checkpoint_loads_by_name_and_reproduces_the_reference`",
+    ),
+    (
+        "sagan_",
+        "SA-GAN (Zhang et al. 2019)",
+        "Generator and projection discriminator with SAGAN's official attention (unscaled q.k, keys and values 2x2 "
+        "max-pooled), spectral norm on every weight, EMA generator.",
+        "`tests/models/test_sagan_attention.py::test_registered_attention_is_the_papers`, `tests/models/test_sagan.py`",
+    ),
 ]
 
 
@@ -68,7 +93,7 @@ def _family(name: str):
     return next(f for f in FAMILIES if name.startswith(f[0]))  # the first match: exact names come before prefixes
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _stats(name: str) -> Dict[str, object]:
     from vision_attn.run.bench.results import model_stats
 
@@ -100,10 +125,25 @@ def _results_tables(name: str) -> str:
     for stem, rows in _rows_about(name).items():
         if not rows:
             continue
-        skip = set(REQUIRED) - {"img_size", "throughput"} | {"notes", "cpu", "torch", "timm", "ours", "device", "cell_hash",
-                                                                "code_version", "params", "gflops"}
+        skip = set(REQUIRED) - {"img_size", "throughput"} | {
+            "notes",
+            "cpu",
+            "torch",
+            "timm",
+            "ours",
+            "device",
+            "cell_hash",
+            "code_version",
+            "params",
+            "gflops",
+        }
         cols = [c for c in rows[0] if c not in skip and any(r.get(c, "") for r in rows)]
-        out += [f"**{stem.split('-', 1)[0]}** ({_csv_link(stem, 1)}; {_context(rows)})", "", render_table(rows, cols), ""]
+        out += [
+            f"**{stem.split('-', 1)[0]}** ({_csv_link(stem, 1)}; {_context(rows)})",
+            "",
+            render_table(rows, cols),
+            "",
+        ]
     return "\n".join(out) if out else "No offline benchmark has measured this model yet."
 
 
@@ -111,39 +151,80 @@ def model_page(name: str) -> str:
     """The markdown of ``models/<name>.md``."""
     from vision_attn.models.pretrained_cfgs import PRETRAINED_CFGS
     from vision_attn.models.registry import _MODELS
+
     prefix, title, parity, tests = _family(name)
     factory = _MODELS[name]
     stats = _stats(name)
     tags = PRETRAINED_CFGS.get(name, {})
-    lines = [f"# {name}", "", f"*{title}.* {(factory.__doc__ or '').strip().splitlines()[0]}", "",
-             "| parameters | GFLOPs (one image, default size) | default input |", "|---:|---:|---:|",
-             f"| {stats['params'] / 1e6:.2f}M | {stats['gflops']:.2f} | {stats['img_size']} |", "",
-             "GFLOPs: torch's `FlopCounterMode` on one forward (a multiply-add is 2 FLOPs)"
-             + ("; the SA-GAN's is its generator's, for one sample." if name.startswith("sagan_") else "."), "",
-             "```python", "import vision_attn as va", f'm = va.create_model("{name}")', "```", "",
-             "## Pretrained weights", ""]
+    lines = [
+        f"# {name}",
+        "",
+        f"*{title}.* {(factory.__doc__ or '').strip().splitlines()[0]}",
+        "",
+        "| parameters | GFLOPs (one image, default size) | default input |",
+        "|---:|---:|---:|",
+        f"| {stats['params'] / 1e6:.2f}M | {stats['gflops']:.2f} | {stats['img_size']} |",
+        "",
+        "GFLOPs: torch's `FlopCounterMode` on one forward (a multiply-add is 2 FLOPs)"
+        + ("; the SA-GAN's is its generator's, for one sample." if name.startswith("sagan_") else "."),
+        "",
+        "```python",
+        "import vision_attn as va",
+        f'm = va.create_model("{name}")',
+        "```",
+        "",
+        "## Pretrained weights",
+        "",
+    ]
     if tags:
         lines += ["| name | classes | input | source |", "|---|---:|---|---|"]
         for tag, cfg in tags.items():
             src = cfg.get("hf_hub_id") or cfg.get("url") or "none"
-            lines.append(f"| `{name}.{tag}` | {cfg.get('num_classes', '')} | {'x'.join(map(str, cfg['input_size'][1:]))} | `{src}` |")
-        lines += ["", f"The first is the default of `create_model(\"{name}\", pretrained=True)`."]
+            lines.append(
+                f"| `{name}.{tag}` | {cfg.get('num_classes', '')} | {'x'.join(map(str, cfg['input_size'][1:]))} | `{src}` |"
+            )
+        lines += ["", f'The first is the default of `create_model("{name}", pretrained=True)`.']
     else:
         lines.append("No published weights: train it (see the tutorials) or pass `pretrained=PATH_OR_URL`.")
-    lines += ["", "## Parity and tests", "", parity, "", f"Tested in {tests}.", "",
-              "## Our results on the offline benchmarks", "", _results_tables(name), "",
-              "## Architecture and options", "", f"::: {factory.__module__}.{name}",
-              "    options:", "      show_root_heading: false", "      show_root_toc_entry: false", "      show_source: false", ""]
+    lines += [
+        "",
+        "## Parity and tests",
+        "",
+        parity,
+        "",
+        f"Tested in {tests}.",
+        "",
+        "## Our results on the offline benchmarks",
+        "",
+        _results_tables(name),
+        "",
+        "## Architecture and options",
+        "",
+        f"::: {factory.__module__}.{name}",
+        "    options:",
+        "      show_root_heading: false",
+        "      show_root_toc_entry: false",
+        "      show_source: false",
+        "",
+    ]
     return "\n".join(lines)
 
 
 def models_index(names: List[str]) -> str:
-    lines = ["# Models", "", "Every registered name (`vision_attn.list_models()`), generated from the registry when the "
-             "site is built. Parameters and GFLOPs at the model's default input size.", "",
-             "| name | family | parameters | GFLOPs | input |", "|---|---|---:|---:|---|"]
+    lines = [
+        "# Models",
+        "",
+        "Every registered name (`vision_attn.list_models()`), generated from the registry when the "
+        "site is built. Parameters and GFLOPs at the model's default input size.",
+        "",
+        "| name | family | parameters | GFLOPs | input |",
+        "|---|---|---:|---:|---|",
+    ]
     for name in names:
         s = _stats(name)
-        lines.append(f"| [{name}]({name}.md) | {_family(name)[1]} | {s['params'] / 1e6:.2f}M | {s['gflops']:.2f} | {s['img_size']} |")
+        lines.append(
+            f"| [{name}]({name}.md) | {_family(name)[1]} | {s['params'] / 1e6:.2f}M | {s['gflops']:.2f} | {s['img_size']} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -176,7 +257,11 @@ def _render_results(args: Dict[str, str], depth: int) -> str:
     # the harness's convention: a ratio column reads "ours" on our own row
     rows = [{**r, **{c: "ours" for c in cols if "over" in c and r.get("ours") == "True"}} for r in rows]
     notes = sorted({r.get("notes", "") for r in rows if r.get("notes", "")})
-    tail = f"*Data: {_csv_link(args['file'], depth)}; {_context(rows)}" + (f"; {' / '.join(notes)}" if notes else "") + ".*"
+    tail = (
+        f"*Data: {_csv_link(args['file'], depth)}; {_context(rows)}"
+        + (f"; {' / '.join(notes)}" if notes else "")
+        + ".*"
+    )
     return render_table(rows, cols, labels) + "\n\n" + tail
 
 
@@ -249,4 +334,3 @@ def on_page_markdown(markdown, page, config, files, **kwargs):
         return _render_results(args, depth) if m.group(1) == "results" else _render_data_size(args, depth)
 
     return _DIRECTIVE.sub(lambda m: "\n" + sub(m) + "\n", markdown)  # a table needs blank lines around it
-

@@ -1,6 +1,7 @@
 """A griffe extension for the docs build: Sphinx roles in docstrings (``:func:`~pkg.f```, ``:class:`X```) become
 Markdown code spans, so the Google-style pages render them cleanly without editing every module
 (``mkdocs.yml``: ``extensions: [dev/griffe_sphinx_roles.py]``)."""
+
 from __future__ import annotations
 
 import re

@@ -4,6 +4,7 @@ the same model's layers, and timm's resnet26, timed interleaved with the matmul 
 
     PYTHONPATH=$PWD python dev/limit_before_after.py --threads 1 --repeats 7 --results results
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +31,9 @@ from vision_attn.run.bench.limit import (
 
 def old_halo(ref: str):
     """``LocalSelfAttention2d._forward_halo`` as it was at ``ref`` (the module loaded from ``git show``)."""
-    source = subprocess.run(["git", "show", f"{ref}:vision_attn/layers/pixel_attention.py"], check=True,
-                            capture_output=True, text=True).stdout
+    source = subprocess.run(
+        ["git", "show", f"{ref}:vision_attn/layers/pixel_attention.py"], check=True, capture_output=True, text=True
+    ).stdout
     path = Path(tempfile.mkdtemp()) / "pixel_attention_before.py"
     path.write_text(source)
     spec = importlib.util.spec_from_file_location("vision_attn.layers._pixel_attention_before", path)
@@ -64,8 +66,14 @@ def main() -> None:
                 m._forward_halo = types.MethodType(before, m)
         images = torch.randn(batch, 3, *size)
         labels = torch.randint(0, 1000, (batch,))
-        impls.insert(1, Implementation(impls[0].benchmark, f"vision_attn sasa_resnet26 (before: {args.ref})",
-                                       _step(old, mode, images, labels, device, dtype)))
+        impls.insert(
+            1,
+            Implementation(
+                impls[0].benchmark,
+                f"vision_attn sasa_resnet26 (before: {args.ref})",
+                _step(old, mode, images, labels, device, dtype),
+            ),
+        )
         if mode == "inference":  # same weights (same seed), same output
             new = vision_attn.create_model("sasa_resnet26", num_classes=1000).eval()
             new.load_state_dict(old.state_dict())
@@ -73,12 +81,16 @@ def main() -> None:
                 assert torch.equal(new(images), old(images)), "before and after differ"
         print(f"measuring {impls[0].benchmark} ...", file=sys.stderr, flush=True)
         for row in measure_limit(impls, args.repeats, args.warmup, device, dtype):
-            rows.append({"family": family.title, "mode": mode, "batch": batch, "size": list(size), "dtype": "float32", **row})
+            rows.append(
+                {"family": family.title, "mode": mode, "batch": batch, "size": list(size), "dtype": "float32", **row}
+            )
     print(limit_table(rows))
     for mode in ("train", "inference"):
         after, old_row = [r for r in rows if r["mode"] == mode][:2]
-        print(f"{mode}: fraction {100 * old_row['fraction']:.1f}% -> {100 * after['fraction']:.1f}%; "
-              f"after/before speed (paired median) {old_row['paired_peer_over_ours']:.2f}x")
+        print(
+            f"{mode}: fraction {100 * old_row['fraction']:.1f}% -> {100 * after['fraction']:.1f}%; "
+            f"after/before speed (paired median) {old_row['paired_peer_over_ours']:.2f}x"
+        )
     if args.results:
         print(write_csv(rows, machine_info(device), args.results))
 

@@ -5,6 +5,7 @@ interleaved repeats, outputs checked to agree to 1e-4.
 
     PYTHONPATH=$PWD python dev/predict_speed.py --threads 1 --batch 8
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,7 +66,7 @@ def main() -> None:
     print(f"predict_step = softmax of ours: {torch.allclose(ours_step(), ref.softmax(-1))}")
     times = {k: [] for k in steps}
     for r in range(args.repeats + 1):
-        order = list(steps)[r % 3:] + list(steps)[:r % 3]
+        order = list(steps)[r % 3 :] + list(steps)[: r % 3]
         for k in order:
             t0 = time.perf_counter()
             steps[k]()

@@ -1,4 +1,5 @@
 """Test helper importable by a submitted job (tests/ is put on its PYTHONPATH): a run that waits to be preempted."""
+
 import os
 import time
 from pathlib import Path

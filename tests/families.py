@@ -4,6 +4,7 @@ timm zero-initialises each ResNet block's last batch norm and a non-local block 
 (``gamma = 0``): at init the attention would not reach the output, and a test of it could not fail. ``awake``
 randomises those (and the batch-norm statistics) so every attention layer shapes the result.
 """
+
 import torch
 from torch import nn
 

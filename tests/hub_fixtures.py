@@ -5,6 +5,7 @@ for subprocesses, and the constants it read at import for this process); ``add_r
 ``hub/models--<org>--<name>/snapshots/<sha>/<file>`` and ``refs/main``; ``add_timm_repo`` adds a timm repo
 (``timm/<arch>.<tag>``) holding small random weights of the real architecture and timm's ``config.json``.
 """
+
 from __future__ import annotations
 
 import json

@@ -14,6 +14,7 @@ Usage::
 
 The suites, the harness and what each measures: ``vision_attn/run/bench/``.
 """
+
 from vision_attn.run.bench import build_parser, main
 
 __all__ = ["build_parser", "main"]

@@ -5,6 +5,7 @@ ResNet on the built-in synthetic shapes task on this CPU, test each best checkpo
 
     python tools/demo.py [--configs configs/quickstart.yaml configs/quickstart_resnet.yaml] [--output-dir runs/demo]
 """
+
 import argparse
 
 from vision_attn.run.demo import DEFAULT_CONFIGS, run_demo

@@ -9,6 +9,7 @@
 weights (path or URL). Extra arguments are passed to the config (``--data.init_args.root /datasets``).
 Detection configs also write ``predictions.json``; GAN configs compute FID/IS/KID (see ``--inception-weights``).
 """
+
 import argparse
 import os
 
@@ -21,14 +22,25 @@ INCEPTION_FLAG = "--model.init_args.evaluation.inception_weights"
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run", default=None, metavar="DIR", help="a run folder (runs/NAME/version_N): its config.yaml and "
-                   "best checkpoint; metrics.json goes to DIR/eval_<split>/")
-    p.add_argument("--config", default=None, help="the YAML config the model was trained with (a run's config.yaml too)")
+    p.add_argument(
+        "--run",
+        default=None,
+        metavar="DIR",
+        help="a run folder (runs/NAME/version_N): its config.yaml and "
+        "best checkpoint; metrics.json goes to DIR/eval_<split>/",
+    )
+    p.add_argument(
+        "--config", default=None, help="the YAML config the model was trained with (a run's config.yaml too)"
+    )
     p.add_argument("--ckpt", default=None, help="checkpoint path or URL")
     p.add_argument("--output-dir", default=None, help="where metrics.json goes (default: beside the checkpoint)")
     p.add_argument("--split", choices=("test", "val"), default="test")
-    p.add_argument("--inception-weights", default=None, metavar="PATH",
-                   help="GAN configs: a local copy of the standard FID Inception weights (pt_inception-2015-12-05)")
+    p.add_argument(
+        "--inception-weights",
+        default=None,
+        metavar="PATH",
+        help="GAN configs: a local copy of the standard FID Inception weights (pt_inception-2015-12-05)",
+    )
     args, overrides = p.parse_known_args(argv)
     if args.run:
         if args.config or args.ckpt:

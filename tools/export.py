@@ -12,6 +12,7 @@ shares it. ONNX and program folders carry ``config.json`` too (class names, prep
 ``pixel_values`` -> ``logits``; DETR ``pixel_values``, ``pixel_mask`` -> ``logits``, ``pred_boxes``), and
 ``vision_attn.pipeline(task, model=FOLDER)`` runs them. Extra arguments are passed to the config (``--data.init_args.root /datasets``).
 """
+
 import argparse
 import os
 
@@ -21,13 +22,25 @@ from vision_attn.run.runs import resolve_run, run_output_dir
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run", default=None, metavar="DIR", help="a run folder (runs/NAME/version_N): its config.yaml and "
-                   "best checkpoint; the folder goes to DIR/export_<format>/ unless --output")
-    p.add_argument("--config", default=None, help="the YAML config the model was trained with (a run's config.yaml too)")
+    p.add_argument(
+        "--run",
+        default=None,
+        metavar="DIR",
+        help="a run folder (runs/NAME/version_N): its config.yaml and "
+        "best checkpoint; the folder goes to DIR/export_<format>/ unless --output",
+    )
+    p.add_argument(
+        "--config", default=None, help="the YAML config the model was trained with (a run's config.yaml too)"
+    )
     p.add_argument("--ckpt", default=None, help="the training checkpoint (.ckpt) or weights file")
     p.add_argument("--output", default=None, help="the folder to write")
-    p.add_argument("--format", choices=sorted(FORMATS), default="safetensors", help="what to write (default: safetensors); onnx needs the [export] extra (DETR: inputs images and padding "
-                   "mask; a GAN: its generator with z and labels)")
+    p.add_argument(
+        "--format",
+        choices=sorted(FORMATS),
+        default="safetensors",
+        help="what to write (default: safetensors); onnx needs the [export] extra (DETR: inputs images and padding "
+        "mask; a GAN: its generator with z and labels)",
+    )
     args, overrides = p.parse_known_args(argv)
     if args.run:
         if args.config or args.ckpt:

@@ -16,6 +16,7 @@ detected object) or <name>_pixel_attention_<module>.png (non-local/SASA nets, at
 Unreadable files get {"file", "error"} and a line on stderr; the exit status is how many failed (at most 125).
 Extra arguments go to the config (--data.init_args.root /datasets).
 """
+
 import argparse
 import sys
 
@@ -30,20 +31,38 @@ def main(argv=None) -> int:
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--model", help="a registered model, NAME or NAME.TAG (vision_attn.list_models())")
     which.add_argument("--config", help="the YAML config the checkpoint was trained with (a run's config.yaml too)")
-    which.add_argument("--run", metavar="DIR", help="a run folder (runs/NAME/version_N): its config.yaml and best "
-                       "checkpoint; predictions go to DIR/predict/ unless --output-dir")
+    which.add_argument(
+        "--run",
+        metavar="DIR",
+        help="a run folder (runs/NAME/version_N): its config.yaml and best "
+        "checkpoint; predictions go to DIR/predict/ unless --output-dir",
+    )
     p.add_argument("--ckpt", default=None, help="weights: our .ckpt / state dict or foreign weights, path or URL")
     p.add_argument("--input", nargs="+", required=True, metavar="PATH", help="image files, folders or glob patterns")
     p.add_argument("--output-dir", default=None, help="where predictions.json and the PNGs go (required without --run)")
     p.add_argument("--top-k", type=int, default=5, help="classification: classes per image (default 5)")
     p.add_argument("--threshold", type=float, default=0.5, help="detection: lowest score kept (default 0.5)")
     p.add_argument("--attention", action="store_true", help="also draw where the model attends, as PNGs")
-    p.add_argument("--query-pixels", type=query_pixel, nargs="+", default=None, metavar="Y,X",
-                   help="pixel-attention nets: input-image pixels whose attention is drawn (default: the centre)")
-    p.add_argument("--batch-size", type=int, default=None,
-                   help="images per batch (default: the config's, else 32; detectors 8, same-size images only)")
-    p.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
-                   help=f"refuse images whose header declares more pixels, before decoding (default {MAX_PIXELS})")
+    p.add_argument(
+        "--query-pixels",
+        type=query_pixel,
+        nargs="+",
+        default=None,
+        metavar="Y,X",
+        help="pixel-attention nets: input-image pixels whose attention is drawn (default: the centre)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="images per batch (default: the config's, else 32; detectors 8, same-size images only)",
+    )
+    p.add_argument(
+        "--max-pixels",
+        type=int,
+        default=MAX_PIXELS,
+        help=f"refuse images whose header declares more pixels, before decoding (default {MAX_PIXELS})",
+    )
     args, overrides = p.parse_known_args(argv)
     if args.run:
         if args.ckpt:
@@ -58,8 +77,20 @@ def main(argv=None) -> int:
         p.error("--output-dir is required (or give --run DIR)")
     if overrides and not args.config:
         p.error(f"unrecognized arguments: {' '.join(overrides)}")
-    failed = predict(args.input, args.output_dir, args.model, args.config, args.ckpt, args.top_k, args.threshold,
-                     args.attention, args.query_pixels, args.batch_size, overrides, args.max_pixels)
+    failed = predict(
+        args.input,
+        args.output_dir,
+        args.model,
+        args.config,
+        args.ckpt,
+        args.top_k,
+        args.threshold,
+        args.attention,
+        args.query_pixels,
+        args.batch_size,
+        overrides,
+        args.max_pixels,
+    )
     return min(failed, 125)
 
 

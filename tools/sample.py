@@ -13,6 +13,7 @@ generator when the checkpoint has one. ``--query-pixels y,x ...`` are image pixe
 the generator's attention grid (``g_attn_res``) for the image ``--attention-index`` of the batch. Extra arguments
 go to the config (``--data.init_args.root /datasets``).
 """
+
 import argparse
 import os
 
@@ -31,10 +32,17 @@ def main(argv=None) -> dict:
     p.add_argument("--nrow", type=int, default=None, help="images per grid row")
     p.add_argument("--out", default="samples.png", help="the grid PNG")
     p.add_argument("--attention-out", default=None, help="also draw the generator's attention maps into this PNG")
-    p.add_argument("--query-pixels", type=query_pixel, nargs="+", default=None, help="image pixels 'y,x' to draw attention for")
+    p.add_argument(
+        "--query-pixels", type=query_pixel, nargs="+", default=None, help="image pixels 'y,x' to draw attention for"
+    )
     p.add_argument("--attention-index", type=int, default=0, help="which sample's attention to draw")
-    p.add_argument("--standing-stats", type=int, default=0, metavar="N",
-                   help="re-estimate the generator's BatchNorm statistics over N random batches first (BigGAN)")
+    p.add_argument(
+        "--standing-stats",
+        type=int,
+        default=0,
+        metavar="N",
+        help="re-estimate the generator's BatchNorm statistics over N random batches first (BigGAN)",
+    )
     args, overrides = p.parse_known_args(argv)
     if not os.path.isfile(args.config):
         p.error(f"config {args.config} does not exist")
@@ -43,8 +51,21 @@ def main(argv=None) -> dict:
     if args.truncation is not None and args.truncation <= 0:
         p.error(f"--truncation must be > 0; got {args.truncation}")
     try:
-        return sample(args.config, args.ckpt, args.out, args.n, args.labels, args.truncation, args.seed, args.nrow,
-                      args.attention_out, args.query_pixels, args.attention_index, args.standing_stats, overrides)
+        return sample(
+            args.config,
+            args.ckpt,
+            args.out,
+            args.n,
+            args.labels,
+            args.truncation,
+            args.seed,
+            args.nrow,
+            args.attention_out,
+            args.query_pixels,
+            args.attention_index,
+            args.standing_stats,
+            overrides,
+        )
     except ValueError as e:  # bad labels, pixels or index: one line, as argparse errors
         raise SystemExit(f"tools/sample.py: {e}") from None
 

@@ -6,6 +6,7 @@ LightningCLI: every constructor argument is a flag (``--trainer.devices 2 --trai
 resolved config. Runs log to ``<trainer.default_root_dir>/version_N/`` (CSV, TensorBoard, checkpoints);
 ``fit --ckpt_path last`` continues the newest of them where it stopped.
 """
+
 from vision_attn.run.cli import VisionAttnCLI, main  # noqa: F401  (VisionAttnCLI: for callers that build it)
 
 if __name__ == "__main__":

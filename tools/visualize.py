@@ -10,6 +10,7 @@ the ``--top`` best-scoring ones), the last decoder layer's cross-attention over 
 recorded with ``vision_attn.capture_attention``) over the image, with that query's box. Extra arguments go to the
 config (``--data.init_args.root /datasets/coco``).
 """
+
 import argparse
 import os
 
@@ -22,15 +23,18 @@ def main(argv=None) -> list:
     p.add_argument("--ckpt", required=True, help="checkpoint path or URL")
     p.add_argument("--out", required=True, help="output folder for the PNGs")
     p.add_argument("--images", type=int, default=4, help="how many images of the split (from the first)")
-    p.add_argument("--queries", type=int, nargs="*", default=None, help="query indices to show (default: the --top best)")
+    p.add_argument(
+        "--queries", type=int, nargs="*", default=None, help="query indices to show (default: the --top best)"
+    )
     p.add_argument("--top", type=int, default=3, help="without --queries: this many best-scoring queries")
     p.add_argument("--threshold", type=float, default=0.5, help="score threshold for the drawn detections")
     p.add_argument("--split", default="val", help="val, test or a split name")
     args, overrides = p.parse_known_args(argv)
     if not os.path.isfile(args.config):
         p.error(f"config {args.config} does not exist")
-    return visualize_detections(args.config, args.ckpt, args.out, args.images, args.queries, args.top, args.threshold,
-                                args.split, overrides)
+    return visualize_detections(
+        args.config, args.ckpt, args.out, args.images, args.queries, args.top, args.threshold, args.split, overrides
+    )
 
 
 if __name__ == "__main__":

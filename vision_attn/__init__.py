@@ -1,4 +1,5 @@
 """vision_attn: attention-based image models on one shared multi-head attention core."""
+
 from .attention import MultiHeadAttention, capture_attention
 from .models import (
     create_eval_transform,

@@ -8,6 +8,7 @@ Operators: ``compare`` (``<`` ``<=`` ``>`` ``>=`` ``==`` ``!=`` ``is`` ``in`` fl
 ``__all__`` are left alone. A mutant's id, ``operator:hash``, hashes the enclosing function, the changed text and
 the change, so it survives edits elsewhere in the file (line numbers are shown, not part of the id).
 """
+
 from __future__ import annotations
 
 import ast
@@ -21,12 +22,28 @@ from typing import List, Optional, Tuple
 
 __all__ = ["Mutant", "find_mutants"]
 
-_COMPARE = {ast.Lt: (ast.LtE, ast.Gt), ast.LtE: (ast.Lt, ast.GtE), ast.Gt: (ast.GtE, ast.Lt), ast.GtE: (ast.Gt, ast.LtE),
-            ast.Eq: (ast.NotEq,), ast.NotEq: (ast.Eq,), ast.Is: (ast.IsNot,), ast.IsNot: (ast.Is,),
-            ast.In: (ast.NotIn,), ast.NotIn: (ast.In,)}
-_BINOP = {ast.Add: ("arith", ast.Sub), ast.Sub: ("arith", ast.Add), ast.Mult: ("arith", ast.Div),
-          ast.Div: ("arith", ast.Mult), ast.FloorDiv: ("arith", ast.Mult), ast.Pow: ("arith", ast.Mult),
-          ast.BitOr: ("bool", ast.BitAnd), ast.BitAnd: ("bool", ast.BitOr)}
+_COMPARE = {
+    ast.Lt: (ast.LtE, ast.Gt),
+    ast.LtE: (ast.Lt, ast.GtE),
+    ast.Gt: (ast.GtE, ast.Lt),
+    ast.GtE: (ast.Gt, ast.LtE),
+    ast.Eq: (ast.NotEq,),
+    ast.NotEq: (ast.Eq,),
+    ast.Is: (ast.IsNot,),
+    ast.IsNot: (ast.Is,),
+    ast.In: (ast.NotIn,),
+    ast.NotIn: (ast.In,),
+}
+_BINOP = {
+    ast.Add: ("arith", ast.Sub),
+    ast.Sub: ("arith", ast.Add),
+    ast.Mult: ("arith", ast.Div),
+    ast.Div: ("arith", ast.Mult),
+    ast.FloorDiv: ("arith", ast.Mult),
+    ast.Pow: ("arith", ast.Mult),
+    ast.BitOr: ("bool", ast.BitAnd),
+    ast.BitAnd: ("bool", ast.BitOr),
+}
 _UNARY = {ast.USub: "arith", ast.Not: "bool", ast.Invert: "bool"}
 # Expressions that never need parentheses around them when put back in place of another one.
 _ATOMS = (ast.Name, ast.Attribute, ast.Call, ast.Subscript, ast.List, ast.Tuple, ast.Dict, ast.Set)
@@ -48,7 +65,7 @@ class Mutant:
     import_time: bool  # runs when the module is imported (every test reaches it)
 
     def apply(self, source: str) -> str:
-        return source[: self.start] + self.replacement + source[self.end:]
+        return source[: self.start] + self.replacement + source[self.end :]
 
 
 def _short(text: str, limit: int = 70) -> str:
@@ -70,8 +87,16 @@ class _Finder:
         """Character offset of an AST (line, UTF-8 byte column) position."""
         return self.line_starts[lineno - 1] + len(self.lines[lineno - 1].encode()[:col].decode("utf-8", "replace"))
 
-    def add(self, node: ast.AST, new: ast.AST, operator: str, scope: str, in_func: bool,
-            lines: Optional[Tuple[int, ...]] = None, text: Optional[str] = None) -> None:
+    def add(
+        self,
+        node: ast.AST,
+        new: ast.AST,
+        operator: str,
+        scope: str,
+        in_func: bool,
+        lines: Optional[Tuple[int, ...]] = None,
+        text: Optional[str] = None,
+    ) -> None:
         start = self.offset(node.lineno, node.col_offset)
         end = self.offset(node.end_lineno, node.end_col_offset)
         old = self.source[start:end]
@@ -85,8 +110,20 @@ class _Finder:
         self.seen[ident] += 1
         digest = hashlib.sha1(repr((ident, self.seen[ident])).encode()).hexdigest()[:8]
         lines = lines or tuple(range(node.lineno, node.end_lineno + 1))
-        self.mutants.append(Mutant(self.path, node.lineno, operator, description, start, end, text,
-                                   f"{operator}:{digest}", lines, not in_func))
+        self.mutants.append(
+            Mutant(
+                self.path,
+                node.lineno,
+                operator,
+                description,
+                start,
+                end,
+                text,
+                f"{operator}:{digest}",
+                lines,
+                not in_func,
+            )
+        )
 
     # --- the walk --------------------------------------------------------------------------------------
     def visit(self, node: ast.AST, scope: str, in_func: bool) -> None:
@@ -106,7 +143,11 @@ class _Finder:
         for field, value in ast.iter_fields(node):
             if field in ("annotation", "returns", "type_comment"):
                 continue
-            if isinstance(node, ast.Compare) and field == "comparators" and isinstance(node.ops[0], (ast.Is, ast.IsNot)):
+            if (
+                isinstance(node, ast.Compare)
+                and field == "comparators"
+                and isinstance(node.ops[0], (ast.Is, ast.IsNot))
+            ):
                 continue  # `x is None` -> `x is 0`: the flip to `is not` already covers it
             for child in value if isinstance(value, list) else [value]:
                 if isinstance(child, ast.AST) and not isinstance(child, (ast.expr_context, ast.operator, ast.cmpop)):
@@ -128,8 +169,11 @@ class _Finder:
             return
         if isinstance(stmt, ast.AugAssign) and isinstance(stmt.target, ast.Name) and stmt.target.id == "__all__":
             return
-        deletable = isinstance(stmt, (ast.Expr, ast.Assign, ast.AugAssign, ast.Raise)) or (
-            isinstance(stmt, ast.AnnAssign) and stmt.value is not None) or (isinstance(stmt, ast.If) and not stmt.orelse)
+        deletable = (
+            isinstance(stmt, (ast.Expr, ast.Assign, ast.AugAssign, ast.Raise))
+            or (isinstance(stmt, ast.AnnAssign) and stmt.value is not None)
+            or (isinstance(stmt, ast.If) and not stmt.orelse)
+        )
         if deletable:
             lines = tuple(range(stmt.lineno, (stmt.test if isinstance(stmt, ast.If) else stmt).end_lineno + 1))
             self.add(stmt, ast.Pass(), "delete", scope, in_func, lines, text="pass")

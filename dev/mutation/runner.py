@@ -11,6 +11,7 @@ a child process do not count as reaching it (use ``all_tests=True`` then).
 Survivors judged equivalent (no test could tell them apart) are listed in ``tests/mutation_equivalents.txt``,
 one per line: ``<module path> <mutant id> <one-line reason>``; they are not run and are left out of the score.
 """
+
 from __future__ import annotations
 
 import ast
@@ -35,18 +36,32 @@ from .mutants import Mutant, find_mutants
 
 __all__ = ["DEFAULT_TESTS", "MutationReport", "MutantResult", "read_equivalents", "run_mutation"]
 
-_DETECTION_UNIT_TESTS = [f"tests/tasks/test_detection.py::{name}" for name in (  # not its training runs: minutes
-    "test_matcher_minimises_the_cost_like_brute_force", "test_criterion_perfect_prediction_and_aux_losses",
-    "test_loss_decreases_as_prediction_moves_to_target")]
-_RESUME_UNIT_TESTS = ("test_logged_steps_reads_lightnings_counter_and_refuses_code", "test_resume_is_a_frozen_record", "test_newest_version_wins_and_ties_go_to_the_higher_version", "test_a_run_without_logger_and_relative_roots", "test_nothing_to_resume_names_the_folders", "test_user_dirpaths_take_the_newest_last_star", "test_continuing_writer_drops_rows_from_the_checkpoint_step_on", "test_continuing_writer_without_a_step_keeps_every_row", "test_resumable_logger_continues_its_version")
+_DETECTION_UNIT_TESTS = [
+    f"tests/tasks/test_detection.py::{name}"
+    for name in (  # not its training runs: minutes
+        "test_matcher_minimises_the_cost_like_brute_force",
+        "test_criterion_perfect_prediction_and_aux_losses",
+        "test_loss_decreases_as_prediction_moves_to_target",
+    )
+]
+_RESUME_UNIT_TESTS = (
+    "test_logged_steps_reads_lightnings_counter_and_refuses_code",
+    "test_resume_is_a_frozen_record",
+    "test_newest_version_wins_and_ties_go_to_the_higher_version",
+    "test_a_run_without_logger_and_relative_roots",
+    "test_nothing_to_resume_names_the_folders",
+    "test_user_dirpaths_take_the_newest_last_star",
+    "test_continuing_writer_drops_rows_from_the_checkpoint_step_on",
+    "test_continuing_writer_without_a_step_keeps_every_row",
+    "test_resumable_logger_continues_its_version",
+)
 # The tests that cover each module, when no TESTS= is given; other modules: every test file naming one of
 # the module's public names.
 DEFAULT_TESTS: Dict[str, List[str]] = {
     "vision_attn/attention/core.py": ["tests/attention/test_core.py"],
     "vision_attn/losses/set_criterion.py": ["tests/losses/test_set_criterion.py", *_DETECTION_UNIT_TESTS],
     "vision_attn/losses/matcher.py": ["tests/losses/test_set_criterion.py", *_DETECTION_UNIT_TESTS],
-    "vision_attn/layers/pixel_attention.py": [
-        "tests/layers/test_pixel_attention.py"],
+    "vision_attn/layers/pixel_attention.py": ["tests/layers/test_pixel_attention.py"],
     # the pinned files alone (seconds); the wider files (test_sweep, test_resume's fits, ...) take minutes per mutant
     "vision_attn/run/data_size/journal.py": ["tests/run/test_journal.py"],
     "vision_attn/models/checkpoint.py": ["tests/models/test_checkpoint.py"],
@@ -56,6 +71,7 @@ DEFAULT_TESTS: Dict[str, List[str]] = {
 }
 DEFAULT_EQUIVALENTS = "tests/mutation_equivalents.txt"
 _COPY_IGNORE = {".git", ".venv", "venv", "__pycache__", ".pytest_cache", "runs", "lightning_logs", "build"}
+
 
 @dataclass
 class MutantResult:
@@ -81,10 +97,12 @@ class MutationReport:
         return 100.0 * self.count("caught", "timeout") / judged if judged else 100.0
 
     def summary(self) -> str:
-        return (f"{' + '.join(self.modules)}: {len(self.results)} mutants, {self.count('caught', 'timeout')} caught "
-                f"({self.count('timeout')} by timeout), {self.count('survived', 'uncovered')} survived "
-                f"({self.count('uncovered')} reached by no test), {self.count('equivalent')} equivalents; "
-                f"caught, equivalents excluded: {self.score:.1f}%")
+        return (
+            f"{' + '.join(self.modules)}: {len(self.results)} mutants, {self.count('caught', 'timeout')} caught "
+            f"({self.count('timeout')} by timeout), {self.count('survived', 'uncovered')} survived "
+            f"({self.count('uncovered')} reached by no test), {self.count('equivalent')} equivalents; "
+            f"caught, equivalents excluded: {self.score:.1f}%"
+        )
 
 
 def read_equivalents(path: Path) -> Dict[tuple, str]:
@@ -106,8 +124,13 @@ def read_equivalents(path: Path) -> Dict[tuple, str]:
 def _copy_repo(root: Path, dest: Path) -> None:
     """Copy the files git knows (tracked or untracked, not ignored), or everything but caches and venvs."""
     try:
-        files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=root, check=True,
-                               capture_output=True).stdout.decode().split("\0")
+        files = (
+            subprocess.run(
+                ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=root, check=True, capture_output=True
+            )
+            .stdout.decode()
+            .split("\0")
+        )
     except (OSError, subprocess.CalledProcessError):
         shutil.copytree(root, dest, ignore=shutil.ignore_patterns(*_COPY_IGNORE), dirs_exist_ok=True)
         return
@@ -124,8 +147,11 @@ def _default_tests(root: Path, module: str) -> List[str]:
         return DEFAULT_TESTS[module]
     tree = ast.parse((root / module).read_text())
     names = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and not n.name.startswith("_")}
-    return [str(p.relative_to(root)) for p in sorted((root / "tests").glob("test_*.py"))
-            if any(name in p.read_text() for name in names)]
+    return [
+        str(p.relative_to(root))
+        for p in sorted((root / "tests").glob("test_*.py"))
+        if any(name in p.read_text() for name in names)
+    ]
 
 
 def _imports(root: Path, package: str) -> List[str]:
@@ -159,9 +185,16 @@ class _Runner:
 
     def _server(self, workdir: Path, env: Dict[str, str]) -> subprocess.Popen:
         if workdir not in self.servers:
-            server = subprocess.Popen([sys.executable, str(self.worker), "serve", self.package, *self.preload],
-                                      cwd=workdir, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                      stderr=subprocess.DEVNULL, start_new_session=True, bufsize=0)
+            server = subprocess.Popen(
+                [sys.executable, str(self.worker), "serve", self.package, *self.preload],
+                cwd=workdir,
+                env=env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+                bufsize=0,
+            )
             self.servers[workdir] = server
             with self.lock:
                 self.sessions.add(server.pid)
@@ -194,8 +227,14 @@ class _Runner:
                     self._readline(server, None)
                 code = None if line is None else int(line)
             else:
-                proc = subprocess.Popen([sys.executable, "-m", "pytest", *args], cwd=workdir, env=env, stdout=log,
-                                        stderr=subprocess.STDOUT, start_new_session=True)
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "pytest", *args],
+                    cwd=workdir,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
                 pid = proc.pid
                 with self.lock:
                     self.sessions.add(pid)
@@ -253,7 +292,9 @@ def run_mutation(
     mutants = [mu for m in modules for mu in find_mutants(m, sources[m])]
     known = read_equivalents(root_path / equivalents) if equivalents else {}
     ids = {(mu.path, mu.key) for mu in mutants}
-    report = MutationReport(modules, stale_equivalents=[f"{m} {k}" for m, k in known if m in modules and (m, k) not in ids])
+    report = MutationReport(
+        modules, stale_equivalents=[f"{m} {k}" for m, k in known if m in modules and (m, k) not in ids]
+    )
     if only:
         mutants = [mu for mu in mutants if mu.key in set(only)]
     if max_mutants is not None and max_mutants < len(mutants):
@@ -279,9 +320,12 @@ def run_mutation(
         free = list(workdirs)
         # Baseline: the unchanged module must pass, and tells which test reaches which line.
         base = workdirs[0]
-        trace_env = dict(envs[base], MUTATION_TRACE_OUT=str(tmp / "trace.json"),
-                         MUTATION_TRACE_FILES=os.pathsep.join(str(base / m) for m in modules),
-                         PYTHONPATH=os.pathsep.join([str(tmp), envs[base]["PYTHONPATH"]]))
+        trace_env = dict(
+            envs[base],
+            MUTATION_TRACE_OUT=str(tmp / "trace.json"),
+            MUTATION_TRACE_FILES=os.pathsep.join(str(base / m) for m in modules),
+            PYTHONPATH=os.pathsep.join([str(tmp), envs[base]["PYTHONPATH"]]),
+        )
         started = time.perf_counter()
         code, log = runner.pytest(base, ["-p", "_mutation_worker", *tests], None, trace_env, fork=False)
         if code != 0:
@@ -301,8 +345,11 @@ def run_mutation(
 
         def one(mu: Mutant) -> MutantResult:
             mutated = mu.apply(sources[mu.path])
-            diff = "".join(difflib.unified_diff(sources[mu.path].splitlines(True), mutated.splitlines(True),
-                                                f"a/{mu.path}", f"b/{mu.path}", n=1))
+            diff = "".join(
+                difflib.unified_diff(
+                    sources[mu.path].splitlines(True), mutated.splitlines(True), f"a/{mu.path}", f"b/{mu.path}", n=1
+                )
+            )
             reason = known.get((mu.path, mu.key))
             selected = reaching(mu)
             if reason is not None:
@@ -354,8 +401,10 @@ def run_mutation(
 
     for r in report.results:
         if r.status in ("survived", "uncovered"):
-            out(f"\nSURVIVED {r.mutant.path}:{r.mutant.line} {r.mutant.key} ({r.detail})\n{r.diff}"
-                f"  if equivalent, add to {equivalents}: {r.mutant.path} {r.mutant.key} <why no test can tell>")
+            out(
+                f"\nSURVIVED {r.mutant.path}:{r.mutant.line} {r.mutant.key} ({r.detail})\n{r.diff}"
+                f"  if equivalent, add to {equivalents}: {r.mutant.path} {r.mutant.key} <why no test can tell>"
+            )
     for s in report.stale_equivalents:
         out(f"note: {equivalents} lists {s}, which is no longer a mutant of the module")
     out(report.summary())

@@ -9,6 +9,7 @@ The check copies this file next to the repository copies and uses it in two ways
   ``{"args": [...], "log": path}`` forks a child that runs ``pytest.main(args)`` in a new session (so the
   whole run can be killed on a timeout), answering one line with the child's pid and one with its exit code.
 """
+
 import importlib
 import json
 import os
@@ -48,8 +49,10 @@ def pytest_runtest_protocol(item, nextitem):
     finally:
         sys.settrace(None)
         threading.settrace(None)
-        _RESULTS[item.nodeid] = {"seconds": time.perf_counter() - start,
-                                 "lines": {f: sorted(v) for f, v in _CURRENT.items()}}
+        _RESULTS[item.nodeid] = {
+            "seconds": time.perf_counter() - start,
+            "lines": {f: sorted(v) for f, v in _CURRENT.items()},
+        }
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -1,4 +1,5 @@
 """The attention core: torch semantics, masks, kernels, positions, capture."""
+
 import math
 
 import pytest
@@ -41,8 +42,14 @@ def test_matches_torch_multihead_attention_with_masks(kdim):
     kpm = torch.zeros(2, 7, dtype=torch.bool)
     kpm[1, -2:] = True
     float_mask = torch.randn(2 * 4, 5, 7)
-    for kw in ({}, {"attn_mask": attn_mask}, {"key_padding_mask": kpm}, {"attn_mask": attn_mask, "key_padding_mask": kpm},
-               {"attn_mask": float_mask}, {"attn_mask": float_mask, "key_padding_mask": kpm}):
+    for kw in (
+        {},
+        {"attn_mask": attn_mask},
+        {"key_padding_mask": kpm},
+        {"attn_mask": attn_mask, "key_padding_mask": kpm},
+        {"attn_mask": float_mask},
+        {"attn_mask": float_mask, "key_padding_mask": kpm},
+    ):
         out, w = m(q, kv, kv, need_weights=True, **kw)
         ref_out, ref_w = ref(q, kv, kv, need_weights=True, average_attn_weights=False, **kw)
         torch.testing.assert_close(out, ref_out, rtol=1e-5, atol=1e-5)
@@ -111,9 +118,7 @@ def _kernels(fn):
     return {e.key for e in prof.key_averages()}
 
 
-@pytest.mark.parametrize(
-    "case", ["self", "cross", "bool_mask", "float_mask", "key_padding", "kdim", "backward"]
-)
+@pytest.mark.parametrize("case", ["self", "cross", "bool_mask", "float_mask", "key_padding", "kdim", "backward"])
 def test_core_runs_the_fused_kernel_not_the_materialising_one(case):
     torch.manual_seed(0)
     m = MultiHeadAttention(64, 4, kdim=32 if case == "kdim" else None, vdim=32 if case == "kdim" else None)
@@ -255,7 +260,6 @@ def test_bad_inputs_name_the_problem():
         MultiHeadAttention(10, 3)
 
 
-
 # The attention core, pinned to numbers: every accepted mask shape, non-zero biases, no biases, attention
 # dropout, custom scales and initialisation against ``torch.nn.MultiheadAttention`` or the formula written out.
 B, H, NQ, NK, D = 2, 4, 5, 7, 32
@@ -309,8 +313,9 @@ def test_every_4d_mask_shape_equals_torch_with_the_expanded_mask(shape, dtype):
     kpm[1, -2:] = True if dtype == torch.bool else -3.0
     for padding in (None, kpm):
         out, w = ours(q, kv, kv, attn_mask=mask, key_padding_mask=padding, need_weights=True)
-        ref_out, ref_w = ref(q, kv, kv, attn_mask=torch_mask, key_padding_mask=padding, need_weights=True,
-                             average_attn_weights=False)
+        ref_out, ref_w = ref(
+            q, kv, kv, attn_mask=torch_mask, key_padding_mask=padding, need_weights=True, average_attn_weights=False
+        )
         torch.testing.assert_close(out, ref_out, rtol=1e-9, atol=1e-9)
         torch.testing.assert_close(w, ref_w.to(w.dtype), rtol=1e-5, atol=1e-6)
     assert not torch.allclose(ours(q, kv, kv, attn_mask=mask), ours(q, kv, kv), atol=1e-3)  # the mask matters
@@ -321,24 +326,43 @@ def test_a_bool_mask_with_a_float_key_padding_mask_adds_both():
     q, kv = torch.randn(B, NQ, D, dtype=torch.float64), torch.randn(B, NK, D, dtype=torch.float64)
     blocked = _masks(torch.bool)[:, :1]
     kpm = torch.randn(B, NK, dtype=torch.float64)
-    as_float = torch.zeros(B, 1, NQ, NK, dtype=torch.float64).masked_fill(blocked, float("-inf")) + kpm[:, None, None, :]
+    as_float = (
+        torch.zeros(B, 1, NQ, NK, dtype=torch.float64).masked_fill(blocked, float("-inf")) + kpm[:, None, None, :]
+    )
     _, w = ours(q, kv, kv, attn_mask=blocked, key_padding_mask=kpm, need_weights=True)
     _, w_ref = ours(q, kv, kv, attn_mask=as_float, need_weights=True)
     torch.testing.assert_close(w, w_ref)
     assert torch.all(w.masked_select(blocked.expand_as(w)) == 0)
 
 
-@pytest.mark.parametrize("shape", [
-    (B, H, NQ, 1), (B, H, 1, NK), (B, H, NK, NQ), (B + 1, H, NQ, NK), (B, H + 1, NQ, NK), (3 * B, 1, NQ, NK),
-    (1, B, H, NQ, NK), (NK,), (B, NQ, NK), (H, NQ, NK), (NK, NQ), (NQ, NK + 1),
-])
+@pytest.mark.parametrize(
+    "shape",
+    [
+        (B, H, NQ, 1),
+        (B, H, 1, NK),
+        (B, H, NK, NQ),
+        (B + 1, H, NQ, NK),
+        (B, H + 1, NQ, NK),
+        (3 * B, 1, NQ, NK),
+        (1, B, H, NQ, NK),
+        (NK,),
+        (B, NQ, NK),
+        (H, NQ, NK),
+        (NK, NQ),
+        (NQ, NK + 1),
+    ],
+)
 def test_malformed_masks_are_rejected_with_the_shapes(shape):
     ours, _ = _pair()
     q, kv = torch.randn(B, NQ, D, dtype=torch.float64), torch.randn(B, NK, D, dtype=torch.float64)
     for dtype in (torch.bool, torch.float64):
-        with pytest.raises(ValueError, match=rf"attn_mask has shape {re_shape(shape)}; expected \(Nq, Nk\)=\({NQ}, {NK}\)"):
+        with pytest.raises(
+            ValueError, match=rf"attn_mask has shape {re_shape(shape)}; expected \(Nq, Nk\)=\({NQ}, {NK}\)"
+        ):
             ours(q, kv, kv, attn_mask=torch.zeros(shape, dtype=dtype))
-    with pytest.raises(ValueError, match=rf"key_padding_mask has shape \({B}, {NK + 1}\); expected \(B, Nk\)=\({B}, {NK}\)"):
+    with pytest.raises(
+        ValueError, match=rf"key_padding_mask has shape \({B}, {NK + 1}\); expected \(B, Nk\)=\({B}, {NK}\)"
+    ):
         ours(q, kv, kv, key_padding_mask=torch.zeros(B, NK + 1, dtype=torch.bool))
 
 
@@ -395,7 +419,9 @@ def test_parameter_counts_with_and_without_qkv_bias():
     assert sum(p.numel() for p in MultiHeadAttention(D, H).parameters()) == 4 * D * D + 4 * D
     assert sum(p.numel() for p in MultiHeadAttention(D, H, qkv_bias=False).parameters()) == 4 * D * D + D
     assert MultiHeadAttention(D, H, qkv_bias=False).in_proj_bias is None
-    assert sum(p.numel() for p in MultiHeadAttention(D, H, kdim=24, vdim=20).parameters()) == D * (D + 24 + 20 + D) + 4 * D
+    assert (
+        sum(p.numel() for p in MultiHeadAttention(D, H, kdim=24, vdim=20).parameters()) == D * (D + 24 + 20 + D) + 4 * D
+    )
     assert m_repr_line(MultiHeadAttention(D, H)) == "dim=32, num_heads=4"
     assert m_repr_line(MultiHeadAttention(D, H, kdim=24, vdim=20)) == "dim=32, num_heads=4, kdim=24, vdim=20"
 
@@ -408,8 +434,11 @@ def m_repr_line(m):
 def test_initialisation_is_torch_s_xavier_uniform_with_zero_biases(kdim):
     torch.manual_seed(0)
     m = MultiHeadAttention(64, 4, kdim=kdim, vdim=kdim)
-    weights = [(m.in_proj_weight, 64, 3 * 64)] if kdim is None else [
-        (m.q_proj_weight, 64, 64), (m.k_proj_weight, kdim, 64), (m.v_proj_weight, kdim, 64)]
+    weights = (
+        [(m.in_proj_weight, 64, 3 * 64)]
+        if kdim is None
+        else [(m.q_proj_weight, 64, 64), (m.k_proj_weight, kdim, 64), (m.v_proj_weight, kdim, 64)]
+    )
     for w, fan_in, fan_out in weights:
         w = w.detach()
         bound = math.sqrt(6 / (fan_in + fan_out))
@@ -429,7 +458,7 @@ def _probe(attn_drop, proj_drop=0.0):
     torch.manual_seed(0)
     m = MultiHeadAttention(D, 1, attn_drop=attn_drop, proj_drop=proj_drop)
     with torch.no_grad():
-        m.in_proj_weight[2 * D:] = torch.eye(D)
+        m.in_proj_weight[2 * D :] = torch.eye(D)
         m.in_proj_bias.zero_()
         m.out_proj.weight.copy_(torch.eye(D))
         m.out_proj.bias.zero_()
@@ -480,7 +509,7 @@ def test_custom_scale_reaches_both_the_output_and_the_returned_weights(scale, dv
     mask = torch.rand(2, 1, 6, 9) > 0.3
     mask[..., 0] = True  # SDPA meaning: True = may attend
     out, w = scaled_dot_product_attention(q, k, v, mask, need_weights=True, scale=scale)
-    scores = (q @ k.transpose(-1, -2)) * (8 ** -0.5 if scale is None else scale)
+    scores = (q @ k.transpose(-1, -2)) * (8**-0.5 if scale is None else scale)
     expected = scores.masked_fill(~mask, float("-inf")).softmax(-1)
     torch.testing.assert_close(w, expected, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(out, expected @ v, rtol=1e-5, atol=1e-5)
@@ -498,7 +527,9 @@ def test_attention_weights_default_to_one_over_sqrt_head_size():
     allowed[:, 0] = True
     scores = q @ k.transpose(-1, -2) / 4.0
     torch.testing.assert_close(attention_weights(q, k), scores.softmax(-1))
-    torch.testing.assert_close(attention_weights(q, k, allowed), scores.masked_fill(~allowed, float("-inf")).softmax(-1))
+    torch.testing.assert_close(
+        attention_weights(q, k, allowed), scores.masked_fill(~allowed, float("-inf")).softmax(-1)
+    )
     torch.testing.assert_close(attention_weights(q, k, scale=1.0), (4 * scores).softmax(-1))
 
 
@@ -506,7 +537,7 @@ def test_a_head_split_view_reaches_the_fused_kernel_without_a_copy_or_pad():
     """(B, N, H, hd) -> (B, H, N, hd) is a view with a unit last stride: the kernel takes it as it is (a copy
     would cost ~15% of the attention time), and equal head sizes need no zero-padding."""
     x = torch.randn(2, 16, 3, 24)
-    q, k, v = (x[..., i:i + 8].transpose(1, 2) for i in (0, 8, 16))
+    q, k, v = (x[..., i : i + 8].transpose(1, 2) for i in (0, 8, 16))
     assert not q.is_contiguous() and q.stride(-1) == 1
     with profile() as prof:
         out = scaled_dot_product_attention(q, k, v)

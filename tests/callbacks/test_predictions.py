@@ -1,5 +1,6 @@
 """predictions.json record by record: exact scores, boxes, labels, category ids, order, and the writer callback's
 choices (names, DDP gathering, rank 0, output folder), with plain stand-ins for the trainer and task."""
+
 import json
 from types import SimpleNamespace
 
@@ -21,8 +22,10 @@ from vision_attn.callbacks.predictions import (
 
 
 def _infos(*errors):
-    return [{"index": i, "file": f"f{i}.jpg", "width": 40 + i, "height": 30 + i, **({"error": "bad"} if e else {})}
-            for i, e in enumerate(errors)]
+    return [
+        {"index": i, "file": f"f{i}.jpg", "width": 40 + i, "height": 30 + i, **({"error": "bad"} if e else {})}
+        for i, e in enumerate(errors)
+    ]
 
 
 class _Named(nn.Module):
@@ -44,10 +47,16 @@ def test_classification_records_pin_scores_labels_and_order():
     recs = classification_records(probs, infos, top_k=2, names=["cat", "", "dog"])
     assert recs == [
         {"_index": 1, "file": "f1.jpg", "error": "bad"},
-        {"_index": 0, "file": "f0.jpg", "top_k": [{"class_id": 1, "label": "1", "score": 0.6},
-                                                    {"class_id": 2, "label": "dog", "score": 0.3}]},
-        {"_index": 2, "file": "f2.jpg", "top_k": [{"class_id": 0, "label": "cat", "score": 0.5},
-                                                    {"class_id": 2, "label": "dog", "score": 0.3}]},
+        {
+            "_index": 0,
+            "file": "f0.jpg",
+            "top_k": [{"class_id": 1, "label": "1", "score": 0.6}, {"class_id": 2, "label": "dog", "score": 0.3}],
+        },
+        {
+            "_index": 2,
+            "file": "f2.jpg",
+            "top_k": [{"class_id": 0, "label": "cat", "score": 0.5}, {"class_id": 2, "label": "dog", "score": 0.3}],
+        },
     ]
     third = torch.tensor([[1 / 3, 0.123456789, 1 - 1 / 3 - 0.123456789]])
     (rec,) = classification_records(third, _infos(False), top_k=10, names=None)  # top_k above K: all K
@@ -57,19 +66,37 @@ def test_classification_records_pin_scores_labels_and_order():
 
 
 def test_detection_records_pin_boxes_threshold_categories_and_sort():
-    det = {"scores": torch.tensor([0.5, 0.9, 0.4999, 0.7, 0.95]), "labels": torch.tensor([1, 2, 1, 3, 1]),
-           "boxes": torch.tensor([[1.234, 2.345, 11.0, 22.5], [0.0, 0.0, 4.0, 3.0], [0, 0, 1, 1],
-                                  [5.0, 5.0, 6.0, 6.0], [10.111, 20.226, 30.0, 40.0]], dtype=torch.float64)}
+    det = {
+        "scores": torch.tensor([0.5, 0.9, 0.4999, 0.7, 0.95]),
+        "labels": torch.tensor([1, 2, 1, 3, 1]),
+        "boxes": torch.tensor(
+            [
+                [1.234, 2.345, 11.0, 22.5],
+                [0.0, 0.0, 4.0, 3.0],
+                [0, 0, 1, 1],
+                [5.0, 5.0, 6.0, 6.0],
+                [10.111, 20.226, 30.0, 40.0],
+            ],
+            dtype=torch.float64,
+        ),
+    }
     cats = {1: (7, "cat"), 2: (9, "dog")}  # label 3 is no category
     recs = detection_records([det], _infos(True, False), 0.5, cats)
     assert recs[0] == {"_index": 0, "file": "f0.jpg", "error": "bad"}
-    assert recs[1] == {"_index": 1, "file": "f1.jpg", "width": 41, "height": 31, "detections": [
-        {"bbox": [10.11, 20.23, 19.89, 19.77], "score": 0.95, "category_id": 7, "label": "cat"},
-        {"bbox": [0.0, 0.0, 4.0, 3.0], "score": 0.9, "category_id": 9, "label": "dog"},
-        {"bbox": [1.23, 2.35, 9.77, 20.15], "score": 0.5, "category_id": 7, "label": "cat"},
-    ]}
-    score = detection_records([{**det, "scores": torch.full((5,), 0.1234567, dtype=torch.float64)}],
-                              _infos(False), 0.0, cats)[0]["detections"][0]["score"]
+    assert recs[1] == {
+        "_index": 1,
+        "file": "f1.jpg",
+        "width": 41,
+        "height": 31,
+        "detections": [
+            {"bbox": [10.11, 20.23, 19.89, 19.77], "score": 0.95, "category_id": 7, "label": "cat"},
+            {"bbox": [0.0, 0.0, 4.0, 3.0], "score": 0.9, "category_id": 9, "label": "dog"},
+            {"bbox": [1.23, 2.35, 9.77, 20.15], "score": 0.5, "category_id": 7, "label": "cat"},
+        ],
+    }
+    score = detection_records(
+        [{**det, "scores": torch.full((5,), 0.1234567, dtype=torch.float64)}], _infos(False), 0.0, cats
+    )[0]["detections"][0]["score"]
     assert score == 0.123457
 
 
@@ -88,8 +115,12 @@ def test_category_map_sources():
         @property
         def category_ids(self):
             raise FileNotFoundError("instances.json")
+
     assert category_map(2, ["p", "q"], NoFile()) == {0: (0, "p"), 1: (1, "q")}
-    assert category_map(2, None, SimpleNamespace(classes=["z"]), label_to_category_id=[4, 6]) == {0: (4, "0"), 1: (6, "1")}
+    assert category_map(2, None, SimpleNamespace(classes=["z"]), label_to_category_id=[4, 6]) == {
+        0: (4, "0"),
+        1: (6, "1"),
+    }
 
 
 def test_class_names_for_order_of_sources():
@@ -104,6 +135,7 @@ def test_class_names_for_order_of_sources():
         @property
         def classes(self):
             raise RuntimeError("no files")
+
     assert class_names_for(_Named(2), Broken()) is None
     coco = class_names_for(_Named(91), None, detection=True)
     assert len(coco) == 91 and coco[0] == "" and coco[1] == "person" and coco[12] == "" and coco[13] == "stop sign"
@@ -126,8 +158,13 @@ def _module(n=3, detection=False, names=None):
 
 
 def _trainer(tmp_path, rank=0, dm=None, log_dir="log"):
-    return SimpleNamespace(datamodule=dm, global_rank=rank, log_dir=str(tmp_path / log_dir) if log_dir else None,
-                           default_root_dir=str(tmp_path / "root"), callbacks=[])
+    return SimpleNamespace(
+        datamodule=dm,
+        global_rank=rank,
+        log_dir=str(tmp_path / log_dir) if log_dir else None,
+        default_root_dir=str(tmp_path / "root"),
+        callbacks=[],
+    )
 
 
 def test_writer_defaults_and_reset():
@@ -141,7 +178,10 @@ def test_writer_defaults_and_reset():
 
 def test_writer_classification_end_to_end(tmp_path, capsys):
     w = PredictionWriter(top_k="2")
-    pl_module, trainer = _module(3, names=["a", "b", "c"]), _trainer(tmp_path, dm=SimpleNamespace(classes=["x", "y", "z"]))
+    pl_module, trainer = (
+        _module(3, names=["a", "b", "c"]),
+        _trainer(tmp_path, dm=SimpleNamespace(classes=["x", "y", "z"])),
+    )
     w.on_predict_start(trainer, pl_module)
     w.write_on_batch_end(trainer, pl_module, None, None, ({"boxes": 1},), 0)  # not a file batch: ignored
     w.write_on_batch_end(trainer, pl_module, None, None, {"file": "x"}, 0)
@@ -152,8 +192,13 @@ def test_writer_classification_end_to_end(tmp_path, capsys):
     w.on_predict_end(trainer, pl_module)
     assert w.path == tmp_path / "log" / "predictions.json"
     assert json.loads(w.path.read_text()) == [
-        {"file": "f0.jpg", "top_k": [{"class_id": 1, "label": "b", "score": 0.7}, {"class_id": 0, "label": "a", "score": 0.2}]},
-        {"file": "f1.jpg", "error": "bad"}, {"file": "g", "error": "e"}]
+        {
+            "file": "f0.jpg",
+            "top_k": [{"class_id": 1, "label": "b", "score": 0.7}, {"class_id": 0, "label": "a", "score": 0.2}],
+        },
+        {"file": "f1.jpg", "error": "bad"},
+        {"file": "g", "error": "e"},
+    ]
     assert f"wrote {w.path}" in capsys.readouterr().out
 
 
@@ -173,8 +218,11 @@ def test_writer_detection_uses_the_category_map(tmp_path):
     w = PredictionWriter(threshold=0.3)
     pl_module = _module(3, names=["", "cat", "dog"])
     trainer = _trainer(tmp_path, log_dir=None)
-    det = {"scores": torch.tensor([0.35, 0.2, 0.9]), "labels": torch.tensor([1, 2, 0]),
-           "boxes": torch.tensor([[0.0, 0.0, 2.0, 2.0]] * 3)}
+    det = {
+        "scores": torch.tensor([0.35, 0.2, 0.9]),
+        "labels": torch.tensor([1, 2, 0]),
+        "boxes": torch.tensor([[0.0, 0.0, 2.0, 2.0]] * 3),
+    }
     w.write_on_batch_end(trainer, pl_module, [det], None, (0, _infos(False)), 0)
     w.on_predict_end(trainer, pl_module)
     assert w.path == tmp_path / "root" / "predictions.json"  # no log_dir: the root dir
@@ -199,8 +247,12 @@ def test_writer_gathers_every_rank_and_keeps_a_repeated_file_once(tmp_path, monk
         assert parts == [None, None]
         parts[0], parts[1] = obj, other
 
-    fake = SimpleNamespace(is_available=lambda: True, is_initialized=lambda: True, get_world_size=lambda: 2,
-                           all_gather_object=all_gather_object)
+    fake = SimpleNamespace(
+        is_available=lambda: True,
+        is_initialized=lambda: True,
+        get_world_size=lambda: 2,
+        all_gather_object=all_gather_object,
+    )
     monkeypatch.setattr(P, "dist", fake)
     w = PredictionWriter()
     w.records = [{"_index": 0, "file": "a", "top_k": []}, {"_index": 2, "file": "c", "top_k": []}]

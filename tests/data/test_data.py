@@ -1,4 +1,5 @@
 """Data layer: seeded stratified fractions, the offline shapes task in CIFAR's format, datamodules' splits and errors."""
+
 from __future__ import annotations
 
 import json
@@ -46,7 +47,9 @@ LABELS = np.repeat(np.arange(7), [50, 120, 33, 80, 7, 200, 61])
 
 def test_subset_same_seed_same_indices_other_seed_other_indices():
     a = stratified_subset(LABELS, 0.3, seed=1)
-    assert a == stratified_subset(LABELS.tolist(), 0.3, seed=1) == stratified_subset(torch.as_tensor(LABELS), 0.3, seed=1)
+    assert (
+        a == stratified_subset(LABELS.tolist(), 0.3, seed=1) == stratified_subset(torch.as_tensor(LABELS), 0.3, seed=1)
+    )
     assert a == sorted(a) and len(set(a)) == len(a)
     assert a != stratified_subset(LABELS, 0.3, seed=2)
 
@@ -89,7 +92,9 @@ def test_transforms_accept_pil_and_numpy_and_return_normalised_chw_float():
     ev = eval_transform(mean, std)
     out = ev(Image.fromarray(image))
     assert out.shape == (3, 32, 32) and out.dtype == torch.float32
-    expected = (torch.from_numpy(image).permute(2, 0, 1).float() / 255 - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
+    expected = (
+        torch.from_numpy(image).permute(2, 0, 1).float() / 255 - torch.tensor(mean)[:, None, None]
+    ) / torch.tensor(std)[:, None, None]
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
     torch.testing.assert_close(ev(image), out)
     assert eval_transform(mean, std, img_size=224)(image).shape == (3, 224, 224)
@@ -131,7 +136,9 @@ def test_generation_is_deterministic_and_in_cifar_layout(tmp_path):
     with open(a / "batches.meta", "rb") as f:
         assert pickle.load(f)["label_names"] == list(SHAPE_CLASSES)
     # a different seed gives different images; the existing folder is left alone
-    assert (generate_shapes(tmp_path / "a", **{**SMALL, "seed": 4}) / "test_batch").read_bytes() != (a / "test_batch").read_bytes()
+    assert (generate_shapes(tmp_path / "a", **{**SMALL, "seed": 4}) / "test_batch").read_bytes() != (
+        a / "test_batch"
+    ).read_bytes()
     mtime = (a / "data_batch_1").stat().st_mtime_ns
     assert generate_shapes(tmp_path / "a", **SMALL) == a and (a / "data_batch_1").stat().st_mtime_ns == mtime
     assert not [p for p in (tmp_path / "a").iterdir() if p.name.startswith(".")], "temporary folder left behind"
@@ -173,8 +180,13 @@ def test_relational_task_is_deterministic_balanced_and_has_four_relation_classes
     train, test = (ShapesDataset(tmp_path / "a", train=t, **args) for t in (True, False))
     assert train.classes == list(RELATIONAL_CLASSES) and len(RELATIONAL_CLASSES) == 4
     assert Counter(train.targets) == {c: 50 for c in range(4)} and Counter(test.targets) == {c: 10 for c in range(4)}
-    shapes = ShapesDataset(generate_shapes(tmp_path / "a", num_train=200, num_test=40, seed=5).parent, train=False,
-                           num_train=200, num_test=40, seed=5)
+    shapes = ShapesDataset(
+        generate_shapes(tmp_path / "a", num_train=200, num_test=40, seed=5).parent,
+        train=False,
+        num_train=200,
+        num_test=40,
+        seed=5,
+    )
     assert not np.array_equal(shapes.data, test.data)  # a different task, not a relabelling
     dm = SyntheticShapesDataModule(root=str(tmp_path / "a"), val_split=40, train_fraction=0.5, **args)
     dm.setup()
@@ -323,7 +335,11 @@ def test_image_folder_datamodule(tmp_path):
     assert dm.num_classes == 3 and dm.classes == ["cat", "dog", "emu"]
     dm.prepare_data()
     dm.setup("fit")
-    assert dm.n_train == 9 and Counter(dm.train_set.dataset.targets[i] for i in dm.train_set.indices) == {0: 3, 1: 3, 2: 3}
+    assert dm.n_train == 9 and Counter(dm.train_set.dataset.targets[i] for i in dm.train_set.indices) == {
+        0: 3,
+        1: 3,
+        2: 3,
+    }
     x, y = next(iter(dm.train_dataloader()))
     assert x.shape == (4, 3, 32, 32) and x.dtype == torch.float32 and y.dtype == torch.int64
     xt, yt = next(iter(dm.test_dataloader()))  # test_dir defaults to val_dir

@@ -1,4 +1,5 @@
 """dev/check_floors.py and dev/check_function_length.py: the tree passes, a planted violation fails, named."""
+
 from pathlib import Path
 
 from dev.check_floors import check_tree
@@ -21,15 +22,18 @@ def test_the_tree_has_no_import_from_a_higher_floor():
 
 
 def test_a_planted_upward_import_is_named_with_both_floors(tmp_path, capsys):
-    root = _package(tmp_path, {
-        "vision_attn/models/__init__.py": "thing = 1\n",
-        "vision_attn/attention/__init__.py": "",
-        # the deleted attention/plot.py shim: floor 1 reaching floor 5 lazily, inside a function
-        "vision_attn/attention/plot.py": "def __getattr__(name):\n    from ..run.viz import attention\n",
-        "vision_attn/layers/ok.py": "from ..attention import plot\nimport torch\n",
-        "vision_attn/run/__init__.py": "import vision_attn as va\nfrom ..tasks import x\n",
-        "vision_attn/tasks/__init__.py": "from vision_attn import thing\n",
-    })
+    root = _package(
+        tmp_path,
+        {
+            "vision_attn/models/__init__.py": "thing = 1\n",
+            "vision_attn/attention/__init__.py": "",
+            # the deleted attention/plot.py shim: floor 1 reaching floor 5 lazily, inside a function
+            "vision_attn/attention/plot.py": "def __getattr__(name):\n    from ..run.viz import attention\n",
+            "vision_attn/layers/ok.py": "from ..attention import plot\nimport torch\n",
+            "vision_attn/run/__init__.py": "import vision_attn as va\nfrom ..tasks import x\n",
+            "vision_attn/tasks/__init__.py": "from vision_attn import thing\n",
+        },
+    )
     assert check_tree(root) == ["vision_attn/attention/plot.py:2: imports vision_attn.run.viz (floor 5) from floor 1"]
     assert floors_main([str(root)]) == 1
     assert "vision_attn/attention/plot.py:2" in capsys.readouterr().out
@@ -38,13 +42,22 @@ def test_a_planted_upward_import_is_named_with_both_floors(tmp_path, capsys):
 
 
 def test_a_facade_import_counts_at_the_facades_floor(tmp_path):
-    root = _package(tmp_path, {"vision_attn/models/__init__.py": "", "vision_attn/ops/boxes.py": "import vision_attn\n"})
+    root = _package(
+        tmp_path, {"vision_attn/models/__init__.py": "", "vision_attn/ops/boxes.py": "import vision_attn\n"}
+    )
     assert check_tree(root) == ["vision_attn/ops/boxes.py:1: imports vision_attn (floor 3) from floor 1"]
 
 
 def test_floors_1_to_4_have_no_function_over_60_lines_of_code():
-    assert check_paths([REPO / "vision_attn" / p for p in ("ops", "attention", "layers", "models", "losses",
-                                                           "metrics", "data", "tasks", "callbacks")]) == []
+    assert (
+        check_paths(
+            [
+                REPO / "vision_attn" / p
+                for p in ("ops", "attention", "layers", "models", "losses", "metrics", "data", "tasks", "callbacks")
+            ]
+        )
+        == []
+    )
 
 
 def test_a_planted_long_function_is_named_and_comments_docstrings_blanks_do_not_count(tmp_path):

@@ -1,6 +1,7 @@
 """The mutation check (make mutation): on a tiny module and its tiny test, it catches what the test pins,
 reports what it does not (with the diff), honours the equivalents file, flags a hanging mutant as a timeout
 and leaves the module as it found it."""
+
 import textwrap
 
 from dev.mutation.mutants import find_mutants
@@ -20,14 +21,14 @@ CALC = textwrap.dedent('''\
     def unused(x):
         return x * 2
 ''')
-LOOP = textwrap.dedent('''\
+LOOP = textwrap.dedent("""\
     def count_up(n):
         i = 0
         while i < n:
             i += 1
         return i
-''')
-TEST = textwrap.dedent('''\
+""")
+TEST = textwrap.dedent("""\
     from tinypkg.calc import clamp_add
     from tinypkg.loop import count_up
 
@@ -39,7 +40,7 @@ TEST = textwrap.dedent('''\
 
     def test_count_up():
         assert count_up(3) == 3
-''')
+""")
 
 
 def _project(tmp_path):
@@ -72,8 +73,15 @@ def test_mutants_are_single_changes_with_ids_that_survive_edits_elsewhere():
 def test_catches_reports_survivors_and_honours_the_equivalents_file(tmp_path):
     root = _project(tmp_path)
     lines = []
-    report = run_mutation(["tinypkg/calc.py"], ["tests/test_calc.py"], root=str(root), jobs=2, timeout=120,
-                          equivalents=None, out=lines.append)
+    report = run_mutation(
+        ["tinypkg/calc.py"],
+        ["tests/test_calc.py"],
+        root=str(root),
+        jobs=2,
+        timeout=120,
+        equivalents=None,
+        out=lines.append,
+    )
     status = {r.mutant.description: r.status for r in report.results}
     assert status["`a + b` -> `(a - b)`"] == "caught"
     assert status["`if total > limit: return limit` -> `pass`"] == "caught"
@@ -90,12 +98,22 @@ def test_catches_reports_survivors_and_honours_the_equivalents_file(tmp_path):
     (root / "tests" / "mutation_equivalents.txt").write_text(
         "# module  id  reason\n"
         f"tinypkg/calc.py {survivor.mutant.key} clamp_add is only specified for total != limit\n"
-        "tinypkg/calc.py delete:00000000 a mutant that no longer exists\n")
-    assert read_equivalents(root / "tests" / "mutation_equivalents.txt")[("tinypkg/calc.py", survivor.mutant.key)] \
+        "tinypkg/calc.py delete:00000000 a mutant that no longer exists\n"
+    )
+    assert (
+        read_equivalents(root / "tests" / "mutation_equivalents.txt")[("tinypkg/calc.py", survivor.mutant.key)]
         == "clamp_add is only specified for total != limit"
+    )
     caught = _by_description("tinypkg/calc.py", CALC, "`a + b` -> `(a - b)`")
-    again = run_mutation(["tinypkg/calc.py"], ["tests/test_calc.py"], root=str(root), jobs=1, timeout=120,
-                         only=[survivor.mutant.key, caught.key], out=lines.append)
+    again = run_mutation(
+        ["tinypkg/calc.py"],
+        ["tests/test_calc.py"],
+        root=str(root),
+        jobs=1,
+        timeout=120,
+        only=[survivor.mutant.key, caught.key],
+        out=lines.append,
+    )
     assert [r.status for r in again.results] == ["caught", "equivalent"]
     assert again.score == 100.0 and "caught, equivalents excluded: 100.0%" in again.summary()
     assert again.stale_equivalents == ["tinypkg/calc.py delete:00000000"]
@@ -104,15 +122,23 @@ def test_catches_reports_survivors_and_honours_the_equivalents_file(tmp_path):
 def test_a_hanging_mutant_is_caught_as_a_timeout(tmp_path):
     root = _project(tmp_path)
     hang = _by_description("tinypkg/loop.py", LOOP, "`i += 1` -> `i -= 1`")
-    report = run_mutation(["tinypkg/loop.py"], ["tests/test_calc.py"], root=str(root), timeout=3, only=[hang.key],
-                          fork=False, equivalents=None, out=lambda s: None)
+    report = run_mutation(
+        ["tinypkg/loop.py"],
+        ["tests/test_calc.py"],
+        root=str(root),
+        timeout=3,
+        only=[hang.key],
+        fork=False,
+        equivalents=None,
+        out=lambda s: None,
+    )
     assert [r.status for r in report.results] == ["timeout"] and report.score == 100.0
     assert (root / "tinypkg" / "loop.py").read_text() == LOOP
 
 
 def test_a_mutant_that_breaks_the_modules_import_is_caught(tmp_path):
     """The selected test ids then no longer collect ("not found", pytest exit 4): the tests did notice the mutant."""
-    scaled = textwrap.dedent('''\
+    scaled = textwrap.dedent("""\
         SCALE = 2
         if SCALE != 2:
             raise ImportError("SCALE must be 2")
@@ -120,11 +146,21 @@ def test_a_mutant_that_breaks_the_modules_import_is_caught(tmp_path):
 
         def f(x):
             return x * SCALE
-    ''')
+    """)
     root = _project(tmp_path)
     (root / "tinypkg" / "scaled.py").write_text(scaled)
-    (root / "tests" / "test_scaled.py").write_text("from tinypkg.scaled import f\n\n\ndef test_f():\n    assert f(3) == 6\n")
+    (root / "tests" / "test_scaled.py").write_text(
+        "from tinypkg.scaled import f\n\n\ndef test_f():\n    assert f(3) == 6\n"
+    )
     breaks = _by_description("tinypkg/scaled.py", scaled, "`SCALE != 2` -> `(SCALE == 2)`")
-    report = run_mutation(["tinypkg/scaled.py"], ["tests/test_scaled.py"], root=str(root), timeout=120,
-                          only=[breaks.key], fork=False, equivalents=None, out=lambda s: None)
+    report = run_mutation(
+        ["tinypkg/scaled.py"],
+        ["tests/test_scaled.py"],
+        root=str(root),
+        timeout=120,
+        only=[breaks.key],
+        fork=False,
+        equivalents=None,
+        out=lambda s: None,
+    )
     assert [(r.status, r.detail) for r in report.results] == [("caught", "pytest exit 4")]

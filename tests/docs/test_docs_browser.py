@@ -5,6 +5,7 @@ and no missing image. Screenshots of the home page and one model page are kept a
 
 The site is ``site/`` when it is newer than every source (``make docs`` ran), else it is built there first.
 """
+
 import functools
 import http.server
 import os
@@ -24,8 +25,9 @@ SOURCES = ("docs", "mkdocs.yml", "dev", "results", "vision_attn", "CHANGELOG.md"
 MODEL_PAGE = "models/vit_tiny_patch16_224/"
 
 pytest.importorskip("playwright", reason="the [docs] extra (playwright) is not installed")
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
-                                reason="needs Debian's chromium: apt-get install -y chromium chromium-driver")
+pytestmark = pytest.mark.skipif(
+    not Path(CHROMIUM).exists(), reason="needs Debian's chromium: apt-get install -y chromium chromium-driver"
+)
 
 
 def _newest_source() -> float:
@@ -44,8 +46,14 @@ def site() -> Path:
     index = SITE / "index.html"
     if not index.is_file() or index.stat().st_mtime < _newest_source():
         env = dict(os.environ, PYTHONPATH=str(REPO), NO_MKDOCS_2_WARNING="1")
-        proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--clean", "-d", str(SITE)],
-                              cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+        proc = subprocess.run(
+            [sys.executable, "-m", "mkdocs", "build", "--strict", "--clean", "-d", str(SITE)],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         assert proc.returncode == 0, "mkdocs build --strict failed:\n" + proc.stdout[-3000:] + proc.stderr[-5000:]
     return SITE
 
@@ -92,15 +100,23 @@ def test_every_page_loads_without_errors_broken_links_or_missing_images(site, se
         page.on("console", lambda m: m.type == "error" and problems.append(f"{current['url']}: console: {m.text}"))
         page.on("pageerror", lambda e: problems.append(f"{current['url']}: page error: {e}"))
         # leaving a page aborts its in-flight requests (the search index): not a failure; a missing file is a 404 below
-        page.on("requestfailed", lambda r: r.failure != "net::ERR_ABORTED"
-                and problems.append(f"{current['url']}: request failed: {r.url} ({r.failure})"))
-        page.on("response", lambda r: r.status >= 400 and problems.append(f"{current['url']}: HTTP {r.status}: {r.url}"))
+        page.on(
+            "requestfailed",
+            lambda r: (
+                r.failure != "net::ERR_ABORTED"
+                and problems.append(f"{current['url']}: request failed: {r.url} ({r.failure})")
+            ),
+        )
+        page.on(
+            "response", lambda r: r.status >= 400 and problems.append(f"{current['url']}: HTTP {r.status}: {r.url}")
+        )
         for path in pages:
             current["url"] = server + path
             response = page.goto(server + path, wait_until="load")
             assert response is not None and response.ok, f"{path}: {response and response.status}"
-            broken = page.eval_on_selector_all("img", "els => els.filter(i => !(i.complete && i.naturalWidth > 0))"
-                                               ".map(i => i.getAttribute('src'))")
+            broken = page.eval_on_selector_all(
+                "img", "els => els.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.getAttribute('src'))"
+            )
             problems += [f"{path}: missing image {src}" for src in broken]
             for href in page.eval_on_selector_all("a[href]", "els => els.map(a => a.href)"):
                 url = urlparse(urldefrag(href)[0])

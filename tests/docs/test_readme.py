@@ -12,6 +12,7 @@ for every timm weight a runnable block names, a randomly initialised model in ti
 holding a random ``detr_resnet50`` as DETR's official checkpoint file. A command's ``--config C --ckpt P`` with no
 file at P gets an untrained checkpoint of C's task, standing in for the run the README assumes.
 """
+
 import hashlib
 import json
 import os
@@ -39,7 +40,7 @@ MAX_FAKE_PARAMS = 30_000_000  # larger timm weights cannot be faked here: the RE
 NOT_RUN = re.compile(r"<!--\s*not run:\s*(\S.*?)\s*-->\s*$")
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
-RUNNER = r'''
+RUNNER = r"""
 import json, os, runpy, shlex, sys, traceback
 
 sections, out_path = json.load(open(sys.argv[1])), sys.argv[2]
@@ -81,7 +82,7 @@ for title, blocks in sections.items():
     except BaseException:
         results[title] = traceback.format_exc()[-5000:]
     json.dump(results, open(out_path, "w"))
-'''
+"""
 
 
 def sections(readme: str) -> dict:
@@ -102,7 +103,7 @@ def sections(readme: str) -> dict:
 def _blocks(text: str) -> list:
     found = []
     for m in FENCE.finditer(text):
-        before = text[:m.start()].rstrip("\n").rsplit("\n", 1)[-1]
+        before = text[: m.start()].rstrip("\n").rsplit("\n", 1)[-1]
         reason = NOT_RUN.search(before)
         found.append((m.group(1), m.group(2), reason.group(1) if reason else None))
     return found
@@ -123,7 +124,8 @@ def runnable(blocks: list, title: str) -> list:
                 continue
             assert re.match(r"^python tools/\w+\.py\b", line), (
                 f"README section {title!r}: `{line}` cannot run in the README test; mark its block with "
-                "<!-- not run: reason --> if it cannot run offline in seconds")
+                "<!-- not run: reason --> if it cannot run offline in seconds"
+            )
             out.append(("command", line))
     return out
 
@@ -194,8 +196,15 @@ def workdir(tmp_path_factory):
     Image.fromarray(rng.integers(0, 255, (32, 32, 4), dtype=np.uint8)).save(work / "photos" / "logo.png")
     (root / "runner.py").write_text(RUNNER)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE"))}
-    env.update(HF_HOME=str(root / "hf"), HF_HUB_OFFLINE="1", TORCH_HOME=str(root / "torch"), OMP_NUM_THREADS="2",
-               VISION_ATTN_REPO=str(REPO), MPLBACKEND="Agg", PYTHONPATH=str(REPO))
+    env.update(
+        HF_HOME=str(root / "hf"),
+        HF_HUB_OFFLINE="1",
+        TORCH_HOME=str(root / "torch"),
+        OMP_NUM_THREADS="2",
+        VISION_ATTN_REPO=str(REPO),
+        MPLBACKEND="Agg",
+        PYTHONPATH=str(REPO),
+    )
     return root, work, env
 
 
@@ -204,8 +213,14 @@ def outcomes(workdir):
     """``{section: "ok" | traceback}``: every runnable section, in one process (torch and Lightning import once)."""
     root, work, env = workdir
     (root / "sections.json").write_text(json.dumps({t: b for t, b in RUNNABLE.items() if b}))
-    proc = subprocess.run([sys.executable, str(root / "runner.py"), str(root / "sections.json"), str(root / "out.json")],
-                          cwd=work, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, str(root / "runner.py"), str(root / "sections.json"), str(root / "out.json")],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert (root / "out.json").is_file(), proc.stdout[-3000:] + proc.stderr[-5000:]
     return json.loads((root / "out.json").read_text())
 
@@ -221,7 +236,7 @@ def _params():
 def test_readme_section_runs_as_written_offline(title, outcomes, workdir):
     _, work, _ = workdir
     assert outcomes.get(title) == "ok", f"README section {title!r} failed:\n{outcomes.get(title, 'did not run')}"
-    for kind, line in RUNNABLE[title]:
+    for _kind, line in RUNNABLE[title]:
         out = re.search(r"--output-dir\s+(\S+)", line) if "tools/predict.py" in line else None
         if out:  # each photo got its prediction
             predictions = json.loads((work / out.group(1) / "predictions.json").read_text())

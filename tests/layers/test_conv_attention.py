@@ -1,4 +1,5 @@
 """A convolution is a self-attention layer (Cordonnier et al. 2020): attention_from_conv / convert_convs_to_attention."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -15,8 +16,13 @@ def _rel(a, b):
 
 @pytest.mark.parametrize(
     "c_in,c_out,k,bias,size",
-    [(3, 5, 3, True, (7, 9)), (6, 4, 3, False, (5, 11)), (4, 4, 1, True, (6, 6)), (2, 7, 5, True, (9, 7)),
-     (5, 3, 5, False, (8, 5))],
+    [
+        (3, 5, 3, True, (7, 9)),
+        (6, 4, 3, False, (5, 11)),
+        (4, 4, 1, True, (6, 6)),
+        (2, 7, 5, True, (9, 7)),
+        (5, 3, 5, False, (8, 5)),
+    ],
 )
 def test_attention_from_conv_equals_the_convolution(c_in, c_out, k, bias, size):
     torch.manual_seed(0)
@@ -81,8 +87,13 @@ def test_unsupported_convs_are_rejected_with_the_setting_named(conv, setting):
 
 def test_convert_keeps_unsupported_convs_and_works_on_a_copy():
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2, padding=1),
-                          nn.Conv2d(8, 6, 5, padding=2), nn.Conv2d(6, 4, 1)).eval()
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, stride=2, padding=1),
+        nn.Conv2d(8, 6, 5, padding=2),
+        nn.Conv2d(6, 4, 1),
+    ).eval()
     x = torch.randn(2, 3, 9, 8)
     converted = convert_convs_to_attention(model)
     assert [type(m).__name__ for m in converted] == ["ConvAttention2d", "ReLU", "Conv2d", "Conv2d", "Conv2d"]

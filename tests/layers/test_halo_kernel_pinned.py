@@ -1,6 +1,7 @@
 """The halo kernel of LocalSelfAttention2d after issue 24's speed-ups (one gather for the halo, k' and padded v' in one
 concatenation, a cached float window mask) against its code before them, written out below: same outputs bit for
 bit, gradients equal to float rounding (a scatter-add sums the overlapping halos in another order)."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -28,19 +29,27 @@ def halo_before(self, x):
     kv = kv.reshape(B, 2, nh, d, nbh, nbw, Kh, Kw).permute(1, 4, 5, 0, 2, 6, 7, 3)
     kv = kv.reshape(2, nblocks, B * nh, Kh * Kw, d)
     k, v = kv.unbind(0)
-    code = torch.cat([
-        torch.eye(Kh, dtype=k.dtype, device=k.device).repeat_interleave(Kw, dim=0),
-        torch.eye(Kw, dtype=k.dtype, device=k.device).repeat(Kh, 1),
-    ], dim=1)
+    code = torch.cat(
+        [
+            torch.eye(Kh, dtype=k.dtype, device=k.device).repeat_interleave(Kw, dim=0),
+            torch.eye(Kw, dtype=k.dtype, device=k.device).repeat(Kh, 1),
+        ],
+        dim=1,
+    )
     k = torch.cat([k, code.expand(nblocks, B * nh, -1, -1)], dim=-1)
     mask = self._window_mask(H, W, x.device)
-    out = scaled_dot_product_attention(q, k, v, mask, scale=d ** -0.5)
+    out = scaled_dot_product_attention(q, k, v, mask, scale=d**-0.5)
     return out.reshape(nbh, nbw, B, nh, bh, bw, d).permute(2, 3, 6, 0, 4, 1, 5).reshape(B, C, Hp, Wp)[:, :, :H, :W]
 
 
-@pytest.mark.parametrize("channels,heads,kernel,size,block,stride", [
-    (16, 2, 3, (5, 7), 4, 1), (32, 4, 7, (12, 12), 8, 2), (16, 2, 7, (3, 3), 2, 1),
-])
+@pytest.mark.parametrize(
+    "channels,heads,kernel,size,block,stride",
+    [
+        (16, 2, 3, (5, 7), 4, 1),
+        (32, 4, 7, (12, 12), 8, 2),
+        (16, 2, 7, (3, 3), 2, 1),
+    ],
+)
 def test_the_halo_kernel_gives_the_same_outputs_and_gradients_as_before(channels, heads, kernel, size, block, stride):
     torch.manual_seed(0)
     m = LocalSelfAttention2d(channels, kernel, heads, stride=stride, block_size=block, backend="halo")
@@ -52,8 +61,15 @@ def test_the_halo_kernel_gives_the_same_outputs_and_gradients_as_before(channels
         m.zero_grad()
         out = m.pool(halo(x))
         out.backward(grad)
-        results.append((out.detach(), x.grad.clone(), m.qkv.weight.grad.clone(), m.rel_pos_h.grad.clone(),
-                        m.rel_pos_w.grad.clone()))
+        results.append(
+            (
+                out.detach(),
+                x.grad.clone(),
+                m.qkv.weight.grad.clone(),
+                m.rel_pos_h.grad.clone(),
+                m.rel_pos_w.grad.clone(),
+            )
+        )
     (out0, *grads0), (out1, *grads1) = results
     assert torch.equal(out1, out0)
     for g1, g0 in zip(grads1, grads0):

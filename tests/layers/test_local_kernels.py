@@ -1,4 +1,5 @@
 """LocalSelfAttention2d's kernels (halo, unfold, flex) are exact: each equals the brute-force definition."""
+
 import pytest
 import torch
 from test_pixel_attention import brute_force_local
@@ -97,7 +98,9 @@ def test_capture_gives_the_same_window_weights_with_every_kernel(backend):
 
 
 def test_backend_is_checked():
-    with pytest.raises(ValueError, match="backend must be one of \\('auto', 'halo', 'flex', 'unfold'\\); got backend='cuda'"):
+    with pytest.raises(
+        ValueError, match="backend must be one of \\('auto', 'halo', 'flex', 'unfold'\\); got backend='cuda'"
+    ):
         LocalSelfAttention2d(16, 3, 2, backend="cuda")
 
 
@@ -109,4 +112,3 @@ def test_auto_runs_the_measured_fastest_cpu_kernel_for_training_and_inference():
     with torch.no_grad():
         assert m.pick_backend(x) == "halo"
     assert LocalSelfAttention2d(16, 3, 2, backend="unfold").pick_backend(x) == "unfold"
-

@@ -1,4 +1,5 @@
 """Pixel-level self-attention: exact local windows, identity at init, capture, the models, bad input."""
+
 import math
 
 import pytest
@@ -36,7 +37,7 @@ def brute_force_local(m: LocalSelfAttention2d, x: torch.Tensor) -> torch.Tensor:
     rel = torch.einsum("bhnc,hnmc->bhnm", q[..., :half], m.rel_pos_h[:, dy]) + torch.einsum(
         "bhnc,hnmc->bhnm", q[..., half:], m.rel_pos_w[:, dx]
     )
-    bias = (rel * d ** -0.5).masked_fill(local_window_mask(H, W, k), float("-inf"))
+    bias = (rel * d**-0.5).masked_fill(local_window_mask(H, W, k), float("-inf"))
     out, weights = scaled_dot_product_attention(q, key, v, bias, need_weights=True)
     return m.pool(out.transpose(-1, -2).reshape(B, C, H, W)), weights
 
@@ -113,7 +114,9 @@ def test_local_attention_capture_gives_per_pixel_window_weights():
     w = maps["self"]
     assert w.shape == (2, 2, 30, 9)
     torch.testing.assert_close(w.sum(-1), torch.ones(2, 2, 30))
-    assert torch.all(w[:, :, 0, :3] == 0) and torch.all(w[:, :, 0, [0, 3, 6]] == 0)  # corner: row/col above/left are outside
+    assert torch.all(w[:, :, 0, :3] == 0) and torch.all(
+        w[:, :, 0, [0, 3, 6]] == 0
+    )  # corner: row/col above/left are outside
     _, dense_ref = brute_force_local(m, x)
     torch.testing.assert_close(window_weights_to_dense(w, 5, 6, 3), dense_ref, rtol=1e-5, atol=1e-6)
     assert m._capture is None
@@ -185,7 +188,9 @@ def test_bad_arguments_name_the_value():
 # --- ViT attention window -----------------------------------------------------------------------------------
 def test_vit_attn_window_restricts_patch_attention_and_not_the_class_token():
     torch.manual_seed(0)
-    m = va.create_model("vit_tiny_patch4_32", img_size=(24, 20), depth=2, embed_dim=32, num_heads=2, attn_window=3).eval()
+    m = va.create_model(
+        "vit_tiny_patch4_32", img_size=(24, 20), depth=2, embed_dim=32, num_heads=2, attn_window=3
+    ).eval()
     x = torch.randn(2, 3, 24, 20)
     with capture_attention(m) as maps:
         m(x)
@@ -211,7 +216,9 @@ def test_plot_helper_writes_a_png_for_both_blocks(tmp_path):
     assert maps_local.shape == (2, 2, 6, 7) and maps_local[1, :, 5, 6].abs().sum() == 0
     torch.testing.assert_close(maps_local.sum((-1, -2)), torch.ones(2, 2))
     image = torch.rand(3, 12, 14)
-    p1 = plot_pixel_attention(maps["local"], (6, 7), [(0, 0), (3, 3)], tmp_path / "local.png", image=image, kernel_size=3, heads="all")
+    p1 = plot_pixel_attention(
+        maps["local"], (6, 7), [(0, 0), (3, 3)], tmp_path / "local.png", image=image, kernel_size=3, heads="all"
+    )
     p2 = plot_pixel_attention(maps["global"], (6, 7), [(5, 6)], tmp_path / "global.png")  # 3x4 pooled key grid inferred
     for p in (p1, p2):
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -236,8 +243,13 @@ def test_registered_pixel_models_train_with_the_classification_task(name, kwargs
     task = ClassificationTask(name, model_args=kwargs, num_classes=10, warmup_epochs=0)
     data = DataLoader(TensorDataset(torch.randn(4, 3, size, size), torch.randint(0, 10, (4,))), batch_size=4)
     trainer = pl.Trainer(
-        max_epochs=1, accelerator="cpu", default_root_dir=tmp_path, logger=False, enable_progress_bar=False,
-        enable_model_summary=False, num_sanity_val_steps=0,
+        max_epochs=1,
+        accelerator="cpu",
+        default_root_dir=tmp_path,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
     )
     trainer.fit(task, train_dataloaders=data, val_dataloaders=data)
     assert trainer.global_step == 1 and torch.isfinite(trainer.callback_metrics["train/loss"])
@@ -272,7 +284,6 @@ def test_nonlocal_resnet_is_resnet18_cifar_plus_identity_blocks():
         nl(torch.randn(1, 1, 32, 32))
 
 
-
 # LocalSelfAttention2d pinned where the brute-force comparison does not reach: a 1x1 window, initial values,
 # argument checks and the printed summary.
 @pytest.mark.parametrize("size,block", [((5, 7), 4), ((3, 3), 2)])
@@ -298,7 +309,7 @@ def test_initialisation():
     # relative embeddings: std head_dim ** -0.5, so q . r has unit variance for unit-variance queries
     for rel, width in ((m.rel_pos_h, head_dim // 2), (m.rel_pos_w, head_dim - head_dim // 2)):
         assert rel.shape == (heads, k, width)
-        assert float(rel.detach().std()) == pytest.approx(head_dim ** -0.5, rel=0.1)
+        assert float(rel.detach().std()) == pytest.approx(head_dim**-0.5, rel=0.1)
     with_bias = LocalSelfAttention2d(16, kernel_size=3, num_heads=2, qkv_bias=True)
     assert with_bias.qkv.bias.shape == (48,) and torch.all(with_bias.qkv.bias == 0)
 
@@ -310,15 +321,18 @@ def test_two_channels_per_head_is_enough_and_one_is_not():
         LocalSelfAttention2d(2, kernel_size=3, num_heads=2)
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    ({"stride": 0}, "stride must be a positive int; got stride=0"),
-    ({"stride": 1.5}, "got stride=1.5"),
-    ({"block_size": 0}, "block_size must be a positive int; got block_size=0"),
-    ({"block_size": 2.0}, "got block_size=2.0"),
-    ({"kernel_size": 0}, "kernel_size must be a positive odd int"),
-    ({"kernel_size": 3.0}, "got kernel_size=3.0"),
-    ({"num_heads": 0}, "num_heads must be >= 1; got num_heads=0"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"stride": 0}, "stride must be a positive int; got stride=0"),
+        ({"stride": 1.5}, "got stride=1.5"),
+        ({"block_size": 0}, "block_size must be a positive int; got block_size=0"),
+        ({"block_size": 2.0}, "got block_size=2.0"),
+        ({"kernel_size": 0}, "kernel_size must be a positive odd int"),
+        ({"kernel_size": 3.0}, "got kernel_size=3.0"),
+        ({"num_heads": 0}, "num_heads must be >= 1; got num_heads=0"),
+    ],
+)
 def test_bad_arguments_are_named(kwargs, message):
     args = {"channels": 8, "kernel_size": 3, "num_heads": 2, **kwargs}
     with pytest.raises(ValueError, match=message):
@@ -327,7 +341,10 @@ def test_bad_arguments_are_named(kwargs, message):
 
 def test_summary_names_every_setting():
     m = LocalSelfAttention2d(8, kernel_size=5, num_heads=2, stride=2, block_size=4)
-    assert repr(m).splitlines()[1].strip() == "channels=8, kernel_size=5, num_heads=2, stride=2, block_size=4, backend='auto'"
+    assert (
+        repr(m).splitlines()[1].strip()
+        == "channels=8, kernel_size=5, num_heads=2, stride=2, block_size=4, backend='auto'"
+    )
     assert m(torch.randn(1, 8, 7, 6)).shape == (1, 8, 4, 3)  # ceil(7/2) x ceil(6/2)
 
 
@@ -339,7 +356,6 @@ def test_any_block_size_from_one_gives_the_same_result():
         m = LocalSelfAttention2d(8, kernel_size=3, num_heads=2, block_size=block)
         m.load_state_dict(ref.state_dict())
         torch.testing.assert_close(m(x), ref(x), rtol=1e-5, atol=1e-6)
-
 
 
 # NonLocalBlock2d pinned to the SAGAN equations written out (Zhang et al. 2019, eq. 1-3, with BigGAN's value
@@ -377,9 +393,16 @@ def _block(seed=0, **kwargs):
     return m
 
 
-@pytest.mark.parametrize("heads,kv_pool,value_channels,size", [
-    (1, 1, None, (6, 5)), (2, 1, None, (4, 7)), (1, 2, None, (7, 9)), (2, 2, 8, (6, 8)), (4, 1, 12, (3, 3)),
-])
+@pytest.mark.parametrize(
+    "heads,kv_pool,value_channels,size",
+    [
+        (1, 1, None, (6, 5)),
+        (2, 1, None, (4, 7)),
+        (1, 2, None, (7, 9)),
+        (2, 2, 8, (6, 8)),
+        (4, 1, 12, (3, 3)),
+    ],
+)
 def test_nonlocal_block_equals_the_sagan_equations(heads, kv_pool, value_channels, size):
     m = _block(channels=32, num_heads=heads, reduction=4, kv_pool=kv_pool, value_channels=value_channels)
     x = torch.randn(2, 32, *size, dtype=torch.float64)
@@ -441,15 +464,18 @@ def test_pooling_keeps_odd_edges_and_reduces_the_keys():
     torch.testing.assert_close(out, sagan_reference(m3, x)[0], rtol=1e-9, atol=1e-9)
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    ({"channels": 32, "num_heads": 0}, "num_heads must be >= 1; got num_heads=0"),
-    ({"channels": 32, "num_heads": 8}, r"channels // reduction = 32//8=4 is not divisible by num_heads=8"),
-    ({"channels": 32, "reduction": 0}, "channels=32 is not divisible by reduction=0"),
-    ({"channels": 32, "reduction": 5}, "channels=32 is not divisible by reduction=5"),
-    ({"channels": 32, "num_heads": 2, "value_channels": 7}, "value_channels=7 is not divisible by num_heads=2"),
-    ({"channels": 32, "kv_pool": 2.0}, r"kv_pool must be a positive int .*got 2.0"),
-    ({"channels": 32, "kv_pool": -1}, "got -1"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"channels": 32, "num_heads": 0}, "num_heads must be >= 1; got num_heads=0"),
+        ({"channels": 32, "num_heads": 8}, r"channels // reduction = 32//8=4 is not divisible by num_heads=8"),
+        ({"channels": 32, "reduction": 0}, "channels=32 is not divisible by reduction=0"),
+        ({"channels": 32, "reduction": 5}, "channels=32 is not divisible by reduction=5"),
+        ({"channels": 32, "num_heads": 2, "value_channels": 7}, "value_channels=7 is not divisible by num_heads=2"),
+        ({"channels": 32, "kv_pool": 2.0}, r"kv_pool must be a positive int .*got 2.0"),
+        ({"channels": 32, "kv_pool": -1}, "got -1"),
+    ],
+)
 def test_nonlocal_bad_arguments_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message):
         NonLocalBlock2d(**kwargs)
@@ -457,6 +483,12 @@ def test_nonlocal_bad_arguments_are_named(kwargs, message):
 
 def test_bad_input_is_named():
     m = NonLocalBlock2d(16)
-    for x, found in ((torch.randn(2, 8, 4, 4), r"\(2, 8, 4, 4\)"), (torch.randn(16, 4, 4), r"\(16, 4, 4\)"), ([1, 2], "list")):
-        with pytest.raises(ValueError, match=r"NonLocalBlock2d expects a feature map of shape \(B, 16, H, W\).*" + found):
+    for x, found in (
+        (torch.randn(2, 8, 4, 4), r"\(2, 8, 4, 4\)"),
+        (torch.randn(16, 4, 4), r"\(16, 4, 4\)"),
+        ([1, 2], "list"),
+    ):
+        with pytest.raises(
+            ValueError, match=r"NonLocalBlock2d expects a feature map of shape \(B, 16, H, W\).*" + found
+        ):
             m(x)

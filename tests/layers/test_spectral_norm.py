@@ -1,5 +1,6 @@
 """Spectral norm that trains compiled: PyTorch's numbers and checkpoints, and a discriminator compiled by inductor
 that is called on real and on generated images before one backward (the GAN's D step) trains as in eager."""
+
 import copy
 
 import pytest
@@ -20,8 +21,9 @@ def fresh_dynamo():
 
 def _net(sn):
     torch.manual_seed(0)
-    return nn.Sequential(sn(nn.Conv2d(3, 8, 3, padding=1)), nn.ReLU(), sn(nn.Conv2d(8, 8, 1)), nn.Flatten(),
-                         sn(nn.Linear(8 * 6 * 6, 1)))
+    return nn.Sequential(
+        sn(nn.Conv2d(3, 8, 3, padding=1)), nn.ReLU(), sn(nn.Conv2d(8, 8, 1)), nn.Flatten(), sn(nn.Linear(8 * 6 * 6, 1))
+    )
 
 
 def test_equals_pytorchs_spectral_norm_call_by_call_and_shares_its_checkpoints():
@@ -85,6 +87,7 @@ def test_the_power_iteration_operator_declares_what_it_mutates_and_returns_fresh
 def test_pytorchs_defaults_hold_for_transposed_convs_tiny_weights_and_vectors(case):
     """Same defaults as PyTorch's: dim 1 for transposed convs, eps 1e-12 (it decides once ||W v|| < eps), and a 1-D
     weight is simply normalised."""
+
     def build(sn):
         torch.manual_seed(0)
         if case == "conv_transpose":
@@ -98,10 +101,15 @@ def test_pytorchs_defaults_hold_for_transposed_convs_tiny_weights_and_vectors(ca
 
     ours, theirs = build(spectral_norm), build(torch_spectral_norm)
     mine, torchs = ours.parametrizations.weight[0], theirs.parametrizations.weight[0]
-    assert (mine.eps, mine.dim, getattr(mine, "n_power_iterations", None)) == \
-        (torchs.eps, torchs.dim, getattr(torchs, "n_power_iterations", None))
+    assert (mine.eps, mine.dim, getattr(mine, "n_power_iterations", None)) == (
+        torchs.eps,
+        torchs.dim,
+        getattr(torchs, "n_power_iterations", None),
+    )
     theirs.load_state_dict(ours.state_dict())
-    x = {"conv_transpose": torch.randn(2, 3, 5, 5), "one_dim_weight": torch.randn(2, 4, 3, 3)}.get(case, torch.randn(2, 6))
+    x = {"conv_transpose": torch.randn(2, 3, 5, 5), "one_dim_weight": torch.randn(2, 4, 3, 3)}.get(
+        case, torch.randn(2, 6)
+    )
     for _ in range(2):
         torch.testing.assert_close(ours(x), theirs(x), rtol=0, atol=0)
         torch.testing.assert_close(ours.weight, theirs.weight, rtol=0, atol=0)

@@ -1,5 +1,6 @@
 """DETR's set criterion and Hungarian matcher, pinned to numbers worked out by hand from the paper's formulas
 (Carion et al. 2020, eq. 1-2 and appendix A.1) on imperfect predictions with several targets."""
+
 import itertools
 
 import pytest
@@ -16,16 +17,20 @@ TARGETS = [
     {"labels": torch.tensor([1]), "boxes": torch.tensor([[0.7, 0.3, 0.2, 0.4]])},
     {"labels": torch.zeros(0, dtype=torch.int64), "boxes": torch.zeros(0, 4)},
 ]
-BOXES = torch.tensor([
-    [[0.25, 0.3, 0.1, 0.1], [0.55, 0.5, 0.2, 0.2], [0.8, 0.8, 0.1, 0.1]],  # q0 ~ target 1, q1 ~ target 0
-    [[0.1, 0.9, 0.1, 0.1], [0.75, 0.35, 0.2, 0.3], [0.3, 0.7, 0.1, 0.1]],  # q1 ~ target 0
-    [[0.5, 0.5, 0.3, 0.3], [0.2, 0.8, 0.1, 0.2], [0.6, 0.4, 0.2, 0.1]],
-])
-LOGITS = torch.tensor([
-    [[2.0, 0.5, -1.0, 0.0], [0.0, 1.5, 1.0, -0.5], [-1.0, 0.0, 0.5, 2.5]],  # right, wrong (1 for 2), empty
-    [[0.0, 1.2, 0.3, 1.0], [0.2, 2.0, -0.3, 0.1], [0.1, -0.2, 0.0, 1.5]],  # a false positive, right, empty
-    [[0.3, 0.1, 1.1, 0.9], [0.0, 0.2, 0.1, 1.0], [0.5, 0.0, 0.2, 1.5]],  # a false positive, empty, empty
-])
+BOXES = torch.tensor(
+    [
+        [[0.25, 0.3, 0.1, 0.1], [0.55, 0.5, 0.2, 0.2], [0.8, 0.8, 0.1, 0.1]],  # q0 ~ target 1, q1 ~ target 0
+        [[0.1, 0.9, 0.1, 0.1], [0.75, 0.35, 0.2, 0.3], [0.3, 0.7, 0.1, 0.1]],  # q1 ~ target 0
+        [[0.5, 0.5, 0.3, 0.3], [0.2, 0.8, 0.1, 0.2], [0.6, 0.4, 0.2, 0.1]],
+    ]
+)
+LOGITS = torch.tensor(
+    [
+        [[2.0, 0.5, -1.0, 0.0], [0.0, 1.5, 1.0, -0.5], [-1.0, 0.0, 0.5, 2.5]],  # right, wrong (1 for 2), empty
+        [[0.0, 1.2, 0.3, 1.0], [0.2, 2.0, -0.3, 0.1], [0.1, -0.2, 0.0, 1.5]],  # a false positive, right, empty
+        [[0.3, 0.1, 1.1, 0.9], [0.0, 0.2, 0.1, 1.0], [0.5, 0.0, 0.2, 1.5]],  # a false positive, empty, empty
+    ]
+)
 MATCH = [([0, 1], [1, 0]), ([1], [0]), ([], [])]  # (query, target) pairs per image
 TARGET_CLASSES = torch.tensor([[0, 2, 3], [3, 1, 3], [3, 3, 3]])  # what each query is trained towards
 
@@ -94,8 +99,10 @@ def test_aux_layers_use_the_same_formulas_weights_and_num_boxes():
         assert float(losses[f"loss_bbox_{i}"]) == pytest.approx(L1_SUM / NUM_BOXES, rel=1e-5)
         assert float(losses[f"loss_giou_{i}"]) == pytest.approx(ONE_MINUS_GIOU_SUM / NUM_BOXES, rel=1e-5)
     assert "class_error_0" not in losses and "cardinality_error_1" not in losses  # logs: final layer only
-    total = sum(w * sum(float(losses[k + sfx]) for sfx in ("", "_0", "_1"))
-                for k, w in (("loss_ce", 1), ("loss_bbox", 5), ("loss_giou", 2)))
+    total = sum(
+        w * sum(float(losses[k + sfx]) for sfx in ("", "_0", "_1"))
+        for k, w in (("loss_ce", 1), ("loss_bbox", 5), ("loss_giou", 2))
+    )
     assert float(losses["loss"]) == pytest.approx(total, rel=1e-6)
     no_aux = SetCriterion(K, aux_loss=False)(_outputs(aux=(0.5,)), TARGETS)
     assert "loss_ce_0" not in no_aux
@@ -187,7 +194,9 @@ def test_default_matcher_costs_are_detrs_1_5_2_and_it_minimises_them():
     for _trial in range(12):
         Q, n = 4, 3
         logits = torch.randn(1, Q, K + 1, generator=g) * 3
-        boxes = torch.cat([torch.rand(1, Q, 2, generator=g) * 0.6 + 0.2, torch.rand(1, Q, 2, generator=g) * 0.3 + 0.05], -1)
+        boxes = torch.cat(
+            [torch.rand(1, Q, 2, generator=g) * 0.6 + 0.2, torch.rand(1, Q, 2, generator=g) * 0.3 + 0.05], -1
+        )
         labels = torch.randint(0, K, (n,), generator=g)
         tboxes = torch.cat([torch.rand(n, 2, generator=g) * 0.6 + 0.2, torch.rand(n, 2, generator=g) * 0.3 + 0.05], -1)
         prob = logits[0].softmax(-1)
@@ -196,9 +205,10 @@ def test_default_matcher_costs_are_detrs_1_5_2_and_it_minimises_them():
             def cost(q, j):
                 l1 = float((boxes[0, q] - tboxes[j]).abs().sum())
                 return -wc * float(prob[q, labels[j]]) + wb * l1 - wg * _giou(boxes[0, q].tolist(), tboxes[j].tolist())
+
             return min(itertools.permutations(range(Q), n), key=lambda p: sum(cost(q, j) for j, q in enumerate(p)))
 
-        (rows, cols), = m({"pred_logits": logits, "pred_boxes": boxes}, [{"labels": labels, "boxes": tboxes}])
+        ((rows, cols),) = m({"pred_logits": logits, "pred_boxes": boxes}, [{"labels": labels, "boxes": tboxes}])
         assert [int(q) for _, q in sorted(zip(cols.tolist(), rows.tolist()))] == list(best(1, 5, 2))
         differs += best(1, 5, 2) != best(2, 5, 2) or best(1, 5, 2) != best(1, 5, 3) or best(1, 5, 2) != best(1, 6, 2)
     assert differs >= 3  # the instances tell the weights apart

@@ -1,5 +1,6 @@
 """The builder in timm's shape: an acyclic models/ package, timm's list_models and filter signatures, typed model
 options, and config.json files that cannot make from_pretrained reach out."""
+
 import ast
 import json
 from pathlib import Path
@@ -33,8 +34,9 @@ def _internal_imports(path: Path) -> set:
             targets = [base] if node.module else []
             for alias in node.names:  # "from . import weights": a submodule
                 sub = f"{base}.{alias.name}"
-                if (MODELS.parent.parent / Path(*sub.split("."))).with_suffix(".py").is_file() or \
-                        (MODELS.parent.parent / Path(*sub.split(".")) / "__init__.py").is_file():
+                if (MODELS.parent.parent / Path(*sub.split("."))).with_suffix(".py").is_file() or (
+                    MODELS.parent.parent / Path(*sub.split(".")) / "__init__.py"
+                ).is_file():
                     targets.append(sub)
                 elif not node.module:
                     targets.append(base)
@@ -56,7 +58,7 @@ def test_models_imports_form_a_dag_with_the_registry_at_the_bottom():
         state[node] = "open"
         for dep in sorted(graph[node]):
             if state.get(dep) == "open":
-                pytest.fail("import cycle in models/: " + " -> ".join(stack[stack.index(dep):] + [dep]))
+                pytest.fail("import cycle in models/: " + " -> ".join(stack[stack.index(dep) :] + [dep]))
             if dep not in state:
                 visit(dep, stack + [dep])
         state[node] = "done"
@@ -74,25 +76,39 @@ def test_builder_functions_are_short():
         tree = ast.parse((MODELS / f"{name}.py").read_text())
         for fn in (n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)):
             body = fn.body[1:] if ast.get_docstring(fn) else fn.body
-            lines = {ln for stmt in body for n in ast.walk(stmt) if hasattr(n, "lineno")
-                     for ln in range(n.lineno, getattr(n, "end_lineno", n.lineno) + 1)}
+            lines = {
+                ln
+                for stmt in body
+                for n in ast.walk(stmt)
+                if hasattr(n, "lineno")
+                for ln in range(n.lineno, getattr(n, "end_lineno", n.lineno) + 1)
+            }
             assert len(lines) <= 60, f"{name}.{fn.name}: {len(lines)} lines"
 
 
 def test_list_models_takes_timms_arguments_with_timms_meaning():
     assert list_models() == list_models("") and "vit_nano_patch4_32" in list_models()
     assert list_models(["vit_tiny*", "resnet18"]) == ["resnet18", "vit_tiny_patch4_32", "vit_tiny_patch16_224"]
-    assert list_models("vit_*", exclude_filters=["*patch16*", "*small*"]) == ["vit_nano_patch4_32", "vit_tiny_patch4_32"]
+    assert list_models("vit_*", exclude_filters=["*patch16*", "*small*"]) == [
+        "vit_nano_patch4_32",
+        "vit_tiny_patch4_32",
+    ]
     assert list_models(module="cnn") == ["resnet10_narrow_cifar", "resnet18", "resnet18_cifar", "resnet34", "resnet50"]
     tagged = list_models("resnet18", pretrained=True)
-    assert tagged[0] == "resnet18.a1_in1k" and set(tagged) == set(timm.list_models("resnet18", pretrained=True)) & set(tagged)
+    assert tagged[0] == "resnet18.a1_in1k" and set(tagged) == set(timm.list_models("resnet18", pretrained=True)) & set(
+        tagged
+    )
     assert len(tagged) == 7 and all(n.startswith("resnet18.") for n in tagged)
     assert list_models("resnet18*", pretrained=True, include_tags=False) == ["resnet18"]  # resnet18_cifar: no weights
     with_tags = list_models("resnet18*", include_tags=True)
     assert with_tags[:7] == tagged and with_tags[-1] == "resnet18_cifar"  # no tags: the bare name stays
     assert list_models("resnet18.tv*", pretrained=True) == ["resnet18.tv_in1k"]
-    assert list_models("vit_*", name_matches_cfg=True) == ["vit_base_patch16_224", "vit_large_patch16_224",
-                                                           "vit_small_patch16_224", "vit_tiny_patch16_224"]
+    assert list_models("vit_*", name_matches_cfg=True) == [
+        "vit_base_patch16_224",
+        "vit_large_patch16_224",
+        "vit_small_patch16_224",
+        "vit_tiny_patch16_224",
+    ]
 
 
 def test_checkpoint_filter_fn_takes_timms_state_dict_and_model(tmp_path):
@@ -107,17 +123,27 @@ def test_checkpoint_filter_fn_takes_timms_state_dict_and_model(tmp_path):
     assert set(ours.checkpoint_filter_fn(ref.state_dict())) == set(ours.state_dict())  # the one-argument call
 
 
-@pytest.mark.parametrize("arch, args, match", [
-    ("vit_tiny_patch16_224", {"embed_dim": "wide"},
-     r"^model 'vit_tiny_patch16_224': option embed_dim expects int, got str 'wide'$"),
-    ("vit_tiny_patch16_224", {"class_token": 1}, r"option class_token expects bool, got int 1$"),
-    ("vit_tiny_patch16_224", {"img_size": (32, "x")}, r"option img_size expects int or tuple\[int, int\]"),
-    ("vit_tiny_patch16_224", {"init_value": 0.1}, r"^model 'vit_tiny_patch16_224' takes no option 'init_value' \(did you mean init_values\?\); its options: "),
-    ("resnet18", {"layers": "2222"}, r"option layers expects tuple\[int, \.\.\.\], got str"),
-    ("detr_tiny_prenorm", {"num_queries": 2.5}, r"option num_queries expects int, got float 2.5"),
-    ("nonlocal_resnet18_cifar", {"nonlocal_stages": ["2"]}, r"option nonlocal_stages expects Sequence\[int\]"),
-    ("sagan_32", {"ch": "8"}, r"option ch expects int, got str '8'"),
-])
+@pytest.mark.parametrize(
+    "arch, args, match",
+    [
+        (
+            "vit_tiny_patch16_224",
+            {"embed_dim": "wide"},
+            r"^model 'vit_tiny_patch16_224': option embed_dim expects int, got str 'wide'$",
+        ),
+        ("vit_tiny_patch16_224", {"class_token": 1}, r"option class_token expects bool, got int 1$"),
+        ("vit_tiny_patch16_224", {"img_size": (32, "x")}, r"option img_size expects int or tuple\[int, int\]"),
+        (
+            "vit_tiny_patch16_224",
+            {"init_value": 0.1},
+            r"^model 'vit_tiny_patch16_224' takes no option 'init_value' \(did you mean init_values\?\); its options: ",
+        ),
+        ("resnet18", {"layers": "2222"}, r"option layers expects tuple\[int, \.\.\.\], got str"),
+        ("detr_tiny_prenorm", {"num_queries": 2.5}, r"option num_queries expects int, got float 2.5"),
+        ("nonlocal_resnet18_cifar", {"nonlocal_stages": ["2"]}, r"option nonlocal_stages expects Sequence\[int\]"),
+        ("sagan_32", {"ch": "8"}, r"option ch expects int, got str '8'"),
+    ],
+)
 def test_validate_model_args_names_the_model_the_option_and_the_type(arch, args, match):
     with pytest.raises(TypeError, match=match) as err:
         validate_model_args(arch, args)
@@ -149,25 +175,43 @@ def _folder(tmp_path, **edits) -> Path:
     return out
 
 
-@pytest.mark.parametrize("edit, match", [
-    ({"model_args__pretrained": "http://example.org/w.pth"}, r"model_args\.pretrained: not allowed in a config file"),
-    ({"model_args__checkpoint_path": "/etc/passwd"}, r"model_args\.checkpoint_path: not allowed"),
-    ({"model_args__pretrained_cfg_overlay": {"file": "/etc/passwd"}}, r"model_args\.pretrained_cfg_overlay: not allowed"),
-    ({"model_args__cache_dir": "/tmp"}, r"model_args\.cache_dir: not allowed"),
-    ({"model_args__pos_embed": "../../w.pth"}, r"model_args\.pos_embed: expected an option value, found a path or URL"),
-    ({"model_args__num_classes": 1e12}, r"model_args\.num_classes: expected a number in \[0, 100000\]"),
-    ({"num_classes": 10 ** 12}, r"config\.json: num_classes: expected an int in \[0, 100000\]"),
-    ({"model_args__img_size": 100000}, r"model_args\.img_size: expected a number in \[1, 8192\]"),
-    ({"model_args__embed_dim": "wide"}, r"model_args\.embed_dim: expected int, found str 'wide'"),
-    ({"model_args__unknown": 1}, r"model_args\.unknown: not allowed in a config file \(no option of"),
-    ({"architecture": {"name": "vit_nano_patch4_32"}}, r"architecture: expected a model name \(a string\), found dict"),
-    ({"pretrained_cfg__std": [0.5, 0.0, 0.5]}, r"pretrained_cfg\.std: expected 3 finite numbers > 0"),
-    ({"pretrained_cfg__mean": [0.5, float("nan"), 0.5]}, r"pretrained_cfg\.mean: expected 3 finite numbers"),
-    ({"pretrained_cfg__input_size": [3, 32]}, r"pretrained_cfg\.input_size: expected 3 positive ints"),
-    ({"pretrained_cfg__interpolation": "magic"}, r"pretrained_cfg\.interpolation: expected one of nearest, bilinear"),
-    ({"pretrained_cfg__crop_pct": 1.5}, r"pretrained_cfg\.crop_pct: expected a number in \(0, 1\]"),
-    ({"vision_attn__pretrained_cfg__short_side": -3}, r"vision_attn: pretrained_cfg\.short_side: expected an int"),
-])
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (
+            {"model_args__pretrained": "http://example.org/w.pth"},
+            r"model_args\.pretrained: not allowed in a config file",
+        ),
+        ({"model_args__checkpoint_path": "/etc/passwd"}, r"model_args\.checkpoint_path: not allowed"),
+        (
+            {"model_args__pretrained_cfg_overlay": {"file": "/etc/passwd"}},
+            r"model_args\.pretrained_cfg_overlay: not allowed",
+        ),
+        ({"model_args__cache_dir": "/tmp"}, r"model_args\.cache_dir: not allowed"),
+        (
+            {"model_args__pos_embed": "../../w.pth"},
+            r"model_args\.pos_embed: expected an option value, found a path or URL",
+        ),
+        ({"model_args__num_classes": 1e12}, r"model_args\.num_classes: expected a number in \[0, 100000\]"),
+        ({"num_classes": 10**12}, r"config\.json: num_classes: expected an int in \[0, 100000\]"),
+        ({"model_args__img_size": 100000}, r"model_args\.img_size: expected a number in \[1, 8192\]"),
+        ({"model_args__embed_dim": "wide"}, r"model_args\.embed_dim: expected int, found str 'wide'"),
+        ({"model_args__unknown": 1}, r"model_args\.unknown: not allowed in a config file \(no option of"),
+        (
+            {"architecture": {"name": "vit_nano_patch4_32"}},
+            r"architecture: expected a model name \(a string\), found dict",
+        ),
+        ({"pretrained_cfg__std": [0.5, 0.0, 0.5]}, r"pretrained_cfg\.std: expected 3 finite numbers > 0"),
+        ({"pretrained_cfg__mean": [0.5, float("nan"), 0.5]}, r"pretrained_cfg\.mean: expected 3 finite numbers"),
+        ({"pretrained_cfg__input_size": [3, 32]}, r"pretrained_cfg\.input_size: expected 3 positive ints"),
+        (
+            {"pretrained_cfg__interpolation": "magic"},
+            r"pretrained_cfg\.interpolation: expected one of nearest, bilinear",
+        ),
+        ({"pretrained_cfg__crop_pct": 1.5}, r"pretrained_cfg\.crop_pct: expected a number in \(0, 1\]"),
+        ({"vision_attn__pretrained_cfg__short_side": -3}, r"vision_attn: pretrained_cfg\.short_side: expected an int"),
+    ],
+)
 def test_a_config_json_cannot_reach_out_or_allocate_the_machine(tmp_path, monkeypatch, edit, match):
     def no_network(*a, **k):
         raise AssertionError("from_pretrained tried to fetch something")

@@ -1,5 +1,6 @@
 """Checkpoint reading and loading on hand-made files and a two-layer model: which tensors land where, which files
 are refused (and that nothing in them runs), what the errors say."""
+
 import argparse
 import collections
 import hashlib
@@ -88,8 +89,11 @@ def test_resolve_url_downloads_once_into_the_cache(tmp_path, monkeypatch):
         raise OSError("no route")
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
-    with pytest.raises(CheckpointError, match=r"cannot download https://example.org/b.pth \(no route\); without network"
-                                              r".* or copy it to .*-b.pth$") as err:
+    with pytest.raises(
+        CheckpointError,
+        match=r"cannot download https://example.org/b.pth \(no route\); without network"
+        r".* or copy it to .*-b.pth$",
+    ) as err:
         resolve_checkpoint("https://example.org/b.pth")
     assert err.value.__cause__ is None and err.value.__suppress_context__
 
@@ -98,8 +102,13 @@ def test_resolve_hf_hub_goes_through_the_hub_cache(tmp_path, monkeypatch):
     from vision_attn.models import download as hub
 
     seen = []
-    monkeypatch.setattr(hub, "hub_download", lambda repo, names, revision=None, cache_dir=None: seen.append(
-        (repo, names, revision, cache_dir)) or tmp_path / "x")
+    monkeypatch.setattr(
+        hub,
+        "hub_download",
+        lambda repo, names, revision=None, cache_dir=None: (
+            seen.append((repo, names, revision, cache_dir)) or tmp_path / "x"
+        ),
+    )
     assert resolve_checkpoint("hf-hub:org/repo@v2", cache_dir="c") == tmp_path / "x"
     assert seen == [("org/repo", hub.WEIGHTS_NAMES, "v2", "c")]
 
@@ -116,8 +125,11 @@ def test_pickle_imports_reads_opcodes_without_running_them(tmp_path):
 def test_read_refuses_code_and_names_what_it_would_import(tmp_path):
     RAN.clear()
     path = _save(tmp_path / "evil.pth", {"w": torch.ones(1), "x": _Code()})
-    with pytest.raises(UnsafeCheckpointError, match=r"evil.pth: refused to load: .*it would import .*_run.*Nothing in it "
-                                                     r"was executed") as err:
+    with pytest.raises(
+        UnsafeCheckpointError,
+        match=r"evil.pth: refused to load: .*it would import .*_run.*Nothing in it "
+        r"was executed",
+    ) as err:
         load_state_dict(path)
     assert RAN == [] and err.value.__cause__ is None and err.value.__suppress_context__
     raw = tmp_path / "raw.pkl"
@@ -139,12 +151,16 @@ def test_read_errors_for_truncated_and_foreign_files(tmp_path):
         C._read(empty)
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"\x00not a pickle")
-    with pytest.raises(CheckpointError, match=r"junk.pth: not a PyTorch checkpoint \(the weights-only unpickler") as err:
+    with pytest.raises(
+        CheckpointError, match=r"junk.pth: not a PyTorch checkpoint \(the weights-only unpickler"
+    ) as err:
         C._read(junk)
     assert type(err.value) is CheckpointError and err.value.__cause__ is None and err.value.__suppress_context__
     st = tmp_path / "w.safetensors"
     st.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}")
-    with pytest.raises(CheckpointError, match=r"w.safetensors: not a readable safetensors file \(truncated or foreign\?\)"):
+    with pytest.raises(
+        CheckpointError, match=r"w.safetensors: not a readable safetensors file \(truncated or foreign\?\)"
+    ):
         C._read(st)
 
 
@@ -157,18 +173,21 @@ def test_read_safetensors_and_training_args(tmp_path):
     assert list(load_state_dict(tmp_path / "detr.pth")) == ["a"]
 
 
-@pytest.mark.parametrize("obj,want", [
-    ({"a": torch.ones(1), "n": 3}, {"a"}),
-    ({"state_dict_ema": {"e": torch.ones(1)}, "state_dict": {"s": torch.ones(1)}}, {"e"}),
-    ({"model_ema": {"m": torch.ones(1)}, "model": {"x": torch.ones(1)}}, {"m"}),
-    ({"epoch": 3, "model": {"module": {"deep": torch.ones(1)}}}, {"deep"}),
-    ({"state_dict": {"model.a": torch.ones(1), "model.b": torch.ones(1), "step": 4}}, {"a", "b"}),
-    ({"state_dict": {"model.a": torch.ones(1), "ema.module.a": torch.zeros(1), "ema.n": torch.ones(1)}}, {"a"}),
-    ({"state_dict": {"model.a": torch.ones(1), "other": torch.ones(1)}}, {"model.a", "other"}),
-    ({"module.a": torch.ones(1), "module.b": torch.ones(1)}, {"a", "b"}),
-    ({"module.a": torch.ones(1), "b": torch.ones(1)}, {"module.a", "b"}),
-    ({"state_dict": {"model.module.a": torch.ones(1)}}, {"a"}),
-])
+@pytest.mark.parametrize(
+    "obj,want",
+    [
+        ({"a": torch.ones(1), "n": 3}, {"a"}),
+        ({"state_dict_ema": {"e": torch.ones(1)}, "state_dict": {"s": torch.ones(1)}}, {"e"}),
+        ({"model_ema": {"m": torch.ones(1)}, "model": {"x": torch.ones(1)}}, {"m"}),
+        ({"epoch": 3, "model": {"module": {"deep": torch.ones(1)}}}, {"deep"}),
+        ({"state_dict": {"model.a": torch.ones(1), "model.b": torch.ones(1), "step": 4}}, {"a", "b"}),
+        ({"state_dict": {"model.a": torch.ones(1), "ema.module.a": torch.zeros(1), "ema.n": torch.ones(1)}}, {"a"}),
+        ({"state_dict": {"model.a": torch.ones(1), "other": torch.ones(1)}}, {"model.a", "other"}),
+        ({"module.a": torch.ones(1), "module.b": torch.ones(1)}, {"a", "b"}),
+        ({"module.a": torch.ones(1), "b": torch.ones(1)}, {"module.a", "b"}),
+        ({"state_dict": {"model.module.a": torch.ones(1)}}, {"a"}),
+    ],
+)
 def test_unwrap_nestings(tmp_path, obj, want):
     sd = C._unwrap(obj, tmp_path / "f")
     assert set(sd) == want
@@ -179,8 +198,11 @@ def test_unwrap_nestings(tmp_path, obj, want):
 def test_unwrap_errors(tmp_path):
     with pytest.raises(CheckpointError, match=r"f: expected a dict of tensors, found list"):
         C._unwrap([torch.ones(1)], tmp_path / "f")
-    with pytest.raises(CheckpointError, match=r"f: found no weights; expected a state dict or one nested under one of "
-                                              r"\['state_dict_ema', .*\], found keys \['epoch', 'opt'\]"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"f: found no weights; expected a state dict or one nested under one of "
+        r"\['state_dict_ema', .*\], found keys \['epoch', 'opt'\]",
+    ):
         C._unwrap({"opt": {"lr": 1}, "epoch": 2}, tmp_path / "f")
 
 
@@ -189,11 +211,13 @@ def test_read_checkpoint_declared_classes(tmp_path):
     ck = read_checkpoint(_save(tmp_path / "a.ckpt", {"state_dict": w, "num_classes": 4, "class_names": ["x", 2]}))
     assert ck == Checkpoint(tmp_path / "a.ckpt", ck.state_dict, 4, ["x", "2"]) and set(ck.state_dict) == {"a"}
     assert read_checkpoint(ck) is ck
-    ck = read_checkpoint(_save(tmp_path / "b.ckpt", {"state_dict": w, "num_classes": torch.tensor(5),
-                                                     "class_names": ("p", "q")}))
+    ck = read_checkpoint(
+        _save(tmp_path / "b.ckpt", {"state_dict": w, "num_classes": torch.tensor(5), "class_names": ("p", "q")})
+    )
     assert (ck.num_classes, ck.class_names) == (5, ["p", "q"]) and type(ck.num_classes) is int
-    ck = read_checkpoint(_save(tmp_path / "c.ckpt", {"state_dict": w, "num_classes": torch.tensor([5, 6]),
-                                                     "class_names": "pq"}))
+    ck = read_checkpoint(
+        _save(tmp_path / "c.ckpt", {"state_dict": w, "num_classes": torch.tensor([5, 6]), "class_names": "pq"})
+    )
     assert (ck.num_classes, ck.class_names) == (None, None)
     ck = read_checkpoint(_save(tmp_path / "d.ckpt", w))
     assert (ck.path, ck.num_classes, ck.class_names) == (tmp_path / "d.ckpt", None, None)
@@ -214,7 +238,10 @@ def test_num_classes_in():
     m.num_classes_in_state_dict = lambda sd: 42
     assert num_classes_in(m, {}) == 42
     headless_model = Tiny(3)
-    headless_model.num_classes, headless_model.head = 0, nn.Identity()  # timm's num_classes=0: a head module without weights
+    headless_model.num_classes, headless_model.head = (
+        0,
+        nn.Identity(),
+    )  # timm's num_classes=0: a head module without weights
     assert num_classes_in(headless_model, _sd(Tiny(7))) == 7
     plain = nn.Linear(2, 2)
     assert num_classes_in(plain, {"weight": torch.ones(2, 2)}) is None
@@ -247,7 +274,9 @@ def test_load_pretrained_other_head_keeps_its_init(tmp_path, caplog):
     m = Tiny(3)
     head = m.head.bias.detach().clone()
     with caplog.at_level(logging.WARNING, logger=C.__name__):
-        load_pretrained(m, _save(tmp_path / "h.pth", {k: v for k, v in _sd(m, 2.0).items() if not k.startswith("head.")}))
+        load_pretrained(
+            m, _save(tmp_path / "h.pth", {k: v for k, v in _sd(m, 2.0).items() if not k.startswith("head.")})
+        )
     assert torch.equal(m.head.bias, head) and torch.all(m.body.bias == 2.0)
     assert "h.pth: has no classifier 'head'; it keeps its initialisation" in caplog.text
 
@@ -266,15 +295,21 @@ def test_load_pretrained_mismatches_are_errors(tmp_path):
     wide = _sd(Tiny(3), 2.0)
     wide["body.weight"] = torch.ones(4, 5)
     wide["body.bias"] = torch.ones(6)
-    with pytest.raises(CheckpointError, match=r"w.pth: 2 tensor\(s\) do not fit Tiny: body.weight: checkpoint \(4, 5\) "
-                                              r"vs model \(4, 2\); body.bias: checkpoint \(6,\) vs model \(4,\)$"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"w.pth: 2 tensor\(s\) do not fit Tiny: body.weight: checkpoint \(4, 5\) "
+        r"vs model \(4, 2\); body.bias: checkpoint \(6,\) vs model \(4,\)$",
+    ):
         load_pretrained(Tiny(3), _save(tmp_path / "w.pth", wide))
     sd = _sd(Tiny(3), 2.0)
     del sd["body.bias"]
     sd["extra.w"] = torch.ones(1)
     path = _save(tmp_path / "s.pth", sd)
-    with pytest.raises(CheckpointError, match=r"s.pth: does not match Tiny: missing 1 key\(s\) \['body.bias'\], "
-                                              r"unexpected 1 key\(s\) \['extra.w'\]$"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"s.pth: does not match Tiny: missing 1 key\(s\) \['body.bias'\], "
+        r"unexpected 1 key\(s\) \['extra.w'\]$",
+    ):
         load_pretrained(Tiny(3), path)
     only_missing = _save(tmp_path / "m.pth", {k: v for k, v in sd.items() if k != "extra.w"})
     with pytest.raises(CheckpointError, match=r"missing 1 key"):

@@ -8,6 +8,7 @@ Inductor's code generation (cold cache, 2 shared CPU cores) takes ViT 10 s, non-
 a quiet machine and 3-4x that under load (SASA 88 s): ViT and non-local are tested with it; SASA and DETR are covered
 by their fullgraph capture here and by the torch.export / ONNX tests (tests/run/test_export_formats.py) instead.
 """
+
 import copy
 
 import pytest

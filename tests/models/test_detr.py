@@ -1,5 +1,6 @@
 """DETR model: the same numbers as Hugging Face's DETR for the same weights, official checkpoints loading key by key,
 padding that does not leak into predictions, clear errors, attention maps."""
+
 import logging
 
 import pytest
@@ -11,8 +12,16 @@ from vision_attn.models.detr import DETR
 
 # A tiny DETR: ResNet-18 trunk with frozen batch norm (the official layout), width 32, 2 + 3 layers, 5 queries.
 TINY = dict(
-    num_classes=7, num_queries=5, hidden_dim=32, nheads=4, enc_layers=2, dec_layers=3, dim_feedforward=64,
-    dropout=0.0, freeze_bn=True, freeze_early_layers=True,
+    num_classes=7,
+    num_queries=5,
+    hidden_dim=32,
+    nheads=4,
+    enc_layers=2,
+    dec_layers=3,
+    dim_feedforward=64,
+    dropout=0.0,
+    freeze_bn=True,
+    freeze_early_layers=True,
 )
 
 
@@ -32,8 +41,17 @@ def hf_detr():
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
     cfg = transformers.DetrConfig(
-        backbone="resnet18", num_queries=5, d_model=32, encoder_layers=2, decoder_layers=3, encoder_ffn_dim=64,
-        decoder_ffn_dim=64, encoder_attention_heads=4, decoder_attention_heads=4, num_labels=7, dropout=0.0,
+        backbone="resnet18",
+        num_queries=5,
+        d_model=32,
+        encoder_layers=2,
+        decoder_layers=3,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        num_labels=7,
+        dropout=0.0,
     )
     model = transformers.DetrForObjectDetection(cfg).eval()
     with torch.no_grad():
@@ -80,9 +98,7 @@ def hf_reference(hf_detr, padded_batch):
         out = hf_detr(pixel_values=pixels, pixel_mask=pixel_mask, output_hidden_states=True)
         states = out.decoder_hidden_states[1:-1]  # [0] is the decoder input
         norm = hf_detr.model.decoder.layernorm
-        aux = [
-            (hf_detr.class_labels_classifier(norm(h)), hf_detr.bbox_predictor(norm(h)).sigmoid()) for h in states
-        ]
+        aux = [(hf_detr.class_labels_classifier(norm(h)), hf_detr.bbox_predictor(norm(h)).sigmoid()) for h in states]
     return out.logits, out.pred_boxes, aux
 
 
@@ -120,14 +136,14 @@ def _official_state_dict(hf_sd):
     qkv = {}
     for k, v in hf_sd.items():
         if k.startswith("model.backbone.model."):
-            out["backbone.0.body." + k[len("model.backbone.model."):]] = v
+            out["backbone.0.body." + k[len("model.backbone.model.") :]] = v
             continue
         top = next((t for t in _HF_TO_OFFICIAL_TOP if k.startswith(t + ".")), None)
         if top:
-            out[_HF_TO_OFFICIAL_TOP[top] + k[len(top):]] = v
+            out[_HF_TO_OFFICIAL_TOP[top] + k[len(top) :]] = v
             continue
         assert k.startswith("model.encoder.layers.") or k.startswith("model.decoder.layers."), k
-        part, _, idx, rest = k[len("model."):].split(".", 3)
+        part, _, idx, rest = k[len("model.") :].split(".", 3)
         prefix = f"transformer.{part}.layers.{idx}."
         for attn in ("self_attn", "encoder_attn"):
             for which in "qkv":
@@ -135,13 +151,18 @@ def _official_state_dict(hf_sd):
                     if rest == f"{attn}.{which}_proj.{kind}":
                         name = "self_attn" if attn == "self_attn" else "multihead_attn"
                         qkv.setdefault(f"{prefix}{name}.in_proj_{kind}", {})[which] = v
-        if any(rest == f"{a}.{w}_proj.{kind}" for a in ("self_attn", "encoder_attn") for w in "qkv" for kind in ("weight", "bias")):
+        if any(
+            rest == f"{a}.{w}_proj.{kind}"
+            for a in ("self_attn", "encoder_attn")
+            for w in "qkv"
+            for kind in ("weight", "bias")
+        ):
             continue
         if rest.startswith("final_layer_norm."):
-            out[prefix + ("norm2" if part == "encoder" else "norm3") + rest[len("final_layer_norm"):]] = v
+            out[prefix + ("norm2" if part == "encoder" else "norm3") + rest[len("final_layer_norm") :]] = v
             continue
         sub = next(s for s in _HF_TO_OFFICIAL_LAYER if rest.startswith(s + "."))
-        out[prefix + _HF_TO_OFFICIAL_LAYER[sub] + rest[len(sub):]] = v
+        out[prefix + _HF_TO_OFFICIAL_LAYER[sub] + rest[len(sub) :]] = v
     for k, parts in qkv.items():
         out[k] = torch.cat([parts["q"], parts["k"], parts["v"]])
     return out
@@ -151,11 +172,14 @@ def _official_state_dict(hf_sd):
 
 
 @pytest.mark.parametrize("layout", ["transformers5", "transformers4"])
-def test_outputs_equal_hugging_face_detr_for_the_same_weights_on_a_padded_batch(tmp_path, hf_detr, hf_reference, padded_batch, layout):
+def test_outputs_equal_hugging_face_detr_for_the_same_weights_on_a_padded_batch(
+    tmp_path, hf_detr, hf_reference, padded_batch, layout
+):
     sd = hf_detr.state_dict()
     if layout == "transformers4":  # the hub files' names (backbone.conv_encoder, out_proj, layers.N.fc1)
         sd = {
-            k.replace("model.backbone.model.", "model.backbone.conv_encoder.model.").replace(".o_proj.", ".out_proj.")
+            k.replace("model.backbone.model.", "model.backbone.conv_encoder.model.")
+            .replace(".o_proj.", ".out_proj.")
             .replace(".mlp.fc", ".fc"): v
             for k, v in sd.items()
         }
@@ -186,7 +210,9 @@ def test_a_tensor_of_the_wrong_shape_is_an_error_naming_the_key(tmp_path, hf_det
     official["transformer.encoder.layers.1.linear1.weight"] = torch.zeros(65, 32)
     path = tmp_path / "bad.pth"
     torch.save({"model": official}, path)
-    with pytest.raises(CheckpointError, match=r"transformer\.encoder\.layers\.1\.linear1\.weight.*\(65, 32\).*\(64, 32\)"):
+    with pytest.raises(
+        CheckpointError, match=r"transformer\.encoder\.layers\.1\.linear1\.weight.*\(65, 32\).*\(64, 32\)"
+    ):
         va.create_model("detr_resnet18_small", pretrained=str(path), **TINY)
     official.pop("transformer.encoder.layers.1.linear1.weight")
     official["transformer.encoder.layers.1.extra.weight"] = torch.zeros(3)
@@ -195,7 +221,9 @@ def test_a_tensor_of_the_wrong_shape_is_an_error_naming_the_key(tmp_path, hf_det
         va.create_model("detr_resnet18_small", pretrained=str(path), **TINY)
 
 
-def test_other_num_classes_reinitialises_only_the_class_head_with_a_warning(tmp_path, hf_detr, hf_reference, padded_batch, caplog):
+def test_other_num_classes_reinitialises_only_the_class_head_with_a_warning(
+    tmp_path, hf_detr, hf_reference, padded_batch, caplog
+):
     official = _official_state_dict(hf_detr.state_dict())
     path = tmp_path / "detr-official.pth"
     torch.save({"model": official}, path)

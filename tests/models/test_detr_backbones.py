@@ -1,4 +1,5 @@
 """DETR on our attention backbones: any registered model with the feature API is a detector's trunk."""
+
 import pytest
 import torch
 
@@ -10,7 +11,9 @@ def test_detr_trains_end_to_end_on_a_vit_backbone():
     """A whole detector on the one attention core: gradients reach the ViT's patch embedding and last block,
     and images whose sides are not multiples of the patch are padded (and masked) inside."""
     torch.manual_seed(0)
-    det = va.create_model("detr_tiny_prenorm", num_classes=3, backbone="vit_nano_patch4_32", backbone_kwargs=dict(depth=2))
+    det = va.create_model(
+        "detr_tiny_prenorm", num_classes=3, backbone="vit_nano_patch4_32", backbone_kwargs=dict(depth=2)
+    )
     assert det.backbone.stride == 4 and det.backbone.num_channels == 128
     out = det([torch.randn(3, 62, 70), torch.randn(3, 48, 40)])
     assert out["pred_logits"].shape == (2, 10, 4) and out["pred_boxes"].shape == (2, 10, 4)
@@ -47,7 +50,9 @@ def test_the_issue_examples_build(backbone, stride):
 
 
 def test_backbone_errors_name_the_backbone():
-    with pytest.raises(ValueError, match="dilation \\(DC5\\) needs a torchvision or timm ResNet; backbone 'vit_nano_patch4_32'"):
+    with pytest.raises(
+        ValueError, match="dilation \\(DC5\\) needs a torchvision or timm ResNet; backbone 'vit_nano_patch4_32'"
+    ):
         va.create_model("detr_resnet50", backbone="vit_nano_patch4_32", dilation=True)
     with pytest.raises(ValueError, match="backbone_kwargs apply to the models of vision_attn's registry; 'resnet50'"):
         va.create_model("detr_resnet50", backbone_kwargs=dict(depth=2))

@@ -1,4 +1,5 @@
 """timm's feature API: features_only / out_indices / feature_info for every backbone, forward_intermediates == timm's."""
+
 import pytest
 import timm
 import torch
@@ -28,13 +29,21 @@ def our_vit_small(timm_vit_small):
 
 @pytest.mark.parametrize(
     "kwargs",
-    [dict(), dict(indices=2, norm=True), dict(indices=[0, -1], output_fmt="NLC", return_prefix_tokens=True),
-     dict(indices=[1], stop_early=True), dict(indices=[0, 2], intermediates_only=True)],
+    [
+        dict(),
+        dict(indices=2, norm=True),
+        dict(indices=[0, -1], output_fmt="NLC", return_prefix_tokens=True),
+        dict(indices=[1], stop_early=True),
+        dict(indices=[0, 2], intermediates_only=True),
+    ],
 )
 def test_vit_forward_intermediates_equals_timms_for_the_same_weights(timm_vit_small, our_vit_small, kwargs):
     ours = our_vit_small
     x = torch.randn(2, 3, 64, 64)
-    got, want = tree_leaves(ours.forward_intermediates(x, **kwargs)), tree_leaves(timm_vit_small.forward_intermediates(x, **kwargs))
+    got, want = (
+        tree_leaves(ours.forward_intermediates(x, **kwargs)),
+        tree_leaves(timm_vit_small.forward_intermediates(x, **kwargs)),
+    )
     assert [t.shape for t in got] == [t.shape for t in want]
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
@@ -43,7 +52,9 @@ def test_vit_forward_intermediates_equals_timms_for_the_same_weights(timm_vit_sm
 def test_vit_features_only_equals_timms_features_only(tmp_path, timm_vit_small):
     path = tmp_path / "vit.pth"
     torch.save(timm_vit_small.state_dict(), path)
-    ours = va.create_model("vit_small_patch16_224", pretrained=path, num_classes=7, features_only=True, out_indices=(0, 2), **VIT_KW)
+    ours = va.create_model(
+        "vit_small_patch16_224", pretrained=path, num_classes=7, features_only=True, out_indices=(0, 2), **VIT_KW
+    )
     ref = timm.create_model("vit_small_patch16_224", pretrained=False, features_only=True, out_indices=(0, 2), **VIT_KW)
     ref.model.load_state_dict(timm_vit_small.state_dict(), strict=False)  # pruned: no head, no final norm
     x = torch.randn(2, 3, 64, 64)

@@ -1,4 +1,5 @@
 """Pretrained weights by name (timm's tags, hf-hub: ids) through an offline Hub cache, save/load/share, class counts."""
+
 import contextlib
 import json
 import logging
@@ -52,8 +53,10 @@ def test_timm_names_and_hub_ids_load_the_cached_file_as_timm_does(hub, arch):
     else:  # a tag, and a Hub repo's file as the pretrained source (what a config's pretrained: string can say)
         named = va.create_model(f"{arch}.{tag}", pretrained=True).eval()
         with torch.no_grad():
-            assert torch.equal(va.create_model(arch, pretrained=f"hf-hub:timm/{arch}.{tag}").eval()(torch.ones(1, 3, 64, 64)),
-                               named(torch.ones(1, 3, 64, 64)))
+            assert torch.equal(
+                va.create_model(arch, pretrained=f"hf-hub:timm/{arch}.{tag}").eval()(torch.ones(1, 3, 64, 64)),
+                named(torch.ones(1, 3, 64, 64)),
+            )
     assert bare.pretrained_cfg["hf_hub_id"] == timm.models.get_pretrained_cfg(arch).hf_hub_id == f"timm/{arch}.{tag}"
     file = load_file(str(hub / f"models--timm--{arch}.{tag}" / "snapshots" / SHA / "model.safetensors"))
     first = "patch_embed.proj.weight" if arch.startswith("vit") else "conv1.weight"
@@ -68,8 +71,18 @@ def test_timm_names_and_hub_ids_load_the_cached_file_as_timm_does(hub, arch):
 
 def test_our_tag_table_is_timms(hub):
     """Every tag we name is timm's, with timm's file, head size and preprocessing; the first is timm's default."""
-    keys = ("hf_hub_id", "num_classes", "input_size", "test_input_size", "mean", "std", "crop_pct", "test_crop_pct",
-            "interpolation", "license")
+    keys = (
+        "hf_hub_id",
+        "num_classes",
+        "input_size",
+        "test_input_size",
+        "mean",
+        "std",
+        "crop_pct",
+        "test_crop_pct",
+        "interpolation",
+        "license",
+    )
     for arch, tags in PRETRAINED_CFGS.items():
         if arch.startswith("detr"):
             continue
@@ -87,7 +100,10 @@ def test_every_model_has_a_timm_style_pretrained_cfg_and_list_models_lists_the_w
         assert cfg["architecture"] == name
         assert {"num_classes", "input_size", "mean", "std", "crop_pct", "interpolation", "license"} <= set(cfg), name
     with_weights = va.list_models(pretrained=True)
-    assert va.list_models("vit_tiny*", pretrained=True) == ["vit_tiny_patch16_224.augreg_in21k_ft_in1k", "vit_tiny_patch16_224.augreg_in21k"]
+    assert va.list_models("vit_tiny*", pretrained=True) == [
+        "vit_tiny_patch16_224.augreg_in21k_ft_in1k",
+        "vit_tiny_patch16_224.augreg_in21k",
+    ]
     assert va.list_models("resnet18", pretrained=True)[0] == "resnet18.a1_in1k"
     assert "detr_resnet50.fb_coco" in with_weights and not any(n.startswith("vit_nano") for n in with_weights)
     det = va.create_model("detr_resnet50", num_queries=10)
@@ -161,8 +177,11 @@ def test_the_eval_transform_is_timms_for_timm_weights_and_detrs_for_detr():
 ROUND_TRIP = {
     "vit": ("vit_tiny_patch4_32", dict(depth=1, num_classes=3), lambda m: m(torch.randn(2, 3, 32, 32))),
     "timm_resnet": ("resnet18", dict(num_classes=3), lambda m: m(torch.randn(2, 3, 64, 64))),
-    "detr": ("detr_tiny_prenorm", dict(num_classes=3, enc_layers=1, dec_layers=1, num_queries=4),
-             lambda m: m(torch.randn(2, 3, 64, 64))["pred_logits"]),
+    "detr": (
+        "detr_tiny_prenorm",
+        dict(num_classes=3, enc_layers=1, dec_layers=1, num_queries=4),
+        lambda m: m(torch.randn(2, 3, 64, 64))["pred_logits"],
+    ),
     "sagan": ("sagan_32", dict(num_classes=3, ch=8), lambda m: m(torch.randn(2, 128), torch.tensor([0, 2]))),
 }
 
@@ -176,7 +195,11 @@ def test_save_pretrained_and_from_pretrained_rebuild_the_model_exactly(tmp_path,
     out = model.save_pretrained(tmp_path / kind)
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
     config = json.loads((out / "config.json").read_text())
-    assert config["architecture"] == name and config["num_classes"] == 3 and config["label_names"] == ["cat", "dog", "fish"]
+    assert (
+        config["architecture"] == name
+        and config["num_classes"] == 3
+        and config["label_names"] == ["cat", "dog", "fish"]
+    )
     assert config["model_args"] == {k: v for k, v in {**args, **config["model_args"]}.items()}  # our arguments kept
     loaded = va.from_pretrained(out).eval()
     assert type(loaded) is type(model) and class_names(loaded) == ["cat", "dog", "fish"]
@@ -206,13 +229,19 @@ def test_hf_hub_repos_of_our_folders_and_push_to_hub(tmp_path, monkeypatch):
     monkeypatch.setattr("vision_attn.models.hub._hub_api", lambda token: FakeApi())
     assert model.push_to_hub("someone/tiny-vit").endswith("/commit/1")
     files = {p.name: p for p in (tmp_path / "uploaded").iterdir()}
-    assert set(files) == {"config.json", "model.safetensors", "README.md"} and uploaded["created"] == ("someone/tiny-vit", True)
+    assert set(files) == {"config.json", "model.safetensors", "README.md"} and uploaded["created"] == (
+        "someone/tiny-vit",
+        True,
+    )
     assert 'create_model("hf-hub:someone/tiny-vit", pretrained=True)' in files["README.md"].read_text()
     add_repo(cache, "someone/tiny-vit", files)
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         expected = model(x)
-        for loaded in (va.create_model("hf-hub:someone/tiny-vit", pretrained=True), va.from_pretrained("someone/tiny-vit")):
+        for loaded in (
+            va.create_model("hf-hub:someone/tiny-vit", pretrained=True),
+            va.from_pretrained("someone/tiny-vit"),
+        ):
             assert torch.equal(loaded.eval()(x), expected) and class_names(loaded) == ["a", "b", "c"]
     assert va.create_model("hf-hub:someone/tiny-vit", pretrained=True).pretrained_cfg["hf_hub_id"] == "someone/tiny-vit"
 
@@ -230,8 +259,17 @@ def test_to_timm_writes_weights_timms_vit_loads_strictly_with_the_same_outputs()
     with torch.no_grad():
         for p in ours.parameters():
             p.add_(torch.randn_like(p) * 0.02)
-    ref = timm.models.VisionTransformer(img_size=32, patch_size=4, embed_dim=128, depth=2, num_heads=4, mlp_ratio=2.0,
-                                        num_classes=10, global_pool="avg", class_token=False).eval()
+    ref = timm.models.VisionTransformer(
+        img_size=32,
+        patch_size=4,
+        embed_dim=128,
+        depth=2,
+        num_heads=4,
+        mlp_ratio=2.0,
+        num_classes=10,
+        global_pool="avg",
+        class_token=False,
+    ).eval()
     ref.load_state_dict(to_timm(ours), strict=True)
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
@@ -264,10 +302,18 @@ def test_a_checkpoint_without_num_classes_builds_its_own_head(tmp_path, kind, ca
 def test_our_checkpoints_carry_num_classes_and_class_names_and_an_explicit_other_count_warns(tmp_path, caplog):
     src = va.create_model("vit_nano_patch4_32", depth=1, num_classes=3)
     path = tmp_path / "run.ckpt"
-    torch.save({"state_dict": {f"model.{k}": v for k, v in src.state_dict().items()}, "num_classes": 3,
-                "class_names": ["circle", "square", "star"]}, path)
-    for loaded in (va.create_model("vit_nano_patch4_32", pretrained=str(path), depth=1),
-                   va.create_model("vit_nano_patch4_32", checkpoint_path=str(path), depth=1)):  # timm's spelling
+    torch.save(
+        {
+            "state_dict": {f"model.{k}": v for k, v in src.state_dict().items()},
+            "num_classes": 3,
+            "class_names": ["circle", "square", "star"],
+        },
+        path,
+    )
+    for loaded in (
+        va.create_model("vit_nano_patch4_32", pretrained=str(path), depth=1),
+        va.create_model("vit_nano_patch4_32", checkpoint_path=str(path), depth=1),
+    ):  # timm's spelling
         assert loaded.num_classes == 3 and class_names(loaded) == ["circle", "square", "star"]
     with caplog.at_level(logging.WARNING):
         other = va.create_model("vit_nano_patch4_32", pretrained=str(path), depth=1, num_classes=5)

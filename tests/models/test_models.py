@@ -1,4 +1,5 @@
 """Models, registry and checkpoint loading: parity with timm and torchvision, safe loading, clear errors."""
+
 import logging
 import os
 import pickle
@@ -66,11 +67,18 @@ def test_other_num_classes_reinitialises_only_the_head_with_a_warning(tmp_path, 
     assert ours.head.out_features == 10
     x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
-        assert _rel_err(ours.forward_head(ours.forward_features(x), pre_logits=True),
-                        timm_vit_tiny.forward_head(timm_vit_tiny.forward_features(x), pre_logits=True)) <= 1e-5
+        assert (
+            _rel_err(
+                ours.forward_head(ours.forward_features(x), pre_logits=True),
+                timm_vit_tiny.forward_head(timm_vit_tiny.forward_features(x), pre_logits=True),
+            )
+            <= 1e-5
+        )
 
 
-@pytest.mark.parametrize("name", ["vit_tiny_patch16_224", "vit_small_patch16_224", "vit_base_patch16_224", "vit_large_patch16_224"])
+@pytest.mark.parametrize(
+    "name", ["vit_tiny_patch16_224", "vit_small_patch16_224", "vit_base_patch16_224", "vit_large_patch16_224"]
+)
 def test_registered_vits_have_timms_exact_architecture(name):
     with torch.device("meta"):
         ours = va.create_model(name)
@@ -156,9 +164,14 @@ def test_wrong_input_gives_errors_saying_what_was_expected():
 
 def test_registry_lists_and_suggests_close_names():
     assert va.list_models("vit_*_patch16_224") == [
-        "vit_base_patch16_224", "vit_large_patch16_224", "vit_small_patch16_224", "vit_tiny_patch16_224"
+        "vit_base_patch16_224",
+        "vit_large_patch16_224",
+        "vit_small_patch16_224",
+        "vit_tiny_patch16_224",
     ]
-    assert {"resnet18", "resnet34", "resnet50", "resnet18_cifar", "vit_tiny_patch4_32", "vit_small_patch4_32"} <= set(va.list_models())
+    assert {"resnet18", "resnet34", "resnet50", "resnet18_cifar", "vit_tiny_patch4_32", "vit_small_patch4_32"} <= set(
+        va.list_models()
+    )
     with pytest.raises(UnknownModelError, match="did you mean vit_small_patch16_224"):
         va.create_model("vit_smal_patch16_224")
     with pytest.raises(TypeError, match=r"takes no option 'depht' \(did you mean depth\?\)"):
@@ -231,7 +244,9 @@ def test_training_checkpoints_with_their_args_load_and_pretrained_true_needs_pub
 
     model = va.create_model("vit_nano_patch4_32", num_classes=10)
     path = tmp_path / "train.pth"
-    torch.save({"model": model.state_dict(), "args": argparse.Namespace(lr=1e-4, backbone="resnet50"), "epoch": 3}, path)
+    torch.save(
+        {"model": model.state_dict(), "args": argparse.Namespace(lr=1e-4, backbone="resnet50"), "epoch": 3}, path
+    )
     loaded = va.create_model("vit_nano_patch4_32", num_classes=10, pretrained=str(path))
     assert torch.equal(loaded.pos_embed, model.pos_embed)
     with pytest.raises(ValueError, match="'vit_nano_patch4_32' has no default pretrained weights"):

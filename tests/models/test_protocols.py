@@ -1,5 +1,6 @@
 """The declared plug-in points (typing.Protocols): a conforming object passes, one missing a member is refused
 with one line naming it, and nothing is run to ask (no property of a datamodule reads its annotation file)."""
+
 import pytest
 from torch import nn
 
@@ -45,14 +46,18 @@ def test_registry_models_declare_what_they_provide():
     assert missing_members(vit, CountsClassesInStateDict) == ["num_classes_in_state_dict"]
     assert not conforms(nn.Linear(2, 2), ClassifierModel)
     det = va.create_model("detr_tiny_prenorm", num_classes=3)  # a head, but no reset_classifier
-    assert conforms(det, ClassifierModel) and conforms(det, FiltersCheckpoints) and not conforms(det, ResettableClassifier)
+    assert (
+        conforms(det, ClassifierModel) and conforms(det, FiltersCheckpoints) and not conforms(det, ResettableClassifier)
+    )
 
 
 def test_every_task_has_one_kind_of_checkpoint_monitor():
     cls = ClassificationTask("vit_nano_patch4_32", num_classes=3, model_args={"depth": 1})
     det = DetectionTask("detr_tiny_prenorm", num_classes=3, monitor="AP")
     assert cls.checkpoint_monitor == ("val/top1", "max") and det.checkpoint_monitor == ("val/AP", "max")
-    assert "checkpoint_monitor" in vars(cls) and "checkpoint_monitor" in vars(det)  # instance attributes, not properties
+    assert "checkpoint_monitor" in vars(cls) and "checkpoint_monitor" in vars(
+        det
+    )  # instance attributes, not properties
     assert not hasattr(GenerationTask, "checkpoint_monitor") and not hasattr(DetectionTask, "checkpoint_monitor")
 
 
@@ -62,6 +67,9 @@ def test_detection_annotations_are_checked_without_reading_the_files(tmp_path):
     dm = COCODataModule(root=str(tmp_path / "absent"))  # its properties would raise FileNotFoundError if run
     assert conforms(dm, DetectionAnnotations)
     det = DetectionTask("detr_tiny_prenorm", num_classes=3)
-    with pytest.raises(TypeError, match="^DetectionTask evaluation's datamodule: Module is not a DetectionAnnotations: "
-                                        "it lacks ann_file, category_ids, label_to_category_id, split_name$"):
+    with pytest.raises(
+        TypeError,
+        match="^DetectionTask evaluation's datamodule: Module is not a DetectionAnnotations: "
+        "it lacks ann_file, category_ids, label_to_category_id, split_name$",
+    ):
         det.coco_metrics(nn.Module(), "val")

@@ -1,4 +1,5 @@
 """SA-GAN: the model, its losses, the FID/IS/KID metrics, the Lightning task and the sampling / evaluation tools."""
+
 import dataclasses
 import json
 import os
@@ -39,9 +40,20 @@ def tiny(num_classes=10, **kw):
 
 
 def shapes_args(tmp_path, batch=16):
-    return ["--data.init_args.root", str(tmp_path / "data"), "--data.init_args.num_train", "160",
-            "--data.init_args.num_test", "60", "--data.init_args.val_split", "20",
-            "--data.init_args.batch_size", str(batch), "--data.init_args.num_workers", "0"]
+    return [
+        "--data.init_args.root",
+        str(tmp_path / "data"),
+        "--data.init_args.num_train",
+        "160",
+        "--data.init_args.num_test",
+        "60",
+        "--data.init_args.val_split",
+        "20",
+        "--data.init_args.batch_size",
+        str(batch),
+        "--data.init_args.num_workers",
+        "0",
+    ]
 
 
 class SmallFeatures(nn.Module):
@@ -86,7 +98,11 @@ def test_spectral_norm_on_every_weight_including_attention_and_gamma_starts_at_z
     m = tiny()
     for net in (m.generator, m.discriminator):
         # but G's class embedding (BigGAN): tests/models/test_sagan_attention.py
-        layers = [mod for mod in net.modules() if isinstance(mod, (nn.Conv2d, nn.Linear, nn.Embedding)) and mod is not m.generator.embed]
+        layers = [
+            mod
+            for mod in net.modules()
+            if isinstance(mod, (nn.Conv2d, nn.Linear, nn.Embedding)) and mod is not m.generator.embed
+        ]
         assert layers and all(torch.nn.utils.parametrize.is_parametrized(mod, "weight") for mod in layers)
         attn = [mod for mod in net.modules() if isinstance(mod, NonLocalBlock2d)]
         assert len(attn) == 1 and float(attn[0].gamma) == 0.0
@@ -111,7 +127,9 @@ def test_sample_uses_the_ema_generator_and_is_deterministic_with_a_generator():
     assert torch.allclose(a, m.generator_ema(z, torch.arange(4)), atol=1e-6)
     assert not torch.allclose(a, m.generator(z, torch.arange(4)), atol=1e-3)
     m.update_ema(0.0)  # decay 0: the EMA copies G's weights (its BN statistics are its own; here both untouched)
-    assert torch.allclose(m.sample(4, generator=torch.Generator().manual_seed(3)), m.generator(z, torch.arange(4)), atol=1e-6)
+    assert torch.allclose(
+        m.sample(4, generator=torch.Generator().manual_seed(3)), m.generator(z, torch.arange(4)), atol=1e-6
+    )
 
 
 def test_ema_keeps_its_own_batchnorm_statistics():
@@ -124,7 +142,11 @@ def test_ema_keeps_its_own_batchnorm_statistics():
     first = bn_ema.running_var.clone()
     m.recompute_ema_statistics(n_batches=3, batch_size=4, generator=torch.Generator().manual_seed(0))
     # same noise, same statistics (up to the spectral-norm vectors, which power-iterate in train mode)
-    assert torch.allclose(first, bn_ema.running_var, rtol=1e-3) and bn_ema.num_batches_tracked == 3 and bn_ema.momentum == 0.1
+    assert (
+        torch.allclose(first, bn_ema.running_var, rtol=1e-3)
+        and bn_ema.num_batches_tracked == 3
+        and bn_ema.momentum == 0.1
+    )
 
 
 def test_truncation_bounds_the_noise():
@@ -141,7 +163,7 @@ def test_hierarchical_z_changes_every_block():
     assert g.z_first + 3 * g.z_chunk == 16
     z = torch.randn(2, 16)
     z2 = z.clone()
-    z2[:, -g.z_chunk:] += 1.0  # only the last block's chunk
+    z2[:, -g.z_chunk :] += 1.0  # only the last block's chunk
     y = torch.tensor([1, 2])
     assert not torch.allclose(g(z, y), g(z2, y))
 
@@ -201,8 +223,12 @@ def test_fid_and_kid_are_zero_for_the_same_distribution_and_rise_with_noise():
     other = torch.randn(400, 8, generator=g) @ mix  # same distribution, other samples
     same = generation_metrics_from_features(real, real, kid_subsets=10, kid_subset_size=100)
     assert same["fid"] == pytest.approx(0.0, abs=1e-6)
-    results = [generation_metrics_from_features(real, other + s * torch.randn(400, 8, generator=g), kid_subsets=10,
-                                                kid_subset_size=100) for s in (0.0, 0.5, 2.0)]
+    results = [
+        generation_metrics_from_features(
+            real, other + s * torch.randn(400, 8, generator=g), kid_subsets=10, kid_subset_size=100
+        )
+        for s in (0.0, 0.5, 2.0)
+    ]
     fids, kids = [r["fid"] for r in results], [r["kid_mean"] for r in results]
     assert fids[0] < 0.2 and fids == sorted(fids) and fids[2] > 10 * fids[0]
     assert abs(kids[0]) < 0.05 and kids == sorted(kids) and kids[2] > 0.5
@@ -233,7 +259,9 @@ def test_real_features_are_cached_per_dataset_extractor_and_n(tmp_path):
 
 def test_missing_inception_weights_say_what_is_missing_without_downloading(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
-    with pytest.raises(InceptionWeightsMissingError, match=r"weights-inception-2015-12-05-6726825d\.pth.*--inception-weights"):
+    with pytest.raises(
+        InceptionWeightsMissingError, match=r"weights-inception-2015-12-05-6726825d\.pth.*--inception-weights"
+    ):
         InceptionFeatures()
     with pytest.raises(InceptionWeightsMissingError, match="no such file"):
         InceptionFeatures(weights=str(tmp_path / "nope.pth"))
@@ -243,13 +271,33 @@ def test_missing_inception_weights_say_what_is_missing_without_downloading(tmp_p
 def _cli(tmp_path, *extra, steps=4):
     from vision_attn.run.cli import VisionAttnCLI
 
-    return VisionAttnCLI(args=[
-        "--config", str(REPO / "configs/sagan_shapes.yaml"), "--trainer.max_steps", str(steps),
-        "--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.enable_progress_bar", "false",
-        "--trainer.accelerator", "cpu", "--model.init_args.model_args", TINY_JSON,
-        "--model.init_args.sample_every_n_steps", "1", "--model.init_args.n_samples", "10",
-        "--model.init_args.ema_start", "0", "--model.init_args.ema_decay", "0.5", *shapes_args(tmp_path), *extra,
-    ], run=False)
+    return VisionAttnCLI(
+        args=[
+            "--config",
+            str(REPO / "configs/sagan_shapes.yaml"),
+            "--trainer.max_steps",
+            str(steps),
+            "--trainer.default_root_dir",
+            str(tmp_path / "run"),
+            "--trainer.enable_progress_bar",
+            "false",
+            "--trainer.accelerator",
+            "cpu",
+            "--model.init_args.model_args",
+            TINY_JSON,
+            "--model.init_args.sample_every_n_steps",
+            "1",
+            "--model.init_args.n_samples",
+            "10",
+            "--model.init_args.ema_start",
+            "0",
+            "--model.init_args.ema_decay",
+            "0.5",
+            *shapes_args(tmp_path),
+            *extra,
+        ],
+        run=False,
+    )
 
 
 @pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
@@ -260,7 +308,10 @@ def test_training_steps_change_g_and_d_and_write_sample_grids(tmp_path, precisio
     before = {k: v.clone() for k, v in task.model.state_dict().items()}
     cli.trainer.fit(task, datamodule=cli.datamodule)
     after = task.model.state_dict()
-    changed = lambda prefix: any(not torch.equal(before[k], after[k]) for k in after if k.startswith(prefix) and "original" in k)  # noqa: E731
+
+    def changed(prefix):
+        return any(not torch.equal(before[k], after[k]) for k in after if k.startswith(prefix) and "original" in k)  # noqa: E731
+
     assert changed("generator.") and changed("discriminator.") and changed("generator_ema.")
     assert task.g_steps == 2  # Lightning counts D and G steps: max_steps 4 = 2 batches
     samples = sorted((tmp_path / "run" / "version_0" / "samples").glob("*.png"))
@@ -272,7 +323,14 @@ def test_channels_last_training_keeps_the_format_and_gives_the_default_layouts_r
     """channels_last=True is a speed option only: it trains as the default layout does."""
     results, initial = {}, {}
     for flag in ("false", "true"):
-        cli = _cli(tmp_path / flag, "--model.init_args.channels_last", flag, "--model.init_args.sample_every_n_steps", "0", steps=2)
+        cli = _cli(
+            tmp_path / flag,
+            "--model.init_args.channels_last",
+            flag,
+            "--model.init_args.sample_every_n_steps",
+            "0",
+            steps=2,
+        )
         initial[flag] = {k: v.clone() for k, v in cli.model.model.state_dict().items()}
         cli.trainer.fit(cli.model, datamodule=cli.datamodule)
         results[flag] = cli.model.model
@@ -297,8 +355,16 @@ def test_gan_step_without_a_trainer_trains_as_training_step_under_a_trainer(tmp_
 
     def make():
         torch.manual_seed(0)
-        return GenerationTask(model="sagan_32", model_args=TINY, num_classes=10, d_steps=2, ema_start=0, ema_decay=0.5,
-                              diffaug="color,translation,cutout", sample_every_n_steps=0)
+        return GenerationTask(
+            model="sagan_32",
+            model_args=TINY,
+            num_classes=10,
+            d_steps=2,
+            ema_start=0,
+            ema_decay=0.5,
+            diffaug="color,translation,cutout",
+            sample_every_n_steps=0,
+        )
 
     class Reseed(pl.Callback):  # both paths start their first step from the same global RNG state
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
@@ -307,8 +373,15 @@ def test_gan_step_without_a_trainer_trains_as_training_step_under_a_trainer(tmp_
 
     initial = make().model.state_dict()
     trained = make()
-    pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
-               callbacks=[Reseed()], default_root_dir=tmp_path).fit(trained, torch.utils.data.DataLoader(data, batch_size=None))
+    pl.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[Reseed()],
+        default_root_dir=tmp_path,
+    ).fit(trained, torch.utils.data.DataLoader(data, batch_size=None))
     alone = make()
     opt_g, opt_d = alone.configure_optimizers()
     torch.manual_seed(1)
@@ -331,9 +404,28 @@ def test_sample_tool_and_evaluation_with_a_small_extractor(tmp_path):
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     ckpt = tmp_path / "run" / "version_0" / "checkpoints" / "last.ckpt"
     overrides = ["--model.init_args.model_args", TINY_JSON, *shapes_args(tmp_path)]
-    res = sample_tool.main(["--config", str(REPO / "configs/sagan_shapes.yaml"), "--ckpt", str(ckpt), "--n", "10",
-                            "--truncation", "1.0", "--standing-stats", "2", "--out", str(tmp_path / "grid.png"), "--attention-out",
-                            str(tmp_path / "attn.png"), "--query-pixels", "4,4", "20,28", *overrides])
+    res = sample_tool.main(
+        [
+            "--config",
+            str(REPO / "configs/sagan_shapes.yaml"),
+            "--ckpt",
+            str(ckpt),
+            "--n",
+            "10",
+            "--truncation",
+            "1.0",
+            "--standing-stats",
+            "2",
+            "--out",
+            str(tmp_path / "grid.png"),
+            "--attention-out",
+            str(tmp_path / "attn.png"),
+            "--query-pixels",
+            "4,4",
+            "20,28",
+            *overrides,
+        ]
+    )
     for key in ("grid", "attention"):
         assert Path(res[key]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert res["labels"] == list(range(10))
@@ -341,8 +433,12 @@ def test_sample_tool_and_evaluation_with_a_small_extractor(tmp_path):
     # evaluation: load the checkpoint into a fresh task with an injected extractor; metrics.json via the same path as eval.py
     import eval as eval_tool
 
-    evaluation = GenerationEvalConfig(feature_extractor=SmallFeatures(), eval_n_samples=40, eval_batch_size=20,
-                                      stats_cache_dir=str(tmp_path / "stats"))
+    evaluation = GenerationEvalConfig(
+        feature_extractor=SmallFeatures(),
+        eval_n_samples=40,
+        eval_batch_size=20,
+        stats_cache_dir=str(tmp_path / "stats"),
+    )
     task = GenerationTask(model="sagan_32", model_args=TINY, num_classes=10, evaluation=evaluation)
     task.load_weights(str(ckpt))
     assert torch.equal(task.model.generator_ema.out_bn.running_mean, cli.model.model.generator_ema.out_bn.running_mean)
@@ -368,13 +464,29 @@ def test_eval_tool_writes_metrics_json_with_classifier_features_and_accuracy(tmp
     torch.save(clf.state_dict(), tmp_path / "clf.pth")
     import eval as eval_tool
 
-    report = eval_tool.main(["--config", str(REPO / "configs/sagan_shapes.yaml"), "--ckpt", str(ckpt), "--output-dir",
-                             str(tmp_path / "out"), "--model.init_args.model_args", TINY_JSON, *shapes_args(tmp_path),
-                             "--model.init_args.evaluation.classifier", str(tmp_path / "clf.pth"),
-                             "--model.init_args.evaluation.classifier_args", '{"channels": [8, 8, 8, 8]}',
-                             "--model.init_args.evaluation.eval_n_samples", "30",
-                             "--model.init_args.evaluation.classifier_n_per_class", "2",
-                             "--model.init_args.evaluation.stats_cache_dir", str(tmp_path / "stats")])
+    report = eval_tool.main(
+        [
+            "--config",
+            str(REPO / "configs/sagan_shapes.yaml"),
+            "--ckpt",
+            str(ckpt),
+            "--output-dir",
+            str(tmp_path / "out"),
+            "--model.init_args.model_args",
+            TINY_JSON,
+            *shapes_args(tmp_path),
+            "--model.init_args.evaluation.classifier",
+            str(tmp_path / "clf.pth"),
+            "--model.init_args.evaluation.classifier_args",
+            '{"channels": [8, 8, 8, 8]}',
+            "--model.init_args.evaluation.eval_n_samples",
+            "30",
+            "--model.init_args.evaluation.classifier_n_per_class",
+            "2",
+            "--model.init_args.evaluation.stats_cache_dir",
+            str(tmp_path / "stats"),
+        ]
+    )
     saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert saved["feature_extractor"] == "classifier" and saved["feature_dim"] == 8
     for key in ("fid", "kid_mean", "is_mean", "classifier_accuracy", "classifier_acc/circle"):
@@ -385,14 +497,40 @@ def test_eval_tool_writes_metrics_json_with_classifier_features_and_accuracy(tmp
 @pytest.mark.slow
 def test_ddp_training_with_two_cpu_processes(tmp_path):
     """Two gloo processes train the GAN together (Lightning DDP, manual optimisation, find_unused_parameters)."""
-    cmd = [sys.executable, str(REPO / "tools/train.py"), "fit", "--config", str(REPO / "configs/sagan_shapes.yaml"),
-           "--trainer.max_steps", "4", "--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.accelerator", "cpu",
-           "--trainer.enable_progress_bar", "false", "--model.init_args.model_args", TINY_JSON,
-           "--model.init_args.sample_every_n_steps", "1", "--model.init_args.n_samples", "10",
-           *shapes_args(tmp_path), "--trainer.devices", "2", "--trainer.strategy", "ddp_find_unused_parameters_true"]
+    cmd = [
+        sys.executable,
+        str(REPO / "tools/train.py"),
+        "fit",
+        "--config",
+        str(REPO / "configs/sagan_shapes.yaml"),
+        "--trainer.max_steps",
+        "4",
+        "--trainer.default_root_dir",
+        str(tmp_path / "run"),
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--model.init_args.model_args",
+        TINY_JSON,
+        "--model.init_args.sample_every_n_steps",
+        "1",
+        "--model.init_args.n_samples",
+        "10",
+        *shapes_args(tmp_path),
+        "--trainer.devices",
+        "2",
+        "--trainer.strategy",
+        "ddp_find_unused_parameters_true",
+    ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    ckpt = torch.load(tmp_path / "run" / "version_0" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    ckpt = torch.load(
+        tmp_path / "run" / "version_0" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True
+    )
     assert ckpt["generator_steps"] == 2 and ckpt["global_step"] == 4
-    assert sorted(p.name for p in (tmp_path / "run" / "version_0" / "samples").glob("*.png")) == ["step_000001.png", "step_000002.png"]
+    assert sorted(p.name for p in (tmp_path / "run" / "version_0" / "samples").glob("*.png")) == [
+        "step_000001.png",
+        "step_000002.png",
+    ]

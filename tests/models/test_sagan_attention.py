@@ -1,5 +1,6 @@
 """SA-GAN as the paper: the registered models' attention is SAGAN's non_local.py, G's class embedding is plain, and
 the conditional generator traces whole (torch.compile fullgraph, torch.export)."""
+
 import pytest
 import torch
 import torch.nn.functional as F

@@ -6,18 +6,19 @@ DETR and the SA-GAN are not classifiers: ``num_classes=0`` (DETR needs >= 1 clas
 conditioning) and ``in_chans`` (both take RGB only) do not apply to them, nor do the default-cfg checks of a
 classifier's pooled features. Their loading is tested in test_detr.py / test_sagan.py.
 """
+
 import functools
 from pathlib import Path
 
 import pytest
 import timm
 import torch
+from hub_fixtures import add_timm_repo, offline_hub
 
 import vision_attn as va
 from vision_attn.models import PRETRAINED_CFGS, adapt_input_conv, builder
 from vision_attn.models.checkpoint import Checkpoint
 from vision_attn.models.weights import to_timm
-from hub_fixtures import add_timm_repo, offline_hub
 
 CLASSIFIER_TAGS = [n for n in va.list_models(pretrained=True) if not n.startswith("detr")]
 
@@ -52,7 +53,7 @@ def test_adapt_input_conv_is_timms_rule(in_chans, dtype):
         adapt_input_conv(1, torch.ones(3, 3))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _timm_meta_state_dict(arch: str, num_classes: int):
     with torch.device("meta"):
         return timm.create_model(arch, pretrained=False, num_classes=num_classes).state_dict()
@@ -62,8 +63,11 @@ def _timm_meta_state_dict(arch: str, num_classes: int):
 def test_every_tag_loads_as_timm_does_default_headless_and_other_channels(monkeypatch, variant):
     """Each tag's file (timm's key layout and head size, as meta tensors: shapes only) fits the model asked for.
     One tag per architecture and head size: the others load the same shapes."""
+
     def read(arch, cfg, pretrained, cache_dir):
-        return Checkpoint(Path(f"{arch}.{cfg['tag']}.safetensors"), dict(_timm_meta_state_dict(arch, cfg["num_classes"])))
+        return Checkpoint(
+            Path(f"{arch}.{cfg['tag']}.safetensors"), dict(_timm_meta_state_dict(arch, cfg["num_classes"]))
+        )
 
     monkeypatch.setattr(builder, "_read_weights", read)
     for name in LOAD_CASES:
@@ -191,10 +195,17 @@ def test_feature_cls_getter_is_timms_and_others_are_one_line():
         va.create_model("resnet10_narrow_cifar", features_only=True, feature_cls="hook")
 
 
-@pytest.mark.parametrize("name, args, size", [
-    ("resnet18", {"num_classes": 3, "channels": [16, 32, 64, 128]}, 64),  # timm's resnet18 factory takes channels too
-    ("vit_tiny_patch16_224", {"num_classes": 3, "depth": 1, "img_size": 32}, 32),
-])
+@pytest.mark.parametrize(
+    "name, args, size",
+    [
+        (
+            "resnet18",
+            {"num_classes": 3, "channels": [16, 32, 64, 128]},
+            64,
+        ),  # timm's resnet18 factory takes channels too
+        ("vit_tiny_patch16_224", {"num_classes": 3, "depth": 1, "img_size": 32}, 32),
+    ],
+)
 def test_local_dir_folders_load_both_ways(tmp_path, name, args, size):
     torch.manual_seed(0)
     ours = va.create_model(name, **args).eval()
@@ -204,7 +215,10 @@ def test_local_dir_folders_load_both_ways(tmp_path, name, args, size):
     with torch.no_grad():
         assert torch.allclose(theirs(x), ours(x), atol=1e-5)
     timm.models.save_for_hf(theirs, str(tmp_path / "timm"), safe_serialization=True)
-    for back in (va.create_model(f"local-dir:{tmp_path / 'timm'}", pretrained=True), va.from_pretrained(tmp_path / "timm")):
+    for back in (
+        va.create_model(f"local-dir:{tmp_path / 'timm'}", pretrained=True),
+        va.from_pretrained(tmp_path / "timm"),
+    ):
         with torch.no_grad():
             assert torch.allclose(back.eval()(x), ours(x), atol=1e-5)
         assert back.pretrained_cfg["source"] == "local-dir" and back.num_classes == 3

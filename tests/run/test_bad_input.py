@@ -1,4 +1,5 @@
 """Bad input is refused or named: code-carrying CIFAR pickles, unreadable images, unknown model names."""
+
 import hashlib
 import json
 import pickle
@@ -40,13 +41,19 @@ def test_a_cifar_batch_carrying_code_is_refused_without_running_it(tmp_path):
     sums["data_batch_1"] = hashlib.md5(evil).hexdigest()
     (folder / "checksums.json").write_text(json.dumps(sums))
     dm = SyntheticShapesDataModule(root=str(tmp_path / "data"), num_train=20, num_test=10, val_split=5)
-    with pytest.raises(UnsafeDataError, match=r"data_batch_1 is not plain CIFAR data: it imports (__builtin__|builtins)\.exec; refused"):
+    with pytest.raises(
+        UnsafeDataError, match=r"data_batch_1 is not plain CIFAR data: it imports (__builtin__|builtins)\.exec; refused"
+    ):
         dm.setup()
     assert not marker.exists()
 
 
 def test_plain_cifar_batches_of_any_protocol_still_load(tmp_path):
-    batch = {b"batch_label": b"training batch 1 of 5", b"labels": [3, 1], b"data": np.arange(12, dtype=np.uint8).reshape(2, 6)}
+    batch = {
+        b"batch_label": b"training batch 1 of 5",
+        b"labels": [3, 1],
+        b"data": np.arange(12, dtype=np.uint8).reshape(2, 6),
+    }
     for protocol in (2, 4, 5):
         path = tmp_path / f"p{protocol}"
         path.write_bytes(pickle.dumps(batch, protocol=protocol))
@@ -86,9 +93,22 @@ def test_a_truncated_image_is_named_or_skipped_and_counted(tmp_path):
 
 
 def test_an_unknown_model_name_is_one_line_with_close_matches(tmp_path):
-    args = ["--config", str(REPO / "configs/quickstart.yaml"), "--model.init_args.model", "vit_nan_patch4_32",
-            "--trainer.default_root_dir", str(tmp_path / "run"), "--data.init_args.root", str(tmp_path / "data"),
-            "--data.init_args.num_train", "20", "--data.init_args.num_test", "10", "--data.init_args.val_split", "5"]
+    args = [
+        "--config",
+        str(REPO / "configs/quickstart.yaml"),
+        "--model.init_args.model",
+        "vit_nan_patch4_32",
+        "--trainer.default_root_dir",
+        str(tmp_path / "run"),
+        "--data.init_args.root",
+        str(tmp_path / "data"),
+        "--data.init_args.num_train",
+        "20",
+        "--data.init_args.num_test",
+        "10",
+        "--data.init_args.val_split",
+        "5",
+    ]
     with pytest.raises(UnknownModelError):  # in Python: the registry's own error, not jsonargparse's wrapper
         VisionAttnCLI(args=args, run=False)
     with pytest.raises(SystemExit) as exit_info:  # the command line: one line, no traceback
@@ -101,9 +121,18 @@ def test_an_unknown_model_name_is_one_line_with_close_matches(tmp_path):
 def test_a_setting_out_of_range_or_data_too_small_for_the_split_is_one_line(tmp_path):
     """Our own checks (a ValueError raised in vision_attn) reach the command line as one line naming the setting,
     whether they fire while building (jsonargparse wraps them) or in the datamodule's setup during the fit."""
-    base = ["--config", str(REPO / "configs/quickstart.yaml"), "--trainer.default_root_dir", str(tmp_path / "run"),
-            "--data.init_args.root", str(tmp_path / "data"), "--data.init_args.num_train", "20",
-            "--data.init_args.num_test", "10"]
+    base = [
+        "--config",
+        str(REPO / "configs/quickstart.yaml"),
+        "--trainer.default_root_dir",
+        str(tmp_path / "run"),
+        "--data.init_args.root",
+        str(tmp_path / "data"),
+        "--data.init_args.num_train",
+        "20",
+        "--data.init_args.num_test",
+        "10",
+    ]
     with pytest.raises(SystemExit) as exit_info:  # built: the task's constructor refuses the value
         main(["fit", *base, "--data.init_args.val_split", "5", "--model.init_args.ema_decay", "1.5"])
     line = str(exit_info.value.code)

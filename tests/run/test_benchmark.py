@@ -1,5 +1,6 @@
 """tools/benchmark.py and vision_attn.run.bench: what the output promises (every contender, a usable ratio), never a
 speed."""
+
 from __future__ import annotations
 
 import contextlib
@@ -27,9 +28,29 @@ def speed_run(tmp_path_factory):
     path = workdir / "speed.json"
     # One thread: tiny ops on a busy machine otherwise spend most of their time at thread barriers.
     proc = subprocess.run(
-        [sys.executable, str(TOOL), "speed", "--repeats", "2", "--warmup", "0", "--vit-batch", "1", "--attn-batch", "2",
-         "--vit-img-size", "32", "--threads", "1", "--json", str(path)],
-        cwd=workdir, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            str(TOOL),
+            "speed",
+            "--repeats",
+            "2",
+            "--warmup",
+            "0",
+            "--vit-batch",
+            "1",
+            "--attn-batch",
+            "2",
+            "--vit-img-size",
+            "32",
+            "--threads",
+            "1",
+            "--json",
+            str(path),
+        ],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(path.read_text()), proc.stdout
@@ -90,14 +111,34 @@ def test_models_benchmark_compares_with_timm_where_it_has_the_model_and_reports_
     threads = torch.get_num_threads()
     try:
         with contextlib.redirect_stdout(out):
-            data = main(["speed", "--only", "models", "--models", "resnet18", "vit_nano_patch4_32", "--models-batch", "1",
-                              "--repeats", "1", "--warmup", "0", "--threads", "1", "--peak-tflops", "1"])
+            data = main(
+                [
+                    "speed",
+                    "--only",
+                    "models",
+                    "--models",
+                    "resnet18",
+                    "vit_nano_patch4_32",
+                    "--models-batch",
+                    "1",
+                    "--repeats",
+                    "1",
+                    "--warmup",
+                    "0",
+                    "--threads",
+                    "1",
+                    "--peak-tflops",
+                    "1",
+                ]
+            )
     finally:
         torch.set_num_threads(threads)
     rows = {(r["benchmark"].split(" (")[0], r["implementation"]): r for r in data["results"]}
     assert set(rows) == {
-        ("resnet18 train", "vision_attn resnet18"), ("resnet18 train", "timm resnet18"),
-        ("resnet18 inference", "vision_attn resnet18"), ("resnet18 inference", "timm resnet18"),
+        ("resnet18 train", "vision_attn resnet18"),
+        ("resnet18 train", "timm resnet18"),
+        ("resnet18 inference", "vision_attn resnet18"),
+        ("resnet18 inference", "timm resnet18"),
         ("vit_nano_patch4_32 train", "vision_attn vit_nano_patch4_32"),  # timm has no such model: ours alone
         ("vit_nano_patch4_32 inference", "vision_attn vit_nano_patch4_32"),
     }
@@ -120,12 +161,29 @@ def test_gan_benchmark_times_the_configs_model_in_both_memory_layouts(tmp_path, 
 
     steps = []  # the benchmark must time the task's own training step, not a copy of it
     task_step = GenerationTask.gan_step
-    monkeypatch.setattr(GenerationTask, "gan_step", lambda task, *a, **k: steps.append(task) or task_step(task, *a, **k))
+    monkeypatch.setattr(
+        GenerationTask, "gan_step", lambda task, *a, **k: steps.append(task) or task_step(task, *a, **k)
+    )
     threads = torch.get_num_threads()
     try:
         with contextlib.redirect_stdout(io.StringIO()):
-            data = main(["speed", "--only", "gan", "--gan-config", str(config), "--gan-batch", "2",
-                         "--repeats", "2", "--warmup", "0", "--threads", "1"])
+            data = main(
+                [
+                    "speed",
+                    "--only",
+                    "gan",
+                    "--gan-config",
+                    str(config),
+                    "--gan-batch",
+                    "2",
+                    "--repeats",
+                    "2",
+                    "--warmup",
+                    "0",
+                    "--threads",
+                    "1",
+                ]
+            )
     finally:
         torch.set_num_threads(threads)
     assert len(steps) == 2 * (1 + 2) and len(set(map(id, steps))) == 2  # per layout: the shape check + 2 repeats
@@ -148,15 +206,38 @@ def test_compiled_benchmark_times_each_family_eager_and_compiled_and_the_gan_com
     threads = torch.get_num_threads()
     try:
         with contextlib.redirect_stdout(io.StringIO()):
-            data = main(["speed", "--compile", "--compiled-families", "gan", "detr", "--compiled-batch", "2",
-                         "--compiled-img-size", "32", "--compile-backend", "aot_eager", "--gan-config", str(config),
-                         "--repeats", "1", "--warmup", "1", "--threads", "1"])
+            data = main(
+                [
+                    "speed",
+                    "--compile",
+                    "--compiled-families",
+                    "gan",
+                    "detr",
+                    "--compiled-batch",
+                    "2",
+                    "--compiled-img-size",
+                    "32",
+                    "--compile-backend",
+                    "aot_eager",
+                    "--gan-config",
+                    str(config),
+                    "--repeats",
+                    "1",
+                    "--warmup",
+                    "1",
+                    "--threads",
+                    "1",
+                ]
+            )
     finally:
         torch.set_num_threads(threads)
     rows = data["results"]
     assert [(r["benchmark"].split(" ")[0], r["implementation"]) for r in rows] == [
-        ("SA-GAN", "eager"), ("SA-GAN", "torch.compile (aot_eager)"),
-        ("detr_tiny_prenorm", "eager"), ("detr_tiny_prenorm", "torch.compile (aot_eager)")]
+        ("SA-GAN", "eager"),
+        ("SA-GAN", "torch.compile (aot_eager)"),
+        ("detr_tiny_prenorm", "eager"),
+        ("detr_tiny_prenorm", "torch.compile (aot_eager)"),
+    ]
     assert all(r["ours"] == ("compile" in r["implementation"]) for r in rows)
     assert all(math.isfinite(r["peer_over_ours"]) and r["peer_over_ours"] > 0 for r in rows if not r["ours"])
     assert data["config"]["compile_backend"] == "aot_eager" and data["config"]["compiled_batch"] == 2
@@ -168,8 +249,27 @@ def test_pixel_benchmark_measures_each_peak_alone_and_the_materialised_peer_need
     threads = torch.get_num_threads()
     try:
         with contextlib.redirect_stdout(out):
-            data = main(["pixel", "--only", "global", "--global-sizes", "32", "--batch", "1", "--channels", "16",
-                         "--repeats", "1", "--warmup", "0", "--threads", "1", "--json", str(path)])
+            data = main(
+                [
+                    "pixel",
+                    "--only",
+                    "global",
+                    "--global-sizes",
+                    "32",
+                    "--batch",
+                    "1",
+                    "--channels",
+                    "16",
+                    "--repeats",
+                    "1",
+                    "--warmup",
+                    "0",
+                    "--threads",
+                    "1",
+                    "--json",
+                    str(path),
+                ]
+            )
     finally:
         torch.set_num_threads(threads)
     ours, peer = data["results"]
@@ -188,8 +288,23 @@ def test_pixel_kernels_on_sasa_shapes_take_batch_and_channels_from_each_layer(mo
 
     monkeypatch.setattr(pixel_bench, "SASA_SHAPES", ((1, 16, 4),))  # tiny stand-in for the real stages
     monkeypatch.setattr(pixel_bench, "cpu_step_peak_in_child", lambda *case: 1.0)  # peaks: tested above
-    argv = ["pixel", "--only", "kernels", "--kernel-shapes", "sasa", "--batch", "3", "--channels", "32",
-            "--repeats", "1", "--warmup", "0", "--threads", "1"]
+    argv = [
+        "pixel",
+        "--only",
+        "kernels",
+        "--kernel-shapes",
+        "sasa",
+        "--batch",
+        "3",
+        "--channels",
+        "32",
+        "--repeats",
+        "1",
+        "--warmup",
+        "0",
+        "--threads",
+        "1",
+    ]
     threads = torch.get_num_threads()
     try:
         with contextlib.redirect_stdout(io.StringIO()):
@@ -206,8 +321,23 @@ def test_pixel_benchmark_compares_the_local_layers_own_kernels_and_checks_each_e
     from vision_attn.layers import pixel_attention
     from vision_attn.run.bench.pixel import kernel_implementations
 
-    argv = ["pixel", "--only", "kernels", "--kernel-sizes", "8", "--batch", "1", "--channels", "16",
-            "--repeats", "2", "--warmup", "0", "--threads", "1"]
+    argv = [
+        "pixel",
+        "--only",
+        "kernels",
+        "--kernel-sizes",
+        "8",
+        "--batch",
+        "1",
+        "--channels",
+        "16",
+        "--repeats",
+        "2",
+        "--warmup",
+        "0",
+        "--threads",
+        "1",
+    ]
     threads = torch.get_num_threads()
     try:
         with contextlib.redirect_stdout(io.StringIO()):
@@ -234,5 +364,8 @@ def test_pixel_benchmark_compares_the_local_layers_own_kernels_and_checks_each_e
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         impls = kernel_implementations("kernels-inference", 8, 1, 16, torch.device("cpu"), torch.float32, 0)
-    assert [i.name for i in impls] == ["LocalSelfAttention2d backend=halo (auto)", "LocalSelfAttention2d backend=unfold"]
+    assert [i.name for i in impls] == [
+        "LocalSelfAttention2d backend=halo (auto)",
+        "LocalSelfAttention2d backend=unfold",
+    ]
     assert "backend=flex left out: NotImplementedError: NYI: embedding dimension" in printed.getvalue()

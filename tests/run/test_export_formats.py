@@ -1,5 +1,6 @@
 """Export: torch.export programs (.pt2) and ONNX (dynamo exporter) give eager's outputs, at other batch sizes too;
 DETR's padded batch keeps its padding mask."""
+
 import pytest
 import torch
 from families import SMALL_RESNET, awake, detr, padded_batch

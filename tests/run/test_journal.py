@@ -1,4 +1,5 @@
 """The sweep journal (results.csv, result.json) byte for byte: what a resumed sweep reads back is what was written."""
+
 import json
 import os
 
@@ -13,14 +14,28 @@ from vision_attn.run.data_size.journal import (
     write_result_json,
 )
 
-HEADER = ("model,fraction,seed,n_train,top1,top5,train_seconds,images_per_second,devices,steps,params,cell_hash,"
-          "code_version\n")
+HEADER = (
+    "model,fraction,seed,n_train,top1,top5,train_seconds,images_per_second,devices,steps,params,cell_hash,"
+    "code_version\n"
+)
 
 
 def _row(model="vit", fraction=0.5, seed=1, **kw):
-    r = {"model": model, "fraction": fraction, "seed": seed, "n_train": 25, "top1": 0.25, "top5": 0.75,
-         "train_seconds": 1.5, "images_per_second": 12.5, "devices": 2, "steps": 7, "params": 1234,
-         "cell_hash": "h1", "code_version": "v1"}
+    r = {
+        "model": model,
+        "fraction": fraction,
+        "seed": seed,
+        "n_train": 25,
+        "top1": 0.25,
+        "top5": 0.75,
+        "train_seconds": 1.5,
+        "images_per_second": 12.5,
+        "devices": 2,
+        "steps": 7,
+        "params": 1234,
+        "cell_hash": "h1",
+        "code_version": "v1",
+    }
     r.update(kw)
     return r
 
@@ -34,13 +49,27 @@ def test_append_writes_the_exact_csv_and_reads_back_typed_values(tmp_path):
     path = tmp_path / "new" / "sweep" / "results.csv"  # the folders do not exist yet
     append_result(path, _row())
     append_result(path, _row("cnn", steps=None, params=None, code_version=None))
-    assert path.read_text() == (HEADER + "vit,0.5,1,25,0.25,0.75,1.5,12.5,2,7,1234,h1,v1\n"
-                                "cnn,0.5,1,25,0.25,0.75,1.5,12.5,2,,,h1,\n")
+    assert path.read_text() == (
+        HEADER + "vit,0.5,1,25,0.25,0.75,1.5,12.5,2,7,1234,h1,v1\ncnn,0.5,1,25,0.25,0.75,1.5,12.5,2,,,h1,\n"
+    )
     assert not (path.parent / "results.csv.tmp").exists()
     first, second = read_results(path)
     assert first == _row()
-    assert [type(first[c]) for c in RESULT_COLUMNS] == [str, float, int, int, float, float, float, float, int, int,
-                                                         int, str, str]
+    assert [type(first[c]) for c in RESULT_COLUMNS] == [
+        str,
+        float,
+        int,
+        int,
+        float,
+        float,
+        float,
+        float,
+        int,
+        int,
+        int,
+        str,
+        str,
+    ]
     assert second == _row("cnn", steps=None, params=None, code_version="")
 
 
@@ -64,8 +93,9 @@ def test_append_after_a_row_without_newline_starts_a_new_line(tmp_path):
     assert path.read_text().endswith("v1")  # a complete row is not rewritten away
     inode = path.stat().st_ino
     append_result(path, _row("cnn"))
-    assert path.read_text() == (HEADER + "vit,0.5,1,25,0.25,0.75,1.5,12.5,2,7,1234,h1,v1\n"
-                                "cnn,0.5,1,25,0.25,0.75,1.5,12.5,2,7,1234,h1,v1\n")
+    assert path.read_text() == (
+        HEADER + "vit,0.5,1,25,0.25,0.75,1.5,12.5,2,7,1234,h1,v1\ncnn,0.5,1,25,0.25,0.75,1.5,12.5,2,7,1234,h1,v1\n"
+    )
     assert path.stat().st_ino == inode  # appended in place: a current journal is never rewritten
 
 
@@ -125,8 +155,9 @@ def test_append_to_an_older_file_adds_the_new_columns_and_keeps_its_rows(tmp_pat
     old = "model,fraction,seed,n_train,top1,top5,train_seconds,images_per_second,devices\n"
     path.write_text(old + "vit,0.5,1,25,0.25,0.75,1.5,12.5,2\n")
     append_result(path, _row("cnn"))
-    assert path.read_text() == (HEADER + "vit,0.5,1,25,0.25,0.75,1.5,12.5,2,,,,\n"
-                                "cnn,0.5,1,25,0.25,0.75,1.5,12.5,2,7,1234,h1,v1\n")
+    assert path.read_text() == (
+        HEADER + "vit,0.5,1,25,0.25,0.75,1.5,12.5,2,,,,\ncnn,0.5,1,25,0.25,0.75,1.5,12.5,2,7,1234,h1,v1\n"
+    )
 
 
 def test_duplicates_are_keyed_on_model_fraction_seed_and_hash(tmp_path):

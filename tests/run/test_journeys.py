@@ -1,6 +1,7 @@
 """The first hour's journeys, each as a user runs it: fine-tune published weights on an own class-per-folder tree,
 DETR on an own COCO-format folder, a run folder read unedited by eval / predict / export (and ``--run``), and
 ``vision_attn.pipeline`` on a model name, a run folder and an exported ONNX folder. Tiny models, a few steps."""
+
 import contextlib
 import io
 import json
@@ -61,12 +62,32 @@ def finetuned(tmp_path_factory, hub_home):
         out = io.StringIO()
         with contextlib.redirect_stdout(out), warnings.catch_warnings(record=True) as seen:
             warnings.simplefilter("always")
-            cli = VisionAttnCLI(args=[
-                "fit", "--config", str(REPO / "configs/finetune_folder.yaml"), "--data.init_args.root", "imgs",
-                "--model.init_args.model", NAME, "--model.init_args.model_args", "{img_size: 32}",
-                "--data.init_args.batch_size", "2", "--data.init_args.num_workers", "0", "--trainer.max_epochs", "-1",
-                "--trainer.max_steps", "2", "--trainer.log_every_n_steps", "1", "--trainer.default_root_dir", "runs/ff",
-                *QUIET])
+            cli = VisionAttnCLI(
+                args=[
+                    "fit",
+                    "--config",
+                    str(REPO / "configs/finetune_folder.yaml"),
+                    "--data.init_args.root",
+                    "imgs",
+                    "--model.init_args.model",
+                    NAME,
+                    "--model.init_args.model_args",
+                    "{img_size: 32}",
+                    "--data.init_args.batch_size",
+                    "2",
+                    "--data.init_args.num_workers",
+                    "0",
+                    "--trainer.max_epochs",
+                    "-1",
+                    "--trainer.max_steps",
+                    "2",
+                    "--trainer.log_every_n_steps",
+                    "1",
+                    "--trainer.default_root_dir",
+                    "runs/ff",
+                    *QUIET,
+                ]
+            )
         yield cli, tmp, tmp / "runs/ff/version_0", out.getvalue(), [str(w.message) for w in seen], mp
 
 
@@ -106,9 +127,14 @@ def test_a_run_folder_works_unedited_with_eval_predict_export_and_run(finetuned)
     exported = json.loads((folder / "config.json").read_text())
     assert exported["label_names"] == ["cat", "dog"] and exported["inputs"] == ["pixel_values"]
     assert exported["outputs"] == ["logits"] and exported["preprocessing"]["mean"] == [0.5, 0.5, 0.5]
-    assert exported["preprocessing"]["input_size"] == [3, 32, 32] and exported["preprocessing"]["interpolation"] == "bicubic"
+    assert (
+        exported["preprocessing"]["input_size"] == [3, 32, 32]
+        and exported["preprocessing"]["interpolation"] == "bicubic"
+    )
     # train.py test from the run's checkpoint logs into no new version_N
-    train_tool.main(["test", "--config", str(config), "--ckpt_path", str(ckpt), "--trainer.enable_progress_bar", "false"])
+    train_tool.main(
+        ["test", "--config", str(config), "--ckpt_path", str(ckpt), "--trainer.enable_progress_bar", "false"]
+    )
     assert sorted(p.name for p in (tmp / "runs/ff").iterdir()) == ["version_0"]
 
 
@@ -127,7 +153,9 @@ def test_pipeline_gives_predict_records_for_a_run_an_onnx_folder_and_a_model_nam
     assert from_run(rgb)["top_k"] == from_run(tensor)["top_k"] == written[0]["top_k"]
     from_onnx = va.pipeline("image-classification", model=str(run / "export_onnx"))(files)
     assert [r["top_k"][0]["class_id"] for r in from_onnx] == [r["top_k"][0]["class_id"] for r in written]
-    assert np.allclose([r["top_k"][0]["score"] for r in from_onnx], [r["top_k"][0]["score"] for r in written], atol=1e-4)
+    assert np.allclose(
+        [r["top_k"][0]["score"] for r in from_onnx], [r["top_k"][0]["score"] for r in written], atol=1e-4
+    )
     named = va.pipeline("image-classification", model=NAME, top_k=3)(files[0])  # the published weights, offline
     assert len(named["top_k"]) == 3 and named["top_k"][0]["label"]  # ImageNet's names
     with pytest.raises(ValueError, match="is a classifier; use image-classification"):
@@ -138,10 +166,24 @@ def test_a_fit_that_fails_before_its_first_step_leaves_no_version_folder(tmp_pat
     _images(tmp_path / "imgs" / "train", ("a", "b"), 1)
     _images(tmp_path / "imgs" / "val", ("a",), 1)  # a class missing: setup() fails after the loggers exist
     with pytest.raises(SystemExit, match="class folders differ"):
-        train_tool.main(["fit", "--config", str(REPO / "configs/finetune_folder.yaml"),
-                         "--data.init_args.root", str(tmp_path / "imgs"), "--model.init_args.model", "vit_nano_patch4_32",
-                         "--model.init_args.pretrained", "false", "--data.init_args.num_workers", "0",
-                         "--trainer.default_root_dir", str(tmp_path / "runs"), *QUIET])
+        train_tool.main(
+            [
+                "fit",
+                "--config",
+                str(REPO / "configs/finetune_folder.yaml"),
+                "--data.init_args.root",
+                str(tmp_path / "imgs"),
+                "--model.init_args.model",
+                "vit_nano_patch4_32",
+                "--model.init_args.pretrained",
+                "false",
+                "--data.init_args.num_workers",
+                "0",
+                "--trainer.default_root_dir",
+                str(tmp_path / "runs"),
+                *QUIET,
+            ]
+        )
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
@@ -152,7 +194,9 @@ def _own_coco(root: Path) -> Path:
     (own / "annotations").mkdir(parents=True)
     for split in ("train", "val"):
         shutil.copytree(made / split, own / f"{split}2017")
-        shutil.copy(made / "annotations" / f"instances_{split}.json", own / "annotations" / f"instances_{split}2017.json")
+        shutil.copy(
+            made / "annotations" / f"instances_{split}.json", own / "annotations" / f"instances_{split}2017.json"
+        )
     return own
 
 
@@ -160,13 +204,38 @@ def test_detr_on_own_coco_folder_takes_classes_and_ids_from_the_annotations(tmp_
     own = _own_coco(tmp_path)
     categories = json.loads((own / "annotations/instances_train2017.json").read_text())["categories"]
     monkeypatch.chdir(tmp_path)
-    cli = VisionAttnCLI(args=[
-        "fit", "--config", str(REPO / "configs/finetune_coco.yaml"), "--data.init_args.root", str(own),
-        "--model.init_args.model", "detr_tiny_prenorm", "--model.init_args.pretrained", "false",
-        "--data.init_args.scales", "[64]", "--data.init_args.max_size", "96", "--data.init_args.val_size", "64",
-        "--data.init_args.random_crop", "false", "--data.init_args.num_workers", "0", "--data.init_args.batch_size", "4",
-        "--trainer.max_steps", "1",
-        "--trainer.default_root_dir", "runs/fc", "--trainer.enable_progress_bar", "false", *QUIET])
+    cli = VisionAttnCLI(
+        args=[
+            "fit",
+            "--config",
+            str(REPO / "configs/finetune_coco.yaml"),
+            "--data.init_args.root",
+            str(own),
+            "--model.init_args.model",
+            "detr_tiny_prenorm",
+            "--model.init_args.pretrained",
+            "false",
+            "--data.init_args.scales",
+            "[64]",
+            "--data.init_args.max_size",
+            "96",
+            "--data.init_args.val_size",
+            "64",
+            "--data.init_args.random_crop",
+            "false",
+            "--data.init_args.num_workers",
+            "0",
+            "--data.init_args.batch_size",
+            "4",
+            "--trainer.max_steps",
+            "1",
+            "--trainer.default_root_dir",
+            "runs/fc",
+            "--trainer.enable_progress_bar",
+            "false",
+            *QUIET,
+        ]
+    )
     assert cli.model.num_classes == len(categories) == 3  # nothing set by hand
     ckpt = torch.load(tmp_path / "runs/fc/version_0/checkpoints/last.ckpt", map_location="cpu", weights_only=False)
     assert ckpt["class_names"] == [c["name"] for c in sorted(categories, key=lambda c: c["id"])]
@@ -191,7 +260,10 @@ def test_submit_defaults_to_this_machines_gpus_and_documents_the_pass_through(mo
     monkeypatch.setattr(submit_tool, "submit", fake_submit)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
     submit_tool.main(["--config", "c.yaml", "--", "--trainer.max_epochs", "2"])
-    assert seen["gpus_per_node"] == 0 and seen["train_args"] == ["--trainer.max_epochs", "2"]  # was 8: a stalled CPU job
+    assert seen["gpus_per_node"] == 0 and seen["train_args"] == [
+        "--trainer.max_epochs",
+        "2",
+    ]  # was 8: a stalled CPU job
     with pytest.raises(SystemExit):
         submit_tool.main(["--help"])
     assert "Everything after -- is passed to tools/train.py fit" in " ".join(capsys.readouterr().out.split())
@@ -216,4 +288,6 @@ def test_an_exported_detr_folder_names_its_inputs_and_outputs(tmp_path):
     logits, boxes = run_onnx(out / "model.onnx", x, mask)
     with torch.no_grad():
         want = model(x, mask)
-    assert np.allclose(logits, want["pred_logits"].numpy(), atol=1e-4) and np.allclose(boxes, want["pred_boxes"].numpy(), atol=1e-4)
+    assert np.allclose(logits, want["pred_logits"].numpy(), atol=1e-4) and np.allclose(
+        boxes, want["pred_boxes"].numpy(), atol=1e-4
+    )

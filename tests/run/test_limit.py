@@ -1,5 +1,6 @@
 """``benchmark.py limit``: every family x mode gets FLOPs, a time and a fraction of the matmul peak timed beside it;
 the counter's FLOPs of known ops equal their formulas, the CPU fused attention included (torch's counter misses it)."""
+
 import contextlib
 import csv
 import io
@@ -16,12 +17,29 @@ from vision_attn.run.bench.limit import count_flops
 def test_the_limit_command_gives_every_family_and_mode_a_fraction_of_the_peak(tmp_path):
     out = tmp_path / "limit.json"
     with contextlib.redirect_stdout(io.StringIO()) as printed, contextlib.redirect_stderr(io.StringIO()):
-        data = main(["limit", "--toy", "--threads", "1", "--repeats", "1", "--warmup", "0", "--json", str(out),
-                     "--results", str(tmp_path)])
+        data = main(
+            [
+                "limit",
+                "--toy",
+                "--threads",
+                "1",
+                "--repeats",
+                "1",
+                "--warmup",
+                "0",
+                "--json",
+                str(out),
+                "--results",
+                str(tmp_path),
+            ]
+        )
     rows = [r for r in data["results"] if not r["implementation"].startswith("matmul peak")]
     ours = {(r["family"], r["mode"]) for r in rows if r["ours"]}
-    assert ours == {(f, m) for f in ("ViT-S/16", "SASA-26", "non-local R18-CIFAR", "DETR-R50", "SA-GAN (shapes)")
-                    for m in ("train", "inference")}
+    assert ours == {
+        (f, m)
+        for f in ("ViT-S/16", "SASA-26", "non-local R18-CIFAR", "DETR-R50", "SA-GAN (shapes)")
+        for m in ("train", "inference")
+    }
     peers = {r["implementation"] for r in rows if not r["ours"]}
     assert {"timm vit_small_patch16_224", "timm resnet26", "timm resnet18"} <= peers
     assert any(p.startswith("transformers DetrForObjectDetection") for p in peers)

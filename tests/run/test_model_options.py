@@ -1,6 +1,7 @@
 """Model options are typed end to end: a wrong option name or type in ``model_args`` is refused when the config
 is parsed, in one line naming the model, the option and the expected type; ``--print_config`` shows the model's
 options at the values it would be built with."""
+
 import contextlib
 import io
 
@@ -17,7 +18,10 @@ QUICKSTART = ["fit", "--config", "configs/quickstart.yaml"]
 def test_validate_names_the_model_the_option_and_the_expected_type():
     with pytest.raises(ValueError, match=r"^model 'vit_tiny_patch4_32': option embed_dim expects int, got str 'wide'$"):
         validate_model_args("vit_tiny_patch4_32", {"embed_dim": "wide"})
-    with pytest.raises(ValueError, match=r"^model 'vit_tiny_patch4_32' takes no option 'embed_dm' \(did you mean embed_dim\?\); its options: .*embed_dim"):
+    with pytest.raises(
+        ValueError,
+        match=r"^model 'vit_tiny_patch4_32' takes no option 'embed_dm' \(did you mean embed_dim\?\); its options: .*embed_dim",
+    ):
         validate_model_args("vit_tiny_patch4_32", {"embed_dm": 8})
     with pytest.raises(ValueError, match=r"option in_chans expects int, got str 'rgb'"):
         validate_model_args("resnet18", {"in_chans": "rgb"})

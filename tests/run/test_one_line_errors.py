@@ -1,5 +1,6 @@
 """Bad files and refusals end a tool with ONE ``error:`` line naming the file or value and what was expected, a non-zero
 exit status, and nothing written; images and zipped records are refused by their declared size, before decoding."""
+
 import hashlib
 import json
 import os
@@ -25,16 +26,40 @@ from vision_attn.run.data_size.journal import RESULT_COLUMNS
 from vision_attn.run.data_size.runner import sweep_lock
 
 REPO = Path(__file__).resolve().parents[2]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore",
-       "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+ENV = {
+    **os.environ,
+    "OMP_NUM_THREADS": "1",
+    "PYTHONWARNINGS": "ignore",
+    "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+}
 
 
 def quickstart(tmp_path, *extra):
-    return ["--config", str(REPO / "configs/quickstart.yaml"), "--trainer.accelerator", "cpu", "--trainer.max_epochs", "1",
-            "--trainer.enable_progress_bar", "false", "--model.init_args.model_args", '{"embed_dim": 16, "depth": 1, "num_heads": 2}',
-            "--data.init_args.root", str(tmp_path / "data"), "--data.init_args.num_train", "60", "--data.init_args.num_test", "20",
-            "--data.init_args.val_split", "20", "--data.init_args.batch_size", "20",
-            "--trainer.default_root_dir", str(tmp_path / "run"), *extra]
+    return [
+        "--config",
+        str(REPO / "configs/quickstart.yaml"),
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--model.init_args.model_args",
+        '{"embed_dim": 16, "depth": 1, "num_heads": 2}',
+        "--data.init_args.root",
+        str(tmp_path / "data"),
+        "--data.init_args.num_train",
+        "60",
+        "--data.init_args.num_test",
+        "20",
+        "--data.init_args.val_split",
+        "20",
+        "--data.init_args.batch_size",
+        "20",
+        "--trainer.default_root_dir",
+        str(tmp_path / "run"),
+        *extra,
+    ]
 
 
 def one_error_line(args):
@@ -55,9 +80,13 @@ def bad_checkpoints(tmp_path):
     torch.save({"state_dict": {}, "x": _Code()}, malicious)
     weights = tmp_path / "weights.pth"
     torch.save({"w": torch.ones(2)}, weights)
-    return {"missing": (tmp_path / "missing.ckpt", "does not exist"), "truncated": (truncated, "truncated"),
-            "malicious": (malicious, "refused to load: it holds pickled code"),
-            "weights": (weights, "not a Lightning checkpoint"), "text": (_text(tmp_path), "truncated or not")}
+    return {
+        "missing": (tmp_path / "missing.ckpt", "does not exist"),
+        "truncated": (truncated, "truncated"),
+        "malicious": (malicious, "refused to load: it holds pickled code"),
+        "weights": (weights, "not a Lightning checkpoint"),
+        "text": (_text(tmp_path), "truncated or not"),
+    }
 
 
 class _Code:
@@ -73,10 +102,17 @@ def _text(tmp_path):
 
 def test_train_py_fit_with_a_missing_ckpt_path_is_one_stderr_line_and_writes_nothing(tmp_path):
     missing = tmp_path / "missing.ckpt"
-    r = subprocess.run([sys.executable, str(REPO / "tools/train.py"), "fit", *quickstart(tmp_path), "--ckpt_path", str(missing)],
-                       env=ENV, capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [sys.executable, str(REPO / "tools/train.py"), "fit", *quickstart(tmp_path), "--ckpt_path", str(missing)],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 1 and r.stdout == "", r.stdout
-    assert r.stderr.splitlines() == [f"error: checkpoint {missing} does not exist (expected a .ckpt file a fit wrote)"], r.stderr
+    assert r.stderr.splitlines() == [
+        f"error: checkpoint {missing} does not exist (expected a .ckpt file a fit wrote)"
+    ], r.stderr
     assert not (tmp_path / "run").exists()
 
 
@@ -113,8 +149,11 @@ def test_a_cifar_batch_with_the_wrong_dtype_is_one_line(tmp_path):
 
 
 def test_a_coco_bbox_of_ten_to_the_400_is_named(tmp_path):
-    ann = {"images": [{"id": 1, "file_name": "a.jpg", "width": 10, "height": 10}], "categories": [{"id": 1, "name": "x"}],
-           "annotations": [{"image_id": 1, "category_id": 1, "bbox": [0, 0, 10**400, 1]}]}
+    ann = {
+        "images": [{"id": 1, "file_name": "a.jpg", "width": 10, "height": 10}],
+        "categories": [{"id": 1, "name": "x"}],
+        "annotations": [{"image_id": 1, "category_id": 1, "bbox": [0, 0, 10**400, 1]}],
+    }
     path = tmp_path / "ann.json"
     path.write_text(json.dumps(ann))
     with pytest.raises(COCOFormatError, match=r"annotations\[0\] bbox must be 4 finite numbers"):
@@ -126,10 +165,26 @@ def test_a_coco_bbox_of_ten_to_the_400_is_named(tmp_path):
 
 def _results(path, rows):
     path.parent.mkdir(parents=True, exist_ok=True)
-    values = {"model": "vit", "fraction": "0.5", "seed": "0", "n_train": "10", "top1": "0.5", "top5": "0.9",
-              "train_seconds": "1.0", "images_per_second": "10.0", "devices": "1", "steps": "3", "params": "100",
-              "cell_hash": "abc", "code_version": "x"}
-    path.write_text(",".join(RESULT_COLUMNS) + "\n" + "".join(",".join(values[c] for c in RESULT_COLUMNS) + "\n" for _ in range(rows)))
+    values = {
+        "model": "vit",
+        "fraction": "0.5",
+        "seed": "0",
+        "n_train": "10",
+        "top1": "0.5",
+        "top5": "0.9",
+        "train_seconds": "1.0",
+        "images_per_second": "10.0",
+        "devices": "1",
+        "steps": "3",
+        "params": "100",
+        "cell_hash": "abc",
+        "code_version": "x",
+    }
+    path.write_text(
+        ",".join(RESULT_COLUMNS)
+        + "\n"
+        + "".join(",".join(values[c] for c in RESULT_COLUMNS) + "\n" for _ in range(rows))
+    )
 
 
 def test_the_sweeps_lock_and_duplicate_row_refusals_are_one_line(tmp_path):
@@ -137,12 +192,17 @@ def test_the_sweeps_lock_and_duplicate_row_refusals_are_one_line(tmp_path):
     _results(tmp_path / "dup" / "results.csv", rows=2)
     with pytest.raises(SystemExit) as exit_info:
         benchmark_main([*sweep, "--output-dir", str(tmp_path / "dup")])
-    assert str(exit_info.value.code) == (f"error: {tmp_path / 'dup' / 'results.csv'}, line 3: duplicate of line 2 (model vit, "
-                                         "fraction 0.5, seed 0); a cell is counted once: delete one of them")
+    assert str(exit_info.value.code) == (
+        f"error: {tmp_path / 'dup' / 'results.csv'}, line 3: duplicate of line 2 (model vit, "
+        "fraction 0.5, seed 0); a cell is counted once: delete one of them"
+    )
     with sweep_lock(tmp_path / "busy"), pytest.raises(SystemExit) as exit_info:
         benchmark_main([*sweep, "--output-dir", str(tmp_path / "busy")])
     line = str(exit_info.value.code)
-    assert line.startswith(f"error: {tmp_path / 'busy'}: another sweep (pid {os.getpid()}) is running") and "\n" not in line
+    assert (
+        line.startswith(f"error: {tmp_path / 'busy'}: another sweep (pid {os.getpid()}) is running")
+        and "\n" not in line
+    )
     assert sorted(p.name for p in (tmp_path / "busy").iterdir()) == [".sweep.lock"]
 
 
@@ -161,8 +221,10 @@ def test_a_huge_bilevel_png_is_refused_from_its_header_without_decoding(tmp_path
     before = _peak_rss_kib()
     image, info = ImageFiles([str(path)], transform=lambda im: im)[0]
     grown_kib = _peak_rss_kib() - before
-    assert image is None and info["error"] == (f"ImageTooLargeError: {path}: 12000x12000 = 144000000 pixels, more "
-                                               "than max_pixels=89478485 (raise --max-pixels to read it)")
+    assert image is None and info["error"] == (
+        f"ImageTooLargeError: {path}: 12000x12000 = 144000000 pixels, more "
+        "than max_pixels=89478485 (raise --max-pixels to read it)"
+    )
     assert grown_kib < 50 * 1024, grown_kib  # the peak grew by less than 50 MiB (decoding it takes > 400 MiB)
 
 

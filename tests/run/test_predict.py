@@ -1,4 +1,5 @@
 """Inference on your own images: tools/predict.py, train.py predict, and the image loader behind both."""
+
 import json
 import runpy
 import sys
@@ -23,9 +24,19 @@ import train as train_tool  # noqa: E402
 
 QUICKSTART = str(REPO / "configs/quickstart.yaml")
 DETR_CFG = str(REPO / "configs/detr_shapes.yaml")
-TINY_DETR = ['--model.init_args.model_args', '{"backbone": "test_resnet", "dilation": true, "pre_norm": true, "hidden_dim": 32, '
-             '"nheads": 2, "enc_layers": 1, "dec_layers": 2, "dim_feedforward": 64, "num_queries": 8}']
-QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false", "--trainer.accelerator", "cpu"]
+TINY_DETR = [
+    "--model.init_args.model_args",
+    '{"backbone": "test_resnet", "dilation": true, "pre_norm": true, "hidden_dim": 32, '
+    '"nheads": 2, "enc_layers": 1, "dec_layers": 2, "dim_feedforward": 64, "num_queries": 8}',
+]
+QUIET = [
+    "--trainer.enable_progress_bar",
+    "false",
+    "--trainer.enable_model_summary",
+    "false",
+    "--trainer.accelerator",
+    "cpu",
+]
 
 
 def _rgb(h, w, seed):
@@ -40,10 +51,31 @@ def _rgb(h, w, seed):
 def cls_run(tmp_path_factory):
     """A quickstart ViT (vit_nano_patch4_32) fitted for one tiny epoch: (data flags, best.ckpt)."""
     tmp = tmp_path_factory.mktemp("cls")
-    data = ["--data.init_args.root", str(tmp / "data"), "--data.init_args.num_train", "40", "--data.init_args.num_test", "20",
-            "--data.init_args.val_split", "20", "--data.init_args.batch_size", "20"]
-    train_tool.main(["fit", "--config", QUICKSTART, *data, *QUIET, "--trainer.max_epochs", "1",
-                     "--trainer.default_root_dir", str(tmp / "run")])
+    data = [
+        "--data.init_args.root",
+        str(tmp / "data"),
+        "--data.init_args.num_train",
+        "40",
+        "--data.init_args.num_test",
+        "20",
+        "--data.init_args.val_split",
+        "20",
+        "--data.init_args.batch_size",
+        "20",
+    ]
+    train_tool.main(
+        [
+            "fit",
+            "--config",
+            QUICKSTART,
+            *data,
+            *QUIET,
+            "--trainer.max_epochs",
+            "1",
+            "--trainer.default_root_dir",
+            str(tmp / "run"),
+        ]
+    )
     return data, tmp / "run" / "version_0" / "checkpoints" / "best.ckpt"
 
 
@@ -51,11 +83,38 @@ def cls_run(tmp_path_factory):
 def det_run(tmp_path_factory):
     """A tiny DETR fitted one step on synthetic shapes in COCO format (non-contiguous category ids)."""
     tmp = tmp_path_factory.mktemp("det")
-    data = ["--data.init_args.root", str(tmp / "data"), "--data.init_args.num_train", "4", "--data.init_args.num_val", "2",
-            "--data.init_args.img_size", "64", "--data.init_args.batch_size", "4", "--data.init_args.scales", "[64]",
-            "--data.init_args.val_size", "64", "--data.init_args.max_size", "96"]
-    train_tool.main(["fit", "--config", DETR_CFG, *TINY_DETR, *data, *QUIET, "--trainer.max_epochs", "1",
-                     "--trainer.default_root_dir", str(tmp / "run")])
+    data = [
+        "--data.init_args.root",
+        str(tmp / "data"),
+        "--data.init_args.num_train",
+        "4",
+        "--data.init_args.num_val",
+        "2",
+        "--data.init_args.img_size",
+        "64",
+        "--data.init_args.batch_size",
+        "4",
+        "--data.init_args.scales",
+        "[64]",
+        "--data.init_args.val_size",
+        "64",
+        "--data.init_args.max_size",
+        "96",
+    ]
+    train_tool.main(
+        [
+            "fit",
+            "--config",
+            DETR_CFG,
+            *TINY_DETR,
+            *data,
+            *QUIET,
+            "--trainer.max_epochs",
+            "1",
+            "--trainer.default_root_dir",
+            str(tmp / "run"),
+        ]
+    )
     return [*TINY_DETR, *data], tmp / "run" / "version_0" / "checkpoints" / "last.ckpt"
 
 
@@ -77,8 +136,22 @@ def _read(path):
 def test_classification_json_is_the_models_softmax_with_the_configs_labels(cls_run, photos, tmp_path):
     data, ckpt = cls_run
     out = tmp_path / "out"
-    failed = predict_tool.main(["--config", QUICKSTART, "--ckpt", str(ckpt), "--input", str(photos / "a.png"),
-                                str(photos / "b.jpg"), "--output-dir", str(out), "--top-k", "10", *data])
+    failed = predict_tool.main(
+        [
+            "--config",
+            QUICKSTART,
+            "--ckpt",
+            str(ckpt),
+            "--input",
+            str(photos / "a.png"),
+            str(photos / "b.jpg"),
+            "--output-dir",
+            str(out),
+            "--top-k",
+            "10",
+            *data,
+        ]
+    )
     assert failed == 0
     records = _read(out / "predictions.json")
     assert [r["file"] for r in records] == [str(photos / "a.png"), str(photos / "b.jpg")]
@@ -92,15 +165,32 @@ def test_classification_json_is_the_models_softmax_with_the_configs_labels(cls_r
         # the model's own softmax on the datamodule's evaluation transform (resized to the 32-px training size)
         with torch.no_grad():
             probs = model(dm.predict_transform()(load_rgb(r["file"]))[None]).softmax(-1)[0]
-        assert {t["class_id"]: t["score"] for t in r["top_k"]} == pytest.approx(dict(enumerate(probs.tolist())), abs=2e-6)
+        assert {t["class_id"]: t["score"] for t in r["top_k"]} == pytest.approx(
+            dict(enumerate(probs.tolist())), abs=2e-6
+        )
 
 
 def test_unreadable_files_are_named_skipped_and_counted_in_the_exit_status(photos, tmp_path, monkeypatch, capsys):
     torch.save(va.create_model("vit_nano_patch4_32").state_dict(), tmp_path / "vit.pth")
     out = tmp_path / "out"
-    monkeypatch.setattr(sys, "argv", [str(REPO / "tools/predict.py"), "--model", "vit_nano_patch4_32", "--ckpt",
-                                      str(tmp_path / "vit.pth"), "--input", str(photos), str(tmp_path / "missing.jpg"),
-                                      "--output-dir", str(out), "--top-k", "3"])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            str(REPO / "tools/predict.py"),
+            "--model",
+            "vit_nano_patch4_32",
+            "--ckpt",
+            str(tmp_path / "vit.pth"),
+            "--input",
+            str(photos),
+            str(tmp_path / "missing.jpg"),
+            "--output-dir",
+            str(out),
+            "--top-k",
+            "3",
+        ],
+    )
     with pytest.raises(SystemExit) as exit_:  # the script as `python tools/predict.py ...` runs it
         runpy.run_path(str(REPO / "tools/predict.py"), run_name="__main__")
     assert exit_.value.code == 3  # broken.jpg, truncated.png, missing.jpg
@@ -136,9 +226,26 @@ def test_exif_grayscale_rgba_palette_and_16_bit_images_predict_as_their_rgb_equi
     assert np.abs(np.asarray(load_rgb(d / "rgba.png"), dtype=int) - on_white).max() <= 1
     torch.save(va.create_model("vit_nano_patch4_32").state_dict(), tmp_path / "vit.pth")
     out = tmp_path / "out"
-    assert predict_tool.main(["--model", "vit_nano_patch4_32", "--ckpt", str(tmp_path / "vit.pth"), "--input", str(d),
-                              "--output-dir", str(out), "--top-k", "10"]) == 0
-    top = {Path(r["file"]).stem: {t["class_id"]: t["score"] for t in r["top_k"]} for r in _read(out / "predictions.json")}
+    assert (
+        predict_tool.main(
+            [
+                "--model",
+                "vit_nano_patch4_32",
+                "--ckpt",
+                str(tmp_path / "vit.pth"),
+                "--input",
+                str(d),
+                "--output-dir",
+                str(out),
+                "--top-k",
+                "10",
+            ]
+        )
+        == 0
+    )
+    top = {
+        Path(r["file"]).stem: {t["class_id"]: t["score"] for t in r["top_k"]} for r in _read(out / "predictions.json")
+    }
     assert top["exif"] == top["exif_ref"] and top["gray"] == top["gray_ref"] and top["deep"] == top["gray_ref"]
     assert top["rgba"] == pytest.approx(top["rgba_ref"], abs=2e-3) and top["pal"] == top["pal_ref"]
     assert top["exif"] != top["gray"]  # different images do give different scores
@@ -147,8 +254,25 @@ def test_exif_grayscale_rgba_palette_and_16_bit_images_predict_as_their_rgb_equi
 def test_detection_json_boxes_in_original_pixels_and_the_datas_category_ids(det_run, photos, tmp_path):
     args, ckpt = det_run
     out = tmp_path / "out"
-    assert predict_tool.main(["--config", DETR_CFG, "--ckpt", str(ckpt), "--input", str(photos / "a.png"), str(photos / "b.jpg"),
-                              "--output-dir", str(out), "--threshold", "0", *args]) == 0
+    assert (
+        predict_tool.main(
+            [
+                "--config",
+                DETR_CFG,
+                "--ckpt",
+                str(ckpt),
+                "--input",
+                str(photos / "a.png"),
+                str(photos / "b.jpg"),
+                "--output-dir",
+                str(out),
+                "--threshold",
+                "0",
+                *args,
+            ]
+        )
+        == 0
+    )
     records = _read(out / "predictions.json")
     task, dm, _ = load_task(DETR_CFG, str(ckpt), args)
     cats = {c: name for c, name in zip(dm.label_to_category_id, dm.classes)}
@@ -162,8 +286,17 @@ def test_detection_json_boxes_in_original_pixels_and_the_datas_category_ids(det_
             out_ = task.model.eval()(x[None])
         prob, label = out_["pred_logits"][0].softmax(-1)[:, :-1].max(-1)
         cx, cy, bw, bh = out_["pred_boxes"][0].unbind(-1)
-        expected = sorted(zip(prob.tolist(), label.tolist(), ((cx - bw / 2) * w).tolist(), ((cy - bh / 2) * h).tolist(),
-                              (bw * w).tolist(), (bh * h).tolist()), reverse=True)
+        expected = sorted(
+            zip(
+                prob.tolist(),
+                label.tolist(),
+                ((cx - bw / 2) * w).tolist(),
+                ((cy - bh / 2) * h).tolist(),
+                (bw * w).tolist(),
+                (bh * h).tolist(),
+            ),
+            reverse=True,
+        )
         assert len(r["detections"]) == len(expected) == 8  # threshold 0: every query
         for d, (score, lab, *box) in zip(r["detections"], expected):
             assert d["score"] == pytest.approx(score, abs=1e-6)
@@ -174,9 +307,23 @@ def test_detection_json_boxes_in_original_pixels_and_the_datas_category_ids(det_
 
 def test_a_detection_does_not_depend_on_the_other_images_of_the_batch(det_run, photos, tmp_path):
     args, ckpt = det_run
+
     def run(name, *files):
-        return predict_tool.main(["--config", DETR_CFG, "--ckpt", str(ckpt), "--input", *map(str, files),
-                                  "--output-dir", str(tmp_path / name), "--threshold", "0", *args])
+        return predict_tool.main(
+            [
+                "--config",
+                DETR_CFG,
+                "--ckpt",
+                str(ckpt),
+                "--input",
+                *map(str, files),
+                "--output-dir",
+                str(tmp_path / name),
+                "--threshold",
+                "0",
+                *args,
+            ]
+        )
 
     run("alone", photos / "a.png")
     run("together", photos / "b.jpg", photos / "a.png")  # another size, default batch size (8)
@@ -192,14 +339,45 @@ def test_a_detection_does_not_depend_on_the_other_images_of_the_batch(det_run, p
 
 
 def test_train_py_predict_writes_the_same_json_as_tools_predict(cls_run, det_run, photos, tmp_path):
-    for name, config, (args, ckpt), extra in (("cls", QUICKSTART, cls_run, ["--top-k", "5"]),
-                                              ("det", DETR_CFG, det_run, ["--threshold", "0"])):
-        predict_tool.main(["--config", config, "--ckpt", str(ckpt), "--input", str(photos), "--output-dir",
-                           str(tmp_path / name), *extra, *args])
-        writer = ["--trainer.callbacks+=vision_attn.callbacks.predictions.PredictionWriter",
-                  f"--trainer.callbacks.{extra[0][2:].replace('-', '_')}", extra[1]]
-        train_tool.main(["predict", "--config", config, "--ckpt_path", str(ckpt), "--data.init_args.predict_root", str(photos),
-                         "--trainer.default_root_dir", str(tmp_path / f"{name}_run"), *writer, *QUIET, *args])
+    for name, config, (args, ckpt), extra in (
+        ("cls", QUICKSTART, cls_run, ["--top-k", "5"]),
+        ("det", DETR_CFG, det_run, ["--threshold", "0"]),
+    ):
+        predict_tool.main(
+            [
+                "--config",
+                config,
+                "--ckpt",
+                str(ckpt),
+                "--input",
+                str(photos),
+                "--output-dir",
+                str(tmp_path / name),
+                *extra,
+                *args,
+            ]
+        )
+        writer = [
+            "--trainer.callbacks+=vision_attn.callbacks.predictions.PredictionWriter",
+            f"--trainer.callbacks.{extra[0][2:].replace('-', '_')}",
+            extra[1],
+        ]
+        train_tool.main(
+            [
+                "predict",
+                "--config",
+                config,
+                "--ckpt_path",
+                str(ckpt),
+                "--data.init_args.predict_root",
+                str(photos),
+                "--trainer.default_root_dir",
+                str(tmp_path / f"{name}_run"),
+                *writer,
+                *QUIET,
+                *args,
+            ]
+        )
         ours = (tmp_path / name / "predictions.json").read_text()
         # predicting from a run's checkpoint writes into that run, and opens no version_N of its own
         assert (ckpt.parent.parent / "predictions.json").read_text() == ours
@@ -209,14 +387,53 @@ def test_train_py_predict_writes_the_same_json_as_tools_predict(cls_run, det_run
 
 def test_attention_pngs_for_vit_detr_and_pixel_attention(cls_run, det_run, photos, tmp_path):
     data, ckpt = cls_run
-    predict_tool.main(["--config", QUICKSTART, "--ckpt", str(ckpt), "--input", str(photos / "a.png"), "--output-dir",
-                       str(tmp_path / "vit"), "--attention", *data])
+    predict_tool.main(
+        [
+            "--config",
+            QUICKSTART,
+            "--ckpt",
+            str(ckpt),
+            "--input",
+            str(photos / "a.png"),
+            "--output-dir",
+            str(tmp_path / "vit"),
+            "--attention",
+            *data,
+        ]
+    )
     args, dckpt = det_run
-    predict_tool.main(["--config", DETR_CFG, "--ckpt", str(dckpt), "--input", str(photos / "b.jpg"), "--output-dir",
-                       str(tmp_path / "detr"), "--attention", "--threshold", "0", *args])
-    predict_tool.main(["--config", str(REPO / "configs/quickstart_nonlocal.yaml"), "--input", str(photos / "a.png"),
-                       "--output-dir", str(tmp_path / "nonlocal"), "--attention", "--query-pixels", "4,4", "20,10",
-                       "--data.init_args.root", str(tmp_path / "data")])
+    predict_tool.main(
+        [
+            "--config",
+            DETR_CFG,
+            "--ckpt",
+            str(dckpt),
+            "--input",
+            str(photos / "b.jpg"),
+            "--output-dir",
+            str(tmp_path / "detr"),
+            "--attention",
+            "--threshold",
+            "0",
+            *args,
+        ]
+    )
+    predict_tool.main(
+        [
+            "--config",
+            str(REPO / "configs/quickstart_nonlocal.yaml"),
+            "--input",
+            str(photos / "a.png"),
+            "--output-dir",
+            str(tmp_path / "nonlocal"),
+            "--attention",
+            "--query-pixels",
+            "4,4",
+            "20,10",
+            "--data.init_args.root",
+            str(tmp_path / "data"),
+        ]
+    )
     pngs = [tmp_path / "vit" / "a_attention.png", tmp_path / "detr" / "b_attention.png"]
     pngs += sorted((tmp_path / "nonlocal").glob("a_pixel_attention_*.png"))
     assert len(pngs) == 4  # quickstart_nonlocal has two non-local blocks

@@ -1,4 +1,5 @@
 """Runs that survive: exact resume, best/last checkpoints, atomic writes, non-finite guards, reproducible seeds."""
+
 import csv
 import errno
 import json
@@ -33,7 +34,14 @@ from vision_attn.run.resume import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-QUIET = ["--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+QUIET = [
+    "--trainer.accelerator",
+    "cpu",
+    "--trainer.enable_progress_bar",
+    "false",
+    "--trainer.enable_model_summary",
+    "false",
+]
 TINY_VIT = '{"embed_dim": 16, "depth": 1, "num_heads": 2}'
 
 
@@ -47,14 +55,34 @@ def one_thread():
 
 
 def shapes(tmp_path, num_train=300, batch=40, workers=0):
-    return ["--data.init_args.root", str(tmp_path / "data"), "--data.init_args.num_train", str(num_train),
-            "--data.init_args.num_test", "50", "--data.init_args.val_split", "100",
-            "--data.init_args.batch_size", str(batch), "--data.init_args.num_workers", str(workers)]
+    return [
+        "--data.init_args.root",
+        str(tmp_path / "data"),
+        "--data.init_args.num_train",
+        str(num_train),
+        "--data.init_args.num_test",
+        "50",
+        "--data.init_args.val_split",
+        "100",
+        "--data.init_args.batch_size",
+        str(batch),
+        "--data.init_args.num_workers",
+        str(workers),
+    ]
 
 
 def classifier(tmp_path, *extra, epochs=2, workers=0):
-    return ["--config", str(REPO / "configs/quickstart.yaml"), *QUIET, "--trainer.max_epochs", str(epochs),
-            *shapes(tmp_path, workers=workers), "--model.init_args.model_args", TINY_VIT, *extra]
+    return [
+        "--config",
+        str(REPO / "configs/quickstart.yaml"),
+        *QUIET,
+        "--trainer.max_epochs",
+        str(epochs),
+        *shapes(tmp_path, workers=workers),
+        "--model.init_args.model_args",
+        TINY_VIT,
+        *extra,
+    ]
 
 
 class StopAfterFirstEpoch(pl.Callback):
@@ -95,8 +123,15 @@ def assert_same_weights(a, b):
 
 # ---- exact resume ------------------------------------------------------------------------------------------------
 def test_resumed_classifier_with_augmentation_mixup_and_ema_ends_with_the_uninterrupted_weights(tmp_path):
-    args = classifier(tmp_path, "--model.init_args.mixup_alpha", "0.8", "--model.init_args.cutmix_alpha", "1.0",
-                      "--model.init_args.ema_decay", "0.9")
+    args = classifier(
+        tmp_path,
+        "--model.init_args.mixup_alpha",
+        "0.8",
+        "--model.init_args.cutmix_alpha",
+        "1.0",
+        "--model.init_args.ema_decay",
+        "0.9",
+    )
     a, b = uninterrupted_and_resumed(tmp_path, args)
     assert_same_weights(a, b)
     assert any(k.startswith("ema.") for k in a["state_dict"])
@@ -111,11 +146,27 @@ def test_a_fit_killed_with_sigkill_and_resumed_ends_with_the_uninterrupted_weigh
     fit(args, tmp_path / "A")
     marker = tmp_path / "paused"  # written by the child at the start of epoch 1, after epoch 0's last.ckpt
     pause = json.dumps([{"class_path": "_pause_once.PauseBeforeSecondEpoch", "init_args": {"marker": str(marker)}}])
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests"), os.environ.get("PYTHONPATH", "")]),
+    }
     with open(tmp_path / "child.log", "w") as log:
-        child = subprocess.Popen([sys.executable, str(REPO / "tools/train.py"), "fit", *args, "--trainer.callbacks", pause,
-                                  "--trainer.default_root_dir", str(tmp_path / "B")], env=env, stdout=log, stderr=log)
+        child = subprocess.Popen(
+            [
+                sys.executable,
+                str(REPO / "tools/train.py"),
+                "fit",
+                *args,
+                "--trainer.callbacks",
+                pause,
+                "--trainer.default_root_dir",
+                str(tmp_path / "B"),
+            ],
+            env=env,
+            stdout=log,
+            stderr=log,
+        )
         deadline = time.time() + 600  # a loaded machine: importing torch and building the run can take minutes
         while not (marker.is_file() and marker.read_text()):
             assert time.time() < deadline and child.poll() is None, (tmp_path / "child.log").read_text()[-3000:]
@@ -127,25 +178,74 @@ def test_a_fit_killed_with_sigkill_and_resumed_ends_with_the_uninterrupted_weigh
 
 
 def test_resumed_detr_ends_with_the_uninterrupted_weights(tmp_path):
-    tiny = ('{"backbone": "test_resnet", "dilation": true, "pre_norm": true, "hidden_dim": 32, "nheads": 2, '
-            '"enc_layers": 1, "dec_layers": 2, "dim_feedforward": 64, "num_queries": 8}')
-    args = ["--config", str(REPO / "configs/detr_shapes.yaml"), *QUIET, "--trainer.max_epochs", "2",
-            "--model.init_args.model", "detr_tiny_prenorm", "--model.init_args.model_args", tiny,
-            "--data.init_args.root", str(tmp_path / "data"), "--data.init_args.num_train", "16",
-            "--data.init_args.num_val", "4", "--data.init_args.img_size", "48", "--data.init_args.batch_size", "4",
-            "--data.init_args.scales", "[32, 40, 48]", "--data.init_args.val_size", "48", "--data.init_args.max_size", "64"]
+    tiny = (
+        '{"backbone": "test_resnet", "dilation": true, "pre_norm": true, "hidden_dim": 32, "nheads": 2, '
+        '"enc_layers": 1, "dec_layers": 2, "dim_feedforward": 64, "num_queries": 8}'
+    )
+    args = [
+        "--config",
+        str(REPO / "configs/detr_shapes.yaml"),
+        *QUIET,
+        "--trainer.max_epochs",
+        "2",
+        "--model.init_args.model",
+        "detr_tiny_prenorm",
+        "--model.init_args.model_args",
+        tiny,
+        "--data.init_args.root",
+        str(tmp_path / "data"),
+        "--data.init_args.num_train",
+        "16",
+        "--data.init_args.num_val",
+        "4",
+        "--data.init_args.img_size",
+        "48",
+        "--data.init_args.batch_size",
+        "4",
+        "--data.init_args.scales",
+        "[32, 40, 48]",
+        "--data.init_args.val_size",
+        "48",
+        "--data.init_args.max_size",
+        "64",
+    ]
     a, b = uninterrupted_and_resumed(tmp_path, args)
     assert_same_weights(a, b)
 
 
 def test_resumed_gan_with_both_optimizers_and_ema_ends_with_the_uninterrupted_weights(tmp_path):
     tiny = json.dumps({"ch": 8, "g_mults": [1, 1, 1, 1], "d_mults": [1, 1, 1, 1], "z_dim": 16, "embed_dim": 8})
-    args = ["--config", str(REPO / "configs/sagan_shapes.yaml"), *QUIET, "--trainer.max_epochs", "2",
-            "--trainer.max_steps", "-1", "--trainer.max_time", "null", "--model.init_args.model_args", tiny,
-            "--model.init_args.sample_every_n_steps", "0", "--model.init_args.ema_start", "2",
-            "--model.init_args.ema_decay", "0.5", "--model.init_args.diffaug", "color,translation",
-            "--data.init_args.root", str(tmp_path / "data"), "--data.init_args.num_train", "120",
-            "--data.init_args.num_test", "20", "--data.init_args.val_split", "8", "--data.init_args.batch_size", "16"]
+    args = [
+        "--config",
+        str(REPO / "configs/sagan_shapes.yaml"),
+        *QUIET,
+        "--trainer.max_epochs",
+        "2",
+        "--trainer.max_steps",
+        "-1",
+        "--trainer.max_time",
+        "null",
+        "--model.init_args.model_args",
+        tiny,
+        "--model.init_args.sample_every_n_steps",
+        "0",
+        "--model.init_args.ema_start",
+        "2",
+        "--model.init_args.ema_decay",
+        "0.5",
+        "--model.init_args.diffaug",
+        "color,translation",
+        "--data.init_args.root",
+        str(tmp_path / "data"),
+        "--data.init_args.num_train",
+        "120",
+        "--data.init_args.num_test",
+        "20",
+        "--data.init_args.val_split",
+        "8",
+        "--data.init_args.batch_size",
+        "16",
+    ]
     a, b = uninterrupted_and_resumed(tmp_path, args)
     assert_same_weights(a, b)
     assert a["generator_steps"] == b["generator_steps"] > 0
@@ -157,15 +257,23 @@ def test_resumed_gan_with_both_optimizers_and_ema_ends_with_the_uninterrupted_we
 
 def test_ckpt_path_last_with_nothing_to_resume_names_the_folder(tmp_path):
     with pytest.raises(SystemExit) as exit_info:  # one line, no traceback
-        main(["fit", *classifier(tmp_path), "--trainer.default_root_dir", str(tmp_path / "empty"), "--ckpt_path", "last"])
+        main(
+            ["fit", *classifier(tmp_path), "--trainer.default_root_dir", str(tmp_path / "empty"), "--ckpt_path", "last"]
+        )
     line = str(exit_info.value.code)
     assert line.startswith("error: --ckpt_path last: nothing to resume") and str(tmp_path / "empty") in line
     assert "\n" not in line and not (tmp_path / "empty" / "version_0" / "checkpoints").exists()  # nothing trained anew
 
 
 def test_a_user_model_checkpoint_is_kept_and_short_fits_still_leave_best_ckpt(tmp_path):
-    mine = json.dumps([{"class_path": "pytorch_lightning.callbacks.ModelCheckpoint",
-                        "init_args": {"dirpath": str(tmp_path / "mine"), "filename": "mine"}}])
+    mine = json.dumps(
+        [
+            {
+                "class_path": "pytorch_lightning.callbacks.ModelCheckpoint",
+                "init_args": {"dirpath": str(tmp_path / "mine"), "filename": "mine"},
+            }
+        ]
+    )
     cli = fit([*classifier(tmp_path, epochs=1), "--trainer.callbacks", mine], tmp_path / "u")
     ckpts = [c for c in cli.trainer.callbacks if isinstance(c, pl.callbacks.ModelCheckpoint)]
     assert len(ckpts) == 1 and not isinstance(ckpts[0], RunCheckpoint) and (tmp_path / "mine" / "mine.ckpt").is_file()
@@ -197,7 +305,10 @@ def test_a_failed_checkpoint_write_leaves_the_previous_file_and_names_it(tmp_pat
     monkeypatch.setattr(checkpoint_module, "_write", disk_full)
     with pytest.raises(CheckpointWriteError) as err:
         io.save_checkpoint({"w": torch.zeros(3)}, path)
-    assert str(err.value) == f"could not write checkpoint {path}: No space left on device; the previous last.ckpt is unchanged"
+    assert (
+        str(err.value)
+        == f"could not write checkpoint {path}: No space left on device; the previous last.ckpt is unchanged"
+    )
     assert torch.equal(torch.load(path, weights_only=True)["w"], torch.ones(3))
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary file left behind
 
@@ -229,8 +340,12 @@ def test_guard_skips_up_to_the_limit_then_stops_and_refuses_non_finite_checkpoin
     model.weight.grad = torch.tensor([[float("nan"), 1.0]])
     with pytest.raises(NonFiniteError, match=r"^step 7: gradient norm is nan \(after skipping 1 steps"):
         guard.on_before_optimizer_step(Trainer, None, opt)
-    with pytest.raises(NonFiniteError, match=r"refusing to save a checkpoint: 1 of 2 weight tensors are non-finite \(first: w\)"):
-        NonFiniteGuard().on_save_checkpoint(Trainer, None, {"state_dict": {"w": torch.tensor([float("nan")]), "b": torch.ones(1)}})
+    with pytest.raises(
+        NonFiniteError, match=r"refusing to save a checkpoint: 1 of 2 weight tensors are non-finite \(first: w\)"
+    ):
+        NonFiniteGuard().on_save_checkpoint(
+            Trainer, None, {"state_dict": {"w": torch.tensor([float("nan")]), "b": torch.ones(1)}}
+        )
 
 
 def test_matcher_never_hands_non_finite_costs_to_scipy():
@@ -238,7 +353,6 @@ def test_matcher_never_hands_non_finite_costs_to_scipy():
     targets = [{"labels": torch.tensor([1]), "boxes": torch.tensor([[0.5, 0.5, 0.2, 0.2]])}]
     with pytest.raises(FloatingPointError, match="pred_boxes has 12 non-finite values"):
         HungarianMatcher()(out, targets)
-
 
 
 # What ``fit --ckpt_path last`` picks and what the continued metrics.csv holds, on hand-made files (no training).
@@ -308,8 +422,11 @@ def test_a_run_without_logger_and_relative_roots(tmp_path, monkeypatch):
 
 
 def test_nothing_to_resume_names_the_folders(tmp_path):
-    with pytest.raises(NothingToResumeError, match=rf"^--ckpt_path last: nothing to resume, no last.ckpt in "
-                                                   rf"{tmp_path}/version_\*/checkpoints/$"):
+    with pytest.raises(
+        NothingToResumeError,
+        match=rf"^--ckpt_path last: nothing to resume, no last.ckpt in "
+        rf"{tmp_path}/version_\*/checkpoints/$",
+    ):
         find_last_checkpoint(tmp_path)
     assert issubclass(NothingToResumeError, FileNotFoundError)
     with pytest.raises(NothingToResumeError, match=rf"no last.ckpt in {tmp_path / 'a'}, {tmp_path / 'b'}$"):
@@ -323,7 +440,8 @@ def test_user_dirpaths_take_the_newest_last_star(tmp_path):
     _ckpt(tmp_path / "other/last.ckpt", step=3, mtime=1500)
     _ckpt(tmp_path / "other/best.ckpt", step=4, mtime=5000)
     assert find_last_checkpoint(tmp_path, [tmp_path / "mine", tmp_path / "other"]) == Resume(
-        tmp_path / "mine/last-v1.ckpt", None, 2)
+        tmp_path / "mine/last-v1.ckpt", None, 2
+    )
 
 
 def _metrics(path, rows, keys=("epoch", "loss", "step")):
@@ -339,8 +457,13 @@ def _read(path):
         return list(csv.DictReader(f))
 
 
-ROWS = [{"epoch": 0, "loss": 1.0, "step": 2}, {"epoch": 0, "loss": "", "step": ""}, {"epoch": 0, "loss": 0.5, "step": 4.0},
-        {"epoch": 1, "loss": 0.25, "step": 5}, {"epoch": 1, "loss": 0.1, "step": 6}]
+ROWS = [
+    {"epoch": 0, "loss": 1.0, "step": 2},
+    {"epoch": 0, "loss": "", "step": ""},
+    {"epoch": 0, "loss": 0.5, "step": 4.0},
+    {"epoch": 1, "loss": 0.25, "step": 5},
+    {"epoch": 1, "loss": 0.1, "step": 6},
+]
 
 
 def test_continuing_writer_drops_rows_from_the_checkpoint_step_on(tmp_path):
@@ -348,8 +471,11 @@ def test_continuing_writer_drops_rows_from_the_checkpoint_step_on(tmp_path):
     _metrics(log, ROWS)
     w = _ContinuingWriter(str(log), keep_before_step=5)
     assert w.metrics_keys == ["epoch", "loss", "step"]
-    assert _read(log) == [{"epoch": "0", "loss": "1.0", "step": "2"}, {"epoch": "0", "loss": "", "step": ""},
-                          {"epoch": "0", "loss": "0.5", "step": "4.0"}]
+    assert _read(log) == [
+        {"epoch": "0", "loss": "1.0", "step": "2"},
+        {"epoch": "0", "loss": "", "step": ""},
+        {"epoch": "0", "loss": "0.5", "step": "4.0"},
+    ]
     w.log_metrics({"loss": 0.3, "acc": 0.9}, step=5)
     w.save()
     assert _read(log)[-1] == {"acc": "0.9", "epoch": "", "loss": "0.3", "step": "5"}
@@ -377,7 +503,11 @@ def test_resumable_logger_continues_its_version(tmp_path):
     assert isinstance(logger.experiment, _ContinuingWriter)
     logger.log_metrics({"loss": 0.7}, step=4)
     logger.save()
-    assert [(r["loss"], r["step"]) for r in _read(tmp_path / "runs" / "version_3")] == [("1.0", "2"), ("", ""), ("0.7", "4")]
+    assert [(r["loss"], r["step"]) for r in _read(tmp_path / "runs" / "version_3")] == [
+        ("1.0", "2"),
+        ("", ""),
+        ("0.7", "4"),
+    ]
     plain = ResumableCSVLogger(str(tmp_path / "plain"), name="x", version=0)
     plain.log_metrics({"loss": 1.5}, step=0)
     plain.save()

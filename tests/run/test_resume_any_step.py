@@ -1,5 +1,6 @@
 """Resume at any step: a fit killed with SIGKILL at a random batch and resumed with ``--ckpt_path last`` ends with the
 weights (every tensor, bit for bit) and the logged losses of an uninterrupted one: the classifier and the SA-GAN."""
+
 import csv
 import json
 import os
@@ -19,9 +20,19 @@ from vision_attn.data.resumable import ResumableSampler, SeededSamples
 from vision_attn.run.cli import VisionAttnCLI
 
 REPO = Path(__file__).resolve().parents[2]
-QUIET = ["--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1",
-       "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])}
+QUIET = [
+    "--trainer.accelerator",
+    "cpu",
+    "--trainer.enable_progress_bar",
+    "false",
+    "--trainer.enable_model_summary",
+    "false",
+]
+ENV = {
+    **os.environ,
+    "OMP_NUM_THREADS": "1",
+    "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests"), os.environ.get("PYTHONPATH", "")]),
+}
 
 
 @pytest.fixture(autouse=True)
@@ -34,32 +45,100 @@ def one_thread():
 
 
 def classifier_args(tmp_path):
-    return ["--config", str(REPO / "configs/quickstart.yaml"), *QUIET, "--trainer.max_epochs", "2",
-            "--trainer.log_every_n_steps", "1", "--model.init_args.model_args", '{"embed_dim": 16, "depth": 1, "num_heads": 2}',
-            "--model.init_args.mixup_alpha", "0.8", "--model.init_args.ema_decay", "0.9",
-            "--data.init_args.root", str(tmp_path / "data"), "--data.init_args.num_train", "220",
-            "--data.init_args.num_test", "50", "--data.init_args.val_split", "100", "--data.init_args.batch_size", "40",
-            "--data.init_args.num_workers", "0", "--last_every_n_batches", "1"]
+    return [
+        "--config",
+        str(REPO / "configs/quickstart.yaml"),
+        *QUIET,
+        "--trainer.max_epochs",
+        "2",
+        "--trainer.log_every_n_steps",
+        "1",
+        "--model.init_args.model_args",
+        '{"embed_dim": 16, "depth": 1, "num_heads": 2}',
+        "--model.init_args.mixup_alpha",
+        "0.8",
+        "--model.init_args.ema_decay",
+        "0.9",
+        "--data.init_args.root",
+        str(tmp_path / "data"),
+        "--data.init_args.num_train",
+        "220",
+        "--data.init_args.num_test",
+        "50",
+        "--data.init_args.val_split",
+        "100",
+        "--data.init_args.batch_size",
+        "40",
+        "--data.init_args.num_workers",
+        "0",
+        "--last_every_n_batches",
+        "1",
+    ]
 
 
 def gan_args(tmp_path):
     tiny = json.dumps({"ch": 8, "g_mults": [1, 1, 1, 1], "d_mults": [1, 1, 1, 1], "z_dim": 16, "embed_dim": 8})
-    return ["--config", str(REPO / "configs/sagan_shapes.yaml"), *QUIET, "--trainer.max_epochs", "2",
-            "--trainer.max_steps", "-1", "--trainer.max_time", "null", "--trainer.log_every_n_steps", "1",
-            "--model.init_args.model_args", tiny, "--model.init_args.sample_every_n_steps", "3",
-            "--model.init_args.n_samples", "4", "--model.init_args.ema_start", "2", "--model.init_args.ema_decay", "0.5",
-            "--model.init_args.diffaug", "color,translation", "--data.init_args.root", str(tmp_path / "data"),
-            "--data.init_args.num_train", "72", "--data.init_args.num_test", "20", "--data.init_args.val_split", "8",
-            "--data.init_args.batch_size", "16", "--last_every_n_batches", "1"]
+    return [
+        "--config",
+        str(REPO / "configs/sagan_shapes.yaml"),
+        *QUIET,
+        "--trainer.max_epochs",
+        "2",
+        "--trainer.max_steps",
+        "-1",
+        "--trainer.max_time",
+        "null",
+        "--trainer.log_every_n_steps",
+        "1",
+        "--model.init_args.model_args",
+        tiny,
+        "--model.init_args.sample_every_n_steps",
+        "3",
+        "--model.init_args.n_samples",
+        "4",
+        "--model.init_args.ema_start",
+        "2",
+        "--model.init_args.ema_decay",
+        "0.5",
+        "--model.init_args.diffaug",
+        "color,translation",
+        "--data.init_args.root",
+        str(tmp_path / "data"),
+        "--data.init_args.num_train",
+        "72",
+        "--data.init_args.num_test",
+        "20",
+        "--data.init_args.val_split",
+        "8",
+        "--data.init_args.batch_size",
+        "16",
+        "--last_every_n_batches",
+        "1",
+    ]
 
 
 def kill_at_batch(args, root, batch, tmp_path):
     """Run ``tools/train.py fit`` in a child, SIGKILL it just before training batch ``batch`` (of the whole fit)."""
     marker = tmp_path / f"paused-{root.name}"
-    pause = json.dumps([{"class_path": "_pause_once.PauseAtBatch", "init_args": {"marker": str(marker), "batch": batch}}])
+    pause = json.dumps(
+        [{"class_path": "_pause_once.PauseAtBatch", "init_args": {"marker": str(marker), "batch": batch}}]
+    )
     with open(tmp_path / "child.log", "w") as log:
-        child = subprocess.Popen([sys.executable, str(REPO / "tools/train.py"), "fit", *args, "--trainer.callbacks", pause,
-                                  "--trainer.default_root_dir", str(root)], env=ENV, stdout=log, stderr=log)
+        child = subprocess.Popen(
+            [
+                sys.executable,
+                str(REPO / "tools/train.py"),
+                "fit",
+                *args,
+                "--trainer.callbacks",
+                pause,
+                "--trainer.default_root_dir",
+                str(root),
+            ],
+            env=ENV,
+            stdout=log,
+            stderr=log,
+        )
         deadline = time.time() + 600  # a loaded machine: importing torch and building the run can take minutes
         while not (marker.is_file() and marker.read_text()):
             assert time.time() < deadline and child.poll() is None, (tmp_path / "child.log").read_text()[-3000:]
@@ -158,8 +237,17 @@ def test_a_checkpoint_saved_at_a_batch_end_keeps_that_batches_logged_row(tmp_pat
 
     def ckpt(**total):
         path = tmp_path / "c.ckpt"
-        torch.save({"loops": {"fit_loop": {"epoch_loop.state_dict": {"_batches_that_stepped": 7},
-                                           "epoch_loop.batch_progress": {"total": total}}}}, path)
+        torch.save(
+            {
+                "loops": {
+                    "fit_loop": {
+                        "epoch_loop.state_dict": {"_batches_that_stepped": 7},
+                        "epoch_loop.batch_progress": {"total": total},
+                    }
+                }
+            },
+            path,
+        )
         return _logged_steps(path)
 
     assert ckpt(ready=8, started=8, processed=8, completed=7) == 8  # saved in on_train_batch_end: row 7 is kept

@@ -1,4 +1,5 @@
 """The data-size sweep: its config checks, its results file (resume, torn rows), its report, and one real cell."""
+
 import csv
 import json
 import subprocess
@@ -28,9 +29,21 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def row(model="vit", fraction=1.0, seed=0, top1=0.5, n_train=300, cell_hash=""):
-    return {"model": model, "fraction": fraction, "seed": seed, "n_train": n_train, "top1": top1, "top5": 0.9,
-            "train_seconds": 1.5, "images_per_second": 100.0, "devices": 1, "steps": 40, "params": 1234,
-            "cell_hash": cell_hash, "code_version": "test"}
+    return {
+        "model": model,
+        "fraction": fraction,
+        "seed": seed,
+        "n_train": n_train,
+        "top1": top1,
+        "top5": 0.9,
+        "train_seconds": 1.5,
+        "images_per_second": 100.0,
+        "devices": 1,
+        "steps": 40,
+        "params": 1234,
+        "cell_hash": cell_hash,
+        "code_version": "test",
+    }
 
 
 def hash_of(sweep: Path, model: str, fraction: float, seed: int, extra=()) -> str:
@@ -68,11 +81,19 @@ def test_shipped_sweeps_parse_and_name_existing_configs():
         ("fractions: [0.5]\nbudget: {steps: 3}\n", "missing 'models'"),
         ("models: {a: {config: configs/quickstart.yaml}}\nfractions: [0, 1]\nbudget: {steps: 3}\n", "(0, 1]"),
         ("models: {a: {config: configs/quickstart.yaml}}\nfractions: [1]\nbudget: {epochs: 0}\n", "{steps: N}"),
-        ("models: {a: {config: configs/quickstart.yaml}}\nfractions: [1]\nbudget: {epochs: 2, steps: 3}\n", "{epochs: E"),
-        ("models: {a: {config: configs/quickstart.yaml}}\nfractions: [1]\nbudget: {steps: 3}\nbaseline: b\n",
-         "baseline 'b' is not one of the models ['a']"),
+        (
+            "models: {a: {config: configs/quickstart.yaml}}\nfractions: [1]\nbudget: {epochs: 2, steps: 3}\n",
+            "{epochs: E",
+        ),
+        (
+            "models: {a: {config: configs/quickstart.yaml}}\nfractions: [1]\nbudget: {steps: 3}\nbaseline: b\n",
+            "baseline 'b' is not one of the models ['a']",
+        ),
         ("models: {a: {config: nowhere.yaml}}\nfractions: [1]\nbudget: {steps: 3}\n", "nowhere.yaml not found"),
-        ("models: {a: {config: configs/quickstart.yaml}}\nfractions: [1]\nbudget: {steps: 3}\nseed: [1]\n", "unknown keys"),
+        (
+            "models: {a: {config: configs/quickstart.yaml}}\nfractions: [1]\nbudget: {steps: 3}\nseed: [1]\n",
+            "unknown keys",
+        ),
         ("models: [\n", "not valid YAML"),
     ],
 )
@@ -125,7 +146,9 @@ def test_sweep_runs_missing_cells_only_and_appends_a_full_row(tmp_path, monkeypa
     """A rerun skips what results.csv has (the resume after a kill); the cell that runs is a real fit."""
     monkeypatch.chdir(REPO)
     data = tmp_path / "data"
-    sweep = write_sweep(tmp_path / "tiny.yaml", f"""
+    sweep = write_sweep(
+        tmp_path / "tiny.yaml",
+        f"""
 fractions: [0.25, 1.0]
 seeds: [3]
 budget: {{steps: 3}}
@@ -136,10 +159,13 @@ models:
   vit:
     config: configs/quickstart.yaml
     args: ['--model.init_args.model_args={{"embed_dim": 16, "depth": 1, "num_heads": 2}}']
-""")
+""",
+    )
     out = tmp_path / "out"
     out.mkdir()
-    append_result(out / "results.csv", row("vit", 1.0, 3, 0.123, cell_hash=hash_of(sweep, "vit", 1.0, 3)))  # finished before the "kill"
+    append_result(
+        out / "results.csv", row("vit", 1.0, 3, 0.123, cell_hash=hash_of(sweep, "vit", 1.0, 3))
+    )  # finished before the "kill"
     with open(out / "results.csv", "a") as f:
         f.write("vit,0.25,3,7")  # the row being written when the sweep was killed
     logs = []
@@ -148,8 +174,9 @@ models:
     assert [(r["model"], r["fraction"], r["seed"]) for r in rows] == [("vit", 1.0, 3), ("vit", 0.25, 3)]
     assert rows[0]["top1"] == 0.123  # the finished cell was not rerun
     new = rows[1]
-    dm = SyntheticShapesDataModule(root=str(data), num_train=400, num_test=100, val_split=100, train_fraction=0.25,
-                                   fraction_seed=3)
+    dm = SyntheticShapesDataModule(
+        root=str(data), num_train=400, num_test=100, val_split=100, train_fraction=0.25, fraction_seed=3
+    )
     dm.setup()
     # the stratified fraction of the 300 non-validation images (to within one image per class)
     assert new["n_train"] == dm.n_train and abs(dm.n_train - 75) <= 10
@@ -169,14 +196,17 @@ models:
 
 def test_failed_cells_are_reported_after_the_others_ran(tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
-    sweep = write_sweep(tmp_path / "bad_model.yaml", """
+    sweep = write_sweep(
+        tmp_path / "bad_model.yaml",
+        """
 fractions: [1.0]
 budget: {steps: 1}
 models:
   nope:
     config: configs/quickstart.yaml
     args: [--model.init_args.model=vit_does_not_exist]
-""")
+""",
+    )
     with pytest.raises(RuntimeError, match=r"1 cell\(s\) failed.*nope/f1-s0.*cell.log"):
         run_sweep(sweep, tmp_path / "out", python=sys.executable, log=lambda *_: None)
     log = (tmp_path / "out" / "cells" / "nope" / "f1-s0" / "cell.log").read_text()
@@ -187,12 +217,15 @@ models:
 def test_cells_finished_elsewhere_are_collected_and_print_cells_lists_the_rest(tmp_path, monkeypatch):
     """Cells run as cluster jobs (from --print-cells) leave result.json; the next sweep run collects them."""
     monkeypatch.chdir(REPO)
-    sweep = write_sweep(tmp_path / "s.yaml", """
+    sweep = write_sweep(
+        tmp_path / "s.yaml",
+        """
 fractions: [0.5, 1.0]
 budget: {steps: 7}
 models:
   cnn: {config: configs/quickstart_resnet.yaml}
-""")
+""",
+    )
     out = tmp_path / "out"
     logs = []
     commands = run_sweep(sweep, out, extra_args=["--trainer.num_nodes", "2"], print_cells=True, log=logs.append)
@@ -205,7 +238,9 @@ models:
         cell = out / "cells" / "cnn" / f"f{fraction}-s0"
         cell.mkdir(parents=True)
         made_by = hash_of(sweep, "cnn", float(fraction), 0, ["--trainer.num_nodes", "2"])
-        (cell / "result.json").write_text(json.dumps({**row("cnn", fraction, 0, 0.7, cell_hash=made_by), "fraction": fraction}))
+        (cell / "result.json").write_text(
+            json.dumps({**row("cnn", fraction, 0, 0.7, cell_hash=made_by), "fraction": fraction})
+        )
     nodes = ["--trainer.num_nodes", "2"]  # the same command again: the same cells
     rows = run_sweep(sweep, out, extra_args=nodes, log=logs.append)
     assert [(r["model"], r["fraction"], r["top1"]) for r in rows] == [("cnn", 0.5, 0.7), ("cnn", 1.0, 0.7)]
@@ -254,11 +289,22 @@ models:
 
 def test_a_second_sweep_in_the_same_folder_is_refused(tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
-    sweep = write_sweep(tmp_path / "s.yaml", "fractions: [1.0]\nbudget: {steps: 1}\nmodels:\n  cnn: {config: configs/quickstart_resnet.yaml}\n")
+    sweep = write_sweep(
+        tmp_path / "s.yaml",
+        "fractions: [1.0]\nbudget: {steps: 1}\nmodels:\n  cnn: {config: configs/quickstart_resnet.yaml}\n",
+    )
     out = tmp_path / "out"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from vision_attn.run.data_size.runner import sweep_lock\n"
-                               "with sweep_lock(__import__('pathlib').Path(sys.argv[1])):\n print('held', flush=True); time.sleep(60)",
-                               str(out)], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from vision_attn.run.data_size.runner import sweep_lock\n"
+            "with sweep_lock(__import__('pathlib').Path(sys.argv[1])):\n print('held', flush=True); time.sleep(60)",
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(SweepLockedError, match=rf"{out}: another sweep \(pid {holder.pid}\) is running"):
@@ -288,14 +334,20 @@ def test_cells_die_with_a_killed_sweep_and_a_rerun_keeps_their_logs(tmp_path, mo
     fake.parent.mkdir()
     fake.write_text(FAKE_PYTHON)
     fake.chmod(0o755)
-    sweep = write_sweep(tmp_path / "s.yaml", "fractions: [1.0]\nbudget: {steps: 1}\nmodels:\n  cnn: {config: configs/quickstart_resnet.yaml}\n")
+    sweep = write_sweep(
+        tmp_path / "s.yaml",
+        "fractions: [1.0]\nbudget: {steps: 1}\nmodels:\n  cnn: {config: configs/quickstart_resnet.yaml}\n",
+    )
     out = tmp_path / "out"
     code = "import sys; from vision_attn.run.data_size import run_sweep; run_sweep(sys.argv[1], sys.argv[2], python=sys.argv[3])"
     log = out / "cells" / "cnn" / "f1-s0" / "cell.log"
     for attempt in (1, 2):
         sweep_proc = subprocess.Popen([sys.executable, "-c", code, str(sweep), str(out), str(fake)])
         deadline = time.time() + 60
-        while time.time() < deadline and len((fake.parent / "pids").read_text().split() if (fake.parent / "pids").exists() else []) < attempt:
+        while (
+            time.time() < deadline
+            and len((fake.parent / "pids").read_text().split() if (fake.parent / "pids").exists() else []) < attempt
+        ):
             time.sleep(0.2)
         cell_pid = int((fake.parent / "pids").read_text().split()[-1])
         os.kill(sweep_proc.pid, signal.SIGKILL)  # kill -9 the sweep
@@ -319,7 +371,9 @@ def _alive(pid: int) -> bool:
 def test_submitit_local_launcher_runs_the_cells_as_a_job_array_and_collects_them(tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
     data = tmp_path / "data"
-    sweep = write_sweep(tmp_path / "s.yaml", f"""
+    sweep = write_sweep(
+        tmp_path / "s.yaml",
+        f"""
 fractions: [0.5, 1.0]
 budget: {{steps: 2}}
 args: [--data.init_args.root={data}, --data.init_args.num_train=200, --data.init_args.num_test=50,
@@ -327,7 +381,8 @@ args: [--data.init_args.root={data}, --data.init_args.num_train=200, --data.init
 models:
   cnn:
     config: configs/quickstart_resnet.yaml
-""")
+""",
+    )
     SyntheticShapesDataModule(root=str(data), num_train=200, num_test=50, val_split=50).prepare_data()
     out = tmp_path / "out"
     logs = []
@@ -336,6 +391,8 @@ models:
     assert all(r["cell_hash"] == hash_of(sweep, "cnn", r["fraction"], 0) for r in rows)
     assert any("job array" in line for line in logs) and (out / "submitit").is_dir()
     assert run_sweep(sweep, out, launcher={"cluster": "local"}, print_cells=True, log=lambda *_: None) == []
+
+
 # ---- the study's statistics: paired gaps to the declared baseline, their CI, and the sentence ------------------------
 def gap_rows(gaps_by_seed, fractions=(0.01, 0.1, 1.0), base=0.6):
     """Rows of a baseline ``cnn`` at ``base`` top-1 and a ``vit`` at ``base + gap`` (one gap list per seed)."""
@@ -349,34 +406,69 @@ def gap_rows(gaps_by_seed, fractions=(0.01, 0.1, 1.0), base=0.6):
 def test_gap_ci_is_the_paired_t_interval_of_a_hand_worked_example():
     mean, low, high = t_interval([0.1, 0.2, 0.3])
     # mean 0.2, sd 0.1, t(0.975, 2 df) = 4.302653: half-width 4.302653 * 0.1 / sqrt(3) = 0.248414
-    assert mean == pytest.approx(0.2) and low == pytest.approx(-0.048414, abs=1e-6) and high == pytest.approx(0.448414, abs=1e-6)
+    assert (
+        mean == pytest.approx(0.2)
+        and low == pytest.approx(-0.048414, abs=1e-6)
+        and high == pytest.approx(0.448414, abs=1e-6)
+    )
     assert t_interval([0.5]) == (0.5, None, None)
     # paired by seed: seed 1's baseline is better, seed 2 has no baseline (not paired); gaps 0.1, 0.2, 0.3
-    rows = [row("cnn", 0.5, 0, 0.5), row("cnn", 0.5, 1, 0.7), row("cnn", 0.5, 3, 0.4),
-            row("vit", 0.5, 0, 0.6), row("vit", 0.5, 1, 0.9), row("vit", 0.5, 3, 0.7), row("vit", 0.5, 2, 0.1)]
+    rows = [
+        row("cnn", 0.5, 0, 0.5),
+        row("cnn", 0.5, 1, 0.7),
+        row("cnn", 0.5, 3, 0.4),
+        row("vit", 0.5, 0, 0.6),
+        row("vit", 0.5, 1, 0.9),
+        row("vit", 0.5, 3, 0.7),
+        row("vit", 0.5, 2, 0.1),
+    ]
     (point,) = paired_gaps(rows, "cnn")["vit"]
     assert point["n"] == 3 and sorted(point["by_seed"]) == [0, 1, 3]
     assert (point["gap"], point["low"], point["high"]) == pytest.approx((0.2, -0.048414, 0.448414), abs=1e-6)
 
 
-@pytest.mark.parametrize("gaps_by_seed, trend, crossing, words", [
-    # behind at every size, less so with data: shrinks, does not cross
-    # (per-seed slopes 0.100, 0.095, 0.105 per decade: mean 0.1, sd 0.005, 4.302653 * 0.005 / sqrt(3) = 0.0124)
-    ([[-0.30, -0.20, -0.10], [-0.32, -0.21, -0.13], [-0.28, -0.19, -0.07]], "shrinks", "does not cross",
-     "the gap shrinks with data (slope +10.0 top-1 points per 10x data, 95% CI [+8.8, +11.2] over 3 seeds), and it "
-     "does not cross zero (model behind at every fraction; CI below 0 at 3 of 3)"),
-    # behind with little data, ahead with a lot: the claim
-    ([[-0.20, 0.00, 0.20], [-0.22, 0.01, 0.18], [-0.18, -0.01, 0.22]], "shrinks", "crosses",
-     "crosses zero (CI below 0 at fraction 0.01, above 0 at 1)"),
-    # behind by a constant, seeds disagree on the slope: neither
-    ([[-0.10, -0.12, -0.09], [-0.05, -0.02, -0.07], [-0.08, -0.10, -0.06]], "no clear trend", "does not cross",
-     "shows no clear trend with data"),
-    # falls further behind
-    ([[-0.02, -0.10, -0.20], [-0.01, -0.12, -0.21], [-0.03, -0.11, -0.19]], "widens", "does not cross", "widens with data"),
-    # the mean changes sign, but no fraction's CI excludes 0
-    ([[-0.05, 0.05, 0.0], [0.03, -0.06, 0.01], [-0.01, 0.04, -0.02]], "no clear trend", "no significant crossing",
-     "does not cross significantly"),
-])
+@pytest.mark.parametrize(
+    "gaps_by_seed, trend, crossing, words",
+    [
+        # behind at every size, less so with data: shrinks, does not cross
+        # (per-seed slopes 0.100, 0.095, 0.105 per decade: mean 0.1, sd 0.005, 4.302653 * 0.005 / sqrt(3) = 0.0124)
+        (
+            [[-0.30, -0.20, -0.10], [-0.32, -0.21, -0.13], [-0.28, -0.19, -0.07]],
+            "shrinks",
+            "does not cross",
+            "the gap shrinks with data (slope +10.0 top-1 points per 10x data, 95% CI [+8.8, +11.2] over 3 seeds), and it "
+            "does not cross zero (model behind at every fraction; CI below 0 at 3 of 3)",
+        ),
+        # behind with little data, ahead with a lot: the claim
+        (
+            [[-0.20, 0.00, 0.20], [-0.22, 0.01, 0.18], [-0.18, -0.01, 0.22]],
+            "shrinks",
+            "crosses",
+            "crosses zero (CI below 0 at fraction 0.01, above 0 at 1)",
+        ),
+        # behind by a constant, seeds disagree on the slope: neither
+        (
+            [[-0.10, -0.12, -0.09], [-0.05, -0.02, -0.07], [-0.08, -0.10, -0.06]],
+            "no clear trend",
+            "does not cross",
+            "shows no clear trend with data",
+        ),
+        # falls further behind
+        (
+            [[-0.02, -0.10, -0.20], [-0.01, -0.12, -0.21], [-0.03, -0.11, -0.19]],
+            "widens",
+            "does not cross",
+            "widens with data",
+        ),
+        # the mean changes sign, but no fraction's CI excludes 0
+        (
+            [[-0.05, 0.05, 0.0], [0.03, -0.06, 0.01], [-0.01, 0.04, -0.02]],
+            "no clear trend",
+            "no significant crossing",
+            "does not cross significantly",
+        ),
+    ],
+)
 def test_gap_sentence_says_whether_the_gap_shrinks_and_crosses(gaps_by_seed, trend, crossing, words):
     res = gap_trend(paired_gaps(gap_rows(gaps_by_seed), "cnn")["vit"])
     assert (res["trend"], res["crossing"]) == (trend, crossing)
@@ -422,13 +514,18 @@ def test_results_written_before_steps_and_params_are_read_and_upgraded(tmp_path)
     assert old["top1"] == 0.5 and old["steps"] is None and old["params"] is None
     append_result(path, row("cnn", 0.1, 0, 0.6))
     assert path.read_text().splitlines()[0] == ",".join(RESULT_COLUMNS) and RESULT_COLUMNS[9:11] == ("steps", "params")
-    assert [(r["model"], r["steps"], r["params"]) for r in read_results(path)] == [("vit", None, None), ("cnn", 40, 1234)]
+    assert [(r["model"], r["steps"], r["params"]) for r in read_results(path)] == [
+        ("vit", None, None),
+        ("cnn", 40, 1234),
+    ]
 
 
 def test_an_equal_epochs_cell_trains_epochs_times_its_batches_and_records_steps_and_params(tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
     data = tmp_path / "data"
-    sweep = write_sweep(tmp_path / "epochs.yaml", f"""
+    sweep = write_sweep(
+        tmp_path / "epochs.yaml",
+        f"""
 fractions: [1.0]
 budget: {{epochs: 2, min_steps: 3}}
 args: [--data.init_args.root={data}, --data.init_args.num_train=400, --data.init_args.num_test=100,
@@ -438,13 +535,16 @@ models:
   vit:
     config: configs/quickstart.yaml
     args: ['--model.init_args.model_args={{"embed_dim": 16, "depth": 1, "num_heads": 2}}']
-""")
+""",
+    )
     (r,) = run_sweep(sweep, tmp_path / "out", log=lambda *_: None)
     assert r["n_train"] == 300 and r["steps"] == 12  # 2 epochs x 6 batches of 50, above the floor of 3
     from vision_attn import create_model
 
-    assert r["params"] == sum(p.numel() for p in create_model("vit_nano_patch4_32", num_classes=4, embed_dim=16,
-                                                              depth=1, num_heads=2).parameters())
+    assert r["params"] == sum(
+        p.numel()
+        for p in create_model("vit_nano_patch4_32", num_classes=4, embed_dim=16, depth=1, num_heads=2).parameters()
+    )
     metrics = list(csv.DictReader(open(next((tmp_path / "out/cells/vit/f1-s0").glob("version_*/metrics.csv")))))
     assert max(int(m["step"]) for m in metrics if m["step"]) <= 12 and any(m.get("val/top1") for m in metrics)
 
@@ -473,8 +573,11 @@ def test_two_parallel_cells_run_at_once_each_in_its_own_slot(tmp_path, monkeypat
     fake.write_text(FAKE_CELL.format(python=sys.executable))
     fake.chmod(0o755)
     monkeypatch.setattr("os.cpu_count", lambda: 4)  # two slots of two threads each, whatever this machine has
-    sweep = write_sweep(tmp_path / "s.yaml", "fractions: [1.0]\nbudget: {steps: 1}\nmodels:\n"
-                        "  a: {config: configs/quickstart_resnet.yaml}\n  b: {config: configs/quickstart_resnet.yaml}\n")
+    sweep = write_sweep(
+        tmp_path / "s.yaml",
+        "fractions: [1.0]\nbudget: {steps: 1}\nmodels:\n"
+        "  a: {config: configs/quickstart_resnet.yaml}\n  b: {config: configs/quickstart_resnet.yaml}\n",
+    )
     logs = []
     rows = run_sweep(sweep, tmp_path / "out", parallel_cells=2, python=str(fake), log=logs.append)
     assert sorted(r["model"] for r in rows) == ["a", "b"]

@@ -1,4 +1,5 @@
 """DETR training and evaluation: matcher, set criterion, COCO-format data, COCO mAP, the task and its tools."""
+
 import itertools
 import json
 import sys
@@ -37,16 +38,28 @@ def random_boxes(n, g):
 def test_matcher_minimises_the_cost_like_brute_force(num_targets):
     g = torch.Generator().manual_seed(num_targets)
     Q, K = 5, 3
-    out = {"pred_logits": torch.randn(2, Q, K + 1, generator=g), "pred_boxes": torch.stack([random_boxes(Q, g) for _ in range(2)])}
-    targets = [{"labels": torch.randint(0, K, (num_targets,), generator=g), "boxes": random_boxes(num_targets, g)} for _ in range(2)]
+    out = {
+        "pred_logits": torch.randn(2, Q, K + 1, generator=g),
+        "pred_boxes": torch.stack([random_boxes(Q, g) for _ in range(2)]),
+    }
+    targets = [
+        {"labels": torch.randint(0, K, (num_targets,), generator=g), "boxes": random_boxes(num_targets, g)}
+        for _ in range(2)
+    ]
     indices = HungarianMatcher(1, 5, 2)(out, targets)
     for b, (rows, cols) in enumerate(indices):
         assert len(rows) == len(cols) == num_targets
         prob = out["pred_logits"][b].softmax(-1)
         tgt = targets[b]
-        cost = (-prob[:, tgt["labels"]] + 5 * torch.cdist(out["pred_boxes"][b], tgt["boxes"], p=1)
-                - 2 * generalized_box_iou(box_cxcywh_to_xyxy(out["pred_boxes"][b]), box_cxcywh_to_xyxy(tgt["boxes"])))
-        best = min((sum(cost[q, j] for j, q in enumerate(perm)) for perm in itertools.permutations(range(Q), num_targets)), default=0.0)
+        cost = (
+            -prob[:, tgt["labels"]]
+            + 5 * torch.cdist(out["pred_boxes"][b], tgt["boxes"], p=1)
+            - 2 * generalized_box_iou(box_cxcywh_to_xyxy(out["pred_boxes"][b]), box_cxcywh_to_xyxy(tgt["boxes"]))
+        )
+        best = min(
+            (sum(cost[q, j] for j, q in enumerate(perm)) for perm in itertools.permutations(range(Q), num_targets)),
+            default=0.0,
+        )
         got = sum(cost[r, c] for r, c in zip(rows.tolist(), cols.tolist()))
         assert float(got) == pytest.approx(float(best), abs=1e-5)
         assert len(set(rows.tolist())) == num_targets  # one query per target
@@ -68,8 +81,11 @@ def _perfect_outputs(targets, Q, K, layers=1):
 
 def test_criterion_perfect_prediction_and_aux_losses():
     g = torch.Generator().manual_seed(0)
-    targets = [{"labels": torch.tensor([2, 0]), "boxes": random_boxes(2, g)}, {"labels": torch.tensor([1]), "boxes": random_boxes(1, g)},
-               {"labels": torch.zeros(0, dtype=torch.long), "boxes": torch.zeros(0, 4)}]
+    targets = [
+        {"labels": torch.tensor([2, 0]), "boxes": random_boxes(2, g)},
+        {"labels": torch.tensor([1]), "boxes": random_boxes(1, g)},
+        {"labels": torch.zeros(0, dtype=torch.long), "boxes": torch.zeros(0, 4)},
+    ]
     crit = SetCriterion(3, eos_coef=0.1)
     losses = crit(_perfect_outputs(targets, 6, 3, layers=3), targets)
     for k in ("loss_bbox", "loss_giou", "loss_ce", "loss_bbox_0", "loss_giou_1", "loss_ce_1"):
@@ -116,9 +132,11 @@ def write_coco(root, split="train", annotations=None, images=None):
     """A tiny hand-made COCO split: 3 images (the last without objects), categories 2 and 7."""
     (root / split).mkdir(parents=True, exist_ok=True)
     (root / "annotations").mkdir(exist_ok=True)
-    images = images or [{"id": 11, "file_name": "a.png", "width": 40, "height": 30},
-                        {"id": 22, "file_name": "b.png", "width": 30, "height": 40},
-                        {"id": 33, "file_name": "c.png", "width": 32, "height": 32}]
+    images = images or [
+        {"id": 11, "file_name": "a.png", "width": 40, "height": 30},
+        {"id": 22, "file_name": "b.png", "width": 30, "height": 40},
+        {"id": 33, "file_name": "c.png", "width": 32, "height": 32},
+    ]
     for im in images:
         Image.fromarray(np.full((im["height"], im["width"], 3), 60, np.uint8)).save(root / split / im["file_name"])
     if annotations is None:
@@ -130,8 +148,11 @@ def write_coco(root, split="train", annotations=None, images=None):
             {"id": 5, "image_id": 22, "category_id": 7, "bbox": [4, 4, 0, 6], "iscrowd": 0, "area": 0},  # no width
             {"id": 6, "image_id": 22, "category_id": 2, "bbox": [10, 10, 15, 20], "iscrowd": 0, "area": 300},
         ]
-    data = {"images": images, "annotations": annotations,
-            "categories": [{"id": 7, "name": "seven"}, {"id": 2, "name": "two"}]}
+    data = {
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"id": 7, "name": "seven"}, {"id": 2, "name": "two"}],
+    }
     (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(data))
     return root
 
@@ -139,7 +160,9 @@ def write_coco(root, split="train", annotations=None, images=None):
 def test_coco_loader_ids_crowd_empty_images_and_bad_boxes(tmp_path):
     write_coco(tmp_path, "train")
     write_coco(tmp_path, "val")
-    dm = COCODataModule(str(tmp_path), train_split="train", val_split="val", batch_size=3, num_workers=0, val_size=32, max_size=64)
+    dm = COCODataModule(
+        str(tmp_path), train_split="train", val_split="val", batch_size=3, num_workers=0, val_size=32, max_size=64
+    )
     assert dm.num_classes == 2 and dm.label_to_category_id == [2, 7] and dm.classes == ["two", "seven"]
     assert {c: dm.label_to_category_id[lab] for c, lab in dm.category_id_to_label.items()} == {2: 2, 7: 7}
     with pytest.warns(UserWarning, match=r"1 boxes .* clipped and 2 boxes .* dropped"):
@@ -193,7 +216,7 @@ def test_train_transform_keeps_boxes_on_their_objects():
         out = tf(image=img, bboxes=np.array([[20, 10, 50, 30.0]]), labels=np.array([0]))
         bright = out["image"].mean(0) > 0  # normalised: the white box is positive, black negative
         for x0, y0, x1, y1 in out["bboxes"]:
-            inside = bright[int(np.ceil(y0)):int(y1), int(np.ceil(x0)):int(x1)]
+            inside = bright[int(np.ceil(y0)) : int(y1), int(np.ceil(x0)) : int(x1)]
             assert inside.float().mean() > 0.9
         if len(out["bboxes"]) == 0:
             assert bright.float().mean() < 0.05  # the crop missed the object
@@ -212,11 +235,26 @@ def test_malformed_annotations_name_the_file_and_record(tmp_path):
         assert {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in tmp_path.rglob("*")} == before  # nothing touched
 
     fails('{"images": [', COCOFormatError, "instances_train.json: not valid JSON")
-    fails(json.dumps({k: v for k, v in data.items() if k != "categories"}), COCOFormatError, "instances_train.json: missing .*'categories'")
-    bad_box = dict(data, annotations=[data["annotations"][0], {"id": 2, "image_id": 11, "category_id": 7, "bbox": [1, 1, -2, "x"]}])
-    fails(json.dumps(bad_box), COCOFormatError, r"instances_train.json: annotations\[1\] bbox must be 4 finite numbers.*\"id\": 2")
+    fails(
+        json.dumps({k: v for k, v in data.items() if k != "categories"}),
+        COCOFormatError,
+        "instances_train.json: missing .*'categories'",
+    )
+    bad_box = dict(
+        data, annotations=[data["annotations"][0], {"id": 2, "image_id": 11, "category_id": 7, "bbox": [1, 1, -2, "x"]}]
+    )
+    fails(
+        json.dumps(bad_box),
+        COCOFormatError,
+        r"instances_train.json: annotations\[1\] bbox must be 4 finite numbers.*\"id\": 2",
+    )
     bad_image = dict(data, annotations=[{"id": 1, "image_id": 99, "category_id": 7, "bbox": [1, 1, 2, 2]}])
-    fails(json.dumps(bad_image), COCOFormatError, r"annotations\[0\] image_id 99 is not in 'images'", lambda dm: dm.setup("fit"))
+    fails(
+        json.dumps(bad_image),
+        COCOFormatError,
+        r"annotations\[0\] image_id 99 is not in 'images'",
+        lambda dm: dm.setup("fit"),
+    )
     with pytest.raises(FileNotFoundError, match=r"nowhere"):
         COCODataModule(str(tmp_path / "nowhere")).num_classes
     ann.write_text(json.dumps(data))
@@ -271,8 +309,11 @@ def test_coco_metrics_equal_pycocotools_and_perfect_predictions_score_one(tmp_pa
     root = generate_coco_shapes(tmp_path, num_train=2, num_val=30, img_size=64, num_classes=3, max_objects=3, seed=1)
     ann_file = root / "annotations" / "instances_val.json"
     gt = json.loads(ann_file.read_text())
-    perfect = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 0.9}
-               for a in gt["annotations"] if not a["iscrowd"]]
+    perfect = [
+        {"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 0.9}
+        for a in gt["annotations"]
+        if not a["iscrowd"]
+    ]
     m = coco_evaluate(ann_file, perfect)
     assert list(m) == list(COCO_METRIC_NAMES) and m["AP"] == pytest.approx(1.0) and m["AP50"] == pytest.approx(1.0)
     rng = np.random.default_rng(0)
@@ -291,25 +332,60 @@ def test_model_outputs_to_coco_results_in_original_pixels_and_ids():
     # one image, original 200x100 (h, w); query 0: label 1 at centre box; query 1 is "no object"-best
     logits = torch.tensor([[[0.0, 5.0, 0.0, 1.0], [0.0, 0.0, 0.0, 9.0]]])
     boxes = torch.tensor([[[0.5, 0.5, 0.2, 0.1], [0.1, 0.1, 0.1, 0.1]]])
-    res = to_coco_results({"pred_logits": logits, "pred_boxes": boxes}, [{"image_id": 42, "orig_size": torch.tensor([200, 100])}], [3, 8, 17])
+    res = to_coco_results(
+        {"pred_logits": logits, "pred_boxes": boxes},
+        [{"image_id": 42, "orig_size": torch.tensor([200, 100])}],
+        [3, 8, 17],
+    )
     assert len(res) == 2 and res[0]["image_id"] == 42 and res[0]["category_id"] == 8
     assert res[0]["bbox"] == pytest.approx([40.0, 90.0, 20.0, 20.0])
     assert res[0]["score"] == pytest.approx(float(logits[0, 0].softmax(-1)[1]), abs=1e-5)
 
 
 # ---- the task and tools ----------------------------------------------------------------------------------------
-TINY = ('{"backbone": "test_resnet", "dilation": true, "pre_norm": true, "hidden_dim": 32, "nheads": 2, "enc_layers": 1, '
-        '"dec_layers": 2, "dim_feedforward": 64, "num_queries": 8}')
+TINY = (
+    '{"backbone": "test_resnet", "dilation": true, "pre_norm": true, "hidden_dim": 32, "nheads": 2, "enc_layers": 1, '
+    '"dec_layers": 2, "dim_feedforward": 64, "num_queries": 8}'
+)
 
 
 def test_fit_then_eval_and_visualize_write_coco_files(tmp_path):
-    data = ["--data.init_args.root", str(tmp_path / "data"), "--data.init_args.num_train", "16", "--data.init_args.num_val", "6",
-            "--data.init_args.img_size", "64", "--data.init_args.batch_size", "8", "--data.init_args.scales", "[48, 64]",
-            "--data.init_args.val_size", "64", "--data.init_args.max_size", "96"]
+    data = [
+        "--data.init_args.root",
+        str(tmp_path / "data"),
+        "--data.init_args.num_train",
+        "16",
+        "--data.init_args.num_val",
+        "6",
+        "--data.init_args.img_size",
+        "64",
+        "--data.init_args.batch_size",
+        "8",
+        "--data.init_args.scales",
+        "[48, 64]",
+        "--data.init_args.val_size",
+        "64",
+        "--data.init_args.max_size",
+        "96",
+    ]
     model = ["--model.init_args.model_args", TINY]
-    train_tool.main(["fit", "--config", str(REPO / "configs/detr_shapes.yaml"), *model, *data,
-                     "--trainer.max_epochs", "2", "--trainer.default_root_dir", str(tmp_path / "run"),
-                     "--trainer.enable_progress_bar", "false", "--trainer.precision", "bf16-mixed"])
+    train_tool.main(
+        [
+            "fit",
+            "--config",
+            str(REPO / "configs/detr_shapes.yaml"),
+            *model,
+            *data,
+            "--trainer.max_epochs",
+            "2",
+            "--trainer.default_root_dir",
+            str(tmp_path / "run"),
+            "--trainer.enable_progress_bar",
+            "false",
+            "--trainer.precision",
+            "bf16-mixed",
+        ]
+    )
     run = tmp_path / "run" / "version_0"
     rows = [r for r in (run / "metrics.csv").read_text().splitlines()]
     header = rows[0].split(",")
@@ -320,10 +396,23 @@ def test_fit_then_eval_and_visualize_write_coco_files(tmp_path):
     saved = torch.load(ckpt, map_location="cpu", weights_only=False)
     assert saved["num_classes"] == 4 and len(saved["class_names"]) == 4
     from vision_attn import create_model
+
     assert create_model("detr_tiny_prenorm", pretrained=str(ckpt), **json.loads(TINY)).num_classes == 4
     out = tmp_path / "eval"
-    report = eval_tool.main(["--config", str(REPO / "configs/detr_shapes.yaml"), "--ckpt", str(ckpt), "--output-dir", str(out),
-                             "--split", "val", *model, *data])
+    report = eval_tool.main(
+        [
+            "--config",
+            str(REPO / "configs/detr_shapes.yaml"),
+            "--ckpt",
+            str(ckpt),
+            "--output-dir",
+            str(out),
+            "--split",
+            "val",
+            *model,
+            *data,
+        ]
+    )
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(COCO_METRIC_NAMES) <= set(metrics) and metrics["AP"] == report["AP"]
     preds = json.loads((out / "predictions.json").read_text())
@@ -333,8 +422,25 @@ def test_fit_then_eval_and_visualize_write_coco_files(tmp_path):
     assert {p["image_id"] for p in preds} == {im["id"] for im in gt["images"]}  # original ids
     assert {p["category_id"] for p in preds} <= {c["id"] for c in gt["categories"]}  # original (odd) category ids
     assert coco_evaluate(ann_file, preds)["AP"] == pytest.approx(metrics["AP"])
-    pngs = visualize_tool.main(["--config", str(REPO / "configs/detr_shapes.yaml"), "--ckpt", str(ckpt), "--out", str(tmp_path / "vis"),
-                                "--images", "2", "--queries", "0", "3", "--threshold", "0.0", *model, *data])
+    pngs = visualize_tool.main(
+        [
+            "--config",
+            str(REPO / "configs/detr_shapes.yaml"),
+            "--ckpt",
+            str(ckpt),
+            "--out",
+            str(tmp_path / "vis"),
+            "--images",
+            "2",
+            "--queries",
+            "0",
+            "3",
+            "--threshold",
+            "0.0",
+            *model,
+            *data,
+        ]
+    )
     assert len(pngs) == 4 and all(p.stat().st_size > 1000 and p.read_bytes()[:4] == b"\x89PNG" for p in pngs)
 
 
@@ -346,13 +452,43 @@ def test_ddp_fit_with_two_processes_evaluates_every_val_image_once(tmp_path):
     import os
     import subprocess
 
-    cmd = [sys.executable, str(REPO / "tools/train.py"), "fit", "--config", str(REPO / "configs/detr_shapes.yaml"),
-           "--model.init_args.model_args", TINY, "--data.init_args.root", str(tmp_path / "data"),
-           "--data.init_args.num_train", "8", "--data.init_args.num_val", "5", "--data.init_args.img_size", "64",
-           "--data.init_args.batch_size", "2", "--data.init_args.scales", "[64]", "--data.init_args.val_size", "64",
-           "--data.init_args.max_size", "96", "--trainer.max_epochs", "1", "--trainer.default_root_dir", str(tmp_path / "run"),
-           "--trainer.enable_progress_bar", "false", "--trainer.devices", "2", "--trainer.strategy", "ddp",
-           "--trainer.accelerator", "cpu"]
+    cmd = [
+        sys.executable,
+        str(REPO / "tools/train.py"),
+        "fit",
+        "--config",
+        str(REPO / "configs/detr_shapes.yaml"),
+        "--model.init_args.model_args",
+        TINY,
+        "--data.init_args.root",
+        str(tmp_path / "data"),
+        "--data.init_args.num_train",
+        "8",
+        "--data.init_args.num_val",
+        "5",
+        "--data.init_args.img_size",
+        "64",
+        "--data.init_args.batch_size",
+        "2",
+        "--data.init_args.scales",
+        "[64]",
+        "--data.init_args.val_size",
+        "64",
+        "--data.init_args.max_size",
+        "96",
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.default_root_dir",
+        str(tmp_path / "run"),
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.devices",
+        "2",
+        "--trainer.strategy",
+        "ddp",
+        "--trainer.accelerator",
+        "cpu",
+    ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -360,5 +496,7 @@ def test_ddp_fit_with_two_processes_evaluates_every_val_image_once(tmp_path):
     val = [r for r in rows if r.get("val/images")]
     assert val and all(float(r["val/images"]) == 5 for r in val)
     assert all(-1.0 <= float(r["val/AP50"]) <= 1.0 for r in val)
-    ckpt = torch.load(tmp_path / "run" / "version_0" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    ckpt = torch.load(
+        tmp_path / "run" / "version_0" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True
+    )
     assert ckpt["global_step"] == 2  # 8 images / (2 processes x batch 2)

@@ -1,4 +1,5 @@
 """Lightning training, the CLI tools and DDP, on small synthetic data the project generates."""
+
 import csv
 import json
 import os
@@ -27,17 +28,29 @@ def tiny_overrides(tmp_path, *, epochs=2, num_train=400, root_dir=True, trainer=
     """Flags shrinking a quickstart config to seconds: tiny data, few epochs, CPU."""
     args = []
     if trainer:
-        args += ["--trainer.max_epochs", str(epochs), "--trainer.accelerator", "cpu",
-                 "--trainer.enable_progress_bar", "false"]
+        args += [
+            "--trainer.max_epochs",
+            str(epochs),
+            "--trainer.accelerator",
+            "cpu",
+            "--trainer.enable_progress_bar",
+            "false",
+        ]
     if root_dir:
         args += ["--trainer.default_root_dir", str(tmp_path / "run")]
     return args + [
-        "--data.init_args.root", str(tmp_path / "data"),
-        "--data.init_args.num_train", str(num_train),
-        "--data.init_args.num_test", "100",
-        "--data.init_args.val_split", "100",
-        "--data.init_args.batch_size", "50",
-        "--data.init_args.num_workers", "0",
+        "--data.init_args.root",
+        str(tmp_path / "data"),
+        "--data.init_args.num_train",
+        str(num_train),
+        "--data.init_args.num_test",
+        "100",
+        "--data.init_args.val_split",
+        "100",
+        "--data.init_args.batch_size",
+        "50",
+        "--data.init_args.num_workers",
+        "0",
     ]
 
 
@@ -48,7 +61,12 @@ def test_no_weight_decay_on_norms_biases_positions_and_class_token():
     skipped = {names[id(p)] for p in no_decay["params"]}
     decayed = {names[id(p)] for p in decay["params"]}
     assert {"pos_embed", "cls_token", "blocks.0.norm1.weight", "blocks.0.attn.in_proj_bias", "head.bias"} <= skipped
-    assert {"blocks.0.attn.in_proj_weight", "blocks.0.mlp.fc1.weight", "patch_embed.proj.weight", "head.weight"} <= decayed
+    assert {
+        "blocks.0.attn.in_proj_weight",
+        "blocks.0.mlp.fc1.weight",
+        "patch_embed.proj.weight",
+        "head.weight",
+    } <= decayed
     assert no_decay["weight_decay"] == 0.0 and decay["weight_decay"] == 0.05
 
 
@@ -61,8 +79,13 @@ def test_warmup_then_cosine_schedule():
 
 def test_fit_writes_checkpoints_and_logs_and_eval_reproduces_the_test_metrics(tmp_path):
     cli = train_tool.VisionAttnCLI(
-        args=["--config", str(REPO / "configs/quickstart.yaml"), *tiny_overrides(tmp_path),
-              "--model.init_args.model_args", TINY_VIT],
+        args=[
+            "--config",
+            str(REPO / "configs/quickstart.yaml"),
+            *tiny_overrides(tmp_path),
+            "--model.init_args.model_args",
+            TINY_VIT,
+        ],
         run=False,
     )
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
@@ -75,18 +98,30 @@ def test_fit_writes_checkpoints_and_logs_and_eval_reproduces_the_test_metrics(tm
     assert any(p.name.startswith("events.out.tfevents") for p in version.iterdir())
     (ref,) = cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=str(ckpts / "best.ckpt"), verbose=False)
 
-    report = eval_tool.main([
-        "--config", str(REPO / "configs/quickstart.yaml"), "--ckpt", str(ckpts / "best.ckpt"),
-        "--output-dir", str(tmp_path / "eval"), *tiny_overrides(tmp_path, root_dir=False),
-        "--model.init_args.model_args", TINY_VIT,
-    ])
+    report = eval_tool.main(
+        [
+            "--config",
+            str(REPO / "configs/quickstart.yaml"),
+            "--ckpt",
+            str(ckpts / "best.ckpt"),
+            "--output-dir",
+            str(tmp_path / "eval"),
+            *tiny_overrides(tmp_path, root_dir=False),
+            "--model.init_args.model_args",
+            TINY_VIT,
+        ]
+    )
     saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert saved["top1"] == pytest.approx(ref["test/top1"]) == pytest.approx(report["top1"])
     assert saved["split"] == "test" and saved["params"] > 0
 
     # the checkpoint loads into a plain model (no Lightning) and gives the task's logits
-    plain = va.create_model("vit_nano_patch4_32", pretrained=str(ckpts / "best.ckpt"), num_classes=cli.model.num_classes,
-                            **json.loads(TINY_VIT)).eval()
+    plain = va.create_model(
+        "vit_nano_patch4_32",
+        pretrained=str(ckpts / "best.ckpt"),
+        num_classes=cli.model.num_classes,
+        **json.loads(TINY_VIT),
+    ).eval()
     task = ClassificationTask.load_from_checkpoint(ckpts / "best.ckpt").eval()
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
@@ -95,9 +130,19 @@ def test_fit_writes_checkpoints_and_logs_and_eval_reproduces_the_test_metrics(tm
 
 def test_ema_weights_are_evaluated_and_saved(tmp_path):
     cli = train_tool.VisionAttnCLI(
-        args=["--config", str(REPO / "configs/quickstart.yaml"), *tiny_overrides(tmp_path, epochs=1),
-              "--model.init_args.model_args", TINY_VIT, "--model.init_args.ema_decay", "0.9",
-              "--model.init_args.mixup_alpha", "0.8", "--model.init_args.cutmix_alpha", "1.0"],
+        args=[
+            "--config",
+            str(REPO / "configs/quickstart.yaml"),
+            *tiny_overrides(tmp_path, epochs=1),
+            "--model.init_args.model_args",
+            TINY_VIT,
+            "--model.init_args.ema_decay",
+            "0.9",
+            "--model.init_args.mixup_alpha",
+            "0.8",
+            "--model.init_args.cutmix_alpha",
+            "1.0",
+        ],
         run=False,
     )
     task = cli.model
@@ -105,7 +150,9 @@ def test_ema_weights_are_evaluated_and_saved(tmp_path):
     assert task.eval_model is task.ema.module
     assert not torch.equal(task.ema.module.pos_embed, task.model.pos_embed)
     ckpt = tmp_path / "run" / "version_0" / "checkpoints" / "last.ckpt"
-    loaded = va.create_model("vit_nano_patch4_32", pretrained=str(ckpt), num_classes=task.num_classes, **json.loads(TINY_VIT))
+    loaded = va.create_model(
+        "vit_nano_patch4_32", pretrained=str(ckpt), num_classes=task.num_classes, **json.loads(TINY_VIT)
+    )
     assert torch.equal(loaded.pos_embed, task.ema.module.pos_embed)
 
 
@@ -130,11 +177,22 @@ def test_ddp_with_two_processes_reaches_the_weights_of_one_process_with_the_glob
         run = tmp_path / name
         run.mkdir()
         cmd = [
-            sys.executable, str(REPO / "tools/train.py"), "fit", "--config", str(REPO / "configs/quickstart.yaml"),
+            sys.executable,
+            str(REPO / "tools/train.py"),
+            "fit",
+            "--config",
+            str(REPO / "configs/quickstart.yaml"),
             *tiny_overrides(run, epochs=1, num_train=num_train),
-            "--data.init_args.batch_size", str(global_batch // devices),
-            "--data.init_args.shuffle", "false", "--data.init_args.augment", "false",
-            "--model.init_args.model_args", TINY_VIT, "--trainer.devices", str(devices),
+            "--data.init_args.batch_size",
+            str(global_batch // devices),
+            "--data.init_args.shuffle",
+            "false",
+            "--data.init_args.augment",
+            "false",
+            "--model.init_args.model_args",
+            TINY_VIT,
+            "--trainer.devices",
+            str(devices),
             *(["--trainer.strategy", "ddp"] if devices > 1 else []),
         ]
         return run, subprocess.Popen(cmd, cwd=run, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -144,7 +202,9 @@ def test_ddp_with_two_processes_reaches_the_weights_of_one_process_with_the_glob
     for run, proc in runs:
         out, _ = proc.communicate(timeout=400)
         assert proc.returncode == 0, out[-4000:]
-        ckpts.append(torch.load(run / "run" / "version_0" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True))
+        ckpts.append(
+            torch.load(run / "run" / "version_0" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+        )
     ddp, single = ckpts
     steps = (num_train - val_split) // global_batch
     assert ddp["global_step"] == single["global_step"] == steps  # each DDP process saw half the images per step

@@ -1,4 +1,5 @@
 """Floor 1: the attention core, masks, position encodings and attention capture."""
+
 from .capture import capture_attention
 from .core import (
     MultiHeadAttention,

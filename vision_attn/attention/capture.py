@@ -1,4 +1,5 @@
 """Collect every attention core's weights during a forward, without changing the outputs."""
+
 from __future__ import annotations
 
 from contextlib import contextmanager

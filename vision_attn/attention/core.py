@@ -4,6 +4,7 @@ Parameters are named as in ``torch.nn.MultiheadAttention`` (``in_proj_weight``, 
 ``out_proj``), so DETR's official checkpoints load by copy and timm's ViT weights by a rename
 (``qkv`` -> ``in_proj``, ``proj`` -> ``out_proj``).
 """
+
 from __future__ import annotations
 
 from typing import Callable, List, Optional, Tuple, Union
@@ -14,8 +15,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
-    "MultiHeadAttention", "scaled_dot_product_attention", "attention_with_weights", "flex_attention", "attention_weights",
-    "to_sdpa_mask", "shape_str",
+    "MultiHeadAttention",
+    "scaled_dot_product_attention",
+    "attention_with_weights",
+    "flex_attention",
+    "attention_weights",
+    "to_sdpa_mask",
+    "shape_str",
 ]
 
 
@@ -198,7 +204,11 @@ FLEX_MIN_HEAD_DIM = {"cuda": 16}
 
 
 def flex_attention(
-    q: Tensor, k: Tensor, v: Tensor, score_mod: Optional[Callable] = None, block_mask: Optional[object] = None,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    score_mod: Optional[Callable] = None,
+    block_mask: Optional[object] = None,
     scale: Optional[float] = None,
 ) -> Tensor:
     """The core's sparse softmax(QK^T * scale + score_mod)V: PyTorch's FlexAttention, for attention whose mask is
@@ -214,7 +224,7 @@ def flex_attention(
 
     global _COMPILED_FLEX
     dk, dv = q.shape[-1], v.shape[-1]
-    scale = dk ** -0.5 if scale is None else scale
+    scale = dk**-0.5 if scale is None else scale
     least = FLEX_MIN_HEAD_DIM.get(q.device.type, 1)
     if dk < least:
         q, k = F.pad(q, (0, least - dk)), F.pad(k, (0, least - dk))
@@ -324,7 +334,7 @@ class MultiHeadAttention(nn.Module):
         q = F.linear(query, wq, bq)
         if key is value and w is not None:
             b = self.in_proj_bias
-            kv = F.linear(key, w[self.dim:], None if b is None else b[self.dim:])
+            kv = F.linear(key, w[self.dim :], None if b is None else b[self.dim :])
             k, v = kv.view(B, Nk, 2, H, hd).permute(2, 0, 3, 1, 4).unbind(0)
         else:
             k = F.linear(key, wk, bk).view(B, Nk, H, hd).transpose(1, 2)

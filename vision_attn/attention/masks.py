@@ -3,6 +3,7 @@
 Global attention is no mask; a k x k local window is "truncated" self-attention, the receptive field of a
 k x k convolution; an adjacency mask lets tokens attend only along the edges of a graph.
 """
+
 from __future__ import annotations
 
 import torch

@@ -2,6 +2,7 @@
 
 Without positions self-attention is permutation-equivariant: every token is "as near as any other".
 """
+
 from __future__ import annotations
 
 import math
@@ -54,8 +55,12 @@ def resample_abs_pos_embed(
     if new_size == old_size:
         return pos_embed
     return _timm_resample(
-        pos_embed, list(new_size), list(old_size), num_prefix_tokens=num_prefix_tokens,
-        interpolation=interpolation, antialias=antialias,
+        pos_embed,
+        list(new_size),
+        list(old_size),
+        num_prefix_tokens=num_prefix_tokens,
+        interpolation=interpolation,
+        antialias=antialias,
     )
 
 

@@ -11,6 +11,7 @@
   ones included (``RunCheckpoint(last_every_n_batches=N)``), replays the same batches, mixups and dropout as an
   uninterrupted one (docs/resuming.md).
 """
+
 from __future__ import annotations
 
 import os
@@ -46,7 +47,6 @@ __all__ = [
 ]
 
 
-
 class CheckpointWriteError(OSError):
     """A checkpoint could not be written (the previous file, if any, is unchanged)."""
 
@@ -79,15 +79,19 @@ def read_lightning_checkpoint(path: _PATH, map_location: Optional[Any] = None, m
     try:
         checkpoint = torch.load(path, map_location=map_location or "cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError:
-        raise CheckpointError(f"{path}: refused to load: it holds pickled code or objects other than tensors and plain "
-                              "containers; nothing in it was executed") from None
+        raise CheckpointError(
+            f"{path}: refused to load: it holds pickled code or objects other than tensors and plain "
+            "containers; nothing in it was executed"
+        ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError, IndexError, TypeError) as e:
         first = (str(e).splitlines() or [type(e).__name__])[0]
         first = f"{type(e).__name__}: {first}" if isinstance(e, (KeyError, IndexError, TypeError)) else first
         raise CheckpointError(f"{path}: truncated or not a PyTorch checkpoint ({first})") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise CheckpointError(f"{path}: not a Lightning checkpoint (expected a dict with a state_dict; for weights "
-                              "alone use the task's pretrained= option)")
+        raise CheckpointError(
+            f"{path}: not a Lightning checkpoint (expected a dict with a state_dict; for weights "
+            "alone use the task's pretrained= option)"
+        )
     return checkpoint
 
 
@@ -120,8 +124,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise CheckpointWriteError(f"could not write checkpoint {path}: {why}; {kept}") from err
         _fsync_dir(path.parent)
 
-    def load_checkpoint(self, path: _PATH, map_location: Optional[Any] = None, weights_only: Optional[bool] = None
-                        ) -> Dict[str, Any]:
+    def load_checkpoint(
+        self, path: _PATH, map_location: Optional[Any] = None, weights_only: Optional[bool] = None
+    ) -> Dict[str, Any]:
         """Lightning's reader, weights-only, with one-line errors (:func:`read_lightning_checkpoint`)."""
         if "://" in str(path):
             return super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)
@@ -143,7 +148,7 @@ def remove_stale_temporary_files(folder: _PATH) -> List[Path]:
     mid-write (their process is gone); returns them. Files of running processes, and anything else, are kept."""
     removed = []
     for tmp in Path(folder).glob(".*.tmp") if os.path.isdir(folder) else []:
-        pid = tmp.name[:-len(".tmp")].rpartition(".")[2]
+        pid = tmp.name[: -len(".tmp")].rpartition(".")[2]
         if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
             tmp.unlink(missing_ok=True)
             removed.append(tmp)
@@ -164,13 +169,27 @@ class RunCheckpoint(ModelCheckpoint):
     than one validation interval), and ``last.ckpt`` is brought up to the final step.
     """
 
-    def __init__(self, monitor: Optional[str] = None, mode: str = "max", dirpath: Optional[_PATH] = None,
-                 last_every_n_batches: int = 0, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        monitor: Optional[str] = None,
+        mode: str = "max",
+        dirpath: Optional[_PATH] = None,
+        last_every_n_batches: int = 0,
+        **kwargs: Any,
+    ) -> None:
         if last_every_n_batches < 0:
             raise ValueError(f"RunCheckpoint: last_every_n_batches must be >= 0; got {last_every_n_batches}")
         kwargs.setdefault("save_top_k", 1)
-        super().__init__(dirpath=dirpath, filename="best", monitor=monitor, mode=mode, save_last=True,
-                         auto_insert_metric_name=False, enable_version_counter=False, **kwargs)
+        super().__init__(
+            dirpath=dirpath,
+            filename="best",
+            monitor=monitor,
+            mode=mode,
+            save_last=True,
+            auto_insert_metric_name=False,
+            enable_version_counter=False,
+            **kwargs,
+        )
         self.last_every_n_batches = int(last_every_n_batches)
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -178,8 +197,9 @@ class RunCheckpoint(ModelCheckpoint):
         if trainer.is_global_zero and self.dirpath is not None:
             remove_stale_temporary_files(self.dirpath)
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
         n, done = self.last_every_n_batches, trainer.fit_loop.epoch_loop.batch_progress.total.processed
         if not n or done % n or trainer.sanity_checking or self._last_global_step_saved == trainer.global_step:
@@ -207,8 +227,13 @@ def collect_rng_states() -> Dict[str, Any]:
     kind, key, pos, has_gauss, gauss = np.random.get_state()
     states: Dict[str, Any] = {
         "torch": torch.get_rng_state(),
-        "numpy": {"kind": kind, "key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "numpy": {
+            "kind": kind,
+            "key": torch.from_numpy(key.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
         "python": random.getstate(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -286,7 +311,9 @@ class ResumeState(Callback):
 
         samplers, done = _train_samplers(trainer), _batches_done(trainer)
         if samplers and len(samplers) == len(loaders.flattened):  # Lightning cannot see that these loaders resume
-            warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
+            warnings.filterwarnings(
+                "ignore", message="You're resuming from a checkpoint that ended before the epoch ended"
+            )
         for sampler, state in zip(samplers, pending.get("samplers") or []):
             sampler.load_state_dict(state)
         for dl in loaders.flattened:

@@ -1,4 +1,5 @@
 """Guards that keep a diverged run from training on, or from being saved: :class:`NonFiniteGuard`."""
+
 from __future__ import annotations
 
 import logging
@@ -95,7 +96,11 @@ class NonFiniteGuard(Callback):
         message = self._bad_loss or f"step {trainer.global_step}: gradient norm is {float(norm):g}"
         self._bad_loss = None
         if self.skipped >= self.skip_nonfinite:
-            extra = f" (after skipping {self.skipped} steps, the limit skip_nonfinite={self.skip_nonfinite})" if self.skipped else ""
+            extra = (
+                f" (after skipping {self.skipped} steps, the limit skip_nonfinite={self.skip_nonfinite})"
+                if self.skipped
+                else ""
+            )
             raise NonFiniteError(message + extra)
         self.skipped += 1
         for group in optimizer.param_groups:  # a step without gradients leaves weights and optimizer state untouched
@@ -104,7 +109,9 @@ class NonFiniteGuard(Callback):
         log.warning("%s: step skipped (%d of %d allowed)", message, self.skipped, self.skip_nonfinite)
 
     # --- checkpoints --------------------------------------------------------------------------
-    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: Dict[str, Any]) -> None:
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: Dict[str, Any]
+    ) -> None:
         name, bad, n = first_nonfinite(checkpoint.get("state_dict", {}))
         if bad:
             raise NonFiniteError(

@@ -10,6 +10,7 @@ order:
   ``category_id`` = the training set's own id);
 - a file that could not be read: ``{"file", "error"}``.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,26 +26,42 @@ from ..data.protocols import CategoryLabels
 from ..models import class_names
 from ..models.protocols import conforms
 
-__all__ = ["PredictionWriter", "default_prediction_writer", "classification_records", "detection_records", "category_map", "class_names_for",
-           "finalize_records", "write_predictions", "is_file_batch"]
+__all__ = [
+    "PredictionWriter",
+    "default_prediction_writer",
+    "classification_records",
+    "detection_records",
+    "category_map",
+    "class_names_for",
+    "finalize_records",
+    "write_predictions",
+    "is_file_batch",
+]
 
 CategoryMap = Dict[int, Tuple[int, str]]  # label -> (category id, name); labels missing here are no category
 
 
 def is_file_batch(infos: Any) -> bool:
     """Whether a batch's last element is the info list of :mod:`vision_attn.data.images` (not COCO targets)."""
-    return isinstance(infos, (list, tuple)) and len(infos) > 0 and all(isinstance(i, Mapping) and "file" in i for i in infos)
+    return (
+        isinstance(infos, (list, tuple))
+        and len(infos) > 0
+        and all(isinstance(i, Mapping) and "file" in i for i in infos)
+    )
 
 
 def _coco91_names() -> List[str]:
     # index = COCO category id; "__background__" and "N/A" mark ids that are no category (DETR's 91-class head)
     from torchvision.models.detection import FasterRCNN_ResNet50_FPN_Weights
 
-    return ["" if n in ("__background__", "N/A") else n for n in FasterRCNN_ResNet50_FPN_Weights.COCO_V1.meta["categories"]]
+    return [
+        "" if n in ("__background__", "N/A") else n for n in FasterRCNN_ResNet50_FPN_Weights.COCO_V1.meta["categories"]
+    ]
 
 
-def class_names_for(model: nn.Module, datamodule: Any = None, checkpoint_names: Optional[Sequence[str]] = None,
-                    detection: bool = False) -> Optional[List[str]]:
+def class_names_for(
+    model: nn.Module, datamodule: Any = None, checkpoint_names: Optional[Sequence[str]] = None, detection: bool = False
+) -> Optional[List[str]]:
     """Class names by label, first found of: the checkpoint's ``class_names``; the model's own
     (:func:`vision_attn.models.class_names`: its saved names, ImageNet's for ImageNet weights); the datamodule's
     ``classes``; COCO's for a 91-class detector. None: use the label ids."""
@@ -65,8 +82,12 @@ def _name(names: Optional[Sequence[str]], label: int) -> str:
     return str(names[label]) if names is not None and label < len(names) and names[label] else str(label)
 
 
-def category_map(num_classes: int, names: Optional[Sequence[str]] = None, datamodule: Any = None,
-                 label_to_category_id: Optional[Sequence[int]] = None) -> CategoryMap:
+def category_map(
+    num_classes: int,
+    names: Optional[Sequence[str]] = None,
+    datamodule: Any = None,
+    label_to_category_id: Optional[Sequence[int]] = None,
+) -> CategoryMap:
     """Label -> ``(category id, name)`` for a detector. With a COCO datamodule: its ``label_to_category_id``, only
     labels that are categories of the data (as :meth:`DetectionTask.coco_metrics`); else a checkpoint's
     ``label_to_category_id``. Otherwise label = category id, and labels whose name is ``""`` (no category, e.g. the
@@ -77,32 +98,44 @@ def category_map(num_classes: int, names: Optional[Sequence[str]] = None, datamo
     if coco:
         try:
             valid = set(datamodule.category_ids)
-            return {lab: (int(c), _name(names, lab)) for lab, c in enumerate(datamodule.label_to_category_id) if c in valid}
+            return {
+                lab: (int(c), _name(names, lab)) for lab, c in enumerate(datamodule.label_to_category_id) if c in valid
+            }
         except FileNotFoundError:  # no annotation file here: fall back to label = category id
             pass
-    return {lab: (lab, _name(names, lab)) for lab in range(num_classes)
-            if names is None or lab >= len(names) or names[lab] != ""}
+    return {
+        lab: (lab, _name(names, lab))
+        for lab in range(num_classes)
+        if names is None or lab >= len(names) or names[lab] != ""
+    }
 
 
 def _error_record(info: Mapping[str, Any]) -> Dict[str, Any]:
     return {"_index": int(info["index"]), "file": info["file"], "error": info["error"]}
 
 
-def classification_records(probs: Optional[Tensor], infos: Sequence[Mapping[str, Any]], top_k: int,
-                           names: Optional[Sequence[str]]) -> List[Dict[str, Any]]:
+def classification_records(
+    probs: Optional[Tensor], infos: Sequence[Mapping[str, Any]], top_k: int, names: Optional[Sequence[str]]
+) -> List[Dict[str, Any]]:
     """``probs (B_ok, K)`` (softmax; rows = the readable files of ``infos``, in order) -> one record per file."""
     good = [i for i in infos if "error" not in i]
     records = [_error_record(i) for i in infos if "error" in i]
     if good:
         scores, ids = probs.detach().float().cpu().topk(min(top_k, probs.shape[-1]), dim=-1)  # sorted, descending
         for info, s, c in zip(good, scores.tolist(), ids.tolist()):
-            top = [{"class_id": int(k), "label": _name(names, int(k)), "score": round(float(v), 6)} for v, k in zip(s, c)]
+            top = [
+                {"class_id": int(k), "label": _name(names, int(k)), "score": round(float(v), 6)} for v, k in zip(s, c)
+            ]
             records.append({"_index": int(info["index"]), "file": info["file"], "top_k": top})
     return records
 
 
-def detection_records(detections: Sequence[Mapping[str, Tensor]], infos: Sequence[Mapping[str, Any]], threshold: float,
-                      categories: CategoryMap) -> List[Dict[str, Any]]:
+def detection_records(
+    detections: Sequence[Mapping[str, Tensor]],
+    infos: Sequence[Mapping[str, Any]],
+    threshold: float,
+    categories: CategoryMap,
+) -> List[Dict[str, Any]]:
     """Per readable file, ``{"scores" (Q,), "labels" (Q,), "boxes" (Q, 4) xyxy in the file's pixels}`` (what
     ``DetectionTask.predict_step`` returns) -> one record per file; queries below ``threshold`` or of a label that
     is no category are left out."""
@@ -110,14 +143,23 @@ def detection_records(detections: Sequence[Mapping[str, Tensor]], infos: Sequenc
     records = [_error_record(i) for i in infos if "error" in i]
     for info, det in zip(good, detections):
         found = []
-        for score, label, (x0, y0, x1, y1) in zip(det["scores"].tolist(), det["labels"].tolist(), det["boxes"].float().tolist()):
+        for score, label, (x0, y0, x1, y1) in zip(
+            det["scores"].tolist(), det["labels"].tolist(), det["boxes"].float().tolist()
+        ):
             if score >= threshold and int(label) in categories:
                 cat, name = categories[int(label)]
                 bbox = [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)]
                 found.append({"bbox": bbox, "score": round(float(score), 6), "category_id": cat, "label": name})
         found.sort(key=lambda d: -d["score"])
-        records.append({"_index": int(info["index"]), "file": info["file"], "width": int(info["width"]),
-                        "height": int(info["height"]), "detections": found})
+        records.append(
+            {
+                "_index": int(info["index"]),
+                "file": info["file"],
+                "width": int(info["width"]),
+                "height": int(info["height"]),
+                "detections": found,
+            }
+        )
     return records
 
 
@@ -165,12 +207,16 @@ class PredictionWriter(BasePredictionWriter):
             self._names = category_map(pl_module.num_classes, names, trainer.datamodule) if detection else names
         return self._names
 
-    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0) -> None:
+    def write_on_batch_end(
+        self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0
+    ) -> None:
         infos = batch[-1] if isinstance(batch, (list, tuple)) else None
         if not is_file_batch(infos):
             return
         if isinstance(prediction, Tensor) or prediction is None:
-            self.records += classification_records(prediction, infos, self.top_k, self._labels(trainer, pl_module, False))
+            self.records += classification_records(
+                prediction, infos, self.top_k, self._labels(trainer, pl_module, False)
+            )
         else:
             self.records += detection_records(prediction, infos, self.threshold, self._labels(trainer, pl_module, True))
 

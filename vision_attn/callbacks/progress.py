@@ -4,6 +4,7 @@ Lightning's rich bar reads "Epoch 2/-2" when only ``max_steps`` bounds the fit (
 into a file (a cluster job's log, ``| tee``) shows nothing until the end. :class:`StepBar` fixes the counter;
 :class:`LogLines` prints one line every N optimizer steps when stdout is not a terminal.
 """
+
 from __future__ import annotations
 
 import sys
@@ -59,15 +60,21 @@ class LogLines(Callback):
 
     def _say(self, trainer: pl.Trainer, what: str, metrics: Dict[str, Any]) -> None:
         total = trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else trainer.estimated_stepping_batches
-        print(f"{what} step {trainer.global_step}/{total}  epoch {trainer.current_epoch}  {_fmt(metrics)}  "
-              f"{time.monotonic() - self._t0:.1f} s", flush=True)
+        print(
+            f"{what} step {trainer.global_step}/{total}  epoch {trainer.current_epoch}  {_fmt(metrics)}  "
+            f"{time.monotonic() - self._t0:.1f} s",
+            flush=True,
+        )
 
     @rank_zero_only
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         every = self.every_n_steps or trainer.log_every_n_steps or 50
         if trainer.global_step % every == 0 and (batch_idx + 1) % trainer.accumulate_grad_batches == 0:
-            self._say(trainer, "train", {k: v for k, v in trainer.progress_bar_metrics.items() if k.startswith("train")})
+            self._say(
+                trainer, "train", {k: v for k, v in trainer.progress_bar_metrics.items() if k.startswith("train")}
+            )
 
     @rank_zero_only
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -75,8 +82,9 @@ class LogLines(Callback):
             self._say(trainer, "val", {k: v for k, v in trainer.callback_metrics.items() if k.startswith("val")})
 
 
-def default_progress_callbacks(callbacks: list, enable_progress_bar: Optional[bool], lines: bool = True,
-                               stream: Any = None) -> list:
+def default_progress_callbacks(
+    callbacks: list, enable_progress_bar: Optional[bool], lines: bool = True, stream: Any = None
+) -> list:
     """What the CLI adds to ``callbacks``: :class:`StepBar` (unless a progress bar is given or disabled) and, with
     ``lines`` and when ``stream`` (stdout) is no terminal, :class:`LogLines` (unless one is given)."""
     stream = sys.stdout if stream is None else stream

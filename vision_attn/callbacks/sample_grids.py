@@ -1,4 +1,5 @@
 """Sample grids of a GAN during training: a fixed-noise PNG under ``<log_dir>/samples`` and a TensorBoard image."""
+
 from __future__ import annotations
 
 import math
@@ -46,9 +47,13 @@ class SampleGrids(pl.Callback):
         seed: seed of the noise, so every grid shows the same latents.
     """
 
-    def __init__(self, every_n_steps: int = 500, n_samples: int = 64, truncation: Optional[float] = None, seed: int = 0) -> None:
+    def __init__(
+        self, every_n_steps: int = 500, n_samples: int = 64, truncation: Optional[float] = None, seed: int = 0
+    ) -> None:
         if every_n_steps < 0 or n_samples < 1:
-            raise ValueError(f"SampleGrids: every_n_steps must be >= 0 and n_samples >= 1; got {every_n_steps}, {n_samples}")
+            raise ValueError(
+                f"SampleGrids: every_n_steps must be >= 0 and n_samples >= 1; got {every_n_steps}, {n_samples}"
+            )
         self.every_n_steps, self.n_samples, self.truncation, self.seed = every_n_steps, n_samples, truncation, seed
         self._last_step: Optional[int] = None  # with d_steps > 1 several batches share one generator step
 

@@ -1,4 +1,5 @@
 """Training throughput: wall time of the training loop without validation, and the images it trained on."""
+
 from __future__ import annotations
 
 import time

@@ -1,4 +1,5 @@
 """LightningDataModules (CIFAR, COCO, synthetic shapes and COCO-format shapes, image folders); albumentations transforms."""
+
 from . import _offline  # noqa: F401  (first: sets NO_ALBUMENTATIONS_UPDATE before any module here imports albumentations)
 from .cifar import CIFARDataModule, stratified_subset
 from .coco import COCODataModule, COCOFormatError, SyntheticCOCODataModule

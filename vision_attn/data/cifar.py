@@ -8,6 +8,7 @@ Splits, for a data-size sweep:
   are subsets of larger ones for the same seed;
 - test: the full official test split.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -75,7 +76,10 @@ def stratified_subset(labels: Sequence[int] | np.ndarray | torch.Tensor, fractio
     if not 0.0 < fraction <= 1.0:
         raise ValueError(f"train_fraction must be in (0, 1]; got {fraction}")
     labels = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels).reshape(-1)
-    keep = [perm[: max(1, round(fraction * len(perm)))] for perm in _class_permutations(labels, seed, _SUBSET_STREAM).values()]
+    keep = [
+        perm[: max(1, round(fraction * len(perm)))]
+        for perm in _class_permutations(labels, seed, _SUBSET_STREAM).values()
+    ]
     return sorted(int(i) for i in np.concatenate(keep)) if keep else []
 
 
@@ -111,8 +115,14 @@ class TransformedSubset(Dataset):
         return (self.transform(image) if self.transform is not None else image), target
 
 
-def make_loader(dataset: Dataset, batch_size: int, num_workers: int, train: bool, shuffle: Optional[bool] = None,
-                collate_fn: Optional[Callable] = None) -> DataLoader:
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    num_workers: int,
+    train: bool,
+    shuffle: Optional[bool] = None,
+    collate_fn: Optional[Callable] = None,
+) -> DataLoader:
     """DataLoader with the house settings: training shuffles (unless ``shuffle=False``) and drops the last partial batch.
 
     A training loader draws its order and each image's augmentation from a :class:`~.resumable.ResumableSampler`
@@ -180,14 +190,24 @@ class SplitLoadersMixin:
     collate_fn: Optional[Callable] = None  # None: the DataLoader's default
 
     def train_dataloader(self) -> DataLoader:
-        return make_loader(self._need("train_set"), self.batch_size, self.num_workers, train=True,
-                           shuffle=getattr(self, "shuffle", True), collate_fn=self.collate_fn)
+        return make_loader(
+            self._need("train_set"),
+            self.batch_size,
+            self.num_workers,
+            train=True,
+            shuffle=getattr(self, "shuffle", True),
+            collate_fn=self.collate_fn,
+        )
 
     def val_dataloader(self) -> DataLoader:
-        return make_loader(self._need("val_set"), self.batch_size, self.num_workers, train=False, collate_fn=self.collate_fn)
+        return make_loader(
+            self._need("val_set"), self.batch_size, self.num_workers, train=False, collate_fn=self.collate_fn
+        )
 
     def test_dataloader(self) -> DataLoader:
-        return make_loader(self._need("test_set"), self.batch_size, self.num_workers, train=False, collate_fn=self.collate_fn)
+        return make_loader(
+            self._need("test_set"), self.batch_size, self.num_workers, train=False, collate_fn=self.collate_fn
+        )
 
     def _need(self, attr: str) -> Any:
         value = getattr(self, attr)
@@ -319,13 +339,16 @@ class CIFARDataModule(SplitLoadersMixin, PredictFolderMixin, pl.LightningDataMod
         eval_tf = eval_transform(mean, std, self.img_size)
         train_tf = (
             train_transform(mean, std, self.img_size, crop_padding=self.input_size // 8, input_size=self.input_size)
-            if self.augment else eval_tf
+            if self.augment
+            else eval_tf
         )
 
         all_idx = np.arange(len(labels))
         self.val_indices = stratified_holdout(labels, self.val_split, seed=VAL_SEED) if self.val_split else []
         pool = np.setdiff1d(all_idx, np.asarray(self.val_indices, dtype=int))
-        self.train_indices = sorted(int(i) for i in pool[stratified_subset(labels[pool], self.train_fraction, self.fraction_seed)])
+        self.train_indices = sorted(
+            int(i) for i in pool[stratified_subset(labels[pool], self.train_fraction, self.fraction_seed)]
+        )
 
         self.train_set = TransformedSubset(train_data, self.train_indices, train_tf)
         test_all = TransformedSubset(test_data, range(len(test_data)), eval_tf)
@@ -353,7 +376,6 @@ class CIFARDataModule(SplitLoadersMixin, PredictFolderMixin, pl.LightningDataMod
 
     def corrupted_hint(self) -> str:
         return f"Delete {self.dataset_dir} and download it again (download=True)."
-
 
     # ---- facts -------------------------------------------------------------------------------------------------
     @property

@@ -3,6 +3,7 @@
 torchvision reads these batches with ``pickle.load``, which runs whatever the file says; a data folder (and its
 checksum file) writable by someone else is then a way to run code. Here only plain data is rebuilt.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -14,7 +15,14 @@ import numpy as np
 from torchvision.datasets import CIFAR10, CIFAR100, VisionDataset
 from torchvision.datasets.utils import check_integrity as check_md5
 
-__all__ = ["CorruptedDatasetError", "UnsafeDataError", "read_cifar_file", "check_cifar_batch", "SafeCIFAR10", "SafeCIFAR100"]
+__all__ = [
+    "CorruptedDatasetError",
+    "UnsafeDataError",
+    "read_cifar_file",
+    "check_cifar_batch",
+    "SafeCIFAR10",
+    "SafeCIFAR100",
+]
 
 
 class CorruptedDatasetError(RuntimeError):
@@ -28,9 +36,13 @@ class UnsafeDataError(CorruptedDatasetError):
 # What CIFAR's python batches may contain besides dicts, lists, str, bytes and numbers: numpy arrays (and, in pickles
 # of protocol 2, bytes spelled as _codecs.encode). Anything else (os.system, builtins.eval, ...) is refused unrun.
 _CIFAR_GLOBALS = {
-    ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.numeric", "_frombuffer"), ("numpy.core.numeric", "_frombuffer"),
-    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.numeric", "_frombuffer"),
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("_codecs", "encode"),
 }
 
 
@@ -75,18 +87,25 @@ def check_cifar_batch(entry: Any, path: str | os.PathLike) -> tuple[np.ndarray, 
     key = "labels" if isinstance(entry, dict) and "labels" in entry else "fine_labels"
     if not isinstance(entry, dict) or "data" not in entry or key not in entry:
         found = sorted(map(str, entry)) if isinstance(entry, dict) else type(entry).__name__
-        raise CorruptedDatasetError(f"{path}: expected a dict with 'data' and 'labels' (or 'fine_labels'); found {found}")
+        raise CorruptedDatasetError(
+            f"{path}: expected a dict with 'data' and 'labels' (or 'fine_labels'); found {found}"
+        )
     data, labels = entry["data"], entry[key]
     side = int(round((data.shape[1] / 3) ** 0.5)) if isinstance(data, np.ndarray) and data.ndim == 2 else 0
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or not side or data.shape[1] != 3 * side * side:
         found = f"{data.dtype} array of shape {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
-        raise CorruptedDatasetError(f"{path}: 'data' must be a uint8 array of shape (N, 3*S*S) (SxS RGB rows, S=32 for "
-                                    f"CIFAR); found {found}")
-    if not isinstance(labels, (list, tuple, np.ndarray)) or len(labels) != len(data) or not all(
-            isinstance(y, (int, np.integer)) and not isinstance(y, bool) for y in labels):
+        raise CorruptedDatasetError(
+            f"{path}: 'data' must be a uint8 array of shape (N, 3*S*S) (SxS RGB rows, S=32 for CIFAR); found {found}"
+        )
+    if (
+        not isinstance(labels, (list, tuple, np.ndarray))
+        or len(labels) != len(data)
+        or not all(isinstance(y, (int, np.integer)) and not isinstance(y, bool) for y in labels)
+    ):
         n = len(labels) if isinstance(labels, (list, tuple, np.ndarray)) else type(labels).__name__
-        raise CorruptedDatasetError(f"{path}: '{key}' must be {len(data)} ints (one per image); found {n} entries "
-                                    "or non-integer labels")
+        raise CorruptedDatasetError(
+            f"{path}: '{key}' must be {len(data)} ints (one per image); found {n} entries or non-integer labels"
+        )
     return data, [int(y) for y in labels]
 
 
@@ -94,8 +113,14 @@ class SafeCIFAR10(CIFAR10):
     """torchvision's ``CIFAR10`` (same files, md5 checks, ``data``/``targets``/``classes``) read by
     :func:`read_cifar_file` instead of ``pickle.load``: whoever can write the data folder cannot run code."""
 
-    def __init__(self, root: str | os.PathLike, train: bool = True, transform: Optional[Callable] = None,
-                 target_transform: Optional[Callable] = None, download: bool = False) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        train: bool = True,
+        transform: Optional[Callable] = None,
+        target_transform: Optional[Callable] = None,
+        download: bool = False,
+    ) -> None:
         VisionDataset.__init__(self, root, transform=transform, target_transform=target_transform)
         self.train = train
         if download:

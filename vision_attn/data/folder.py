@@ -1,4 +1,5 @@
 """Any ``root/{train,val}/<class>/<image>`` tree (ImageNet's layout) as a LightningDataModule."""
+
 from __future__ import annotations
 
 import logging
@@ -52,7 +53,9 @@ class CheckedImageFolder(ImageFolder):
             image = self.loader(path)  # decodes the whole file (PIL is lazy until convert)
         except (OSError, ValueError, SyntaxError) as err:  # truncated: OSError; not an image: UnidentifiedImageError
             if not self.skip_bad:
-                raise BadImageError(f"{path}: unreadable image ({err}); skip_bad_images=True skips such files") from None
+                raise BadImageError(
+                    f"{path}: unreadable image ({err}); skip_bad_images=True skips such files"
+                ) from None
             if not self._bad[index]:
                 log.warning("skipping unreadable image %s (%s)", path, err)
             self._bad[index] = True
@@ -126,7 +129,9 @@ class ImageFolderDataModule(SplitLoadersMixin, PredictFolderMixin, pl.LightningD
             raise ValueError(f"train_fraction must be in (0, 1]; got {train_fraction}")
         self.root = Path(root)
         self.train_dir, self.val_dir, self.test_dir = train_dir, val_dir, test_dir or val_dir
-        self._preprocessing = dict(img_size=img_size, mean=mean, std=std, interpolation=interpolation, crop_pct=crop_pct)
+        self._preprocessing = dict(
+            img_size=img_size, mean=mean, std=std, interpolation=interpolation, crop_pct=crop_pct
+        )
         self._explicit = {k for k, v in self._preprocessing.items() if v is not None}
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -198,22 +203,34 @@ class ImageFolderDataModule(SplitLoadersMixin, PredictFolderMixin, pl.LightningD
         """The preprocessing in use: ``img_size``, ``mean``, ``std``, ``interpolation``, ``crop_pct`` (ImageNet's
         defaults for what neither the config nor the model's ``pretrained_cfg`` set)."""
         p = self._preprocessing
-        return dict(img_size=self.img_size, mean=tuple(p["mean"] or IMAGENET_MEAN), std=tuple(p["std"] or IMAGENET_STD),
-                    interpolation=p["interpolation"] or "bilinear", crop_pct=float(p["crop_pct"] or 224 / 256))
+        return dict(
+            img_size=self.img_size,
+            mean=tuple(p["mean"] or IMAGENET_MEAN),
+            std=tuple(p["std"] or IMAGENET_STD),
+            interpolation=p["interpolation"] or "bilinear",
+            crop_pct=float(p["crop_pct"] or 224 / 256),
+        )
 
     def use_model_data_config(self, cfg: Mapping[str, Any], model_name: str = "the model") -> Dict[str, Any]:
         """Take the options the config left unset from ``cfg`` (a resolved ``pretrained_cfg``: ``input_size``,
         ``mean``, ``std``, ``interpolation``, ``crop_pct``), before ``setup``; logs what it took, once. Returns that."""
-        found = dict(img_size=(cfg.get("input_size") or (None,))[-1], mean=cfg.get("mean"), std=cfg.get("std"),
-                     interpolation=cfg.get("interpolation") or None, crop_pct=cfg.get("crop_pct"))
+        found = dict(
+            img_size=(cfg.get("input_size") or (None,))[-1],
+            mean=cfg.get("mean"),
+            std=cfg.get("std"),
+            interpolation=cfg.get("interpolation") or None,
+            crop_pct=cfg.get("crop_pct"),
+        )
         taken = {k: v for k, v in found.items() if k not in self._explicit and v is not None}
         taken = {k: tuple(float(x) for x in v) if k in ("mean", "std") else v for k, v in taken.items()}
         if taken and taken != {k: self._preprocessing[k] for k in taken}:
             self._preprocessing.update(taken)
             self.train_set = self.val_set = self.test_set = None  # rebuilt with the new transforms
             said = ", ".join(f"{k}={v}" for k, v in taken.items())
-            rank_zero_info(f"image folder preprocessing from {model_name}'s pretrained_cfg: {said} "
-                           "(set --data.init_args.<name> to override)")
+            rank_zero_info(
+                f"image folder preprocessing from {model_name}'s pretrained_cfg: {said} "
+                "(set --data.init_args.<name> to override)"
+            )
         return taken
 
     def _eval_transform(self):

@@ -11,6 +11,7 @@ would show whatever colour the transparent pixels happen to hold).
 A file that cannot be read does not stop the others: its item is ``(None, {"file", "index", "error"})`` and the
 collate functions leave it out of the image tensor but keep it in the info list (see :func:`collate_images`).
 """
+
 from __future__ import annotations
 
 import glob
@@ -26,8 +27,20 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..ops import pad_images_to_batch
 
-__all__ = ["IMAGE_EXTENSIONS", "MAX_PIXELS", "ImageTooLargeError", "find_images", "load_rgb", "image_size", "ImageFiles", "SizeGroupedBatchSampler",
-           "collate_images", "collate_detection", "image_loader", "PredictFolderMixin"]
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "MAX_PIXELS",
+    "ImageTooLargeError",
+    "find_images",
+    "load_rgb",
+    "image_size",
+    "ImageFiles",
+    "SizeGroupedBatchSampler",
+    "collate_images",
+    "collate_detection",
+    "image_loader",
+    "PredictFolderMixin",
+]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
 _WHITE = (255, 255, 255, 255)
@@ -42,7 +55,9 @@ def find_images(inputs: Sequence[str]) -> List[str]:
     for item in inputs:
         item = os.path.expanduser(str(item))
         if os.path.isdir(item):
-            found += sorted(str(p) for p in Path(item).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+            found += sorted(
+                str(p) for p in Path(item).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+            )
         elif not os.path.exists(item) and glob.has_magic(item):
             found += sorted(p for p in glob.glob(item, recursive=True) if os.path.isfile(p))
         else:
@@ -66,7 +81,9 @@ def _tensor_to_pil(t: Tensor) -> Image.Image:
     """``(3, H, W)`` or ``(1, H, W)`` RGB, float in [0, 1] or uint8 -> a PIL RGB image."""
     t = t.detach().cpu()
     if t.dim() != 3 or t.shape[0] not in (1, 3):
-        raise ValueError(f"image tensor: expected (3, H, W) or (1, H, W) RGB (floats in [0, 1] or uint8); got shape {tuple(t.shape)}")
+        raise ValueError(
+            f"image tensor: expected (3, H, W) or (1, H, W) RGB (floats in [0, 1] or uint8); got shape {tuple(t.shape)}"
+        )
     if t.is_floating_point():
         t = (t.float().clamp(0, 1) * 255).round()
     return Image.fromarray(t.to(torch.uint8).expand(3, -1, -1).permute(1, 2, 0).contiguous().numpy(), "RGB")
@@ -87,8 +104,10 @@ def load_rgb(path: str | os.PathLike | Image.Image | Tensor, max_pixels: Optiona
         with Image.open(path) as im:
             w, h = im.size
             if max_pixels is not None and w * h > max_pixels:
-                raise ImageTooLargeError(f"{path}: {w}x{h} = {w * h} pixels, more than max_pixels={max_pixels} "
-                                         "(raise --max-pixels to read it)")
+                raise ImageTooLargeError(
+                    f"{path}: {w}x{h} = {w * h} pixels, more than max_pixels={max_pixels} "
+                    "(raise --max-pixels to read it)"
+                )
             im = ImageOps.exif_transpose(im)
             im.load()
     if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
@@ -127,7 +146,9 @@ class ImageFiles(Dataset):
     transform), or ``(None, {"file", "index", "error"})`` when the file cannot be read.
     """
 
-    def __init__(self, files: Sequence[str], transform: Callable[[Image.Image], Tensor], max_pixels: Optional[int] = MAX_PIXELS):
+    def __init__(
+        self, files: Sequence[str], transform: Callable[[Image.Image], Tensor], max_pixels: Optional[int] = MAX_PIXELS
+    ):
         self.items = [f if isinstance(f, (Image.Image, Tensor)) else str(f) for f in files]
         self.files = [f if isinstance(f, str) else None for f in self.items]
         self.transform, self.max_pixels = transform, max_pixels
@@ -144,8 +165,14 @@ class ImageFiles(Dataset):
             return None, {"file": path, "index": index, "error": f"{type(e).__name__}: {first}"}
         image = self.transform(rgb)
         w, h = rgb.size
-        info = {"file": path, "index": index, "width": w, "height": h, "orig_size": torch.tensor([h, w]),
-                "size": torch.tensor(list(image.shape[-2:]))}
+        info = {
+            "file": path,
+            "index": index,
+            "width": w,
+            "height": h,
+            "orig_size": torch.tensor([h, w]),
+            "size": torch.tensor(list(image.shape[-2:])),
+        }
         return image, info
 
 
@@ -179,15 +206,18 @@ class SizeGroupedBatchSampler(Sampler[List[int]]):
         return len(self.batches)
 
 
-def collate_images(batch: Sequence[Tuple[Optional[Tensor], Dict[str, Any]]]) -> Tuple[Optional[Tensor], List[Dict[str, Any]]]:
+def collate_images(
+    batch: Sequence[Tuple[Optional[Tensor], Dict[str, Any]]],
+) -> Tuple[Optional[Tensor], List[Dict[str, Any]]]:
     """``(images (B_ok, 3, H, W) or None, infos)``: the readable images stacked in order; ``infos`` lists every
     item, the unreadable ones (key ``"error"``) too, so ``[i for i in infos if "error" not in i]`` matches rows."""
     good = [im for im, _ in batch if im is not None]
     return (torch.stack(good) if good else None), [info for _, info in batch]
 
 
-def collate_detection(batch: Sequence[Tuple[Optional[Tensor], Dict[str, Any]]]
-                      ) -> Tuple[Optional[Tensor], Optional[Tensor], List[Dict[str, Any]]]:
+def collate_detection(
+    batch: Sequence[Tuple[Optional[Tensor], Dict[str, Any]]],
+) -> Tuple[Optional[Tensor], Optional[Tensor], List[Dict[str, Any]]]:
     """``(images (B_ok, 3, H, W), mask (B_ok, H, W) True on padding, infos)``: DETR's batch layout (zero padding at
     the bottom and right); ``(None, None, infos)`` when no file of the batch could be read."""
     good = [im for im, _ in batch if im is not None]
@@ -195,15 +225,23 @@ def collate_detection(batch: Sequence[Tuple[Optional[Tensor], Dict[str, Any]]]
     return images, mask, [info for _, info in batch]
 
 
-def image_loader(files: Sequence[str], transform: Callable[[Image.Image], Tensor], batch_size: int,
-                 num_workers: int = 0, detection: bool = False, max_pixels: Optional[int] = MAX_PIXELS) -> DataLoader:
+def image_loader(
+    files: Sequence[str],
+    transform: Callable[[Image.Image], Tensor],
+    batch_size: int,
+    num_workers: int = 0,
+    detection: bool = False,
+    max_pixels: Optional[int] = MAX_PIXELS,
+) -> DataLoader:
     """The predict loader: :class:`ImageFiles` in order; for ``detection`` batches of equal-size images
     (:class:`SizeGroupedBatchSampler`) in DETR's ``(images, mask, infos)`` layout, else ``(images, infos)``.
     Images over ``max_pixels`` are reported as unreadable (:class:`ImageTooLargeError`), never decoded."""
     data = ImageFiles(files, transform, max_pixels)
     common = dict(num_workers=num_workers, persistent_workers=False, pin_memory=torch.cuda.is_available())
     if detection:
-        return DataLoader(data, batch_sampler=SizeGroupedBatchSampler(data.items, batch_size), collate_fn=collate_detection, **common)
+        return DataLoader(
+            data, batch_sampler=SizeGroupedBatchSampler(data.items, batch_size), collate_fn=collate_detection, **common
+        )
     return DataLoader(data, batch_size=batch_size, shuffle=False, collate_fn=collate_images, **common)
 
 
@@ -224,12 +262,23 @@ class PredictFolderMixin:
     def predict_dataloader(self) -> DataLoader:
         root = getattr(self, "predict_root", None)
         if not root:
-            raise ValueError(f"{type(self).__name__}: predict needs images: pass --data.init_args.predict_root DIR "
-                             "(a folder, an image file or a glob); got predict_root=None")
-        return image_loader(find_images([root]), self.predict_transform(), self.predict_batch_size, self.num_workers,
-                            self.predict_detection)
+            raise ValueError(
+                f"{type(self).__name__}: predict needs images: pass --data.init_args.predict_root DIR "
+                "(a folder, an image file or a glob); got predict_root=None"
+            )
+        return image_loader(
+            find_images([root]),
+            self.predict_transform(),
+            self.predict_batch_size,
+            self.num_workers,
+            self.predict_detection,
+        )
 
     def skip_prepare_for_predict(self) -> bool:
         """True while a Trainer predicts from ``predict_root``: the dataset's own files are then not needed."""
         trainer = getattr(self, "trainer", None)
-        return bool(getattr(self, "predict_root", None)) and trainer is not None and bool(getattr(trainer, "predicting", False))
+        return (
+            bool(getattr(self, "predict_root", None))
+            and trainer is not None
+            and bool(getattr(trainer, "predicting", False))
+        )

@@ -1,4 +1,5 @@
 """What the floors above rely on from a datamodule, declared as ``typing.Protocol``\\ s (checked with ``isinstance``)."""
+
 from __future__ import annotations
 
 from pathlib import Path

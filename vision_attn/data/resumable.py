@@ -17,6 +17,7 @@ replayed from the middle of an epoch. Here:
 The training step's own randomness (dropout, mixup, a GAN's noise) stays on the global generators, which loading the
 data no longer touches: ``vision_attn.callbacks.ResumeState`` saves them with each checkpoint.
 """
+
 from __future__ import annotations
 
 import random
@@ -63,8 +64,14 @@ class ResumableSampler(DistributedSampler):
         if seed is None:
             seed = int(torch.randint(0, 2**31 - 1, ()).item())
         dist = torch.distributed.is_available() and torch.distributed.is_initialized()
-        super().__init__(dataset, num_replicas=None if dist else 1, rank=None if dist else 0, shuffle=shuffle,
-                         seed=seed, drop_last=False)
+        super().__init__(
+            dataset,
+            num_replicas=None if dist else 1,
+            rank=None if dist else 0,
+            shuffle=shuffle,
+            seed=seed,
+            drop_last=False,
+        )
         self._skip = 0
 
     def skip(self, n: int) -> None:

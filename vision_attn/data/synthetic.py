@@ -13,6 +13,7 @@ CIFAR-10's python format, read by the CIFAR loader (torchvision's md5 checks, a 
 ``task="relational"`` renders :mod:`.synthetic_relational` instead (two shapes; the class is their relation) on the
 same background, written and read the same way.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,7 +39,15 @@ from .cifar import (
 )
 from .synthetic_render import RELATIONAL_CLASSES, SHAPE_CLASSES, render_shapes, task_classes
 
-__all__ = ["RELATIONAL_CLASSES", "SHAPE_CLASSES", "generate_shapes", "task_classes", "shapes_folder_name", "ShapesDataset", "SyntheticShapesDataModule"]
+__all__ = [
+    "RELATIONAL_CLASSES",
+    "SHAPE_CLASSES",
+    "generate_shapes",
+    "task_classes",
+    "shapes_folder_name",
+    "ShapesDataset",
+    "SyntheticShapesDataModule",
+]
 
 SHAPES_MEAN = (0.5, 0.5, 0.5)
 SHAPES_STD = (0.5, 0.5, 0.5)
@@ -52,8 +61,9 @@ RELATIONAL_VERSION = 1  # the same, for task="relational"
 TASKS = ("shapes", "relational")
 
 
-def shapes_folder_name(num_train: int = 10000, num_test: int = 2000, img_size: int = 32, seed: int = 0,
-                       task: str = "shapes") -> str:
+def shapes_folder_name(
+    num_train: int = 10000, num_test: int = 2000, img_size: int = 32, seed: int = 0, task: str = "shapes"
+) -> str:
     """The folder (under ``root``) that :func:`generate_shapes` writes for these arguments."""
     version = GENERATOR_VERSION if task == "shapes" else RELATIONAL_VERSION
     return f"{task}-v{version}-{img_size}px-n{num_train}-t{num_test}-s{seed}-batches-py"
@@ -67,7 +77,9 @@ def _check_args(num_train: int, num_test: int, img_size: int, seed: int, task: s
         raise ValueError(f"img_size must be a positive multiple of 32 (32, 64, 96, ...); got {img_size}")
     n_classes = len(task_classes(task))
     if num_train < n_classes or num_test < 1:
-        raise ValueError(f"need num_train >= {n_classes} and num_test >= 1; got num_train={num_train}, num_test={num_test}")
+        raise ValueError(
+            f"need num_train >= {n_classes} and num_test >= 1; got num_train={num_train}, num_test={num_test}"
+        )
     if seed < 0:
         raise ValueError(f"seed must be >= 0; got {seed}")
 
@@ -81,8 +93,14 @@ def _write_batch(path: Path, images: np.ndarray, labels: np.ndarray, batch_label
         pickle.dump(entry, f, protocol=_PICKLE_PROTOCOL)
 
 
-def generate_shapes(root: str | os.PathLike = "data", num_train: int = 10000, num_test: int = 2000, img_size: int = 32,
-                    seed: int = 0, task: str = "shapes") -> Path:
+def generate_shapes(
+    root: str | os.PathLike = "data",
+    num_train: int = 10000,
+    num_test: int = 2000,
+    img_size: int = 32,
+    seed: int = 0,
+    task: str = "shapes",
+) -> Path:
     """Render the shapes (or relational) task once and store it in CIFAR-10's python format; return the folder.
 
     Writes ``root/`` :func:`shapes_folder_name` ``/`` with ``data_batch_1..5`` (the
@@ -103,10 +121,16 @@ def generate_shapes(root: str | os.PathLike = "data", num_train: int = 10000, nu
         train_seq, test_seq = np.random.SeedSequence(seed).spawn(2)
         train_x, train_y = render_shapes(num_train, img_size, train_seq, task)
         for i, part in enumerate(np.array_split(np.arange(num_train), _NUM_TRAIN_BATCHES), start=1):
-            _write_batch(tmp / f"data_batch_{i}", train_x[part], train_y[part], f"training batch {i} of {_NUM_TRAIN_BATCHES}")
+            _write_batch(
+                tmp / f"data_batch_{i}", train_x[part], train_y[part], f"training batch {i} of {_NUM_TRAIN_BATCHES}"
+            )
         test_x, test_y = render_shapes(num_test, img_size, test_seq, task)
         _write_batch(tmp / "test_batch", test_x, test_y, "testing batch 1 of 1")
-        meta = {"label_names": list(task_classes(task)), "num_cases_per_batch": -(-num_train // _NUM_TRAIN_BATCHES), "num_vis": 3 * img_size**2}
+        meta = {
+            "label_names": list(task_classes(task)),
+            "num_cases_per_batch": -(-num_train // _NUM_TRAIN_BATCHES),
+            "num_vis": 3 * img_size**2,
+        }
         with open(tmp / "batches.meta", "wb") as f:
             pickle.dump(meta, f, protocol=_PICKLE_PROTOCOL)
         names = [f"data_batch_{i}" for i in range(1, _NUM_TRAIN_BATCHES + 1)] + ["test_batch", "batches.meta"]
@@ -165,7 +189,9 @@ class ShapesDataset(SafeCIFAR10):
             self.test_list = [["test_batch", sums["test_batch"]]]
             self.meta = {"filename": "batches.meta", "key": "label_names", "md5": sums["batches.meta"]}
         except (ValueError, KeyError, TypeError) as err:
-            raise CorruptedDatasetError(f"{sums_path} is unreadable or incomplete ({err!r}); delete {folder} to regenerate it") from err
+            raise CorruptedDatasetError(
+                f"{sums_path} is unreadable or incomplete ({err!r}); delete {folder} to regenerate it"
+            ) from err
         try:
             super().__init__(root, train=train, transform=transform, target_transform=target_transform, download=False)
         except RuntimeError:  # torchvision's "not found or corrupted": name the file
@@ -191,7 +217,9 @@ class SyntheticShapesDataModule(CIFARDataModule):
 
     datasets = {
         "shapes": DatasetSpec(ShapesDataset, SHAPES_MEAN, SHAPES_STD, len(SHAPE_CLASSES), "Synthetic shapes"),
-        "relational": DatasetSpec(ShapesDataset, SHAPES_MEAN, SHAPES_STD, len(RELATIONAL_CLASSES), "Synthetic relational shapes"),
+        "relational": DatasetSpec(
+            ShapesDataset, SHAPES_MEAN, SHAPES_STD, len(RELATIONAL_CLASSES), "Synthetic relational shapes"
+        ),
     }
 
     def __init__(
@@ -233,7 +261,9 @@ class SyntheticShapesDataModule(CIFARDataModule):
 
     @property
     def dataset_dir(self) -> Path:
-        return Path(self.root) / shapes_folder_name(self.num_train, self.num_test, self.input_size, self.seed, self.task)
+        return Path(self.root) / shapes_folder_name(
+            self.num_train, self.num_test, self.input_size, self.seed, self.task
+        )
 
     def load_dataset(self, train: bool) -> Dataset:
         return ShapesDataset(self.root, train=train, base_folder=self.dataset_dir.name)

@@ -15,6 +15,7 @@ Layout (what :class:`vision_attn.data.COCODataModule` reads)::
 
 The same arguments give byte-identical files (numpy's ``default_rng(seed)``, PNG, sorted JSON).
 """
+
 from __future__ import annotations
 
 import json
@@ -36,14 +37,29 @@ GENERATOR_VERSION = 2
 COCO_SHAPES_SPLITS = ("train", "val")
 # Category order: the most dissimilar silhouettes first, so a few classes are told apart by shape, not by a detail
 # (circle vs ring, square vs square_frame differ only by a hole).
-DETECTION_CLASSES = ("circle", "triangle", "plus", "square_frame", "ring", "diamond", "square", "x_cross", "horizontal_bar", "vertical_bar")
+DETECTION_CLASSES = (
+    "circle",
+    "triangle",
+    "plus",
+    "square_frame",
+    "ring",
+    "diamond",
+    "square",
+    "x_cross",
+    "horizontal_bar",
+    "vertical_bar",
+)
 _CROWD_RATE = 0.03
 _MAX_IOU = 0.1  # placement rejects a shape whose box overlaps an earlier one more than this
 
 
-def coco_shapes_folder_name(num_train: int, num_val: int, img_size: int, num_classes: int, max_objects: int, seed: int) -> str:
+def coco_shapes_folder_name(
+    num_train: int, num_val: int, img_size: int, num_classes: int, max_objects: int, seed: int
+) -> str:
     """The folder (under ``root``) that :func:`generate_coco_shapes` writes for these arguments."""
-    return f"shapes-coco-v{GENERATOR_VERSION}-{img_size}px-n{num_train}-v{num_val}-c{num_classes}-o{max_objects}-s{seed}"
+    return (
+        f"shapes-coco-v{GENERATOR_VERSION}-{img_size}px-n{num_train}-v{num_val}-c{num_classes}-o{max_objects}-s{seed}"
+    )
 
 
 def _check_args(num_train: int, num_val: int, img_size: int, num_classes: int, max_objects: int, seed: int) -> None:
@@ -114,7 +130,9 @@ def _render_image(rng: np.random.Generator, height: int, width: int, num_classes
     return img[0].transpose(1, 2, 0), objects
 
 
-def _write_split(folder: Path, split: str, num: int, img_size: int, num_classes: int, max_objects: int, rng, first_id: int) -> Dict[str, Any]:
+def _write_split(
+    folder: Path, split: str, num: int, img_size: int, num_classes: int, max_objects: int, rng, first_id: int
+) -> Dict[str, Any]:
     (folder / split).mkdir(parents=True)
     images: List[Dict[str, Any]] = []
     annotations: List[Dict[str, Any]] = []
@@ -127,18 +145,24 @@ def _write_split(folder: Path, split: str, num: int, img_size: int, num_classes:
         images.append({"id": image_id, "file_name": name, "height": h, "width": w})
         for label, (x, y, bw, bh), area in objects:
             crowd = int(rng.random() < _CROWD_RATE)
-            annotations.append({
-                "id": 10 * image_id + len([a for a in annotations if a["image_id"] == image_id]) + 1,
-                "image_id": image_id,
-                "category_id": 2 * label + 1,  # 1, 3, 5, ...: non-contiguous on purpose
-                "bbox": [x, y, bw, bh],
-                "area": area,
-                "iscrowd": crowd,
-                "segmentation": [[x, y, x + bw, y, x + bw, y + bh, x, y + bh]],
-            })
+            annotations.append(
+                {
+                    "id": 10 * image_id + len([a for a in annotations if a["image_id"] == image_id]) + 1,
+                    "image_id": image_id,
+                    "category_id": 2 * label + 1,  # 1, 3, 5, ...: non-contiguous on purpose
+                    "bbox": [x, y, bw, bh],
+                    "area": area,
+                    "iscrowd": crowd,
+                    "segmentation": [[x, y, x + bw, y, x + bw, y + bh, x, y + bh]],
+                }
+            )
     categories = [{"id": 2 * c + 1, "name": DETECTION_CLASSES[c], "supercategory": "shape"} for c in range(num_classes)]
-    return {"info": {"description": f"synthetic shapes ({split})", "version": str(GENERATOR_VERSION)},
-            "images": images, "annotations": annotations, "categories": categories}
+    return {
+        "info": {"description": f"synthetic shapes ({split})", "version": str(GENERATOR_VERSION)},
+        "images": images,
+        "annotations": annotations,
+        "categories": categories,
+    }
 
 
 def generate_coco_shapes(
@@ -169,8 +193,16 @@ def generate_coco_shapes(
         first_ids = {"train": 1, "val": num_train + 1}
         counts = {"train": num_train, "val": num_val}
         for split, stream in zip(COCO_SHAPES_SPLITS, streams):
-            ann = _write_split(tmp, split, counts[split], img_size, num_classes, max_objects,
-                               np.random.default_rng(stream), first_ids[split])
+            ann = _write_split(
+                tmp,
+                split,
+                counts[split],
+                img_size,
+                num_classes,
+                max_objects,
+                np.random.default_rng(stream),
+                first_ids[split],
+            )
             (tmp / "annotations" / f"instances_{split}.json").write_text(json.dumps(ann, sort_keys=True) + "\n")
         os.chmod(tmp, 0o755)
         try:

@@ -11,6 +11,7 @@ clutter (gradient, texture, two lines, two blobs), and half of the images get a 
 (occlusion). Horizontal flips and small shifts keep the label (the augmentation CIFARDataModule applies). Chance is
 25%. Rendered with numpy only from ``numpy.random.default_rng``, like :mod:`.synthetic` (same arguments, same bytes).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -57,8 +58,15 @@ def render_relational(rng: np.random.Generator, labels: np.ndarray, size: int) -
     return _occlude_and_quantize(rng, img, 0.5)
 
 
-def _draw(img: np.ndarray, rng: np.random.Generator, shape: np.ndarray, s: np.ndarray, cx: np.ndarray, cy: np.ndarray,
-          base: np.ndarray) -> np.ndarray:
+def _draw(
+    img: np.ndarray,
+    rng: np.random.Generator,
+    shape: np.ndarray,
+    s: np.ndarray,
+    cx: np.ndarray,
+    cy: np.ndarray,
+    base: np.ndarray,
+) -> np.ndarray:
     """Paint silhouette ``RELATIONAL_SHAPES[shape]`` (per image) of half-size ``s`` centred at ``(cx, cy)`` px."""
     n, size = len(img), img.shape[-1]
     grid = np.arange(size, dtype=np.float32) + 0.5

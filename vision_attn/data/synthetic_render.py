@@ -2,6 +2,7 @@
 ten silhouettes on a cluttered background, and the helpers :mod:`.synthetic_relational` and :mod:`.synthetic_coco`
 draw with. :mod:`.synthetic` writes them in CIFAR-10's format and reads them back.
 """
+
 from __future__ import annotations
 
 import math
@@ -10,8 +11,18 @@ import numpy as np
 
 __all__ = ["RELATIONAL_CLASSES", "SHAPE_CLASSES", "render_shapes", "task_classes"]
 
-SHAPE_CLASSES = ("circle", "ring", "square", "square_frame", "diamond", "triangle", "plus", "x_cross", "horizontal_bar",
-                 "vertical_bar")
+SHAPE_CLASSES = (
+    "circle",
+    "ring",
+    "square",
+    "square_frame",
+    "diamond",
+    "triangle",
+    "plus",
+    "x_cross",
+    "horizontal_bar",
+    "vertical_bar",
+)
 # task="relational" (vision_attn.data.synthetic_relational): (same silhouette?) x (is the upper shape the larger?)
 RELATIONAL_CLASSES = ("same_upper_larger", "same_upper_smaller", "different_upper_larger", "different_upper_smaller")
 _CHUNK = 512  # images rendered at once; fixed, because the random stream is drawn chunk by chunk

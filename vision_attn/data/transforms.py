@@ -10,6 +10,7 @@ process that is the global one (seeded by ``seed_everything``, saved in checkpoi
 worker it is the worker's, which PyTorch (and Lightning's ``seed_everything(workers=True)``) seed per worker, rank and
 epoch. Same seed, same augmentations, whatever the number of workers' history; a resumed run replays them.
 """
+
 from __future__ import annotations
 
 import random
@@ -75,7 +76,9 @@ class AlbumentationsTransform:
         if isinstance(image, Image.Image):
             image = np.asarray(image.convert("RGB") if image.mode != "RGB" else image)
         elif not isinstance(image, np.ndarray):
-            raise TypeError(f"AlbumentationsTransform expects a PIL image or an HWC numpy array; got {type(image).__name__}")
+            raise TypeError(
+                f"AlbumentationsTransform expects a PIL image or an HWC numpy array; got {type(image).__name__}"
+            )
         if image.ndim == 2:  # grayscale array: albumentations wants an explicit channel axis
             image = image[:, :, None]
         reseed_from_torch(self.transform)
@@ -123,15 +126,22 @@ def train_transform(
     return AlbumentationsTransform(A.Compose(ops))
 
 
-def eval_transform(mean: Sequence[float], std: Sequence[float], img_size: Optional[int] = None) -> AlbumentationsTransform:
+def eval_transform(
+    mean: Sequence[float], std: Sequence[float], img_size: Optional[int] = None
+) -> AlbumentationsTransform:
     """Deterministic evaluation transform: optional resize to ``img_size``, normalise, to tensor ``(3, H, W)``."""
     ops = [*_resize(img_size), A.Normalize(mean=tuple(mean), std=tuple(std)), ToTensorV2()]
     return AlbumentationsTransform(A.Compose(ops))
 
 
 # timm's interpolation names -> OpenCV's (albumentations resizes with OpenCV)
-INTERPOLATIONS = {"bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC, "nearest": cv2.INTER_NEAREST,
-                  "area": cv2.INTER_AREA, "lanczos": cv2.INTER_LANCZOS4}
+INTERPOLATIONS = {
+    "bilinear": cv2.INTER_LINEAR,
+    "bicubic": cv2.INTER_CUBIC,
+    "nearest": cv2.INTER_NEAREST,
+    "area": cv2.INTER_AREA,
+    "lanczos": cv2.INTER_LANCZOS4,
+}
 
 
 def _interpolation(name: str) -> int:
@@ -141,7 +151,9 @@ def _interpolation(name: str) -> int:
 
 
 def imagenet_train_transform(
-    img_size: int = 224, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+    img_size: int = 224,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
     interpolation: str = "bilinear",
 ) -> AlbumentationsTransform:
     """ImageNet-style training: random resized crop to ``img_size`` (scale 0.08-1), horizontal flip, normalise."""
@@ -155,8 +167,11 @@ def imagenet_train_transform(
 
 
 def imagenet_eval_transform(
-    img_size: int = 224, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-    interpolation: str = "bilinear", crop_pct: float = 224 / 256,
+    img_size: int = 224,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    interpolation: str = "bilinear",
+    crop_pct: float = 224 / 256,
 ) -> AlbumentationsTransform:
     """ImageNet-style evaluation: short side to ``img_size / crop_pct`` (256 for 224), center crop ``img_size``,
     normalise."""

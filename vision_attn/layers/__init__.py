@@ -1,4 +1,5 @@
 """Floor 2: layers built on the attention core."""
+
 from .conv_attention import ConvAttention2d, attention_from_conv, conv_attention_unsupported, convert_convs_to_attention
 from .detr_transformer import DetrTransformer
 from .patch_embed import PatchEmbed, check_image_input, check_image_size

@@ -14,6 +14,7 @@ image reads a zero, as the convolution's zero padding does. The scores go throug
 ``(2 alpha (p + Delta), -alpha)``, keys ``(p', ||p'||^2)``, and their dot product is the quadratic score up to a
 per-query constant, which the softmax ignores.
 """
+
 from __future__ import annotations
 
 import copy
@@ -81,8 +82,15 @@ class ConvAttention2d(nn.Module):
     ``r = k // 2``: for each head and query pixel (row-major) its weights over the zero-padded map (row-major).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, head_dim: Optional[int] = None,
-                 bias: bool = True, alpha: float = 20.0) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        head_dim: Optional[int] = None,
+        bias: bool = True,
+        alpha: float = 20.0,
+    ) -> None:
         super().__init__()
         if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"ConvAttention2d: kernel_size must be a positive odd int; got {kernel_size!r}")
@@ -99,8 +107,10 @@ class ConvAttention2d(nn.Module):
         self._capture: Optional[Callable[[Tensor], None]] = None
 
     def extra_repr(self) -> str:
-        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-                f"num_heads={self.num_heads}, head_dim={self.head_dim}")
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"num_heads={self.num_heads}, head_dim={self.head_dim}"
+        )
 
     def _positions(self, height: int, width: int, dtype: torch.dtype) -> tuple:
         """Query features ``(1, heads, H*W, 3)`` and key features ``(1, 1, Hp*Wp, 3)`` whose dot product is
@@ -111,7 +121,7 @@ class ConvAttention2d(nn.Module):
         ys = torch.arange(hp, device=dev, dtype=torch.float32) - (hp - 1) / 2
         xs = torch.arange(wp, device=dev, dtype=torch.float32) - (wp - 1) / 2
         keys = torch.stack(torch.meshgrid(ys, xs, indexing="ij"), -1).reshape(-1, 2)  # (Hp*Wp, 2)
-        queries = torch.stack(torch.meshgrid(ys[r:r + height], xs[r:r + width], indexing="ij"), -1).reshape(-1, 2)
+        queries = torch.stack(torch.meshgrid(ys[r : r + height], xs[r : r + width], indexing="ij"), -1).reshape(-1, 2)
         alpha = self.alpha.float()[:, None, None]
         target = queries[None] + self.offsets.float()[:, None, :]  # (heads, H*W, 2): where each head looks
         q = torch.cat([2 * alpha * target, (-alpha).expand(-1, target.shape[1], 1)], -1)
@@ -168,8 +178,9 @@ def attention_from_conv(conv: nn.Conv2d, alpha: float = 20.0, name: Optional[str
     return layer
 
 
-def convert_convs_to_attention(model: nn.Module, kernel_sizes: Optional[Sequence[int]] = (3,), alpha: float = 20.0,
-                               inplace: bool = False) -> nn.Module:
+def convert_convs_to_attention(
+    model: nn.Module, kernel_sizes: Optional[Sequence[int]] = (3,), alpha: float = 20.0, inplace: bool = False
+) -> nn.Module:
     """Replace every supported ``nn.Conv2d`` of ``model`` (with a kernel in ``kernel_sizes``; None = any odd k) by
     :func:`attention_from_conv`; the outputs stay the same.
 
@@ -197,7 +208,12 @@ def convert_convs_to_attention(model: nn.Module, kernel_sizes: Optional[Sequence
         report[name] = "converted"
     converted = [n for n, r in report.items() if r == "converted"]
     kept = [f"{n} ({r})" for n, r in report.items() if r != "converted"]
-    logger.info("converted %d convs to attention: %s; kept %d: %s", len(converted), ", ".join(converted) or "-",
-                len(kept), "; ".join(kept) or "-")
+    logger.info(
+        "converted %d convs to attention: %s; kept %d: %s",
+        len(converted),
+        ", ".join(converted) or "-",
+        len(kept),
+        "; ".join(kept) or "-",
+    )
     model.conv_attention_report = report
     return model

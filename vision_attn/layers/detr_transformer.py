@@ -7,6 +7,7 @@ facebookresearch/detr ``models/transformer.py`` (``encoder.layers.N.self_attn.in
 ``linear2``, ``norm1..3``, ``decoder.layers.N.multihead_attn``, ``decoder.norm``), so the official checkpoints
 load by copying keys. Everything is batch first.
 """
+
 from __future__ import annotations
 
 import copy
@@ -64,7 +65,9 @@ class DetrEncoderLayer(nn.Module):
         self.activation = _activation(activation)
         self.normalize_before = normalize_before
 
-    def _attend(self, x: Tensor, pos: Optional[Tensor], key_padding_mask: Optional[Tensor], attn_mask: Optional[Tensor]) -> Tensor:
+    def _attend(
+        self, x: Tensor, pos: Optional[Tensor], key_padding_mask: Optional[Tensor], attn_mask: Optional[Tensor]
+    ) -> Tensor:
         qk = _with_pos(x, pos)
         return self.self_attn(qk, qk, x, attn_mask=attn_mask, key_padding_mask=key_padding_mask)
 
@@ -120,7 +123,12 @@ class DetrDecoderLayer(nn.Module):
         return self.self_attn(qk, qk, x)
 
     def _cross_attend(
-        self, x: Tensor, memory: Tensor, pos: Optional[Tensor], query_pos: Optional[Tensor], memory_key_padding_mask: Optional[Tensor]
+        self,
+        x: Tensor,
+        memory: Tensor,
+        pos: Optional[Tensor],
+        query_pos: Optional[Tensor],
+        memory_key_padding_mask: Optional[Tensor],
     ) -> Tensor:
         return self.multihead_attn(
             _with_pos(x, query_pos), _with_pos(memory, pos), memory, key_padding_mask=memory_key_padding_mask
@@ -142,7 +150,9 @@ class DetrDecoderLayer(nn.Module):
         padding -> ``(B, Q, D)``."""
         if self.normalize_before:
             tgt = tgt + self.dropout1(self._self_attend(self.norm1(tgt), query_pos))
-            tgt = tgt + self.dropout2(self._cross_attend(self.norm2(tgt), memory, pos, query_pos, memory_key_padding_mask))
+            tgt = tgt + self.dropout2(
+                self._cross_attend(self.norm2(tgt), memory, pos, query_pos, memory_key_padding_mask)
+            )
             return tgt + self.dropout3(self._feed_forward(self.norm3(tgt)))
         tgt = self.norm1(tgt + self.dropout1(self._self_attend(tgt, query_pos)))
         tgt = self.norm2(tgt + self.dropout2(self._cross_attend(tgt, memory, pos, query_pos, memory_key_padding_mask)))
@@ -168,7 +178,9 @@ class DetrEncoder(nn.Module):
 class DetrDecoder(nn.Module):
     """``num_layers`` copies of a decoder layer and the final norm applied to the output of every layer."""
 
-    def __init__(self, decoder_layer: DetrDecoderLayer, num_layers: int, norm: nn.Module, return_intermediate: bool = True) -> None:
+    def __init__(
+        self, decoder_layer: DetrDecoderLayer, num_layers: int, norm: nn.Module, return_intermediate: bool = True
+    ) -> None:
         super().__init__()
         self.layers = nn.ModuleList([copy.deepcopy(decoder_layer) for _ in range(num_layers)])
         self.num_layers = num_layers
@@ -221,7 +233,9 @@ class DetrTransformer(nn.Module):
     ) -> None:
         super().__init__()
         encoder_layer = DetrEncoderLayer(d_model, nhead, dim_feedforward, dropout, activation, normalize_before)
-        self.encoder = DetrEncoder(encoder_layer, num_encoder_layers, nn.LayerNorm(d_model) if normalize_before else None)
+        self.encoder = DetrEncoder(
+            encoder_layer, num_encoder_layers, nn.LayerNorm(d_model) if normalize_before else None
+        )
         decoder_layer = DetrDecoderLayer(d_model, nhead, dim_feedforward, dropout, activation, normalize_before)
         self.decoder = DetrDecoder(decoder_layer, num_decoder_layers, nn.LayerNorm(d_model), return_intermediate_dec)
         self.d_model = d_model
@@ -233,7 +247,9 @@ class DetrTransformer(nn.Module):
             if p.dim() > 1:
                 nn.init.xavier_uniform_(p)
 
-    def forward(self, src: Tensor, mask: Optional[Tensor], query_embed: Tensor, pos_embed: Tensor) -> Tuple[Tensor, Tensor]:
+    def forward(
+        self, src: Tensor, mask: Optional[Tensor], query_embed: Tensor, pos_embed: Tensor
+    ) -> Tuple[Tensor, Tensor]:
         """Encode the image features and decode the object queries.
 
         Args:

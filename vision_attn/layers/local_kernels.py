@@ -13,6 +13,7 @@ embedding on the rest) and a softmax over those keys only. They differ in how:
   query block can see, ``score_mod`` adds the relative term (through the core's :func:`flex_attention`). Head size
   ``d``, no padding. torch has no CPU backward for it: on CPU it serves inference only (compiled on first use per shape).
 """
+
 from __future__ import annotations
 
 from typing import Dict, Optional, Tuple, Union
@@ -24,7 +25,11 @@ from torch import Tensor
 from ..attention import attention_with_weights, flex_attention, scaled_dot_product_attention
 
 __all__ = [
-    "LOCAL_BACKENDS", "relative_logits", "halo_local_attention", "unfold_local_attention", "flex_local_attention",
+    "LOCAL_BACKENDS",
+    "relative_logits",
+    "halo_local_attention",
+    "unfold_local_attention",
+    "flex_local_attention",
     "flex_supported",
 ]
 
@@ -52,7 +57,9 @@ def _shifted(rel: Tensor, block: int) -> Tensor:
     Entry ``[h, i, j]`` is ``rel[h, j - i]`` where ``0 <= j - i < k``, else 0 (those keys are masked anyway).
     """
     k = rel.shape[1]
-    j_minus_i = torch.arange(block + k - 1, device=rel.device)[None, :] - torch.arange(block, device=rel.device)[:, None]
+    j_minus_i = (
+        torch.arange(block + k - 1, device=rel.device)[None, :] - torch.arange(block, device=rel.device)[:, None]
+    )
     inside = (j_minus_i >= 0) & (j_minus_i < k)
     out = rel[:, j_minus_i.clamp(0, k - 1)]  # (heads, block, block + k - 1, c)
     return out * inside[None, :, :, None].to(rel.dtype)
@@ -83,8 +90,9 @@ def _halo_window_mask(height: int, width: int, kernel_size: int, block_size: int
     return allowed.reshape(nbh * nbw, 1, bh * bw, (bh + 2 * r) * (bw + 2 * r))
 
 
-def _halo_window_weights(weights: Tensor, batch: int, heads: int, height: int, width: int, kernel_size: int,
-                         block_size: int) -> Tensor:
+def _halo_window_weights(
+    weights: Tensor, batch: int, heads: int, height: int, width: int, kernel_size: int, block_size: int
+) -> Tensor:
     """Blocked weights ``(blocks, B*heads, bh*bw, Kh*Kw)`` -> per-pixel window weights ``(B, heads, H*W, k*k)``."""
     k = kernel_size
     bh, bw, nbh, nbw = _halo_layout(height, width, block_size)
@@ -102,7 +110,12 @@ def _halo_window_weights(weights: Tensor, batch: int, heads: int, height: int, w
 
 
 def halo_local_attention(
-    qkv: Tensor, rel_h: Tensor, rel_w: Tensor, num_heads: int, block_size: int, need_weights: bool = False,
+    qkv: Tensor,
+    rel_h: Tensor,
+    rel_w: Tensor,
+    num_heads: int,
+    block_size: int,
+    need_weights: bool = False,
 ) -> Tuple[Tensor, Optional[Tensor]]:
     """The ``halo`` kernel: ``qkv (B, 3C, H, W)`` (queries, keys, values stacked on channels) -> ``(B, C, H, W)``, and
     with ``need_weights`` the window weights ``(B, heads, H*W, k*k)`` (offsets row-major, 0 outside the image)."""
@@ -129,23 +142,32 @@ def halo_local_attention(
     kv = kv.reshape(2, nblocks, B * nh, Kh * Kw, d)  # the one copy: ((b + 2r) / b)^2 x the keys and values
     k, v = kv.unbind(0)
     # One-hot code of each halo key's row and column: q'.k' adds the query's row and column terms.
-    code = torch.cat([
-        torch.eye(Kh, dtype=k.dtype, device=k.device).repeat_interleave(Kw, dim=0),
-        torch.eye(Kw, dtype=k.dtype, device=k.device).repeat(Kh, 1),
-    ], dim=1)  # (Kh*Kw, Kh + Kw)
+    code = torch.cat(
+        [
+            torch.eye(Kh, dtype=k.dtype, device=k.device).repeat_interleave(Kw, dim=0),
+            torch.eye(Kw, dtype=k.dtype, device=k.device).repeat(Kh, 1),
+        ],
+        dim=1,
+    )  # (Kh*Kw, Kh + Kw)
     k = torch.cat([k, code.expand(nblocks, B * nh, -1, -1)], dim=-1)
 
     mask = _halo_window_mask(H, W, kernel, block_size, qkv.device)
-    out, weights = attention_with_weights(q, k, v, mask, need_weights=need_weights, scale=d ** -0.5)
+    out, weights = attention_with_weights(q, k, v, mask, need_weights=need_weights, scale=d**-0.5)
     out = out.reshape(nbh, nbw, B, nh, bh, bw, d).permute(2, 3, 6, 0, 4, 1, 5).reshape(B, C, Hp, Wp)[:, :, :H, :W]
     if weights is not None:
         weights = _halo_window_weights(weights, B, nh, H, W, kernel, block_size)
     return out, weights
 
 
-
 def unfold_local_attention(
-    q: Tensor, k: Tensor, v: Tensor, rel_h: Tensor, rel_w: Tensor, height: int, width: int, scale: float,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    rel_h: Tensor,
+    rel_w: Tensor,
+    height: int,
+    width: int,
+    scale: float,
     need_weights: bool = False,
 ) -> Union[Tensor, Tuple[Tensor, Tensor]]:
     """``q, k, v (B, heads, H*W, d)`` -> ``(B, heads, H*W, d)`` (and the window weights ``(B, heads, H*W, k*k)``,
@@ -164,7 +186,9 @@ def unfold_local_attention(
     rows, cols = relative_logits(q, rel_h, rel_w)
     bias = (rows[..., :, None] + cols[..., None, :]).reshape(B, nh, N, 1, kernel * kernel) * scale
     mask = bias.masked_fill(~inside, float("-inf"))
-    res = scaled_dot_product_attention(q.unsqueeze(-2), windows(k), windows(v), mask, need_weights=need_weights, scale=scale)
+    res = scaled_dot_product_attention(
+        q.unsqueeze(-2), windows(k), windows(v), mask, need_weights=need_weights, scale=scale
+    )
     if need_weights:
         out, weights = res
         return out.squeeze(-2), weights.squeeze(-2)
@@ -200,7 +224,14 @@ def _neighbourhood_block_mask(height: int, width: int, kernel: int, device: torc
 
 
 def flex_local_attention(
-    q: Tensor, k: Tensor, v: Tensor, rel_h: Tensor, rel_w: Tensor, height: int, width: int, scale: float,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    rel_h: Tensor,
+    rel_w: Tensor,
+    height: int,
+    width: int,
+    scale: float,
 ) -> Tensor:
     """``q, k, v (B, heads, H*W, d)`` -> ``(B, heads, H*W, d)`` through FlexAttention (see the module docstring)."""
     kernel = rel_h.shape[1]

@@ -1,4 +1,5 @@
 """Image to patch tokens: a strided convolution, as in ViT."""
+
 from __future__ import annotations
 
 from typing import Tuple, Union
@@ -46,7 +47,9 @@ def check_image_size(
             "or dynamic_img_size=True"
         )
     if height % patch_size[0] != 0 or width % patch_size[1] != 0:
-        raise ValueError(f"image size {height}x{width} is not divisible by patch_size ({patch_size[0]}, {patch_size[1]})")
+        raise ValueError(
+            f"image size {height}x{width} is not divisible by patch_size ({patch_size[0]}, {patch_size[1]})"
+        )
 
 
 # fx records the checks as calls run with the graph (it cannot branch on traced shapes while tracing).
@@ -64,7 +67,9 @@ class PatchEmbed(nn.Module):
         embed_dim: token width D.
     """
 
-    def __init__(self, img_size=224, patch_size=16, in_chans: int = 3, embed_dim: int = 768, strict_img_size: bool = True):
+    def __init__(
+        self, img_size=224, patch_size=16, in_chans: int = 3, embed_dim: int = 768, strict_img_size: bool = True
+    ):
         super().__init__()
         self.img_size = _pair(img_size)
         self.patch_size = _pair(patch_size)

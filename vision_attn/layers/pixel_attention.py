@@ -9,6 +9,7 @@ kernel, forward and backward; no second softmax(QK^T)V here):
 
 Both record per-pixel attention maps under :func:`vision_attn.attention.capture_attention`.
 """
+
 from __future__ import annotations
 
 from typing import Callable, Optional, Tuple
@@ -40,11 +41,15 @@ __all__ = ["NonLocalBlock2d", "LocalSelfAttention2d"]
 def check_feature_map(x: Tensor, channels: int, owner: str) -> None:
     """Raise a ValueError naming ``owner`` unless ``x`` is ``(B, channels, H, W)`` (TorchScript- and fx-safe)."""
     if not torch.jit.is_scripting() and not isinstance(x, Tensor):
-        raise ValueError(f"{owner} expects a feature map of shape (B, {channels}, H, W) (channels={channels}); "
-                         f"got {type(x).__name__}")
+        raise ValueError(
+            f"{owner} expects a feature map of shape (B, {channels}, H, W) (channels={channels}); "
+            f"got {type(x).__name__}"
+        )
     if x.dim() != 4 or x.shape[1] != channels:
-        raise ValueError(f"{owner} expects a feature map of shape (B, {channels}, H, W) (channels={channels}); "
-                         f"got {shape_str(list(x.shape))}")
+        raise ValueError(
+            f"{owner} expects a feature map of shape (B, {channels}, H, W) (channels={channels}); "
+            f"got {shape_str(list(x.shape))}"
+        )
 
 
 # fx records these as one call each, run with the graph: they branch on shapes, which fx cannot while tracing.
@@ -99,7 +104,9 @@ class NonLocalBlock2d(nn.Module):
         value_channels = max(1, channels // 2) if value_channels is None else value_channels
         _check_heads(name, "value_channels", value_channels, num_heads)
         if not isinstance(kv_pool, int) or kv_pool < 1:
-            raise ValueError(f"{name}: kv_pool must be a positive int (1 = off, 2 = BigGAN's 2x2 max-pool); got {kv_pool!r}")
+            raise ValueError(
+                f"{name}: kv_pool must be a positive int (1 = off, 2 = BigGAN's 2x2 max-pool); got {kv_pool!r}"
+            )
         self.channels = channels
         self.num_heads = num_heads
         self.kv_pool = kv_pool
@@ -218,7 +225,9 @@ class LocalSelfAttention2d(nn.Module):
             raise ValueError(f"{name}: backend must be one of {LOCAL_BACKENDS}; got backend={backend!r}")
         _check_heads(name, "channels", channels, num_heads)
         if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(f"{name}: kernel_size must be a positive odd int (the window is centred); got kernel_size={kernel_size!r}")
+            raise ValueError(
+                f"{name}: kernel_size must be a positive odd int (the window is centred); got kernel_size={kernel_size!r}"
+            )
         head_dim = channels // num_heads
         if head_dim < 2:
             raise ValueError(
@@ -249,12 +258,14 @@ class LocalSelfAttention2d(nn.Module):
         if self.qkv.bias is not None:
             nn.init.zeros_(self.qkv.bias)
         # As timm's HaloNet / BoTNet relative embeddings: unit-variance logits for unit-variance queries.
-        nn.init.normal_(self.rel_pos_h, std=self.head_dim ** -0.5)
-        nn.init.normal_(self.rel_pos_w, std=self.head_dim ** -0.5)
+        nn.init.normal_(self.rel_pos_h, std=self.head_dim**-0.5)
+        nn.init.normal_(self.rel_pos_w, std=self.head_dim**-0.5)
 
     def extra_repr(self) -> str:
-        return (f"channels={self.channels}, kernel_size={self.kernel_size}, num_heads={self.num_heads}, "
-                f"stride={self.stride}, block_size={self.block_size}, backend={self.backend!r}")
+        return (
+            f"channels={self.channels}, kernel_size={self.kernel_size}, num_heads={self.num_heads}, "
+            f"stride={self.stride}, block_size={self.block_size}, backend={self.backend!r}"
+        )
 
     def pick_backend(self, x: Tensor) -> str:
         """The kernel this call runs: ``backend``, or for ``"auto"`` always ``"halo"``: a fixed choice, not measured
@@ -314,7 +325,7 @@ class LocalSelfAttention2d(nn.Module):
         B, C, H, W = x.shape
         nh, d = self.num_heads, self.head_dim
         q, k, v = (t.reshape(B, nh, d, H * W).transpose(-1, -2) for t in self.qkv(x).chunk(3, dim=1))
-        args = (self.rel_pos_h, self.rel_pos_w, H, W, d ** -0.5)
+        args = (self.rel_pos_h, self.rel_pos_w, H, W, d**-0.5)
         capture = self._capture
         if backend == "flex":
             out = flex_local_attention(q.contiguous(), k.contiguous(), v.contiguous(), *args)
@@ -372,10 +383,13 @@ class LocalSelfAttention2d(nn.Module):
         kv = kv.view(B, 2, nh, d, nblocks, Kh * Kw).permute(1, 4, 0, 2, 5, 3)  # (2, blocks, B, heads, Kh*Kw, d)
         # One concatenation makes k' = [k, code] and v' = [v, 0]: the fused kernel needs equal head sizes, and
         # padding v here saves the copy the core's zero-padding would make (same values, the same kernel call).
-        code = torch.cat([  # one-hot code of each halo key's row and column: q'.k' adds the query's row and column terms
-            torch.eye(Kh, dtype=kv.dtype, device=kv.device).repeat_interleave(Kw, dim=0),
-            torch.eye(Kw, dtype=kv.dtype, device=kv.device).repeat(Kh, 1),
-        ], dim=1)  # (Kh*Kw, Kh + Kw)
+        code = torch.cat(
+            [  # one-hot code of each halo key's row and column: q'.k' adds the query's row and column terms
+                torch.eye(Kh, dtype=kv.dtype, device=kv.device).repeat_interleave(Kw, dim=0),
+                torch.eye(Kw, dtype=kv.dtype, device=kv.device).repeat(Kh, 1),
+            ],
+            dim=1,
+        )  # (Kh*Kw, Kh + Kw)
         tail = torch.stack([code, torch.zeros_like(code)])[:, None, None, None]  # (2, 1, 1, 1, Kh*Kw, Kh + Kw)
         kvp = torch.cat([kv, tail.expand(-1, nblocks, B, nh, -1, -1)], dim=-1)
         k, v = kvp.view(2, nblocks, B * nh, Kh * Kw, dk).unbind(0)
@@ -383,9 +397,14 @@ class LocalSelfAttention2d(nn.Module):
         # The window mask as SDPA's additive float mask (what it turns a boolean one into on every call), cached.
         mask = self._cached(("mask", H, W, x.device, q.dtype), lambda: self._float_mask(H, W, x.device, q.dtype))
         capture = self._capture
-        res = scaled_dot_product_attention(q, k, v, mask, need_weights=capture is not None, scale=d ** -0.5)
+        res = scaled_dot_product_attention(q, k, v, mask, need_weights=capture is not None, scale=d**-0.5)
         out, weights = res if capture is not None else (res, None)
-        out = out[..., :d].reshape(nbh, nbw, B, nh, bh, bw, d).permute(2, 3, 6, 0, 4, 1, 5).reshape(B, C, Hp, Wp)[:, :, :H, :W]
+        out = (
+            out[..., :d]
+            .reshape(nbh, nbw, B, nh, bh, bw, d)
+            .permute(2, 3, 6, 0, 4, 1, 5)
+            .reshape(B, C, Hp, Wp)[:, :, :H, :W]
+        )
         if capture is not None:
             capture(self._window_weights(weights, B, H, W))
         return out

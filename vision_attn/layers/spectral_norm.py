@@ -12,6 +12,7 @@ is not enough: inductor turns a rank-1 ``mm`` into a pointwise product and re-co
 buffers, same ``state_dict`` keys (``parametrizations.weight.original`` / ``.0._u`` / ``.0._v``), same power iteration
 (``u`` first, then ``v``) and the same ``sigma = u . W v`` as PyTorch's, so checkpoints move freely between the two.
 """
+
 from __future__ import annotations
 
 from typing import Optional, Tuple
@@ -26,7 +27,9 @@ __all__ = ["SpectralNorm", "spectral_norm"]
 
 
 @torch.library.custom_op("vision_attn::spectral_norm_power_iteration", mutates_args=("u", "v"))
-def power_iteration(weight_mat: Tensor, u: Tensor, v: Tensor, n_power_iterations: int, eps: float) -> Tuple[Tensor, Tensor]:
+def power_iteration(
+    weight_mat: Tensor, u: Tensor, v: Tensor, n_power_iterations: int, eps: float
+) -> Tuple[Tensor, Tensor]:
     """``n_power_iterations`` of ``u = normalize(W v)``, ``v = normalize(W^H u)`` (PyTorch's order); writes them into
     ``u`` and ``v`` and returns copies. An operator of its own, so a compiler can neither fold the copies into the
     buffers nor re-compute them from the buffers in the backward. Computed in the buffers' dtype with autocast off
@@ -62,8 +65,9 @@ class SpectralNorm(_SpectralNorm):
         return weight / sigma
 
 
-def spectral_norm(module: nn.Module, name: str = "weight", n_power_iterations: int = 1, eps: float = 1e-12,
-                  dim: Optional[int] = None) -> nn.Module:
+def spectral_norm(
+    module: nn.Module, name: str = "weight", n_power_iterations: int = 1, eps: float = 1e-12, dim: Optional[int] = None
+) -> nn.Module:
     """``torch.nn.utils.parametrizations.spectral_norm`` with :class:`SpectralNorm` (same arguments and defaults)."""
     weight = getattr(module, name, None)
     if not isinstance(weight, Tensor):

@@ -1,4 +1,5 @@
 """Transformer layers built on the shared attention core."""
+
 from __future__ import annotations
 
 from typing import Callable, Optional
@@ -47,7 +48,9 @@ class TransformerEncoderLayer(nn.Module):
         self.ls2 = LayerScale(dim, init_values) if init_values else nn.Identity()
         self.drop_path2 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
 
-    def forward(self, x: Tensor, attn_mask: Optional[Tensor] = None, key_padding_mask: Optional[Tensor] = None) -> Tensor:
+    def forward(
+        self, x: Tensor, attn_mask: Optional[Tensor] = None, key_padding_mask: Optional[Tensor] = None
+    ) -> Tensor:
         """``x (B, N, D)`` -> ``(B, N, D)``; masks as in :class:`MultiHeadAttention`."""
         y = self.attn(self.norm1(x), attn_mask=attn_mask, key_padding_mask=key_padding_mask)
         if isinstance(y, tuple):  # never (no need_weights): narrows the core's Union return type for TorchScript

@@ -1,4 +1,5 @@
 """Floor 3: losses: DETR's Hungarian matcher and set criterion, GAN hinge / non-saturating losses, DiffAugment."""
+
 from .matcher import HungarianMatcher
 from .set_criterion import SetCriterion, SetCriterionConfig
 
@@ -15,4 +16,12 @@ from .gan import (  # noqa: E402
     gan_losses,
 )
 
-__all__ += ["DiffAugment", "diff_augment", "d_hinge_loss", "g_hinge_loss", "d_nonsaturating_loss", "g_nonsaturating_loss", "gan_losses"]
+__all__ += [
+    "DiffAugment",
+    "diff_augment",
+    "d_hinge_loss",
+    "g_hinge_loss",
+    "d_nonsaturating_loss",
+    "g_nonsaturating_loss",
+    "gan_losses",
+]

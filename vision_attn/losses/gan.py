@@ -3,6 +3,7 @@
 Losses take discriminator logits ``(B,)``. DiffAugment takes images ``(B, C, H, W)`` and is differentiable with
 respect to them, so the generator is trained through it; apply the same policy to real and fake images.
 """
+
 from __future__ import annotations
 
 from typing import Optional, Sequence, Tuple, Union
@@ -11,8 +12,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["d_hinge_loss", "g_hinge_loss", "d_nonsaturating_loss", "g_nonsaturating_loss", "gan_losses", "DiffAugment",
-           "diff_augment"]
+__all__ = [
+    "d_hinge_loss",
+    "g_hinge_loss",
+    "d_nonsaturating_loss",
+    "g_nonsaturating_loss",
+    "gan_losses",
+    "DiffAugment",
+    "diff_augment",
+]
 
 
 def d_hinge_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
@@ -104,7 +112,9 @@ class DiffAugment:
             ops = tuple(policy)
         unknown = [p for p in ops if p not in _OPS]
         if unknown:
-            raise ValueError(f"DiffAugment policy: unknown op(s) {unknown}; choose from {sorted(_OPS)} (comma-separated)")
+            raise ValueError(
+                f"DiffAugment policy: unknown op(s) {unknown}; choose from {sorted(_OPS)} (comma-separated)"
+            )
         self.ops = ops
 
     def __bool__(self) -> bool:
@@ -121,6 +131,8 @@ class DiffAugment:
         return x.contiguous()
 
 
-def diff_augment(x: Tensor, policy: str = "color,translation,cutout", generator: Optional[torch.Generator] = None) -> Tensor:
+def diff_augment(
+    x: Tensor, policy: str = "color,translation,cutout", generator: Optional[torch.Generator] = None
+) -> Tensor:
     """Functional form of :class:`DiffAugment`: ``x (B, C, H, W)`` -> augmented ``(B, C, H, W)``."""
     return DiffAugment(policy)(x, generator)

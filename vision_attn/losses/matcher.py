@@ -1,4 +1,5 @@
 """Hungarian matching of predictions to ground-truth objects (DETR, Carion et al. 2020)."""
+
 from __future__ import annotations
 
 from typing import Dict, List, Sequence, Tuple
@@ -41,7 +42,9 @@ class HungarianMatcher(nn.Module):
         for key, t in (("pred_logits", logits), ("pred_boxes", boxes)):
             bad = int((~torch.isfinite(t)).sum())
             if bad:  # scipy would only say "matrix contains invalid numeric entries"
-                raise FloatingPointError(f"HungarianMatcher: {key} has {bad} non-finite values of {t.numel()}: the model diverged")
+                raise FloatingPointError(
+                    f"HungarianMatcher: {key} has {bad} non-finite values of {t.numel()}: the model diverged"
+                )
         if len(targets) != bs:
             raise ValueError(f"HungarianMatcher: {len(targets)} target dicts for a batch of {bs} predictions")
         prob = logits.flatten(0, 1).float().softmax(-1)  # (B*Q, K+1)

@@ -1,4 +1,5 @@
 """DETR's set prediction loss: Hungarian matching, then class, L1 and GIoU losses on the matched pairs."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -85,7 +86,9 @@ class SetCriterion(nn.Module):
         self.weight_dict = dict(DEFAULT_WEIGHTS if weight_dict is None else weight_dict)
         unknown = set(self.weight_dict) - set(DEFAULT_WEIGHTS)
         if unknown:
-            raise ValueError(f"SetCriterion: unknown loss names {sorted(unknown)} in weight_dict; expected {sorted(DEFAULT_WEIGHTS)}")
+            raise ValueError(
+                f"SetCriterion: unknown loss names {sorted(unknown)} in weight_dict; expected {sorted(DEFAULT_WEIGHTS)}"
+            )
         self.aux_loss = aux_loss
         empty_weight = torch.ones(num_classes + 1)
         empty_weight[-1] = eos_coef
@@ -125,7 +128,9 @@ class SetCriterion(nn.Module):
         """``boxes (B, Q, 4)`` normalised cxcywh: L1 and 1 - GIoU over matched pairs, divided by ``num_boxes``."""
         batch_idx, query_idx = self._matched(indices)
         src = boxes[batch_idx, query_idx]
-        tgt = torch.cat([t["boxes"][j] for t, (_, j) in zip(targets, indices)]).to(device=boxes.device, dtype=boxes.dtype)
+        tgt = torch.cat([t["boxes"][j] for t, (_, j) in zip(targets, indices)]).to(
+            device=boxes.device, dtype=boxes.dtype
+        )
         loss_bbox = F.l1_loss(src, tgt, reduction="none").sum() / num_boxes
         giou = torch.diag(generalized_box_iou(box_cxcywh_to_xyxy(src), box_cxcywh_to_xyxy(tgt)))
         loss_giou = (1 - giou).sum() / num_boxes
@@ -174,7 +179,10 @@ class SetCriterion(nn.Module):
                 for i, aux in enumerate(outputs.get("aux_outputs", [])):
                     for k, v in self._layer_losses(aux, targets, num_boxes, log=False).items():
                         losses[f"{k}_{i}"] = v
-        weighted = (self.weight_dict.get(k.rsplit("_", 1)[0] if k[-1].isdigit() else k, 0.0) * v
-                    for k, v in losses.items() if k.startswith("loss"))
+        weighted = (
+            self.weight_dict.get(k.rsplit("_", 1)[0] if k[-1].isdigit() else k, 0.0) * v
+            for k, v in losses.items()
+            if k.startswith("loss")
+        )
         losses["loss"] = sum(weighted, torch.zeros((), device=device))
         return losses

@@ -1,4 +1,5 @@
 """Floor 3: metrics: COCO mAP (pycocotools), FID / IS / KID (torchmetrics)."""
+
 from .coco import COCO_METRIC_NAMES, coco_evaluate, detr_postprocess, to_coco_results
 
 __all__ = ["COCO_METRIC_NAMES", "coco_evaluate", "detr_postprocess", "to_coco_results"]
@@ -14,5 +15,12 @@ from .generation import (  # noqa: E402
     resolve_inception_weights,
 )
 
-__all__ += ["ClassifierFeatures", "InceptionFeatures", "InceptionWeightsMissingError", "extract_features",
-            "generation_metrics_from_features", "real_features", "resolve_inception_weights"]
+__all__ += [
+    "ClassifierFeatures",
+    "InceptionFeatures",
+    "InceptionWeightsMissingError",
+    "extract_features",
+    "generation_metrics_from_features",
+    "real_features",
+    "resolve_inception_weights",
+]

@@ -3,6 +3,7 @@
 The 12 standard numbers (:data:`COCO_METRIC_NAMES`) are what ``COCOeval.summarize()`` prints, in its order,
 as fractions in [0, 1] (-1 where a size range has no ground truth).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -66,7 +67,14 @@ def to_coco_results(
             cat = int(label_to_category_id[label])
             if valid is not None and cat not in valid:
                 continue
-            results.append({"image_id": int(t["image_id"]), "category_id": cat, "bbox": [round(v, 3) for v in box], "score": round(score, 5)})
+            results.append(
+                {
+                    "image_id": int(t["image_id"]),
+                    "category_id": cat,
+                    "bbox": [round(v, 3) for v in box],
+                    "score": round(score, 5),
+                }
+            )
     return results
 
 

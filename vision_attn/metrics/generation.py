@@ -15,6 +15,7 @@ The feature extractor is one of:
 Real-image features are computed once per (dataset key, extractor, number of images) and stored under
 ``cache_dir`` (:func:`real_features`). torchmetrics computes the numbers from the features (its FID, KID, IS).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -40,7 +41,9 @@ __all__ = [
     "generation_metrics_from_features",
 ]
 
-INCEPTION_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
+INCEPTION_URL = (
+    "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
+)
 INCEPTION_FILE = INCEPTION_URL.rsplit("/", 1)[-1]
 
 Features = Tuple[Tensor, Optional[Tensor]]
@@ -54,7 +57,9 @@ def _hub_cache_file() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE
 
 
-def resolve_inception_weights(path: Optional[Union[str, os.PathLike]] = None, allow_download: bool = False) -> Optional[str]:
+def resolve_inception_weights(
+    path: Optional[Union[str, os.PathLike]] = None, allow_download: bool = False
+) -> Optional[str]:
     """The local Inception weights file to use, checked to exist; never downloads.
 
     ``path`` given: it must exist. Otherwise torch's hub cache (where torch-fidelity puts it on first use online)
@@ -62,7 +67,9 @@ def resolve_inception_weights(path: Optional[Union[str, os.PathLike]] = None, al
     """
     if path is not None:
         if not Path(path).is_file():
-            raise InceptionWeightsMissingError(f"inception_weights={str(path)!r}: no such file (expected {INCEPTION_FILE}, from {INCEPTION_URL})")
+            raise InceptionWeightsMissingError(
+                f"inception_weights={str(path)!r}: no such file (expected {INCEPTION_FILE}, from {INCEPTION_URL})"
+            )
         return str(path)
     cached = _hub_cache_file()
     if cached.is_file():
@@ -93,8 +100,9 @@ class InceptionFeatures(nn.Module):
         from torchmetrics.image.fid import NoTrainInceptionV3
 
         path = resolve_inception_weights(weights, allow_download)
-        self.net = NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048", "logits_unbiased"],
-                                      feature_extractor_weights_path=path)
+        self.net = NoTrainInceptionV3(
+            name="inception-v3-compat", features_list=["2048", "logits_unbiased"], feature_extractor_weights_path=path
+        )
         self.cache_id = "inception-v3-compat-2048"
 
     def forward(self, images: Tensor) -> Features:
@@ -115,7 +123,9 @@ class ClassifierFeatures(nn.Module):
     mean: Tensor  # buffers (1, 3, 1, 1): the classifier's input normalisation
     std: Tensor
 
-    def __init__(self, classifier: nn.Module, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), cache_id: Optional[str] = None) -> None:
+    def __init__(
+        self, classifier: nn.Module, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), cache_id: Optional[str] = None
+    ) -> None:
         super().__init__()
         self.classifier = classifier.eval().requires_grad_(False)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
@@ -156,8 +166,12 @@ def _split(out) -> Features:
 
 
 @torch.no_grad()
-def extract_features(extractor: nn.Module, batches: Iterable[Tensor], max_images: Optional[int] = None,
-                     device: Optional[torch.device] = None) -> Features:
+def extract_features(
+    extractor: nn.Module,
+    batches: Iterable[Tensor],
+    max_images: Optional[int] = None,
+    device: Optional[torch.device] = None,
+) -> Features:
     """Run ``extractor`` over image batches ``(B, 3, H, W)`` in [-1, 1] (or ``(images, labels)`` pairs).
 
     Returns ``(features (N, D), logits (N, K) or None)``, float64 on CPU, ``N <= max_images``.
@@ -182,8 +196,14 @@ def extract_features(extractor: nn.Module, batches: Iterable[Tensor], max_images
     return torch.cat(feats), (torch.cat(logits) if logits else None)
 
 
-def real_features(extractor: nn.Module, batches: Callable[[], Iterable[Tensor]], dataset_key: str, max_images: int,
-                  cache_dir: Optional[Union[str, os.PathLike]] = None, device: Optional[torch.device] = None) -> Tensor:
+def real_features(
+    extractor: nn.Module,
+    batches: Callable[[], Iterable[Tensor]],
+    dataset_key: str,
+    max_images: int,
+    cache_dir: Optional[Union[str, os.PathLike]] = None,
+    device: Optional[torch.device] = None,
+) -> Tensor:
     """Features ``(N, D)`` of real images, computed once and cached.
 
     Args:
@@ -220,9 +240,15 @@ class _Given(nn.Module):
         return x
 
 
-def generation_metrics_from_features(real: Tensor, fake: Tensor, fake_logits: Optional[Tensor] = None,
-                                     kid_subsets: int = 100, kid_subset_size: int = 1000, is_splits: int = 10,
-                                     seed: int = 0) -> Dict[str, float]:
+def generation_metrics_from_features(
+    real: Tensor,
+    fake: Tensor,
+    fake_logits: Optional[Tensor] = None,
+    kid_subsets: int = 100,
+    kid_subset_size: int = 1000,
+    is_splits: int = 10,
+    seed: int = 0,
+) -> Dict[str, float]:
     """FID, KID (mean, std) and IS (mean, std; when ``fake_logits`` is given) from features.
 
     Args:
@@ -235,7 +261,9 @@ def generation_metrics_from_features(real: Tensor, fake: Tensor, fake_logits: Op
     from torchmetrics.image.kid import KernelInceptionDistance
 
     if real.dim() != 2 or fake.dim() != 2 or real.shape[1] != fake.shape[1]:
-        raise ValueError(f"real and fake features must be (N, D) with the same D; got {tuple(real.shape)} and {tuple(fake.shape)}")
+        raise ValueError(
+            f"real and fake features must be (N, D) with the same D; got {tuple(real.shape)} and {tuple(fake.shape)}"
+        )
     if min(len(real), len(fake)) < 2:
         raise ValueError(f"need at least 2 real and 2 fake images; got {len(real)} and {len(fake)}")
     d = real.shape[1]

@@ -1,17 +1,29 @@
 """Floor 3: models (plain nn.Modules), the registry and checkpoint loading."""
-from . import cnn, vit  # noqa: F401  (registers the models)
-from . import pixel_resnets  # noqa: F401  (registers the pixel-attention ResNets)
-from . import detr  # noqa: F401  (registers the DETR detectors)
-from . import sagan  # noqa: F401  (registers the SA-GANs)
+
+from . import (  # noqa: F401  (registers the models)
+    cnn,
+    detr,  # noqa: F401  (registers the DETR detectors)
+    pixel_resnets,  # noqa: F401  (registers the pixel-attention ResNets)
+    sagan,  # noqa: F401  (registers the SA-GANs)
+    vit,
+)
 from .builder import create_model, from_pretrained, validate_model_args
 from .checkpoint import Checkpoint, CheckpointError, UnsafeCheckpointError, load_state_dict, read_checkpoint
 from .compile import compile_in_place
 from .data_config import class_names, create_eval_transform, resolve_data_config
+from .detr import DETR, DETR_CHECKPOINT_URLS
 from .hub import HubFileNotCachedError, PretrainedMixin, push_to_hub, save_pretrained
 from .loader import adapt_input_conv, load_pretrained
 from .pretrained_cfgs import PRETRAINED_CFGS
-from .registry import UnknownModelError, is_model, list_models, list_modules, model_entrypoint, register_model, split_model_name
-from .detr import DETR, DETR_CHECKPOINT_URLS
+from .registry import (
+    UnknownModelError,
+    is_model,
+    list_models,
+    list_modules,
+    model_entrypoint,
+    register_model,
+    split_model_name,
+)
 from .sagan import SAGAN
 from .vit import VisionTransformer
 

@@ -9,6 +9,7 @@
 6. weights fitted: :mod:`.loader` (foreign keys, ``in_chans`` first-conv adaptation, headless / other-size heads);
 7. features: :mod:`.features` wraps it (``features_only``), carrying the cfg.
 """
+
 from __future__ import annotations
 
 import copy
@@ -52,14 +53,21 @@ def validate_model_args(arch: str, kwargs: Dict[str, Any]) -> None:
                 continue
             close = difflib.get_close_matches(key, list(options), n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
-            raise ModelOptionError(f"model {arch!r} takes no option {key!r}{hint}; its options: {', '.join(sorted(options))}")
+            raise ModelOptionError(
+                f"model {arch!r} takes no option {key!r}{hint}; its options: {', '.join(sorted(options))}"
+            )
         expected = options[key].annotation
         if not matches(value, expected):
-            raise ModelOptionError(f"model {arch!r}: option {key} expects {type_name(expected)}, "
-                            f"got {type(value).__name__} {value!r}"[:300])
+            raise ModelOptionError(
+                f"model {arch!r}: option {key} expects {type_name(expected)}, got {type(value).__name__} {value!r}"[
+                    :300
+                ]
+            )
 
 
-def resolve_pretrained_cfg(arch: str, tag: Optional[str], overlay: Optional[Dict[str, Any]] = None) -> Optional[Dict[str, Any]]:
+def resolve_pretrained_cfg(
+    arch: str, tag: Optional[str], overlay: Optional[Dict[str, Any]] = None
+) -> Optional[Dict[str, Any]]:
     """The published cfg of ``arch.tag`` (the default tag for None; None without published weights), overlaid."""
     tags = tags_of(arch)
     cfg = None
@@ -69,11 +77,15 @@ def resolve_pretrained_cfg(arch: str, tag: Optional[str], overlay: Optional[Dict
     return {**(cfg or {}), **overlay} if overlay else cfg
 
 
-def _read_weights(arch: str, cfg: Optional[Dict[str, Any]], pretrained: Any, cache_dir: Optional[PathLike]) -> Optional[Checkpoint]:
+def _read_weights(
+    arch: str, cfg: Optional[Dict[str, Any]], pretrained: Any, cache_dir: Optional[PathLike]
+) -> Optional[Checkpoint]:
     if pretrained is True:
         if not has_weights(cfg):
-            raise ValueError(f"model {arch!r} has no default pretrained weights; pass pretrained=PATH_OR_URL of a "
-                             "checkpoint (vision_attn.list_models(pretrained=True) lists the names with weights)")
+            raise ValueError(
+                f"model {arch!r} has no default pretrained weights; pass pretrained=PATH_OR_URL of a "
+                "checkpoint (vision_attn.list_models(pretrained=True) lists the names with weights)"
+            )
         return read_checkpoint(fetch_pretrained(cfg, cache_dir))
     return read_checkpoint(pretrained) if pretrained else None
 
@@ -156,11 +168,19 @@ def _record_source(model: nn.Module, ck: Checkpoint, from_tag: bool) -> None:
         model.pretrained_cfg["label_names"] = list(ck.class_names)
 
 
-def _from_source(name: str, pretrained: Any, num_classes: Optional[int], checkpoint_path: Any,
-                 cache_dir: Optional[PathLike], kwargs: Dict[str, Any]) -> nn.Module:
+def _from_source(
+    name: str,
+    pretrained: Any,
+    num_classes: Optional[int],
+    checkpoint_path: Any,
+    cache_dir: Optional[PathLike],
+    kwargs: Dict[str, Any],
+) -> nn.Module:
     if pretrained not in (None, True, False) or checkpoint_path is not None:
-        raise ValueError(f"{name}: an {name.split(':')[0]}: name takes pretrained=True/False; its weights are the repo's")
-    source = name[len("local-dir:"):] if name.startswith("local-dir:") else name
+        raise ValueError(
+            f"{name}: an {name.split(':')[0]}: name takes pretrained=True/False; its weights are the repo's"
+        )
+    source = name[len("local-dir:") :] if name.startswith("local-dir:") else name
     return from_pretrained(source, pretrained=bool(pretrained), num_classes=num_classes, cache_dir=cache_dir, **kwargs)
 
 
@@ -206,7 +226,9 @@ def create_model(
     arch, tag = split_model_name(name)
     model_entrypoint(name)  # an unknown name or tag: one line, before anything is read
     if (out_indices is not None or feature_cls is not None) and not features_only:
-        raise ValueError(f"create_model({name!r}): out_indices={out_indices!r} / feature_cls={feature_cls!r} needs features_only=True")
+        raise ValueError(
+            f"create_model({name!r}): out_indices={out_indices!r} / feature_cls={feature_cls!r} needs features_only=True"
+        )
     validate_model_args(arch, kwargs)
     cfg = resolve_pretrained_cfg(arch, tag, pretrained_cfg_overlay)
     ck = _read_weights(arch, cfg, pretrained, cache_dir)
@@ -215,7 +237,9 @@ def create_model(
         num_classes = ck.num_classes
     elif not explicit and has_weights(cfg) and (tag is not None or pretrained is True):
         num_classes = cfg["num_classes"]
-    model = _build(arch, num_classes, ck if ck is not None and not explicit and ck.num_classes is None else None, kwargs)
+    model = _build(
+        arch, num_classes, ck if ck is not None and not explicit and ck.num_classes is None else None, kwargs
+    )
     model.pretrained_cfg = _model_cfg(model, arch, cfg)
     if ck is not None:
         load_pretrained(model, ck)
@@ -225,11 +249,12 @@ def create_model(
     return feature_extractor(model, arch, out_indices, feature_cls=feature_cls) if features_only else model
 
 
-def _locate(source: str, pretrained: bool, revision: Optional[str], cache_dir: Optional[PathLike],
-            token: Optional[str]) -> Tuple[Path, Optional[Path], Dict[str, Any]]:
+def _locate(
+    source: str, pretrained: bool, revision: Optional[str], cache_dir: Optional[PathLike], token: Optional[str]
+) -> Tuple[Path, Optional[Path], Dict[str, Any]]:
     """``(config.json, weights file or None, the cfg's source entries)`` of a folder or a Hub repo id (a repo's
     weights are fetched later, by :func:`from_pretrained`, once its config has passed the checks)."""
-    local = Path(source[len("hf-hub:"):] if source.startswith("hf-hub:") else source).expanduser()
+    local = Path(source[len("hf-hub:") :] if source.startswith("hf-hub:") else source).expanduser()
     if local.is_dir():
         config_path = local / CONFIG_NAME
         if not config_path.is_file():
@@ -266,9 +291,15 @@ def _saved_cfg(model: nn.Module, config: Dict[str, Any], origin: Dict[str, Any])
     return cfg
 
 
-def from_pretrained(source: PathLike, pretrained: bool = True, num_classes: Optional[int] = None,
-                    revision: Optional[str] = None, cache_dir: Optional[PathLike] = None,
-                    token: Optional[str] = None, **kwargs) -> nn.Module:
+def from_pretrained(
+    source: PathLike,
+    pretrained: bool = True,
+    num_classes: Optional[int] = None,
+    revision: Optional[str] = None,
+    cache_dir: Optional[PathLike] = None,
+    token: Optional[str] = None,
+    **kwargs,
+) -> nn.Module:
     """Rebuild a model from a folder written by :func:`save_pretrained` or a Hub repo id (``org/repo[@revision]``,
     ``hf-hub:`` optional) holding ours or timm's ``config.json`` (checked first: :mod:`.hub_config`).
 

@@ -3,6 +3,7 @@
 Nothing in a file is executed. Fitting the weights into a model (foreign key maps, head and first-conv adaptation)
 is :mod:`vision_attn.models.loader`'s step; the maps themselves live in :mod:`vision_attn.models.weights`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -100,7 +101,9 @@ def _read(path: Path) -> object:
                 f"containers (it would import {', '.join(sorted(set(imports))[:5])}). Nothing in it was executed. "
                 "Load only files you trust, or re-save the weights as a plain state dict or .safetensors"
             ) from None
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint (the weights-only unpickler could not read it)") from None
+        raise CheckpointError(
+            f"{path}: not a PyTorch checkpoint (the weights-only unpickler could not read it)"
+        ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, KeyError, IndexError, TypeError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         first = f"{type(e).__name__}: {first}" if isinstance(e, (KeyError, IndexError, TypeError)) else first
@@ -121,11 +124,11 @@ def _unwrap(obj: object, path: Path) -> Dict[str, Tensor]:
         obj = obj[key]
     sd = {k: v for k, v in obj.items() if isinstance(v, Tensor)}
     if any(k.startswith(_EMA_PREFIX) for k in sd):  # our task with EMA: the EMA weights are the evaluated ones
-        sd = {k[len(_EMA_PREFIX):]: v for k, v in sd.items() if k.startswith(_EMA_PREFIX)}
+        sd = {k[len(_EMA_PREFIX) :]: v for k, v in sd.items() if k.startswith(_EMA_PREFIX)}
     elif sd and all(k.startswith(_TASK_PREFIX) for k in sd):
-        sd = {k[len(_TASK_PREFIX):]: v for k, v in sd.items()}
+        sd = {k[len(_TASK_PREFIX) :]: v for k, v in sd.items()}
     if sd and all(k.startswith("module.") for k in sd):  # saved from DistributedDataParallel
-        sd = {k[len("module."):]: v for k, v in sd.items()}
+        sd = {k[len("module.") :]: v for k, v in sd.items()}
     return sd
 
 

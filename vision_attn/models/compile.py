@@ -1,4 +1,5 @@
 """``torch.compile`` for a task's networks, in place, so parameter names, checkpoints and hooks stay as they are."""
+
 from __future__ import annotations
 
 from typing import Union

@@ -4,6 +4,7 @@
 crop, interpolation and statistics); :func:`create_eval_transform` is timm's eval transform for classifiers and
 DETR's short-side resize for detectors. :func:`class_names` reads the names the weights came with.
 """
+
 from __future__ import annotations
 
 from typing import Any, Dict, List, Optional
@@ -86,10 +87,14 @@ def create_eval_transform(model: nn.Module, **overrides) -> T.Compose:
     """
     cfg = resolve_data_config(model, **overrides)
     if cfg.get("crop_mode") == "short_side":
-        return T.Compose([
-            ToRGB(), ResizeShortSide(cfg["short_side"], cfg.get("max_size"), cfg["interpolation"]), T.ToTensor(),
-            T.Normalize(cfg["mean"], cfg["std"]),
-        ])
+        return T.Compose(
+            [
+                ToRGB(),
+                ResizeShortSide(cfg["short_side"], cfg.get("max_size"), cfg["interpolation"]),
+                T.ToTensor(),
+                T.Normalize(cfg["mean"], cfg["std"]),
+            ]
+        )
     from timm.data import create_transform
 
     tf = create_transform(**{k: v for k, v in cfg.items() if k not in _DETECTION_KEYS}, is_training=False)
@@ -116,4 +121,3 @@ def class_names(model: nn.Module) -> Optional[List[str]]:
         descriptions = info.label_descriptions()
         return list(descriptions) if n is None or len(descriptions) == n else None
     return None
-

@@ -10,6 +10,7 @@ facebookresearch/detr, so its checkpoints load by an explicit, shape-checked ren
     >>> out = det([img1, img2])            # ImageNet-normalised (3, H_i, W_i) tensors of any sizes
     >>> out["pred_logits"].shape, out["pred_boxes"].shape      # (2, 100, 92), (2, 100, 4)
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -27,10 +28,10 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 from ..attention import sine_position_encoding_2d
 from ..layers.detr_transformer import DetrTransformer
 from ..ops import pad_images_to_batch
+from .builder import create_model
 from .features import feature_extractor
 from .hub import PretrainedMixin
 from .pretrained_cfgs import PRETRAINED_CFGS
-from .builder import create_model
 from .registry import is_model, register_model
 from .weights import detr_checkpoint_filter
 
@@ -44,10 +45,16 @@ __all__ = [
 
 # The official facebookresearch/detr COCO checkpoints ({"model": state_dict}, 91 classes + no-object), as their
 # pretrained_cfg (tag "fb_coco") names them: 42.0, 43.3 and 43.5 AP on val2017.
-DETR_CHECKPOINT_URLS = {arch: PRETRAINED_CFGS[arch]["fb_coco"]["url"] for arch in ("detr_resnet50", "detr_resnet50_dc5", "detr_resnet101")}
+DETR_CHECKPOINT_URLS = {
+    arch: PRETRAINED_CFGS[arch]["fb_coco"]["url"] for arch in ("detr_resnet50", "detr_resnet50_dc5", "detr_resnet101")
+}
 
 _TORCHVISION_RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
-def batch_images(images: Union[Tensor, Sequence[Tensor]], mask: Optional[Tensor] = None, in_chans: int = 3) -> Tuple[Tensor, Tensor]:
+
+
+def batch_images(
+    images: Union[Tensor, Sequence[Tensor]], mask: Optional[Tensor] = None, in_chans: int = 3
+) -> Tuple[Tensor, Tensor]:
     """One padded batch and its padding mask, from a batch tensor or a list of differently sized images.
 
     Args:
@@ -64,12 +71,16 @@ def batch_images(images: Union[Tensor, Sequence[Tensor]], mask: Optional[Tensor]
         return pad_images_to_batch(images, channels=in_chans)
     if not isinstance(images, Tensor) or images.dim() != 4 or images.shape[1] != in_chans:
         shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
-        raise ValueError(f"DETR expects images of shape (B, {in_chans}, H, W) or a list of ({in_chans}, H, W) tensors; got {shape}")
+        raise ValueError(
+            f"DETR expects images of shape (B, {in_chans}, H, W) or a list of ({in_chans}, H, W) tensors; got {shape}"
+        )
     B, _, H, W = images.shape
     if mask is None:
         return images, torch.zeros((B, H, W), dtype=torch.bool, device=images.device)
     if mask.dtype != torch.bool or mask.shape != (B, H, W):
-        raise ValueError(f"mask has shape {tuple(mask.shape)} and dtype {mask.dtype}; expected bool (B, H, W)=({B}, {H}, {W}), True on padding")
+        raise ValueError(
+            f"mask has shape {tuple(mask.shape)} and dtype {mask.dtype}; expected bool (B, H, W)=({B}, {H}, {W}), True on padding"
+        )
     # a data-dependent check: eager only (under torch.compile / torch.export the caller vouches for the mask)
     if not torch.compiler.is_compiling() and bool(mask.flatten(1).all(dim=1).any()):
         raise ValueError("mask marks every pixel of an image as padding; each image needs at least one real pixel")
@@ -108,7 +119,9 @@ class DetrBackbone(nn.Module):
         self.name = name
         self.pad_multiple = 1  # a ViT needs whole patches
         if backbone_kwargs and (name in _TORCHVISION_RESNETS or not is_model(name)):
-            raise ValueError(f"backbone_kwargs apply to the models of vision_attn's registry; {name!r} is not one of them")
+            raise ValueError(
+                f"backbone_kwargs apply to the models of vision_attn's registry; {name!r} is not one of them"
+            )
         if name in _TORCHVISION_RESNETS:
             if dilation and name in ("resnet18", "resnet34"):
                 raise ValueError(f"dilation (DC5) needs a bottleneck ResNet; torchvision's {name} does not support it")
@@ -143,10 +156,14 @@ class DetrBackbone(nn.Module):
                 if n.split(".")[0] in early:
                     p.requires_grad_(False)
 
-    def _from_registry(self, name: str, pretrained: bool, dilation: bool, freeze_bn: bool, kwargs: dict) -> Tuple[str, ...]:
+    def _from_registry(
+        self, name: str, pretrained: bool, dilation: bool, freeze_bn: bool, kwargs: dict
+    ) -> Tuple[str, ...]:
         """Our model ``name`` as the body (its last feature map); returns the names of its early modules."""
         if dilation:
-            raise ValueError(f"dilation (DC5) needs a torchvision or timm ResNet; backbone {name!r} does not support it")
+            raise ValueError(
+                f"dilation (DC5) needs a torchvision or timm ResNet; backbone {name!r} does not support it"
+            )
         vit = fnmatch.fnmatchcase(name, "vit_*")
         if vit:
             kwargs.setdefault("dynamic_img_size", True)  # detection images come in every size
@@ -240,9 +257,18 @@ class DETR(PretrainedMixin, nn.Module):
         self.hidden_dim = hidden_dim
         self.aux_loss = aux_loss
         self.in_chans = 3
-        self.backbone = DetrBackbone(backbone, pretrained_backbone, dilation, freeze_bn, freeze_early_layers, backbone_kwargs)
+        self.backbone = DetrBackbone(
+            backbone, pretrained_backbone, dilation, freeze_bn, freeze_early_layers, backbone_kwargs
+        )
         self.transformer = DetrTransformer(
-            hidden_dim, nheads, enc_layers, dec_layers, dim_feedforward, dropout, activation, pre_norm,
+            hidden_dim,
+            nheads,
+            enc_layers,
+            dec_layers,
+            dim_feedforward,
+            dropout,
+            activation,
+            pre_norm,
             return_intermediate_dec=True,
         )
         self.input_proj = nn.Conv2d(self.backbone.num_channels, hidden_dim, kernel_size=1)
@@ -311,7 +337,9 @@ class DETR(PretrainedMixin, nn.Module):
         return args
 
     # --- foreign weights -------------------------------------------------------------------------
-    def checkpoint_filter_fn(self, state_dict: Dict[str, Tensor], model: Optional[nn.Module] = None) -> Dict[str, Tensor]:
+    def checkpoint_filter_fn(
+        self, state_dict: Dict[str, Tensor], model: Optional[nn.Module] = None
+    ) -> Dict[str, Tensor]:
         """Map an official facebookresearch/detr state dict, a Hugging Face ``DetrForObjectDetection`` one, or ours
         onto this model, asserting every shape (:func:`~vision_attn.models.weights.detr_checkpoint_filter`)."""
         return detr_checkpoint_filter(state_dict, self if model is None else model)
@@ -353,8 +381,16 @@ def detr_resnet18_small(**kwargs) -> DETR:
     batch norm and no layer is frozen (frozen batch norm would leave a from-scratch ResNet unnormalised)."""
     pretrained = bool(kwargs.get("pretrained_backbone", False))
     defaults = dict(
-        backbone="resnet18", hidden_dim=128, nheads=8, enc_layers=3, dec_layers=3, dim_feedforward=512,
-        num_queries=30, dropout=0.0, freeze_bn=pretrained, freeze_early_layers=pretrained,
+        backbone="resnet18",
+        hidden_dim=128,
+        nheads=8,
+        enc_layers=3,
+        dec_layers=3,
+        dim_feedforward=512,
+        num_queries=30,
+        dropout=0.0,
+        freeze_bn=pretrained,
+        freeze_early_layers=pretrained,
     )
     return _detr(defaults, **kwargs)
 
@@ -366,7 +402,17 @@ def detr_tiny_prenorm(**kwargs) -> DETR:
     128 with 2 encoder and 3 decoder layers, 8 heads, feed-forward 512, 10 queries, no dropout. Pre-norm is what lets
     it train at a high learning rate: the post-norm original stayed on the "no object" plateau on small data."""
     defaults = dict(
-        backbone="test_resnet", dilation=True, pre_norm=True, hidden_dim=128, nheads=8, enc_layers=2, dec_layers=3,
-        dim_feedforward=512, num_queries=10, dropout=0.0, freeze_bn=False, freeze_early_layers=False,
+        backbone="test_resnet",
+        dilation=True,
+        pre_norm=True,
+        hidden_dim=128,
+        nheads=8,
+        enc_layers=2,
+        dec_layers=3,
+        dim_feedforward=512,
+        num_queries=10,
+        dropout=0.0,
+        freeze_bn=False,
+        freeze_early_layers=False,
     )
     return _detr(defaults, **kwargs)

@@ -5,6 +5,7 @@ Hub files come through :func:`huggingface_hub.hf_hub_download`, so the standard 
 work as with timm and transformers; ``model.safetensors`` is tried before ``pytorch_model.bin``. Nothing here reads a
 file's contents (:mod:`.checkpoint` does).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -37,7 +38,7 @@ WEIGHTS_NAMES = ("model.safetensors", "pytorch_model.bin")  # safetensors first,
 
 def split_repo_id(repo: str) -> Tuple[str, Optional[str]]:
     """``"org/repo@revision"`` -> ``("org/repo", "revision")`` (timm's ``hf-hub:`` syntax)."""
-    repo = repo[len("hf-hub:"):] if repo.startswith("hf-hub:") else repo
+    repo = repo[len("hf-hub:") :] if repo.startswith("hf-hub:") else repo
     repo_id, _, revision = repo.partition("@")
     return repo_id, revision or None
 
@@ -57,31 +58,46 @@ def hub_host_resolves() -> bool:
     return True
 
 
-def hub_download(repo_id: str, filenames: Sequence[str], revision: Optional[str] = None,
-                 cache_dir: Optional[Union[str, Path]] = None, token: Optional[str] = None) -> Path:
+def hub_download(
+    repo_id: str,
+    filenames: Sequence[str],
+    revision: Optional[str] = None,
+    cache_dir: Optional[Union[str, Path]] = None,
+    token: Optional[str] = None,
+) -> Path:
     """The local path of the first of ``filenames`` that ``repo_id`` has, downloaded once into the Hub cache.
 
     Raises :class:`HubFileNotCachedError` (one line: the repo id and how to pre-download it) when offline or
     unreachable with none of them cached, and :class:`CheckpointError` for a missing repo, revision or file.
     """
     from huggingface_hub import constants, hf_hub_download
-    from huggingface_hub.errors import (EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError,
-                                        RepositoryNotFoundError, RevisionNotFoundError)
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     not_cached = False
     cache_only = not constants.is_offline_mode() and not hub_host_resolves()  # no network: the cache alone, at once
     for name in filenames:
         try:
-            return Path(hf_hub_download(repo_id, name, revision=revision, cache_dir=cache_dir, token=token,
-                                        local_files_only=cache_only))
+            return Path(
+                hf_hub_download(
+                    repo_id, name, revision=revision, cache_dir=cache_dir, token=token, local_files_only=cache_only
+                )
+            )
         except LocalEntryNotFoundError:
             not_cached = True
             cache_only = True  # the Hub did not answer for this file: the next names from the cache alone
         except EntryNotFoundError:  # the repo exists but has no such file: try the next name
             continue
         except RepositoryNotFoundError:
-            raise CheckpointError(f"{repo_id}: no such model repository on the Hugging Face Hub (or it is private or "
-                                  "gated: log in with `hf auth login` or set HF_TOKEN)") from None
+            raise CheckpointError(
+                f"{repo_id}: no such model repository on the Hugging Face Hub (or it is private or "
+                "gated: log in with `hf auth login` or set HF_TOKEN)"
+            ) from None
         except RevisionNotFoundError:
             raise CheckpointError(f"{repo_id}: has no revision {revision!r}") from None
         except HfHubHTTPError as e:

@@ -1,4 +1,5 @@
 """The errors of weight files and Hub downloads, at the bottom of ``models/`` so every step can raise them."""
+
 from __future__ import annotations
 
 __all__ = ["CheckpointError", "UnsafeCheckpointError", "HubFileNotCachedError", "ModelOptionError"]

@@ -7,6 +7,7 @@ through ``FeatureListNet``. Either returns a
 list of ``(B, C_i, H_i, W_i)`` maps and carries ``.feature_info`` (``.channels()``, ``.reduction()``, and the
 dicts ``num_chs`` / ``reduction`` / ``module``), so it plugs in wherever a timm backbone does.
 """
+
 from __future__ import annotations
 
 from typing import Optional, Sequence, Union
@@ -40,8 +41,13 @@ def _carry_cfg(net: nn.Module, model: nn.Module) -> None:
         net.pretrained_cfg = net.default_cfg = cfg
 
 
-def feature_extractor(model: nn.Module, name: str, out_indices: Optional[OutIndices] = None, norm: bool = False,
-                      feature_cls: Optional[str] = None) -> nn.Module:
+def feature_extractor(
+    model: nn.Module,
+    name: str,
+    out_indices: Optional[OutIndices] = None,
+    norm: bool = False,
+    feature_cls: Optional[str] = None,
+) -> nn.Module:
     """Wrap ``model`` so its forward returns the feature maps ``out_indices`` as a list of ``(B, C_i, H_i, W_i)``.
 
     Args:
@@ -58,8 +64,10 @@ def feature_extractor(model: nn.Module, name: str, out_indices: Optional[OutIndi
     in_chans = getattr(model, "in_chans", None)
     getter = feature_cls == "getter" and callable(getattr(model, "forward_intermediates", None))
     if feature_cls == "getter" and not getter:
-        raise ValueError(f"features_only for {name!r}: feature_cls='getter' needs forward_intermediates, which "
-                         f"{type(model).__name__} has not")
+        raise ValueError(
+            f"features_only for {name!r}: feature_cls='getter' needs forward_intermediates, which "
+            f"{type(model).__name__} has not"
+        )
     if isinstance(model, VisionTransformer) and feature_cls == "list":
         raise ValueError(f"features_only for {name!r}: a ViT's features come through feature_cls='getter' only")
     if getter and not isinstance(model, VisionTransformer):
@@ -69,7 +77,9 @@ def feature_extractor(model: nn.Module, name: str, out_indices: Optional[OutIndi
         net = FeatureGetterNet(model, out_indices=3 if out_indices is None else out_indices, norm=norm)
     elif isinstance(getattr(model, "feature_info", None), (list, tuple)):
         if norm:
-            raise ValueError(f"features_only for {name!r}: norm=True applies to ViTs only (a ResNet stage has no final norm)")
+            raise ValueError(
+                f"features_only for {name!r}: norm=True applies to ViTs only (a ResNet stage has no final norm)"
+            )
         n = len(model.feature_info)
         idx = n if out_indices is None else out_indices
         idx = tuple(range(-idx, 0)) if isinstance(idx, int) else tuple(idx)  # an int n: the last n, as timm

@@ -7,6 +7,7 @@ reads it; our own cfg entries (``label_names_source``, a detector's resize) go u
 timm ignores, plus ``"library_name": "vision_attn"``. :func:`vision_attn.from_pretrained` rebuilds the model from it
 (:mod:`vision_attn.models.builder`). The Hub download helpers live in :mod:`vision_attn.models.download`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -51,8 +52,10 @@ def _jsonable(value: Any, where: str) -> Any:
         return [_jsonable(v, where) for v in value]
     if isinstance(value, dict):
         return {str(k): _jsonable(v, f"{where}.{k}") for k, v in value.items()}
-    raise ValueError(f"save_pretrained: {where} = {value!r} cannot be written to config.json (expected numbers, "
-                     "strings, lists or dicts)")
+    raise ValueError(
+        f"save_pretrained: {where} = {value!r} cannot be written to config.json (expected numbers, "
+        "strings, lists or dicts)"
+    )
 
 
 def model_config(model: nn.Module) -> Dict[str, Any]:
@@ -60,8 +63,10 @@ def model_config(model: nn.Module) -> Dict[str, Any]:
     cfg = dict(getattr(model, "pretrained_cfg", None) or {})
     arch, args = cfg.get("architecture"), getattr(model, "model_args", None)
     if not arch or args is None or not is_model(arch):
-        raise ValueError(f"save_pretrained: this {type(model).__name__} was not made by vision_attn.create_model, so its "
-                         "registry name and arguments are unknown; build it with create_model(name, ...)")
+        raise ValueError(
+            f"save_pretrained: this {type(model).__name__} was not made by vision_attn.create_model, so its "
+            "registry name and arguments are unknown; build it with create_model(name, ...)"
+        )
     args = dict(args)
     if getattr(model, "num_classes", None) is not None:
         args["num_classes"] = int(model.num_classes)  # reset_classifier may have changed it since creation
@@ -105,10 +110,14 @@ def save_pretrained(model: nn.Module, save_directory: Union[str, Path]) -> Path:
 
 def _model_card(config: Dict[str, Any], repo_id: str) -> str:
     lic = config["pretrained_cfg"].get("license")
-    head = f"---\nlibrary_name: {LIBRARY_NAME}\ntags:\n- vision_attn\n- image-classification\n" + (f"license: {lic}\n" if lic else "")
-    return (f"{head}---\n\n# {repo_id}\n\nA `{config['architecture']}` ({config['num_classes']} classes) saved by "
-            f"vision_attn.\n\n```python\nimport vision_attn as va\nmodel = va.create_model(\"hf-hub:{repo_id}\", "
-            "pretrained=True).eval()\n```\n")
+    head = f"---\nlibrary_name: {LIBRARY_NAME}\ntags:\n- vision_attn\n- image-classification\n" + (
+        f"license: {lic}\n" if lic else ""
+    )
+    return (
+        f"{head}---\n\n# {repo_id}\n\nA `{config['architecture']}` ({config['num_classes']} classes) saved by "
+        f'vision_attn.\n\n```python\nimport vision_attn as va\nmodel = va.create_model("hf-hub:{repo_id}", '
+        "pretrained=True).eval()\n```\n"
+    )
 
 
 def _hub_api(token: Optional[str]):
@@ -117,8 +126,14 @@ def _hub_api(token: Optional[str]):
     return HfApi(token=token)
 
 
-def push_to_hub(model: nn.Module, repo_id: str, private: Optional[bool] = None, token: Optional[str] = None,
-                revision: Optional[str] = None, commit_message: str = "Upload vision_attn model") -> str:
+def push_to_hub(
+    model: nn.Module,
+    repo_id: str,
+    private: Optional[bool] = None,
+    token: Optional[str] = None,
+    revision: Optional[str] = None,
+    commit_message: str = "Upload vision_attn model",
+) -> str:
     """Save ``model`` (as :func:`save_pretrained`, plus a model card) and upload the folder to ``repo_id`` on the
     Hugging Face Hub (created if absent); returns the commit URL. Needs a token with write access."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -156,7 +171,15 @@ class PretrainedMixin:
         (:func:`vision_attn.from_pretrained` rebuilds the model from it)."""
         return save_pretrained(self, save_directory)
 
-    def push_to_hub(self, repo_id: str, private: Optional[bool] = None, token: Optional[str] = None,
-                    revision: Optional[str] = None, commit_message: str = "Upload vision_attn model") -> str:
+    def push_to_hub(
+        self,
+        repo_id: str,
+        private: Optional[bool] = None,
+        token: Optional[str] = None,
+        revision: Optional[str] = None,
+        commit_message: str = "Upload vision_attn model",
+    ) -> str:
         """Upload the saved folder to the Hugging Face Hub (``repo_id`` = ``"org/name"``); returns the commit URL."""
-        return push_to_hub(self, repo_id, private=private, token=token, revision=revision, commit_message=commit_message)
+        return push_to_hub(
+            self, repo_id, private=private, token=token, revision=revision, commit_message=commit_message
+        )

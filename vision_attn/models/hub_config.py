@@ -6,6 +6,7 @@ less every weights source, path or download switch, each value type-checked and 
 is checked field by field. Anything else is a :class:`~vision_attn.models.errors.CheckpointError` of one line naming
 the file and the key.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,20 +21,49 @@ from .registry import UnknownModelError, is_model, model_entrypoint
 __all__ = ["read_config", "check_model_args", "check_pretrained_cfg", "SOURCE_OPTIONS", "INTERPOLATIONS"]
 
 # options that fetch or read weights, or switch on a download: never taken from a file
-SOURCE_OPTIONS = frozenset({
-    "pretrained", "checkpoint_path", "pretrained_cfg", "pretrained_cfg_overlay", "cache_dir", "pretrained_backbone",
-    "backbone_pretrained", "backbone_kwargs", "features_only", "out_indices", "feature_cls", "device", "dtype",
-})
+SOURCE_OPTIONS = frozenset(
+    {
+        "pretrained",
+        "checkpoint_path",
+        "pretrained_cfg",
+        "pretrained_cfg_overlay",
+        "cache_dir",
+        "pretrained_backbone",
+        "backbone_pretrained",
+        "backbone_kwargs",
+        "features_only",
+        "out_indices",
+        "feature_cls",
+        "device",
+        "dtype",
+    }
+)
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")  # timm's str_to_interp_mode
 CROP_MODES = ("center", "squash", "border", "short_side")
 _INT_BOUND = 1_000_000
 # (low, high) of the options whose scale allocates memory
 _BOUNDS: Dict[str, Tuple[float, float]] = {
-    "num_classes": (0, 100_000), "img_size": (1, 8192), "patch_size": (1, 8192), "in_chans": (1, 64),
-    "depth": (0, 1000), "embed_dim": (1, 65_536), "num_heads": (1, 1024), "nheads": (1, 1024),
-    "hidden_dim": (1, 65_536), "dim_feedforward": (1, 262_144), "enc_layers": (0, 1000), "dec_layers": (0, 1000),
-    "num_queries": (1, 10_000), "ch": (1, 4096), "g_ch": (1, 4096), "d_ch": (1, 4096), "z_dim": (1, 65_536),
-    "layers": (0, 1000), "channels": (1, 65_536), "kernel_size": (1, 255), "stem_width": (1, 65_536),
+    "num_classes": (0, 100_000),
+    "img_size": (1, 8192),
+    "patch_size": (1, 8192),
+    "in_chans": (1, 64),
+    "depth": (0, 1000),
+    "embed_dim": (1, 65_536),
+    "num_heads": (1, 1024),
+    "nheads": (1, 1024),
+    "hidden_dim": (1, 65_536),
+    "dim_feedforward": (1, 262_144),
+    "enc_layers": (0, 1000),
+    "dec_layers": (0, 1000),
+    "num_queries": (1, 10_000),
+    "ch": (1, 4096),
+    "g_ch": (1, 4096),
+    "d_ch": (1, 4096),
+    "z_dim": (1, 65_536),
+    "layers": (0, 1000),
+    "channels": (1, 65_536),
+    "kernel_size": (1, 255),
+    "stem_width": (1, 65_536),
 }
 
 
@@ -80,21 +110,33 @@ def check_model_args(arch: str, args: Any, where: str) -> Dict[str, Any]:
         except _Bad as e:
             raise CheckpointError(f"{where}: model_args.{key}: {e}") from None
         if not matches(value, options[key].annotation):
-            raise CheckpointError(f"{where}: model_args.{key}: expected {type_name(options[key].annotation)}, "
-                                  f"found {type(value).__name__} {value!r}"[:300])
+            raise CheckpointError(
+                f"{where}: model_args.{key}: expected {type_name(options[key].annotation)}, "
+                f"found {type(value).__name__} {value!r}"[:300]
+            )
     return dict(args)
 
 
 def _numbers(value: Any, n: Sequence[int], positive: bool, kind: type = float) -> bool:
     ok = isinstance(value, (list, tuple)) and len(value) in n
-    return ok and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                      and (v > 0 if positive else v >= 0) and (kind is float or float(v).is_integer()) for v in value)
+    return ok and all(
+        isinstance(v, (int, float))
+        and not isinstance(v, bool)
+        and math.isfinite(v)
+        and (v > 0 if positive else v >= 0)
+        and (kind is float or float(v).is_integer())
+        for v in value
+    )
 
 
 def _check_cfg_entry(key: str, value: Any) -> Optional[str]:
     """What is wrong with one ``pretrained_cfg`` entry, or None."""
     if key in ("mean", "std"):
-        return None if _numbers(value, (1, 3), positive=key == "std") else "expected 3 finite numbers" + (" > 0" if key == "std" else " >= 0")
+        return (
+            None
+            if _numbers(value, (1, 3), positive=key == "std")
+            else "expected 3 finite numbers" + (" > 0" if key == "std" else " >= 0")
+        )
     if key in ("input_size", "test_input_size", "min_input_size"):
         ok = _numbers(value, (3,), True, int) and value[0] <= 64 and max(value[1:]) <= 8192
         return None if ok else "expected 3 positive ints (C <= 64, H and W <= 8192)"
@@ -103,18 +145,35 @@ def _check_cfg_entry(key: str, value: Any) -> Optional[str]:
     if key == "interpolation":
         return None if value in INTERPOLATIONS else f"expected one of {', '.join(INTERPOLATIONS)}"
     if key in ("crop_pct", "test_crop_pct"):
-        ok = value is None and key == "test_crop_pct" or isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= 1
+        ok = (
+            value is None
+            and key == "test_crop_pct"
+            or isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and 0 < value <= 1
+        )
         return None if ok else "expected a number in (0, 1]"
     if key == "crop_mode":
         return None if value in CROP_MODES else f"expected one of {', '.join(CROP_MODES)}"
     if key in ("num_classes", "short_side", "max_size"):
         high = 100_000 if key == "num_classes" else 8192
-        ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= high or value is None and key != "num_classes"
+        ok = (
+            isinstance(value, int)
+            and not isinstance(value, bool)
+            and 0 <= value <= high
+            or value is None
+            and key != "num_classes"
+        )
         return None if ok else f"expected an int in [0, {high}]"
     if key == "label_names":
         ok = isinstance(value, (list, tuple)) and len(value) <= 100_000 and all(isinstance(v, str) for v in value)
         return None if ok else "expected a list of strings"
-    if value is None or isinstance(value, (bool, int, float)) and not isinstance(value, float) or isinstance(value, str):
+    if (
+        value is None
+        or isinstance(value, (bool, int, float))
+        and not isinstance(value, float)
+        or isinstance(value, str)
+    ):
         return None
     if isinstance(value, float) and math.isfinite(value):
         return None
@@ -144,12 +203,16 @@ def read_config(path: Path) -> Dict[str, Any]:
     except (OSError, ValueError) as e:
         raise CheckpointError(f"{path}: not a readable JSON config ({e})") from None
     if not isinstance(config, dict) or not config.get("architecture"):
-        raise CheckpointError(f"{path}: expected a JSON object with an 'architecture' (a model name); found {str(config)[:80]}")
+        raise CheckpointError(
+            f"{path}: expected a JSON object with an 'architecture' (a model name); found {str(config)[:80]}"
+        )
     arch = config["architecture"]
     if not isinstance(arch, str):
         raise CheckpointError(f"{path}: architecture: expected a model name (a string), found {type(arch).__name__}")
     if not is_model(arch) or "." in arch:
-        raise UnknownModelError(f"{path}: architecture {arch!r} is not a vision_attn model (see vision_attn.list_models())")
+        raise UnknownModelError(
+            f"{path}: architecture {arch!r} is not a vision_attn model (see vision_attn.list_models())"
+        )
     for key in ("num_classes", "label_names"):
         why = _check_cfg_entry(key, config[key]) if key in config else None
         if why:

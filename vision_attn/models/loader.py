@@ -5,6 +5,7 @@ positions); the first convolution is adapted to the model's input channels (:fun
 the model does not have (``num_classes=0``) or of another size is dropped (the model's head keeps its
 initialisation); everything else must fit exactly.
 """
+
 from __future__ import annotations
 
 import logging
@@ -18,7 +19,14 @@ from .checkpoint import Checkpoint, read_checkpoint
 from .errors import CheckpointError
 from .protocols import ClassifierModel, CountsClassesInStateDict, FiltersCheckpoints, ResettableClassifier, conforms
 
-__all__ = ["adapt_input_conv", "load_pretrained", "fit_state_dict", "num_classes_in", "classifier_names", "first_conv_names"]
+__all__ = [
+    "adapt_input_conv",
+    "load_pretrained",
+    "fit_state_dict",
+    "num_classes_in",
+    "classifier_names",
+    "first_conv_names",
+]
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +40,10 @@ def adapt_input_conv(in_chans: int, weight: Tensor, base_chans: Optional[int] = 
         raise ValueError(f"adapt_input_conv: expected a conv weight (O, I, kh, kw); got shape {tuple(weight.shape)}")
     base = weight.shape[1] if base_chans is None else base_chans
     if in_chans < 1 or base != weight.shape[1]:
-        raise ValueError(f"adapt_input_conv: cannot adapt a {weight.shape[1]}-channel weight declared as {base} "
-                         f"channels to {in_chans} channels")
+        raise ValueError(
+            f"adapt_input_conv: cannot adapt a {weight.shape[1]}-channel weight declared as {base} "
+            f"channels to {in_chans} channels"
+        )
     if in_chans == base:
         return weight
     w = weight.float()  # half weights: sum in float
@@ -73,7 +83,11 @@ def first_conv_names(model: nn.Module) -> List[str]:
 
 
 def _mapped(model: nn.Module, sd: Mapping[str, Tensor]) -> Dict[str, Tensor]:
-    return cast(FiltersCheckpoints, model).checkpoint_filter_fn(dict(sd)) if conforms(model, FiltersCheckpoints) else dict(sd)
+    return (
+        cast(FiltersCheckpoints, model).checkpoint_filter_fn(dict(sd))
+        if conforms(model, FiltersCheckpoints)
+        else dict(sd)
+    )
 
 
 def num_classes_in(model: nn.Module, state_dict: Dict[str, Tensor]) -> Optional[int]:
@@ -123,8 +137,13 @@ def _drop_other_heads(model: nn.Module, sd: Dict[str, Tensor], own: Dict[str, Te
             continue
         wrong = [k for k in mine if k in sd and sd[k].shape != own[k].shape]
         if wrong:
-            log.warning("%s: classifier %r has %s outputs in the checkpoint, %s in the model; re-initialising it",
-                        where, head, tuple(sd[wrong[0]].shape)[0], tuple(own[wrong[0]].shape)[0])
+            log.warning(
+                "%s: classifier %r has %s outputs in the checkpoint, %s in the model; re-initialising it",
+                where,
+                head,
+                tuple(sd[wrong[0]].shape)[0],
+                tuple(own[wrong[0]].shape)[0],
+            )
         elif not any(k in sd for k in mine):
             log.warning("%s: has no classifier %r; it keeps its initialisation", where, head)
         if wrong or not any(k in sd for k in mine):
@@ -134,18 +153,24 @@ def _drop_other_heads(model: nn.Module, sd: Dict[str, Tensor], own: Dict[str, Te
                 own.pop(k, None)
 
 
-def fit_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor], where: str = "checkpoint",
-                   strict: bool = True) -> Dict[str, Tensor]:
+def fit_state_dict(
+    model: nn.Module, state_dict: Mapping[str, Tensor], where: str = "checkpoint", strict: bool = True
+) -> Dict[str, Tensor]:
     """``state_dict`` mapped and adapted to ``model`` (see the module docstring); raises :class:`CheckpointError`
     (one line: ``where``, the keys and shapes) for anything that still does not fit."""
     sd = _mapped(model, state_dict)
     own = dict(model.state_dict())
     _adapt_first_convs(model, sd, own, where)
     _drop_other_heads(model, sd, own, where)
-    wrong = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(v.shape)}" for k, v in own.items()
-             if k in sd and sd[k].shape != v.shape]
+    wrong = [
+        f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in sd and sd[k].shape != v.shape
+    ]
     if wrong:
-        raise CheckpointError(f"{where}: {len(wrong)} tensor(s) do not fit {type(model).__name__}: " + "; ".join(wrong[:5]))
+        raise CheckpointError(
+            f"{where}: {len(wrong)} tensor(s) do not fit {type(model).__name__}: " + "; ".join(wrong[:5])
+        )
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]
     if strict and (missing or unexpected):

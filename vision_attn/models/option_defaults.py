@@ -7,12 +7,13 @@ factory's named parameters and that class's ``__init__`` parameters, typed by th
 :func:`model_option_defaults` reads the presets by recording what the factory passes to the class (nothing is
 built).
 """
+
 from __future__ import annotations
 
 import inspect
 import json
 import typing
-from typing import Any, Callable, Dict, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from torch import nn
 
@@ -102,4 +103,3 @@ def model_option_defaults(arch: str) -> Dict[str, Any]:
         except (TypeError, ValueError):  # a class or a function: not a config value
             continue
     return out
-

@@ -5,6 +5,7 @@ A factory's own parameters count first; its ``**kwargs`` are the options of the 
 annotation, e.g. ``-> VisionTransformer``: that class's ``__init__``). An annotation this module cannot check (a
 forward reference it cannot resolve, a protocol) accepts any value; an unannotated parameter too.
 """
+
 from __future__ import annotations
 
 import collections.abc
@@ -34,9 +35,12 @@ def _hints(fn: Callable) -> Dict[str, Any]:
 
 def _params(fn: Callable, skip_self: bool = False) -> Tuple[Dict[str, Option], bool, Dict[str, Any]]:
     hints = _hints(fn)
-    params = list(inspect.signature(fn).parameters.values())[1 if skip_self else 0:]
-    options = {p.name: Option(hints.get(p.name, p.annotation if not isinstance(p.annotation, str) else Any), p.default)
-               for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    params = list(inspect.signature(fn).parameters.values())[1 if skip_self else 0 :]
+    options = {
+        p.name: Option(hints.get(p.name, p.annotation if not isinstance(p.annotation, str) else Any), p.default)
+        for p in params
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    }
     return options, any(p.kind == p.VAR_KEYWORD for p in params), hints
 
 

@@ -11,6 +11,7 @@
 
 Everything else (blocks, downsampling shortcuts, init with the last BN of each block zeroed) is timm's.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -34,8 +35,14 @@ def _cifar_stem(model: nn.Module, in_chans: int) -> None:
 
 
 def _sasa_resnet(
-    name: str, layers: Sequence[int], num_classes: int, in_chans: int, kernel_size: int, num_heads: int,
-    cifar: bool = False, **kwargs,
+    name: str,
+    layers: Sequence[int],
+    num_classes: int,
+    in_chans: int,
+    kernel_size: int,
+    num_heads: int,
+    cifar: bool = False,
+    **kwargs,
 ) -> nn.Module:
     """timm's bottleneck ResNet with every bottleneck's 3x3 convolution swapped for local self-attention."""
     model = ResNet(
@@ -45,7 +52,9 @@ def _sasa_resnet(
         for block in stage:
             conv = block.conv2
             if conv.groups != 1 or conv.dilation != (1, 1) or conv.in_channels != conv.out_channels:
-                raise ValueError(f"{name}: cannot replace a grouped, dilated or width-changing 3x3 convolution ({conv})")
+                raise ValueError(
+                    f"{name}: cannot replace a grouped, dilated or width-changing 3x3 convolution ({conv})"
+                )
             block.conv2 = LocalSelfAttention2d(conv.out_channels, kernel_size, num_heads, stride=conv.stride[0])
     if cifar:
         _cifar_stem(model, in_chans)
@@ -53,7 +62,9 @@ def _sasa_resnet(
 
 
 @register_model
-def sasa_resnet26(num_classes: int = 1000, in_chans: int = 3, kernel_size: int = 7, num_heads: int = 8, **kwargs) -> ResNet:
+def sasa_resnet26(
+    num_classes: int = 1000, in_chans: int = 3, kernel_size: int = 7, num_heads: int = 8, **kwargs
+) -> ResNet:
     """SASA ResNet-26 ([1, 2, 4, 1] bottlenecks), conv stem, 7x7 local attention with 8 heads; 224-px images.
 
     Extra ``kwargs`` go to timm's ``ResNet`` (``channels=``, ``layers=``, ``drop_path_rate=``, ...).
@@ -63,20 +74,26 @@ def sasa_resnet26(num_classes: int = 1000, in_chans: int = 3, kernel_size: int =
 
 
 @register_model
-def sasa_resnet50(num_classes: int = 1000, in_chans: int = 3, kernel_size: int = 7, num_heads: int = 8, **kwargs) -> ResNet:
+def sasa_resnet50(
+    num_classes: int = 1000, in_chans: int = 3, kernel_size: int = 7, num_heads: int = 8, **kwargs
+) -> ResNet:
     """SASA ResNet-50 ([3, 4, 6, 3] bottlenecks), conv stem, 7x7 local attention with 8 heads; 224-px images."""
     layers = kwargs.pop("layers", (3, 4, 6, 3))
     return _sasa_resnet("sasa_resnet50", layers, num_classes, in_chans, kernel_size, num_heads, **kwargs)
 
 
 @register_model
-def sasa_resnet26_cifar(num_classes: int = 10, in_chans: int = 3, kernel_size: int = 7, num_heads: int = 8, **kwargs) -> ResNet:
+def sasa_resnet26_cifar(
+    num_classes: int = 10, in_chans: int = 3, kernel_size: int = 7, num_heads: int = 8, **kwargs
+) -> ResNet:
     """SASA ResNet-26 for 32-px images: 3x3 stride-1 stem, no max-pool (layer1 attends at 32x32).
 
     ``channels=(16, 32, 64, 128)`` / ``layers=(1, 1, 1, 1)`` make smaller ones (``channels // num_heads >= 2``).
     """
     layers = kwargs.pop("layers", (1, 2, 4, 1))
-    return _sasa_resnet("sasa_resnet26_cifar", layers, num_classes, in_chans, kernel_size, num_heads, cifar=True, **kwargs)
+    return _sasa_resnet(
+        "sasa_resnet26_cifar", layers, num_classes, in_chans, kernel_size, num_heads, cifar=True, **kwargs
+    )
 
 
 @register_model
@@ -106,7 +123,9 @@ def nonlocal_resnet18_cifar(
     widths = {info["module"]: info["num_chs"] for info in model.feature_info}
     for i in sorted(set(nonlocal_stages)):
         if i not in (1, 2, 3, 4):
-            raise ValueError(f"nonlocal_resnet18_cifar: nonlocal_stages must be among 1-4; got {tuple(nonlocal_stages)}")
+            raise ValueError(
+                f"nonlocal_resnet18_cifar: nonlocal_stages must be among 1-4; got {tuple(nonlocal_stages)}"
+            )
         stage = getattr(model, f"layer{i}")
         stage.add_module("attn", NonLocalBlock2d(widths[f"layer{i}"], num_heads, reduction, kv_pool))
     return model

@@ -13,6 +13,7 @@ A model is a plain ``nn.Module``; these are the optional members other code uses
 :func:`check_protocol` is the check where an object enters: one line naming it and the members it lacks;
 :func:`conforms` asks without raising. Both look members up statically (no property runs).
 """
+
 from __future__ import annotations
 
 import inspect
@@ -90,9 +91,13 @@ class DecaySkipping(Protocol):
 def _members(protocol: type) -> List[str]:
     names = getattr(protocol, "__protocol_attrs__", None)  # Python >= 3.12
     if names is None:
-        names = {n for base in protocol.__mro__[:-1] if base not in (Protocol, Generic, object)
-                 for n in [*getattr(base, "__annotations__", {}), *vars(base)]
-                 if not n.startswith("_")}
+        names = {
+            n
+            for base in protocol.__mro__[:-1]
+            if base not in (Protocol, Generic, object)
+            for n in [*getattr(base, "__annotations__", {}), *vars(base)]
+            if not n.startswith("_")
+        }
     return sorted(names)
 
 

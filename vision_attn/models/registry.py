@@ -4,6 +4,7 @@
 weights (:mod:`vision_attn.models.pretrained_cfgs`). Building a model from a name is
 :func:`vision_attn.models.builder.create_model`'s job; this module only registers, lists and resolves names.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -82,8 +83,14 @@ def _candidates(modules: List[str], include_tags: bool) -> List[str]:
     return [f"{a}.{t}" for a in archs for t in tags_of(a)] + [a for a in archs if not tags_of(a)]
 
 
-def list_models(filter: Filters = "", module: Filters = "", pretrained: bool = False, exclude_filters: Filters = "",
-                name_matches_cfg: bool = False, include_tags: Optional[bool] = None) -> List[str]:
+def list_models(
+    filter: Filters = "",
+    module: Filters = "",
+    pretrained: bool = False,
+    exclude_filters: Filters = "",
+    name_matches_cfg: bool = False,
+    include_tags: Optional[bool] = None,
+) -> List[str]:
     """Registered names, as timm's ``list_models`` (same arguments and meaning).
 
     Args:
@@ -130,7 +137,9 @@ def unknown_model_error(name: str) -> UnknownModelError:
         known = f"its tags: {', '.join(tags)}" if tags else "it has no published weights"
         return UnknownModelError(f"model {arch!r} has no tag {tag!r}; {known}")
     close = difflib.get_close_matches(arch, list(_MODELS), n=5, cutoff=0.5)
-    hint = f"; did you mean {', '.join(close)}?" if close else f"; see vision_attn.list_models() ({len(_MODELS)} models)"
+    hint = (
+        f"; did you mean {', '.join(close)}?" if close else f"; see vision_attn.list_models() ({len(_MODELS)} models)"
+    )
     return UnknownModelError(f"unknown model {name!r}{hint}")
 
 

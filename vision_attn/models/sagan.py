@@ -14,6 +14,7 @@ Spectral norm on every conv / linear / embedding weight of G and D (the four 1x1
 class embedding (BigGAN: "SN on G's embedding seems to randomly cripple G"); orthogonal init (BigGAN). Layouts follow the SAGAN / BigGAN reference code: ``sagan_128`` is the paper's
 ImageNet model (``ch=64``, G widths ``16,16,8,4,2,1 x ch``, attention at 32 x 32 in G and D).
 """
+
 from __future__ import annotations
 
 import copy
@@ -40,15 +41,30 @@ class SAGAN(PretrainedMixin, nn.Module):
         ema: keep ``generator_ema`` (updated by :meth:`update_ema`; the training task does this).
     """
 
-    def __init__(self, img_size: int = 32, num_classes: int = 0, z_dim: int = 128, hierarchical_z: bool = False,
-                 g_ch: int = 64, g_mults: Sequence[int] = (4, 4, 4, 4), g_attn_res: Optional[int] = 16,
-                 d_ch: int = 64, d_mults: Sequence[int] = (4, 4, 4, 4), d_downsample: Optional[Sequence[bool]] = None,
-                 d_attn_res: Optional[int] = 16, embed_dim: int = 128, attn_kv_pool: int = 2,
-                 attn_scale: Optional[float] = 1.0, ema: bool = True) -> None:
+    def __init__(
+        self,
+        img_size: int = 32,
+        num_classes: int = 0,
+        z_dim: int = 128,
+        hierarchical_z: bool = False,
+        g_ch: int = 64,
+        g_mults: Sequence[int] = (4, 4, 4, 4),
+        g_attn_res: Optional[int] = 16,
+        d_ch: int = 64,
+        d_mults: Sequence[int] = (4, 4, 4, 4),
+        d_downsample: Optional[Sequence[bool]] = None,
+        d_attn_res: Optional[int] = 16,
+        embed_dim: int = 128,
+        attn_kv_pool: int = 2,
+        attn_scale: Optional[float] = 1.0,
+        ema: bool = True,
+    ) -> None:
         super().__init__()
         self.img_size, self.num_classes, self.z_dim = img_size, num_classes, z_dim
         attn = (attn_kv_pool, attn_scale)
-        self.generator = Generator(img_size, g_ch, g_mults, z_dim, num_classes, embed_dim, hierarchical_z, g_attn_res, *attn)
+        self.generator = Generator(
+            img_size, g_ch, g_mults, z_dim, num_classes, embed_dim, hierarchical_z, g_attn_res, *attn
+        )
         self.discriminator = Discriminator(img_size, d_ch, d_mults, d_downsample, num_classes, d_attn_res, *attn)
         self.generator_ema: Optional[Generator] = None
         if ema:
@@ -89,7 +105,9 @@ class SAGAN(PretrainedMixin, nn.Module):
                 self.generator_ema.train(was_training)
 
     @torch.no_grad()
-    def recompute_ema_statistics(self, n_batches: int = 20, batch_size: int = 64, generator: Optional[torch.Generator] = None) -> None:
+    def recompute_ema_statistics(
+        self, n_batches: int = 20, batch_size: int = 64, generator: Optional[torch.Generator] = None
+    ) -> None:
         """BigGAN's "standing statistics": the sampler's BatchNorm statistics re-estimated as the plain average over
         ``n_batches`` random batches in train mode (classes uniform). Use on checkpoints whose EMA statistics are stale."""
         g = self.sampler
@@ -104,7 +122,11 @@ class SAGAN(PretrainedMixin, nn.Module):
         try:
             for _ in range(n_batches):
                 z = torch.randn(batch_size, self.z_dim, generator=generator, device=device)
-                y = torch.randint(0, self.num_classes, (batch_size,), generator=generator, device=device) if self.num_classes else None
+                y = (
+                    torch.randint(0, self.num_classes, (batch_size,), generator=generator, device=device)
+                    if self.num_classes
+                    else None
+                )
                 g(z, y)
         finally:
             for bn, m in zip(bns, momenta):
@@ -128,8 +150,15 @@ class SAGAN(PretrainedMixin, nn.Module):
         return labels.long() if not labels.dtype.is_floating_point else labels
 
     @torch.no_grad()
-    def sample(self, n: int, labels=None, truncation: Optional[float] = None,
-               generator: Optional[torch.Generator] = None, batch_size: int = 256, use_ema: bool = True) -> Tensor:
+    def sample(
+        self,
+        n: int,
+        labels=None,
+        truncation: Optional[float] = None,
+        generator: Optional[torch.Generator] = None,
+        batch_size: int = 256,
+        use_ema: bool = True,
+    ) -> Tensor:
         """``n`` images ``(n, 3, H, W)`` in [-1, 1], from the EMA generator when present, in eval mode.
 
         Args:
@@ -145,14 +174,23 @@ class SAGAN(PretrainedMixin, nn.Module):
         was_training = g.training
         g.eval()
         try:
-            out = [g(z[i:i + batch_size], None if y is None else y[i:i + batch_size]) for i in range(0, n, batch_size)]
+            out = [
+                g(z[i : i + batch_size], None if y is None else y[i : i + batch_size]) for i in range(0, n, batch_size)
+            ]
         finally:
             g.train(was_training)
         return torch.cat(out).float() if out else z.new_zeros(0, 3, self.img_size, self.img_size)
 
 
-def _build(img_size: int, defaults: dict, num_classes: int = 0, ch: int = 64, g_ch: Optional[int] = None,
-           d_ch: Optional[int] = None, **kwargs) -> SAGAN:
+def _build(
+    img_size: int,
+    defaults: dict,
+    num_classes: int = 0,
+    ch: int = 64,
+    g_ch: Optional[int] = None,
+    d_ch: Optional[int] = None,
+    **kwargs,
+) -> SAGAN:
     """``ch`` sets both widths; ``g_ch`` / ``d_ch`` override one side; other kwargs (overriding ``defaults``) go to
     :class:`SAGAN`."""
     return SAGAN(img_size=img_size, num_classes=num_classes, g_ch=g_ch or ch, d_ch=d_ch or ch, **{**defaults, **kwargs})
@@ -161,7 +199,9 @@ def _build(img_size: int, defaults: dict, num_classes: int = 0, ch: int = 64, g_
 @register_model
 def sagan_32(num_classes: int = 0, ch: int = 64, **kwargs) -> SAGAN:
     """CIFAR-size SA-GAN (BigGAN's CIFAR layout: 256-wide G and D at ``ch=64``; attention at 16 x 16 in G, 8 x 8 in D)."""
-    defaults = dict(g_mults=(4, 4, 4, 4), d_mults=(4, 4, 4, 4), d_downsample=(True, True, False, False), g_attn_res=16, d_attn_res=8)
+    defaults = dict(
+        g_mults=(4, 4, 4, 4), d_mults=(4, 4, 4, 4), d_downsample=(True, True, False, False), g_attn_res=16, d_attn_res=8
+    )
     return _build(32, defaults, num_classes, ch, **kwargs)
 
 
@@ -176,6 +216,11 @@ def sagan_64(num_classes: int = 0, ch: int = 64, **kwargs) -> SAGAN:
 def sagan_128(num_classes: int = 1000, ch: int = 64, **kwargs) -> SAGAN:
     """The paper's ImageNet 128 x 128 SA-GAN (``ch=64``): G ``16,16,8,4,2,1 x ch``, D ``1,2,4,8,16,16 x ch``
     (the last D block keeps 4 x 4), attention at 32 x 32 in G and D."""
-    defaults = dict(g_mults=(16, 16, 8, 4, 2, 1), d_mults=(1, 2, 4, 8, 16, 16), d_downsample=(True,) * 5 + (False,),
-                    g_attn_res=32, d_attn_res=32)
+    defaults = dict(
+        g_mults=(16, 16, 8, 4, 2, 1),
+        d_mults=(1, 2, 4, 8, 16, 16),
+        d_downsample=(True,) * 5 + (False,),
+        g_attn_res=32,
+        d_attn_res=32,
+    )
     return _build(128, defaults, num_classes, ch, **kwargs)

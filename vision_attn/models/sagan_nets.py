@@ -6,6 +6,7 @@ when ``num_classes > 0``) -> :class:`~vision_attn.layers.NonLocalBlock2d` at ``g
 Discriminator: residual down-sampling blocks, :class:`~vision_attn.layers.NonLocalBlock2d` at ``d_attn_res``, ReLU,
 global sum pooling, a linear output plus the projection term ``<embed(y), h>`` (Miyato & Koyama 2018).
 """
+
 from __future__ import annotations
 
 from typing import Optional, Sequence
@@ -18,7 +19,14 @@ from ..layers.pixel_attention import NonLocalBlock2d
 from ..layers.spectral_norm import spectral_norm
 from .weights.sagan import unwrap_sn_embedding
 
-__all__ = ["ConditionalBatchNorm2d", "Discriminator", "DiscriminatorBlock", "Generator", "GeneratorBlock", "truncated_normal"]
+__all__ = [
+    "ConditionalBatchNorm2d",
+    "Discriminator",
+    "DiscriminatorBlock",
+    "Generator",
+    "GeneratorBlock",
+    "truncated_normal",
+]
 
 
 def _sn(module: nn.Module, eps: float = 1e-6) -> nn.Module:
@@ -29,14 +37,17 @@ def _sn(module: nn.Module, eps: float = 1e-6) -> nn.Module:
 
 def _sn_attention(channels: int, kv_pool: int = 2, scale: Optional[float] = 1.0) -> NonLocalBlock2d:
     """SAGAN's attention: C/8 query / key, C/2 value channels, one head, spectral norm on the four 1x1 convs."""
-    block = NonLocalBlock2d(channels, num_heads=1, reduction=8, kv_pool=kv_pool, value_channels=channels // 2, scale=scale)
+    block = NonLocalBlock2d(
+        channels, num_heads=1, reduction=8, kv_pool=kv_pool, value_channels=channels // 2, scale=scale
+    )
     for name in ("query", "key", "value", "out_proj"):
         setattr(block, name, _sn(getattr(block, name)))
     return block
 
 
-def truncated_normal(shape: Sequence[int], truncation: Optional[float] = None, generator: Optional[torch.Generator] = None,
-                     device=None) -> Tensor:
+def truncated_normal(
+    shape: Sequence[int], truncation: Optional[float] = None, generator: Optional[torch.Generator] = None, device=None
+) -> Tensor:
     """Standard normal samples; with ``truncation`` t, values with ``|z| > t`` are redrawn until inside (BigGAN)."""
     z = torch.randn(*shape, generator=generator, device=device)
     if truncation is None:
@@ -119,9 +130,13 @@ def _check_labels(labels: Optional[Tensor], batch: int, num_classes: int, owner:
             raise ValueError(f"{owner} is unconditional (num_classes=0) but got labels; pass labels=None")
         return
     if labels is None:
-        raise ValueError(f"{owner} is class-conditional (num_classes={num_classes}); pass labels (B,) in [0, {num_classes - 1}]")
+        raise ValueError(
+            f"{owner} is class-conditional (num_classes={num_classes}); pass labels (B,) in [0, {num_classes - 1}]"
+        )
     if labels.dim() != 1 or labels.shape[0] != batch or labels.dtype.is_floating_point:
-        raise ValueError(f"{owner}: labels must be an integer tensor of shape ({batch},); got {labels.dtype} {tuple(labels.shape)}")
+        raise ValueError(
+            f"{owner}: labels must be an integer tensor of shape ({batch},); got {labels.dtype} {tuple(labels.shape)}"
+        )
     expected = f"{owner}: labels must be in [0, {num_classes - 1}] (num_classes={num_classes})"
     if torch.compiler.is_compiling():
         # traceable (torch.compile fullgraph, torch.export): reading the values would break the graph
@@ -150,16 +165,30 @@ class Generator(nn.Module):
     in eval mode); pass ``attn_kv_pool=1, attn_scale=None`` to get their attention back too.
     """
 
-    def __init__(self, img_size: int = 32, ch: int = 64, mults: Sequence[int] = (4, 4, 4, 4), z_dim: int = 128,
-                 num_classes: int = 0, embed_dim: int = 128, hierarchical_z: bool = False, attn_res: Optional[int] = 16,
-                 attn_kv_pool: int = 2, attn_scale: Optional[float] = 1.0) -> None:
+    def __init__(
+        self,
+        img_size: int = 32,
+        ch: int = 64,
+        mults: Sequence[int] = (4, 4, 4, 4),
+        z_dim: int = 128,
+        num_classes: int = 0,
+        embed_dim: int = 128,
+        hierarchical_z: bool = False,
+        attn_res: Optional[int] = 16,
+        attn_kv_pool: int = 2,
+        attn_scale: Optional[float] = 1.0,
+    ) -> None:
         super().__init__()
         n_blocks = len(mults) - 1
-        if n_blocks < 1 or 4 * 2 ** n_blocks != img_size:
-            raise ValueError(f"Generator: img_size={img_size} needs len(mults) = log2(img_size/4) + 1; got mults={list(mults)}")
+        if n_blocks < 1 or 4 * 2**n_blocks != img_size:
+            raise ValueError(
+                f"Generator: img_size={img_size} needs len(mults) = log2(img_size/4) + 1; got mults={list(mults)}"
+            )
         resolutions = [4 * 2 ** (i + 1) for i in range(n_blocks)]
         if attn_res is not None and attn_res not in resolutions:
-            raise ValueError(f"Generator: attn_res must be one of {resolutions} (block outputs) or None; got {attn_res}")
+            raise ValueError(
+                f"Generator: attn_res must be one of {resolutions} (block outputs) or None; got {attn_res}"
+            )
         if num_classes < 0:
             raise ValueError(f"num_classes must be >= 0 (0 = unconditional); got {num_classes}")
         self.img_size, self.z_dim, self.num_classes = img_size, z_dim, num_classes
@@ -216,21 +245,35 @@ class Discriminator(nn.Module):
         attn_kv_pool, attn_scale: see :class:`Generator`.
     """
 
-    def __init__(self, img_size: int = 32, ch: int = 64, mults: Sequence[int] = (4, 4, 4, 4),
-                 downsample: Optional[Sequence[bool]] = None, num_classes: int = 0, attn_res: Optional[int] = 16,
-                 attn_kv_pool: int = 2, attn_scale: Optional[float] = 1.0) -> None:
+    def __init__(
+        self,
+        img_size: int = 32,
+        ch: int = 64,
+        mults: Sequence[int] = (4, 4, 4, 4),
+        downsample: Optional[Sequence[bool]] = None,
+        num_classes: int = 0,
+        attn_res: Optional[int] = 16,
+        attn_kv_pool: int = 2,
+        attn_scale: Optional[float] = 1.0,
+    ) -> None:
         super().__init__()
         downsample = [True] * (len(mults) - 1) + [False] if downsample is None else list(downsample)
         if len(downsample) != len(mults):
-            raise ValueError(f"Discriminator: downsample has {len(downsample)} entries; expected one per block ({len(mults)})")
+            raise ValueError(
+                f"Discriminator: downsample has {len(downsample)} entries; expected one per block ({len(mults)})"
+            )
         if img_size % 2 ** sum(downsample):
-            raise ValueError(f"Discriminator: img_size={img_size} is not divisible by 2**{sum(downsample)} (the down-sampling blocks)")
+            raise ValueError(
+                f"Discriminator: img_size={img_size} is not divisible by 2**{sum(downsample)} (the down-sampling blocks)"
+            )
         resolutions, r = [], img_size
         for d in downsample:
             r = r // 2 if d else r
             resolutions.append(r)
         if attn_res is not None and attn_res not in resolutions:
-            raise ValueError(f"Discriminator: attn_res must be one of {sorted(set(resolutions))} (block outputs) or None; got {attn_res}")
+            raise ValueError(
+                f"Discriminator: attn_res must be one of {sorted(set(resolutions))} (block outputs) or None; got {attn_res}"
+            )
         if num_classes < 0:
             raise ValueError(f"num_classes must be >= 0 (0 = unconditional); got {num_classes}")
         self.img_size, self.num_classes = img_size, num_classes
@@ -246,7 +289,9 @@ class Discriminator(nn.Module):
     def forward(self, images: Tensor, labels: Optional[Tensor] = None) -> Tensor:
         expected = (3, self.img_size, self.img_size)
         if images.dim() != 4 or tuple(images.shape[1:]) != expected:
-            raise ValueError(f"Discriminator expects images of shape (B, {', '.join(map(str, expected))}); got {tuple(images.shape)}")
+            raise ValueError(
+                f"Discriminator expects images of shape (B, {', '.join(map(str, expected))}); got {tuple(images.shape)}"
+            )
         _check_labels(labels, images.shape[0], self.num_classes, "Discriminator")
         h = images
         for i, block in enumerate(self.blocks):

@@ -38,7 +38,9 @@ torch.fx.wrap("check_image_size")
 
 
 @torch.jit.ignore
-def _resampled_pos_embed(pos: Tensor, grid: Tuple[int, int], old_grid: Tuple[int, int], num_prefix_tokens: int) -> Tensor:
+def _resampled_pos_embed(
+    pos: Tensor, grid: Tuple[int, int], old_grid: Tuple[int, int], num_prefix_tokens: int
+) -> Tensor:
     """``dynamic_img_size``: learned positions resampled to this call's grid (Python only: TorchScript calls back)."""
     return resample_abs_pos_embed(pos, grid, old_grid, num_prefix_tokens)
 
@@ -50,7 +52,9 @@ def _sine_positions(height: int, width: int, dim: int, like: Tensor) -> Tensor:
 
 
 @torch.jit.ignore
-def _window_mask(height: int, width: int, window: int, num_prefix_tokens: int, device: Optional[torch.device]) -> Tensor:
+def _window_mask(
+    height: int, width: int, window: int, num_prefix_tokens: int, device: Optional[torch.device]
+) -> Tensor:
     """The ``attn_window`` mask over ``P + h*w`` tokens (bool True = may not attend)."""
     return with_prefix_tokens(local_window_mask(height, width, window, device=device), num_prefix_tokens)
 
@@ -61,8 +65,9 @@ torch.fx.wrap("_sine_positions")
 torch.fx.wrap("_window_mask")
 
 
-def _check_vit_args(global_pool: str, class_token: bool, pos_embed: str, embed_dim: int, num_heads: int,
-                    attn_window: Optional[int]) -> None:
+def _check_vit_args(
+    global_pool: str, class_token: bool, pos_embed: str, embed_dim: int, num_heads: int, attn_window: Optional[int]
+) -> None:
     """One line per refused combination of :class:`VisionTransformer` arguments."""
     if global_pool not in GLOBAL_POOLS:
         raise ValueError(f"global_pool must be one of {GLOBAL_POOLS}; got {global_pool!r}")
@@ -141,11 +146,15 @@ class VisionTransformer(PretrainedMixin, nn.Module):
         self.in_chans = in_chans
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if class_token else None
         if pos_embed == "learned":
-            self.pos_embed = nn.Parameter(torch.zeros(1, self.num_prefix_tokens + self.patch_embed.num_patches, embed_dim))
+            self.pos_embed = nn.Parameter(
+                torch.zeros(1, self.num_prefix_tokens + self.patch_embed.num_patches, embed_dim)
+            )
         else:
             self.register_parameter("pos_embed", None)
         self.pos_drop = nn.Dropout(pos_drop_rate)
-        block_args: Dict[str, Any] = dict(qkv_bias=qkv_bias, proj_drop=proj_drop_rate, attn_drop=attn_drop_rate, init_values=init_values)
+        block_args: Dict[str, Any] = dict(
+            qkv_bias=qkv_bias, proj_drop=proj_drop_rate, attn_drop=attn_drop_rate, init_values=init_values
+        )
         layer = partial(TransformerEncoderLayer, embed_dim, num_heads, mlp_ratio, norm_layer=norm_layer, **block_args)
         # drop path linear in depth, as timm
         self.blocks = nn.Sequential(*[layer(drop_path=drop_path_rate * i / max(1, depth - 1)) for i in range(depth)])
@@ -157,7 +166,8 @@ class VisionTransformer(PretrainedMixin, nn.Module):
         self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
         # timm's feature metadata: every block gives a (B, D, h, w) map at the patch stride
         self.feature_info = [
-            dict(module=f"blocks.{i}", num_chs=embed_dim, reduction=self.patch_embed.patch_size[0]) for i in range(depth)
+            dict(module=f"blocks.{i}", num_chs=embed_dim, reduction=self.patch_embed.patch_size[0])
+            for i in range(depth)
         ]
         self._init_weights()
 
@@ -330,7 +340,7 @@ class VisionTransformer(PretrainedMixin, nn.Module):
             return x[:, 0]
         if self.global_pool == "":
             return x
-        x = x[:, self.num_prefix_tokens:]
+        x = x[:, self.num_prefix_tokens :]
         if self.global_pool == "avg":
             return x.mean(dim=1)
         if self.global_pool == "max":
@@ -348,7 +358,9 @@ class VisionTransformer(PretrainedMixin, nn.Module):
         return self.forward_head(self.forward_features(x))
 
     # --- foreign weights ----------------------------------------------------------------------------
-    def checkpoint_filter_fn(self, state_dict: Dict[str, Tensor], model: Optional[nn.Module] = None) -> Dict[str, Tensor]:
+    def checkpoint_filter_fn(
+        self, state_dict: Dict[str, Tensor], model: Optional[nn.Module] = None
+    ) -> Dict[str, Tensor]:
         """Map a timm ViT state dict (or ours) onto this model, resampling ``pos_embed`` to its grid
         (:func:`~vision_attn.models.weights.vit_state_dict_from_timm`); ``model`` as timm passes it (this one)."""
         return vit_state_dict_from_timm(state_dict, self if model is None else model)
@@ -410,6 +422,15 @@ def vit_small_patch4_32(**kwargs) -> VisionTransformer:
 def vit_nano_patch4_32(**kwargs) -> VisionTransformer:
     """A CPU-sized ViT (0.5M params): width 128, 4 layers, 4 heads, MLP ratio 2, 4-px patches on 32-px images,
     average pooling without a class token (learns faster from little data than class-token pooling)."""
-    defaults = dict(img_size=32, patch_size=4, num_classes=10, embed_dim=128, depth=4, num_heads=4, mlp_ratio=2.0,
-                    global_pool="avg", class_token=False)
+    defaults = dict(
+        img_size=32,
+        patch_size=4,
+        num_classes=10,
+        embed_dim=128,
+        depth=4,
+        num_heads=4,
+        mlp_ratio=2.0,
+        global_pool="avg",
+        class_token=False,
+    )
     return _vit(defaults, **kwargs)

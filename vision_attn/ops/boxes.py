@@ -3,6 +3,7 @@
 Formats: ``cxcywh`` (centre, width, height; DETR's output, normalised to [0, 1]), ``xyxy`` (corners) and
 ``xywh`` (top-left corner and size; COCO's). Every function takes boxes ``(..., 4)``.
 """
+
 from __future__ import annotations
 
 import torch

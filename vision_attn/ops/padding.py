@@ -1,4 +1,5 @@
 """Batching images of different sizes: zero-pad each at the bottom and right, and mark the padding (DETR's layout)."""
+
 from __future__ import annotations
 
 from typing import Optional, Sequence, Tuple
@@ -23,7 +24,11 @@ def pad_images_to_batch(images: Sequence[Tensor], channels: Optional[int] = None
     if len(images) == 0:
         raise ValueError("images is empty; expected at least one (C, H, W) tensor")
     first = images[0]
-    c = channels if channels is not None else (first.shape[0] if isinstance(first, Tensor) and first.dim() == 3 else "C")
+    c = (
+        channels
+        if channels is not None
+        else (first.shape[0] if isinstance(first, Tensor) and first.dim() == 3 else "C")
+    )
     for i, im in enumerate(images):
         if not isinstance(im, Tensor) or im.dim() != 3 or im.shape[0] != c:
             shape = tuple(im.shape) if isinstance(im, Tensor) else type(im).__name__

@@ -1,4 +1,5 @@
 """The LightningCLI behind every tool (``train``, ``eval``, ``visualize``, ``sample``, ``demo``) and ``load_task``."""
+
 from __future__ import annotations
 
 import contextlib
@@ -31,9 +32,9 @@ from ..callbacks.checkpoint import read_lightning_checkpoint
 from ..data.cifar import CorruptedDatasetError
 from ..data.coco import COCOFormatError
 from ..data.folder import BadImageError, ImageFolderDataModule
+from ..models import validate_model_args
 from ..models.checkpoint import CheckpointError
 from ..models.data_config import resolve_data_config
-from ..models import validate_model_args
 from ..models.option_defaults import model_option_defaults
 from ..models.protocols import check_protocol
 from ..models.registry import UnknownModelError, is_model
@@ -49,8 +50,17 @@ class NumClassesMismatchError(ValueError):
 
 
 # Errors whose message says all a user needs: the command line prints them as one line instead of a traceback.
-USER_ERRORS = (NumClassesMismatchError, UnknownModelError, NothingToResumeError, NonFiniteError, CheckpointWriteError,
-               CheckpointError, BadImageError, CorruptedDatasetError, COCOFormatError)  # CheckpointError covers the Hub's
+USER_ERRORS = (
+    NumClassesMismatchError,
+    UnknownModelError,
+    NothingToResumeError,
+    NonFiniteError,
+    CheckpointWriteError,
+    CheckpointError,
+    BadImageError,
+    CorruptedDatasetError,
+    COCOFormatError,
+)  # CheckpointError covers the Hub's
 
 
 def _user_error(err: BaseException) -> Optional[BaseException]:
@@ -120,7 +130,9 @@ class VisionAttnCLI(LightningCLI):
         extra_plugins: Trainer plugins added to the configured ones (``run.submit`` passes the cluster environment).
     """
 
-    def __init__(self, args: Optional[List[str]] = None, run: bool = True, extra_plugins: Sequence = (), **kwargs) -> None:
+    def __init__(
+        self, args: Optional[List[str]] = None, run: bool = True, extra_plugins: Sequence = (), **kwargs
+    ) -> None:
         self._exit_on_config_error = run  # the command line gets one error line; Python callers the exception
         self._fresh_run_dir: Optional[Path] = None
         self._extra_plugins = list(extra_plugins)
@@ -143,7 +155,9 @@ class VisionAttnCLI(LightningCLI):
         argv = None if isinstance(args, (dict, Namespace)) else list(sys.argv[1:] if args is None else args)
         printing = argv is not None and any(a == "--print_config" or a.startswith("--print_config=") for a in argv)
         if printing:  # parsed without it, printed below (filled); not through super(), which warns on sys.argv
-            self.config = parser.parse_args([a for a in argv if not (a == "--print_config" or a.startswith("--print_config="))])
+            self.config = parser.parse_args(
+                [a for a in argv if not (a == "--print_config" or a.startswith("--print_config="))]
+            )
         else:
             super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
@@ -163,15 +177,21 @@ class VisionAttnCLI(LightningCLI):
             raise SystemExit(0)
 
     def add_arguments_to_parser(self, parser) -> None:
-        parser.add_argument("--last_every_n_batches", type=int, default=0,
-                            help="also write last.ckpt every N training batches (0: at each epoch's end only); a fit "
-                                 "resumes exactly from any of them (docs/resuming.md)")
+        parser.add_argument(
+            "--last_every_n_batches",
+            type=int,
+            default=0,
+            help="also write last.ckpt every N training batches (0: at each epoch's end only); a fit "
+            "resumes exactly from any of them (docs/resuming.md)",
+        )
         if not self._exit_on_config_error:  # a fit's saved config.yaml has fit's own arguments (ckpt_path, ...)
             known = {a.dest for a in parser._actions}
             for name in inspect.signature(pl.Trainer.fit).parameters:
                 if name not in _FIT_DATA_ARGS and name not in known:
                     parser.add_argument(f"--{name}", type=Optional[Any], default=None, help="ignored: an entry of fit")
-        parser.link_arguments("data", "model.init_args.num_classes", compute_fn=self._data_num_classes, apply_on="instantiate")
+        parser.link_arguments(
+            "data", "model.init_args.num_classes", compute_fn=self._data_num_classes, apply_on="instantiate"
+        )
 
     def before_instantiate_classes(self) -> None:
         # the link replaces the value at instantiation: remember what the user set, to check it against the data
@@ -245,7 +265,11 @@ class VisionAttnCLI(LightningCLI):
         root = Path(cfg.get("default_root_dir") or os.getcwd())
         callbacks = _as_list(cfg.get("callbacks"))
         resume = self._resume(root, callbacks)
-        if self.subcommand in ("test", "validate", "predict"):  # only a fit is a run: these write into the one they read
+        if self.subcommand in (
+            "test",
+            "validate",
+            "predict",
+        ):  # only a fit is a run: these write into the one they read
             self.save_config_callback = None
             if cfg.get("logger") in (None, True):
                 cfg["logger"] = False
@@ -254,9 +278,16 @@ class VisionAttnCLI(LightningCLI):
                 cfg["default_root_dir"] = str(run_dir)
         elif cfg.get("logger") in (None, True):
             step = resume.step if resume else None
-            csv = ResumableCSVLogger(str(root), name="", version=resume.version if resume else None, keep_before_step=step)
-            tb = {"purge_step": step} if step is not None else {}  # drop events the killed run logged after its checkpoint
-            cfg["logger"] = [csv, TensorBoardLogger(str(root), name="", version=csv.version, default_hp_metric=False, **tb)]
+            csv = ResumableCSVLogger(
+                str(root), name="", version=resume.version if resume else None, keep_before_step=step
+            )
+            tb = (
+                {"purge_step": step} if step is not None else {}
+            )  # drop events the killed run logged after its checkpoint
+            cfg["logger"] = [
+                csv,
+                TensorBoardLogger(str(root), name="", version=csv.version, default_hp_metric=False, **tb),
+            ]
             run_dir = Path(csv.log_dir)
             self._fresh_run_dir = None if resume or run_dir.exists() else run_dir
         if cfg.get("enable_checkpointing") is not False and not any(isinstance(c, ModelCheckpoint) for c in callbacks):
@@ -264,7 +295,9 @@ class VisionAttnCLI(LightningCLI):
             monitor, mode = self.model.checkpoint_monitor or (None, "max")
             every = int(self._get(self.config_init, "last_every_n_batches", default=0) or 0)
             callbacks.append(RunCheckpoint(monitor=monitor, mode=mode, last_every_n_batches=every))
-        callbacks += default_progress_callbacks(callbacks, cfg.get("enable_progress_bar"), lines=self.subcommand == "fit")
+        callbacks += default_progress_callbacks(
+            callbacks, cfg.get("enable_progress_bar"), lines=self.subcommand == "fit"
+        )
         cfg["callbacks"] = callbacks
         plugins = _as_list(cfg.get("plugins"))
         if not any(isinstance(p, CheckpointIO) for p in plugins):
@@ -316,8 +349,9 @@ def _initial_weights(config: str) -> bool:
         return False
 
 
-def load_task(config: str, ckpt: Optional[str] = None, overrides: Sequence[str] = ()
-              ) -> Tuple[pl.LightningModule, pl.LightningDataModule, pl.Trainer]:
+def load_task(
+    config: str, ckpt: Optional[str] = None, overrides: Sequence[str] = ()
+) -> Tuple[pl.LightningModule, pl.LightningDataModule, pl.Trainer]:
     """Build the task, datamodule and trainer of ``config`` (no logger), with ``ckpt`` loaded into the task's model.
 
     ``ckpt``: our Lightning ``.ckpt`` (its EMA weights when present), a state dict, or foreign weights the model's
@@ -327,8 +361,11 @@ def load_task(config: str, ckpt: Optional[str] = None, overrides: Sequence[str] 
         raise FileNotFoundError(f"config {config} does not exist")
     if ckpt is not None and _initial_weights(os.path.expanduser(config)):
         overrides = ["--model.init_args.pretrained", "null", *overrides]  # replaced by ckpt's: do not fetch them first
-    cli = VisionAttnCLI(args=["--config", os.path.expanduser(config), "--trainer.logger", "false", *overrides], run=False,
-                        save_config_callback=None)  # evaluating writes no config.yaml into the config's root dir
+    cli = VisionAttnCLI(
+        args=["--config", os.path.expanduser(config), "--trainer.logger", "false", *overrides],
+        run=False,
+        save_config_callback=None,
+    )  # evaluating writes no config.yaml into the config's root dir
     if ckpt is not None:
         cli.model.load_weights(os.path.expanduser(ckpt) if "://" not in str(ckpt) else ckpt)
     return cli.model, cli.datamodule, cli.trainer

@@ -13,6 +13,7 @@ generator as ``(z (B, z_dim), labels (B,) int64)``.
     >>> export_onnx(model.eval(), (images,), "out/model.onnx")
     >>> outs = run_onnx("out/model.onnx", images[:3])          # numpy arrays, as torch's pytree leaves
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,9 +29,24 @@ from ..models import load_pretrained, read_checkpoint
 from ..models.detr import DETR
 from ..models.sagan import SAGAN
 
-__all__ = ["FORMATS", "export", "export_safetensors", "export_program", "export_onnx", "load_program", "run_onnx",
-           "flat_outputs", "example_inputs", "load_model_for_export", "data_config_of", "BATCH_MIN", "BATCH_MAX",
-           "NamedOutputs", "io_names", "write_runtime_config"]
+__all__ = [
+    "FORMATS",
+    "export",
+    "export_safetensors",
+    "export_program",
+    "export_onnx",
+    "load_program",
+    "run_onnx",
+    "flat_outputs",
+    "example_inputs",
+    "load_model_for_export",
+    "data_config_of",
+    "BATCH_MIN",
+    "BATCH_MAX",
+    "NamedOutputs",
+    "io_names",
+    "write_runtime_config",
+]
 
 # A batch of 1 must stay legal: torch.export would otherwise specialise a size-1 example to the constant 1.
 BATCH_MIN, BATCH_MAX = 1, 4096
@@ -45,7 +61,9 @@ def _as_tuple(example_inputs: Union[Tensor, Sequence[Tensor]]) -> Tuple[Tensor, 
             found = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
             raise ValueError(f"example_inputs[{i}]: expected a tensor with a batch axis first; got {found}")
     if len({t.shape[0] for t in inputs}) > 1:
-        raise ValueError(f"example_inputs: every input shares the batch axis 0; got batch sizes {[t.shape[0] for t in inputs]}")
+        raise ValueError(
+            f"example_inputs: every input shares the batch axis 0; got batch sizes {[t.shape[0] for t in inputs]}"
+        )
     return inputs
 
 
@@ -140,8 +158,15 @@ def export_onnx(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.onnx.export(
-        model, inputs, str(path), dynamo=True, dynamic_shapes=_dynamic_shapes(inputs, dynamic_batch),
-        input_names=names, output_names=list(output_names) if output_names else None, external_data=False, verbose=False,
+        model,
+        inputs,
+        str(path),
+        dynamo=True,
+        dynamic_shapes=_dynamic_shapes(inputs, dynamic_batch),
+        input_names=names,
+        output_names=list(output_names) if output_names else None,
+        external_data=False,
+        verbose=False,
     )
     return path
 
@@ -171,16 +196,34 @@ def data_config_of(datamodule: pl.LightningDataModule) -> Dict[str, Any]:
     """The evaluation preprocessing of our datamodules, in ``pretrained_cfg`` terms (what the model was trained on)."""
     if isinstance(datamodule, COCODataModule):
         o = datamodule.opts  # DETR's eval resize: short side val_size, long side at most max_size
-        return dict(short_side=o.val_size, max_size=o.max_size, crop_mode="short_side", crop_pct=1.0,
-                    input_size=(3, o.val_size, o.max_size or o.val_size), interpolation="bilinear")
+        return dict(
+            short_side=o.val_size,
+            max_size=o.max_size,
+            crop_mode="short_side",
+            crop_pct=1.0,
+            input_size=(3, o.val_size, o.max_size or o.val_size),
+            interpolation="bilinear",
+        )
     if isinstance(datamodule, ImageFolderDataModule):  # short side to img_size / crop_pct, center crop
         c = datamodule.data_config
-        return dict(input_size=(3, c["img_size"], c["img_size"]), crop_pct=c["crop_pct"], crop_mode="center",
-                    interpolation=c["interpolation"], mean=tuple(c["mean"]), std=tuple(c["std"]))
+        return dict(
+            input_size=(3, c["img_size"], c["img_size"]),
+            crop_pct=c["crop_pct"],
+            crop_mode="center",
+            interpolation=c["interpolation"],
+            mean=tuple(c["mean"]),
+            std=tuple(c["std"]),
+        )
     if isinstance(datamodule, CIFARDataModule):  # the stored images, resized to img_size when set, no crop
         side = datamodule.img_size or datamodule.input_size
-        return dict(input_size=(3, side, side), crop_pct=1.0, crop_mode="center", interpolation="bilinear",
-                    mean=tuple(datamodule.spec.mean), std=tuple(datamodule.spec.std))
+        return dict(
+            input_size=(3, side, side),
+            crop_pct=1.0,
+            crop_mode="center",
+            interpolation="bilinear",
+            mean=tuple(datamodule.spec.mean),
+            std=tuple(datamodule.spec.std),
+        )
     return {}
 
 
@@ -238,7 +281,7 @@ def example_inputs(model: nn.Module, batch: int = 2) -> Tuple[nn.Module, Tuple[T
     images = torch.randn(batch, c, h, w)
     if isinstance(model, DETR):
         mask = torch.zeros(batch, h, w, dtype=torch.bool)
-        mask[-1, :, w // 2:] = True
+        mask[-1, :, w // 2 :] = True
         return model, (images, mask)
     return model, (images,)
 
@@ -251,7 +294,9 @@ class NamedOutputs(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, pixel_values: Tensor, pixel_mask: Optional[Tensor] = None) -> Union[Tensor, Tuple[Tensor, Tensor]]:
+    def forward(
+        self, pixel_values: Tensor, pixel_mask: Optional[Tensor] = None
+    ) -> Union[Tensor, Tuple[Tensor, Tensor]]:
         """``pixel_values (B, 3, H, W)`` (+ DETR's ``pixel_mask (B, H, W)`` True on padding) -> see the class."""
         out = self.model(pixel_values) if pixel_mask is None else self.model(pixel_values, pixel_mask)
         return (out["pred_logits"], out["pred_boxes"]) if isinstance(out, dict) else out
@@ -287,7 +332,13 @@ def write_runtime_config(model: nn.Module, folder: Path, file: str) -> Path:
 
     config = model_config(model)
     inputs, outputs = io_names(model)
-    task = "object-detection" if isinstance(model, DETR) else "image-generation" if isinstance(model, SAGAN) else "image-classification"
+    task = (
+        "object-detection"
+        if isinstance(model, DETR)
+        else "image-generation"
+        if isinstance(model, SAGAN)
+        else "image-classification"
+    )
     config.update(task=task, file=file, inputs=inputs, outputs=outputs)
     if not isinstance(model, SAGAN):
         config["preprocessing"] = _preprocessing(model)
@@ -322,11 +373,19 @@ def _export_onnx_folder(model: nn.Module, output: Union[str, Path]) -> Path:
 
 
 FORMATS: Dict[str, Callable[[nn.Module, Union[str, Path]], Path]] = {
-    "safetensors": export_safetensors, "exported_program": _export_program_folder, "onnx": _export_onnx_folder}
+    "safetensors": export_safetensors,
+    "exported_program": _export_program_folder,
+    "onnx": _export_onnx_folder,
+}
 
 
-def export(config: str, ckpt: Union[str, Path], output: Union[str, Path], format: str = "safetensors",
-           overrides: Sequence[str] = ()) -> Path:
+def export(
+    config: str,
+    ckpt: Union[str, Path],
+    output: Union[str, Path],
+    format: str = "safetensors",
+    overrides: Sequence[str] = (),
+) -> Path:
     """Export training checkpoint ``ckpt`` of ``config``'s model to ``output`` in ``format``; returns the folder."""
     if format not in FORMATS:
         raise ValueError(f"format must be one of {sorted(FORMATS)}; got {format!r}")

@@ -13,6 +13,7 @@ PIL images or RGB tensors ``(3, H, W)`` in [0, 1] (or uint8), one or a list. Eve
 :func:`vision_attn.run.predict.predict_batches`, the code of ``tools/predict.py``: the same preprocessing, batching
 and records.
 """
+
 from __future__ import annotations
 
 import json
@@ -44,8 +45,9 @@ def _runtime_transform(pre: Dict[str, Any], detection: bool):
     mean, std = tuple(pre.get("mean", (0.485, 0.456, 0.406))), tuple(pre.get("std", (0.229, 0.224, 0.225)))
     if detection:
         return AlbumentationsTransform(detr_predict_transform(int(pre["short_side"]), pre.get("max_size"), mean, std))
-    return imagenet_eval_transform(int(pre["input_size"][-1]), mean, std, pre.get("interpolation", "bilinear"),
-                                   float(pre.get("crop_pct", 1.0)))
+    return imagenet_eval_transform(
+        int(pre["input_size"][-1]), mean, std, pre.get("interpolation", "bilinear"), float(pre.get("crop_pct", 1.0))
+    )
 
 
 class _ExportedConfig(nn.Module):
@@ -54,7 +56,9 @@ class _ExportedConfig(nn.Module):
     def __init__(self, config: Dict[str, Any]) -> None:
         super().__init__()
         self.num_classes = int(config["num_classes"])
-        ours = (config.get("vision_attn") or {}).get("pretrained_cfg") or {}  # save_pretrained keeps non-timm keys there
+        ours = (config.get("vision_attn") or {}).get(
+            "pretrained_cfg"
+        ) or {}  # save_pretrained keeps non-timm keys there
         self.pretrained_cfg = dict(config.get("pretrained_cfg") or {}, **ours, label_names=config.get("label_names"))
 
 
@@ -69,8 +73,12 @@ class OnnxTask:
         try:
             import onnxruntime as ort
         except ImportError as e:
-            raise ImportError(f"running {folder}/model.onnx needs onnxruntime: pip install 'vision_attn[export]' ({e})") from None
-        self.session = ort.InferenceSession(str(folder / config.get("file", "model.onnx")), providers=["CPUExecutionProvider"])
+            raise ImportError(
+                f"running {folder}/model.onnx needs onnxruntime: pip install 'vision_attn[export]' ({e})"
+            ) from None
+        self.session = ort.InferenceSession(
+            str(folder / config.get("file", "model.onnx")), providers=["CPUExecutionProvider"]
+        )
         self.detection = config.get("task") == "object-detection"
         self.num_classes = int(config["num_classes"])
         self.model = _ExportedConfig(config)
@@ -87,8 +95,10 @@ class OnnxTask:
         H, W = self.input_hw
         h, w = images.shape[-2:]
         if h > H or w > W:
-            raise ValueError(f"this exported DETR takes images up to {H}x{W} after resizing; got {h}x{w} "
-                             "(export again from a config whose val_size/max_size cover it)")
+            raise ValueError(
+                f"this exported DETR takes images up to {H}x{W} after resizing; got {h}x{w} "
+                "(export again from a config whose val_size/max_size cover it)"
+            )
         out = images.new_zeros(images.shape[0], 3, H, W)
         out[:, :, :h, :w] = images
         pad = torch.ones(images.shape[0], H, W, dtype=torch.bool)
@@ -107,7 +117,9 @@ class OnnxTask:
         if images is None:
             return []
         pixels, mask = self._padded(images.cpu(), batch[1].cpu())
-        logits, boxes = self.session.run(["logits", "pred_boxes"], {"pixel_values": pixels.numpy(), "pixel_mask": mask.numpy()})
+        logits, boxes = self.session.run(
+            ["logits", "pred_boxes"], {"pixel_values": pixels.numpy(), "pixel_mask": mask.numpy()}
+        )
         sizes = torch.stack([torch.as_tensor(t["orig_size"]) for t in targets])
         return detr_postprocess({"pred_logits": torch.from_numpy(logits), "pred_boxes": torch.from_numpy(boxes)}, sizes)
 
@@ -145,8 +157,10 @@ def _load(model: Union[str, Path]) -> Predictor:
             return _onnx_predictor(path)
         if (path / "config.json").is_file():
             return _saved_predictor(path)
-        raise FileNotFoundError(f"model folder {model}: expected a run folder (config.yaml + checkpoints/), a saved "
-                                "folder (config.json + model.safetensors) or an exported one (config.json + model.onnx)")
+        raise FileNotFoundError(
+            f"model folder {model}: expected a run folder (config.yaml + checkpoints/), a saved "
+            "folder (config.json + model.safetensors) or an exported one (config.json + model.onnx)"
+        )
     return load_predictor(model=str(model))
 
 
@@ -156,24 +170,31 @@ class Pipeline:
     detection ``{"file", "width", "height", "detections": [{"bbox", "score", "category_id", "label"}]}``; ``file`` is
     None for an in-memory image)."""
 
-    def __init__(self, task: str, predictor: Predictor, top_k: int = 5, threshold: float = 0.5,
-                 batch_size: Optional[int] = None) -> None:
+    def __init__(
+        self, task: str, predictor: Predictor, top_k: int = 5, threshold: float = 0.5, batch_size: Optional[int] = None
+    ) -> None:
         self.task, self.predictor = task, predictor
         self.top_k, self.threshold, self.batch_size = top_k, threshold, batch_size
 
-    def __call__(self, images: Union[ImageInput, Sequence[ImageInput]], top_k: Optional[int] = None,
-                 threshold: Optional[float] = None) -> Union[Dict[str, Any], List[Dict[str, Any]]]:
+    def __call__(
+        self,
+        images: Union[ImageInput, Sequence[ImageInput]],
+        top_k: Optional[int] = None,
+        threshold: Optional[float] = None,
+    ) -> Union[Dict[str, Any], List[Dict[str, Any]]]:
         single = isinstance(images, (str, Path, Image.Image)) or (isinstance(images, Tensor) and images.dim() == 3)
         items = [images] if single else list(images)
         loader = predict_loader(self.predictor, items, self.batch_size)
-        records = predict_batches(self.predictor, loader, top_k or self.top_k,
-                                  self.threshold if threshold is None else threshold)
+        records = predict_batches(
+            self.predictor, loader, top_k or self.top_k, self.threshold if threshold is None else threshold
+        )
         out = finalize_records(records)
         return out[0] if single else out
 
 
-def pipeline(task: str, model: Union[str, Path], *, top_k: int = 5, threshold: float = 0.5,
-             batch_size: Optional[int] = None) -> Pipeline:
+def pipeline(
+    task: str, model: Union[str, Path], *, top_k: int = 5, threshold: float = 0.5, batch_size: Optional[int] = None
+) -> Pipeline:
     """A :class:`Pipeline` for ``task`` (``"image-classification"`` or ``"object-detection"``) over ``model`` (a
     registered name, a run folder, a saved folder or an exported ONNX folder; see the module docstring)."""
     if task not in TASKS:
@@ -181,6 +202,8 @@ def pipeline(task: str, model: Union[str, Path], *, top_k: int = 5, threshold: f
     predictor = _load(model)
     if predictor.detection != (task == "object-detection"):
         found = "a detector" if predictor.detection else "a classifier"
-        raise ValueError(f"pipeline({task!r}, model={str(model)!r}): that model is {found}; use "
-                         f"{'object-detection' if predictor.detection else 'image-classification'}")
+        raise ValueError(
+            f"pipeline({task!r}, model={str(model)!r}): that model is {found}; use "
+            f"{'object-detection' if predictor.detection else 'image-classification'}"
+        )
     return Pipeline(task, predictor, top_k, threshold, batch_size)

@@ -13,6 +13,7 @@ tools write the same file for the same checkpoint.
 - A file that cannot be read gets ``{"file", "error"}`` in predictions.json and a line on stderr; the others are
   predicted; :func:`predict` returns how many failed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,7 +55,9 @@ __all__ = ["Predictor", "load_predictor", "predict", "predict_batches", "predict
 MAX_QUERY_PANELS = 8  # decoder-attention panels per image: the best-scoring detections
 
 
-def _eval_transform(model: nn.Module, datamodule: Optional[pl.LightningDataModule] = None) -> Callable[[Image.Image], Tensor]:
+def _eval_transform(
+    model: nn.Module, datamodule: Optional[pl.LightningDataModule] = None
+) -> Callable[[Image.Image], Tensor]:
     """THE preprocessing of predict, PIL RGB image -> ``(3, H, W)``: the datamodule's ``predict_transform()`` (what a
     config's model was trained with; ``train.py predict`` uses the same); for a DETR DETR's evaluation resize (short
     side 800, long side at most 1333, ImageNet statistics); else ``vision_attn.create_eval_transform(model)`` when
@@ -99,9 +102,13 @@ def _checkpoint_meta(ckpt: Optional[str]) -> Dict[str, Any]:
     if not isinstance(obj, dict):
         return {}
     hp = obj.get("hyper_parameters") or {}
-    return {"num_classes": obj.get("num_classes", hp.get("num_classes")), "class_names": obj.get("class_names"),
-            "label_to_category_id": obj.get("label_to_category_id"), "model": hp.get("model"),
-            "model_args": hp.get("model_args")}
+    return {
+        "num_classes": obj.get("num_classes", hp.get("num_classes")),
+        "class_names": obj.get("class_names"),
+        "label_to_category_id": obj.get("label_to_category_id"),
+        "model": hp.get("model"),
+        "model_args": hp.get("model_args"),
+    }
 
 
 @dataclass
@@ -118,8 +125,9 @@ class Predictor:
         return self.task.eval_model if isinstance(self.task, ClassificationTask) else self.task.model
 
 
-def load_predictor(model: Optional[str] = None, config: Optional[str] = None, ckpt: Optional[str] = None,
-                   overrides: Sequence[str] = ()) -> Predictor:
+def load_predictor(
+    model: Optional[str] = None, config: Optional[str] = None, ckpt: Optional[str] = None, overrides: Sequence[str] = ()
+) -> Predictor:
     """The task of ``config`` (with ``ckpt``), or registered ``model`` (``NAME[.TAG]``; weights ``ckpt``, else its
     published ones) wrapped in its task; labels from the checkpoint, the model, the data, or ImageNet/COCO."""
     if (model is None) == (config is None):
@@ -133,11 +141,15 @@ def load_predictor(model: Optional[str] = None, config: Optional[str] = None, ck
             kwargs["num_classes"] = int(meta["num_classes"])
         net = create_model(model, pretrained=ckpt if ckpt else True, **kwargs)
         if not isinstance(net, DETR) and not getattr(net, "num_classes", 0):
-            raise ValueError(f"--model {model}: {type(net).__name__} is no image classifier or detector; predict needs one")
+            raise ValueError(
+                f"--model {model}: {type(net).__name__} is no image classifier or detector; predict needs one"
+            )
         task, dm = (DetectionTask(net) if isinstance(net, DETR) else ClassificationTask(net)), None
     if not isinstance(task, (ClassificationTask, DetectionTask)):
-        raise ValueError(f"predict takes image classifiers and detectors; {type(task).__name__} has no image input "
-                         "(a GAN generates images: use tools/sample.py)")
+        raise ValueError(
+            f"predict takes image classifiers and detectors; {type(task).__name__} has no image input "
+            "(a GAN generates images: use tools/sample.py)"
+        )
     detection = isinstance(task, DetectionTask)
     names = class_names_for(task.model, dm, meta.get("class_names"), detection)
     labels = category_map(task.num_classes, names, dm, meta.get("label_to_category_id")) if detection else names
@@ -157,13 +169,30 @@ def _draw_boxes(record: Dict[str, Any], path: Path, threshold: float) -> Path:
     dets = record["detections"]
     boxes = torch.tensor([[x, y, x + w, y + h] for x, y, w, h in (d["bbox"] for d in dets)]).reshape(-1, 4)
     names = {d["category_id"]: d["label"] for d in dets}
-    return plot_detections(rgb, boxes, [d["category_id"] for d in dets], [d["score"] for d in dets], names, path,
-                           f"{Path(record['file']).name}: {len(dets)} detections >= {threshold}")
+    return plot_detections(
+        rgb,
+        boxes,
+        [d["category_id"] for d in dets],
+        [d["score"] for d in dets],
+        names,
+        path,
+        f"{Path(record['file']).name}: {len(dets)} detections >= {threshold}",
+    )
 
 
-def _draw_attention(p: Predictor, maps: Dict[str, Tensor], row: int, image: Tensor, batch_hw: Tuple[int, int],
-                    det: Optional[Dict[str, Tensor]], info: Dict[str, Any], stats: Tuple, threshold: float, pixels,
-                    stem: Path) -> List[Path]:
+def _draw_attention(
+    p: Predictor,
+    maps: Dict[str, Tensor],
+    row: int,
+    image: Tensor,
+    batch_hw: Tuple[int, int],
+    det: Optional[Dict[str, Tensor]],
+    info: Dict[str, Any],
+    stats: Tuple,
+    threshold: float,
+    pixels,
+    stem: Path,
+) -> List[Path]:
     """The attention PNG(s) of one image: ``image (3, H, W)`` is its unpadded model input, ``batch_hw`` the batch's."""
     net, (mean, std) = p.model, stats
     rgb = to_display_rgb(image, mean, std) if mean is not None else to_display_rgb(image)
@@ -171,13 +200,18 @@ def _draw_attention(p: Predictor, maps: Dict[str, Tensor], row: int, image: Tens
         layers = vit_block_maps(maps)
         grid = net.patch_embed.feature_grid(*image.shape[-2:])
         P, cls = net.num_prefix_tokens, "class token" if net.num_prefix_tokens else "mean over patches (avg pooling)"
-        layers = [w[row:row + 1].float().cpu() for w in layers]
-        panels = {"attention rollout": token_relevance(attention_rollout(layers), P)[0].reshape(grid),
-                  f"last layer, {cls}": token_relevance(layers[-1].mean(1), P)[0].reshape(grid)}
+        layers = [w[row : row + 1].float().cpu() for w in layers]
+        panels = {
+            "attention rollout": token_relevance(attention_rollout(layers), P)[0].reshape(grid),
+            f"last layer, {cls}": token_relevance(layers[-1].mean(1), P)[0].reshape(grid),
+        }
         return [plot_token_maps(rgb, panels, f"{stem}_attention.png", Path(info["file"]).name)]
     if isinstance(net, DETR):
-        keep = [q for q in det["scores"].argsort(descending=True).tolist()
-                if det["scores"][q] >= threshold and int(det["labels"][q]) in p.labels][:MAX_QUERY_PANELS]
+        keep = [
+            q
+            for q in det["scores"].argsort(descending=True).tolist()
+            if det["scores"][q] >= threshold and int(det["labels"][q]) in p.labels
+        ][:MAX_QUERY_PANELS]
         if not keep:
             return []
         H, W = image.shape[-2:]
@@ -185,9 +219,21 @@ def _draw_attention(p: Predictor, maps: Dict[str, Tensor], row: int, image: Tens
         names = {lab: name for lab, (_, name) in p.labels.items()}
         attn = last_cross_attention(maps)[row].float().mean(0).cpu()  # (Q, h*w) over the batch's feature grid
         hw = net.feature_size(*batch_hw)
-        return [plot_query_attention(rgb, attn, hw, net.backbone.stride, keep, det["boxes"].float().cpu() * scale,
-                                     det["labels"].tolist(), det["scores"].tolist(), names, f"{stem}_attention.png",
-                                     f"{Path(info['file']).name}: last decoder layer cross-attention (mean over heads)")]
+        return [
+            plot_query_attention(
+                rgb,
+                attn,
+                hw,
+                net.backbone.stride,
+                keep,
+                det["boxes"].float().cpu() * scale,
+                det["labels"].tolist(),
+                det["scores"].tolist(),
+                names,
+                f"{stem}_attention.png",
+                f"{Path(info['file']).name}: last decoder layer cross-attention (mean over heads)",
+            )
+        ]
     return plot_pixel_maps(net, maps, row, image, pixels, Path(f"{stem}_pixel_attention"))
 
 
@@ -197,16 +243,23 @@ def predictor_transform(p: Predictor) -> Callable[[Image.Image], Tensor]:
     return own if callable(own) else _eval_transform(p.model, p.datamodule)
 
 
-def predict_loader(p: Predictor, inputs: Sequence[Any], batch_size: Optional[int] = None,
-                   max_pixels: Optional[int] = MAX_PIXELS) -> DataLoader:
+def predict_loader(
+    p: Predictor, inputs: Sequence[Any], batch_size: Optional[int] = None, max_pixels: Optional[int] = MAX_PIXELS
+) -> DataLoader:
     """The loader of image files, PIL images or RGB tensors ``(3, H, W)`` for ``p`` (its transform and batching);
     files declaring more than ``max_pixels`` pixels are reported as unreadable, never decoded."""
     default_bs = getattr(p.datamodule, "predict_batch_size", None) or (8 if p.detection else 32)
     return image_loader(inputs, predictor_transform(p), batch_size or default_bs, 0, p.detection, max_pixels)
 
 
-def predict_batches(p: Predictor, loader: DataLoader, top_k: int = 5, threshold: float = 0.5, attention: bool = False,
-                    on_batch: Optional[Callable[..., None]] = None) -> List[Dict[str, Any]]:
+def predict_batches(
+    p: Predictor,
+    loader: DataLoader,
+    top_k: int = 5,
+    threshold: float = 0.5,
+    attention: bool = False,
+    on_batch: Optional[Callable[..., None]] = None,
+) -> List[Dict[str, Any]]:
     """Run ``p`` over ``loader``; returns the records of ``predictions.json`` (with ``_index``, in batch order).
 
     ``on_batch(batch, pred, records, maps)`` sees each batch (``maps``: captured attention when ``attention``)."""
@@ -229,10 +282,20 @@ def predict_batches(p: Predictor, loader: DataLoader, top_k: int = 5, threshold:
     return records
 
 
-def predict(inputs: Sequence[str], output_dir: str, model: Optional[str] = None, config: Optional[str] = None,
-            ckpt: Optional[str] = None, top_k: int = 5, threshold: float = 0.5, attention: bool = False,
-            query_pixels: Optional[Sequence[Tuple[int, int]]] = None, batch_size: Optional[int] = None,
-            overrides: Sequence[str] = (), max_pixels: Optional[int] = MAX_PIXELS) -> int:
+def predict(
+    inputs: Sequence[str],
+    output_dir: str,
+    model: Optional[str] = None,
+    config: Optional[str] = None,
+    ckpt: Optional[str] = None,
+    top_k: int = 5,
+    threshold: float = 0.5,
+    attention: bool = False,
+    query_pixels: Optional[Sequence[Tuple[int, int]]] = None,
+    batch_size: Optional[int] = None,
+    overrides: Sequence[str] = (),
+    max_pixels: Optional[int] = MAX_PIXELS,
+) -> int:
     """Write ``output_dir/predictions.json`` (+ PNGs) for the image files of ``inputs`` (files, folders, globs);
     returns the number of files that could not be read (or declared more than ``max_pixels`` pixels)."""
     files = find_images(inputs)
@@ -259,8 +322,19 @@ def predict(inputs: Sequence[str], output_dir: str, model: Optional[str] = None,
                 _draw_boxes(next(r for r in new if r["_index"] == info["index"]), Path(f"{stem}_boxes.png"), threshold)
             if attention and maps:
                 h, w = info["size"].tolist()
-                _draw_attention(p, maps, row, images[row, :, :h, :w].cpu(), tuple(images.shape[-2:]),
-                                pred[row] if p.detection else None, info, stats, threshold, query_pixels, stem)
+                _draw_attention(
+                    p,
+                    maps,
+                    row,
+                    images[row, :, :h, :w].cpu(),
+                    tuple(images.shape[-2:]),
+                    pred[row] if p.detection else None,
+                    info,
+                    stats,
+                    threshold,
+                    query_pixels,
+                    stem,
+                )
 
     records = predict_batches(p, loader, top_k, threshold, attention, draw)
     written = write_predictions(records, out / "predictions.json")

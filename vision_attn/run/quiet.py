@@ -3,6 +3,7 @@
 Each entry names the message and the module it comes from (``warnings.filterwarnings(message=, module=)``), inside
 ``warnings.catch_warnings``: nothing is filtered globally, and any other warning of those libraries still shows.
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -1,4 +1,5 @@
 """Finding the run that ``fit --ckpt_path last`` continues, and loggers that continue its files."""
+
 from __future__ import annotations
 
 import csv

@@ -5,6 +5,7 @@ A run folder holds ``config.yaml`` (the fit's full config, as LightningCLI saved
 ``export.py`` take ``--run DIR`` for "that config and its best checkpoint" (:func:`resolve_run`) and write into
 ``DIR`` (:func:`run_output_dir`); :func:`vision_attn.pipeline` takes a run folder as its model.
 """
+
 from __future__ import annotations
 
 import re
@@ -40,8 +41,10 @@ def resolve_run(run_dir: Union[str, Path]) -> Tuple[Path, Path]:
     if not (path / RUN_CONFIG).is_file():
         versions = _versions(path)
         if not versions:
-            raise FileNotFoundError(f"run folder {run_dir} has no {RUN_CONFIG} and no version_N/{RUN_CONFIG} "
-                                    "(expected a folder written by tools/train.py fit, e.g. runs/NAME/version_0)")
+            raise FileNotFoundError(
+                f"run folder {run_dir} has no {RUN_CONFIG} and no version_N/{RUN_CONFIG} "
+                "(expected a folder written by tools/train.py fit, e.g. runs/NAME/version_0)"
+            )
         path = versions[-1]
     ckpts = path / "checkpoints"
     for name in CHECKPOINT_ORDER:
@@ -49,8 +52,10 @@ def resolve_run(run_dir: Union[str, Path]) -> Tuple[Path, Path]:
             return path / RUN_CONFIG, ckpts / name
     others = sorted(ckpts.glob("*.ckpt"), key=lambda p: p.stat().st_mtime)
     if not others:
-        raise FileNotFoundError(f"run folder {path} has no checkpoint in {ckpts} (expected best.ckpt or last.ckpt: "
-                                "did its fit finish a step?)")
+        raise FileNotFoundError(
+            f"run folder {path} has no checkpoint in {ckpts} (expected best.ckpt or last.ckpt: "
+            "did its fit finish a step?)"
+        )
     return path / RUN_CONFIG, others[-1]
 
 

@@ -1,4 +1,5 @@
 """Sample a trained GAN into a PNG grid, and optionally draw where its generator's self-attention looks (SAGAN Fig. 1)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,10 +19,21 @@ def _default_query_pixels(side: int) -> List[Tuple[int, int]]:
     return [(side // 4, side // 4), (side // 2, side // 2), (side // 4, 3 * side // 4), (3 * side // 4, side // 2)]
 
 
-def sample(config: str, ckpt: str, out: Union[str, Path], n: int = 64, labels: Optional[Sequence[int]] = None,
-           truncation: Optional[float] = None, seed: int = 0, nrow: Optional[int] = None,
-           attention_out: Optional[Union[str, Path]] = None, query_pixels: Optional[Sequence[Tuple[int, int]]] = None,
-           attention_index: int = 0, standing_stats: int = 0, overrides: Sequence[str] = ()) -> Dict[str, object]:
+def sample(
+    config: str,
+    ckpt: str,
+    out: Union[str, Path],
+    n: int = 64,
+    labels: Optional[Sequence[int]] = None,
+    truncation: Optional[float] = None,
+    seed: int = 0,
+    nrow: Optional[int] = None,
+    attention_out: Optional[Union[str, Path]] = None,
+    query_pixels: Optional[Sequence[Tuple[int, int]]] = None,
+    attention_index: int = 0,
+    standing_stats: int = 0,
+    overrides: Sequence[str] = (),
+) -> Dict[str, object]:
     """Write the grid of ``n`` samples (and the attention PNG) of checkpoint ``ckpt`` of the GAN in ``config``.
 
     ``labels``: one class for all samples or ``n`` classes (default: classes cycle). ``query_pixels``: image pixels
@@ -56,9 +68,17 @@ def sample(config: str, ckpt: str, out: Union[str, Path], n: int = 64, labels: O
         weights = maps["attention"]  # (n, heads, R*R, Nk)
         grid_pixels = [(py * r // side, px * r // side) for py, px in pixels]
         title = f"generator self-attention at {r}x{r}" + (f", class {int(y[attention_index])}" if y is not None else "")
-        result["attention"] = str(plot_pixel_attention(weights, (r, r), grid_pixels, attention_out,
-                                                       image=images[attention_index], batch_index=attention_index,
-                                                       title=title))
+        result["attention"] = str(
+            plot_pixel_attention(
+                weights,
+                (r, r),
+                grid_pixels,
+                attention_out,
+                image=images[attention_index],
+                batch_index=attention_index,
+                title=title,
+            )
+        )
     else:
         images = model.sample(n, labels=y, truncation=truncation, generator=g)
     if nrow is None and labels is None:

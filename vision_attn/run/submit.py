@@ -8,6 +8,7 @@ its ``last.ckpt`` (the last completed epoch), its RNG states, its logs.
 
 ``launcher="submitit-local"`` runs the very same path through submitit's ``LocalExecutor`` (one machine, no SLURM).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -62,9 +63,19 @@ class TrainJob:
     def cli_args(self) -> List[str]:
         """The ``tools/train.py`` command line each task runs."""
         devices = max(1, self.gpus_per_node)
-        args = ["fit", "--config", self.config, "--trainer.default_root_dir", self.output_dir,
-                "--trainer.num_nodes", str(self.nodes), "--trainer.devices", str(devices),
-                "--trainer.accelerator", "gpu" if self.gpus_per_node else "cpu"]
+        args = [
+            "fit",
+            "--config",
+            self.config,
+            "--trainer.default_root_dir",
+            self.output_dir,
+            "--trainer.num_nodes",
+            str(self.nodes),
+            "--trainer.devices",
+            str(devices),
+            "--trainer.accelerator",
+            "gpu" if self.gpus_per_node else "cpu",
+        ]
         if self.nodes * devices > 1:
             args += ["--trainer.strategy", "ddp"]  # a later --trainer.strategy in train_args wins
         args += list(self.train_args)
@@ -80,16 +91,24 @@ class TrainJob:
         import submitit
 
         env = submitit.JobEnvironment()
-        print(f"task {env.global_rank} of {env.num_tasks} (node {env.node}, local rank {env.local_rank}), "
-              f"job {env.job_id}", flush=True)
+        print(
+            f"task {env.global_rank} of {env.num_tasks} (node {env.node}, local rank {env.local_rank}), "
+            f"job {env.job_id}",
+            flush=True,
+        )
         if self.launcher == "slurm":
             from lightning_fabric.plugins.environments import SLURMEnvironment
 
             return [SLURMEnvironment(auto_requeue=False)]  # submitit requeues (checkpoint()); Lightning must not too
         if env.num_tasks > 1:  # local tasks: Lightning's own environment, told the ranks submitit gave them
-            os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(20000 + int(env.job_id) % 20000),
-                              WORLD_SIZE=str(env.num_tasks), NODE_RANK="0", LOCAL_RANK=str(env.local_rank),
-                              RANK=str(env.global_rank))
+            os.environ.update(
+                MASTER_ADDR="127.0.0.1",
+                MASTER_PORT=str(20000 + int(env.job_id) % 20000),
+                WORLD_SIZE=str(env.num_tasks),
+                NODE_RANK="0",
+                LOCAL_RANK=str(env.local_rank),
+                RANK=str(env.global_rank),
+            )
         return []
 
     def __call__(self) -> Optional[str]:
@@ -107,9 +126,18 @@ class TrainJob:
         return submitit.helpers.DelayedSubmission(dataclasses.replace(self, resume=True))
 
 
-def make_executor(launcher: str, folder: str | os.PathLike, *, nodes: int = 1, gpus_per_node: int = 0,
-                  partition: Optional[str] = None, time_min: int = 4320, cpus_per_task: int = 10,
-                  mem_gb: Optional[int] = None, name: str = "vision_attn"):
+def make_executor(
+    launcher: str,
+    folder: str | os.PathLike,
+    *,
+    nodes: int = 1,
+    gpus_per_node: int = 0,
+    partition: Optional[str] = None,
+    time_min: int = 4320,
+    cpus_per_task: int = 10,
+    mem_gb: Optional[int] = None,
+    name: str = "vision_attn",
+):
     """A submitit executor for ``nodes`` x ``max(1, gpus_per_node)`` tasks (one per GPU), signalled 120 s before its
     time runs out so that ``checkpoint()`` can requeue it (DETR's settings: ``slurm_max_num_timeout=30``)."""
     import submitit
@@ -118,8 +146,14 @@ def make_executor(launcher: str, folder: str | os.PathLike, *, nodes: int = 1, g
         raise ValueError(f"--launcher must be one of {LAUNCHERS}; got {launcher!r}")
     cluster = "slurm" if launcher == "slurm" else "local"
     executor = submitit.AutoExecutor(folder=str(Path(folder) / "%j"), cluster=cluster, slurm_max_num_timeout=30)
-    params = dict(name=name, nodes=nodes, tasks_per_node=max(1, gpus_per_node), gpus_per_node=gpus_per_node,
-                  cpus_per_task=cpus_per_task, timeout_min=time_min)
+    params = dict(
+        name=name,
+        nodes=nodes,
+        tasks_per_node=max(1, gpus_per_node),
+        gpus_per_node=gpus_per_node,
+        cpus_per_task=cpus_per_task,
+        timeout_min=time_min,
+    )
     if launcher == "slurm":
         params.update(slurm_signal_delay_s=120, mem_gb=mem_gb if mem_gb is not None else 40 * max(1, gpus_per_node))
         if partition:
@@ -137,9 +171,19 @@ def _default_output_dir(config: Path) -> Path:
     return Path(root or Path("runs") / config.stem)
 
 
-def submit(config: str | os.PathLike, train_args: Sequence[str] = (), *, nodes: int = 1, gpus_per_node: int = 0,
-           partition: Optional[str] = None, time: str = "72:00:00", launcher: str = "slurm",
-           output_dir: Optional[str | os.PathLike] = None, cpus_per_task: int = 10, mem_gb: Optional[int] = None):
+def submit(
+    config: str | os.PathLike,
+    train_args: Sequence[str] = (),
+    *,
+    nodes: int = 1,
+    gpus_per_node: int = 0,
+    partition: Optional[str] = None,
+    time: str = "72:00:00",
+    launcher: str = "slurm",
+    output_dir: Optional[str | os.PathLike] = None,
+    cpus_per_task: int = 10,
+    mem_gb: Optional[int] = None,
+):
     """Submit ``fit`` of ``config`` as one job; return the submitit job.
 
     Runs go to ``output_dir`` (default: the config's ``trainer.default_root_dir``, else ``runs/<config name>``) as
@@ -150,11 +194,21 @@ def submit(config: str | os.PathLike, train_args: Sequence[str] = (), *, nodes: 
     if not config.is_file():
         raise FileNotFoundError(f"config {config} does not exist")
     if any(a.split("=", 1)[0] == "--trainer.default_root_dir" for a in train_args):
-        raise ValueError("give the run folder as --output-dir, not --trainer.default_root_dir (the requeued job looks there)")
+        raise ValueError(
+            "give the run folder as --output-dir, not --trainer.default_root_dir (the requeued job looks there)"
+        )
     out = Path(output_dir or _default_output_dir(config)).expanduser().absolute()
     out.mkdir(parents=True, exist_ok=True)
-    executor = make_executor(launcher, out / "submitit", nodes=nodes, gpus_per_node=gpus_per_node, partition=partition,
-                             time_min=parse_time(time), cpus_per_task=cpus_per_task, mem_gb=mem_gb,
-                             name=f"vision_attn-{config.stem}")
+    executor = make_executor(
+        launcher,
+        out / "submitit",
+        nodes=nodes,
+        gpus_per_node=gpus_per_node,
+        partition=partition,
+        time_min=parse_time(time),
+        cpus_per_task=cpus_per_task,
+        mem_gb=mem_gb,
+        name=f"vision_attn-{config.stem}",
+    )
     job = TrainJob(str(config), list(train_args), str(out), nodes, gpus_per_node, launcher)
     return executor.submit(job)

@@ -1,4 +1,5 @@
 """Floor 4: LightningModules, the only place Lightning trains."""
+
 from .classification import ClassificationTask
 from .detection import DetectionTask
 from .generation import GenerationTask

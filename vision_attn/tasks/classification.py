@@ -1,4 +1,5 @@
 """Image classification with Lightning: the training loop around any registered model."""
+
 from __future__ import annotations
 
 import math
@@ -19,7 +20,13 @@ from ..callbacks.predictions import default_prediction_writer
 from ..models import compile_in_place, create_model, load_pretrained
 from ..models.protocols import DecaySkipping, conforms
 
-__all__ = ["ClassificationTask", "datamodule_class_names", "optimizer_steps_per_epoch", "param_groups_weight_decay", "warmup_cosine"]
+__all__ = [
+    "ClassificationTask",
+    "datamodule_class_names",
+    "optimizer_steps_per_epoch",
+    "param_groups_weight_decay",
+    "warmup_cosine",
+]
 
 
 def param_groups_weight_decay(model: nn.Module, weight_decay: float) -> List[Dict[str, Any]]:
@@ -125,7 +132,9 @@ class ClassificationTask(pl.LightningModule):
         self.mixup = None
         if mixup_alpha > 0 or cutmix_alpha > 0:
             self.mixup = Mixup(
-                mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha, label_smoothing=label_smoothing,
+                mixup_alpha=mixup_alpha,
+                cutmix_alpha=cutmix_alpha,
+                label_smoothing=label_smoothing,
                 num_classes=self.num_classes,
             )
             self.soft_ce = SoftTargetCrossEntropy()
@@ -147,7 +156,9 @@ class ClassificationTask(pl.LightningModule):
         compile_in_place(self.hparams.get("compile", False), self.model)
 
     def _make_ema(self) -> None:
-        self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(self.hparams.ema_decay), use_buffers=True)
+        self.ema = AveragedModel(
+            self.model, multi_avg_fn=get_ema_multi_avg_fn(self.hparams.ema_decay), use_buffers=True
+        )
         self.ema.requires_grad_(False)  # updated by averaging, never by gradients (and DDP must not wait for them)
 
     @property
@@ -228,9 +239,7 @@ class ClassificationTask(pl.LightningModule):
         else:
             warmup = min(total, int(round(hp.warmup_epochs * steps_per_epoch)))
         warmup = max(1, warmup)
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda step: warmup_cosine(step, warmup, total, hp.min_lr_ratio)
-        )
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: warmup_cosine(step, warmup, total, hp.min_lr_ratio))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def configure_callbacks(self):

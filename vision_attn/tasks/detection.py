@@ -3,6 +3,7 @@ step decay) and COCO evaluation (pycocotools) around any registered DETR.
 
 :meth:`DetectionTask.coco_metrics` is the one place COCO numbers are computed: validation and test log them, and
 :func:`vision_attn.run.evaluate.detection.evaluate_detection` writes them with ``predictions.json``."""
+
 from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -118,7 +119,15 @@ class DetectionTask(pl.LightningModule):
         bs = len(targets)
         on_step = stage == "train"
         sync = stage != "train"
-        self.log(f"{stage}/loss", losses["loss"], prog_bar=True, batch_size=bs, on_step=on_step, on_epoch=True, sync_dist=sync)
+        self.log(
+            f"{stage}/loss",
+            losses["loss"],
+            prog_bar=True,
+            batch_size=bs,
+            on_step=on_step,
+            on_epoch=True,
+            sync_dist=sync,
+        )
         for k in ("loss_ce", "loss_bbox", "loss_giou", "class_error", "cardinality_error"):
             self.log(f"{stage}/{k}", losses[k], batch_size=bs, on_step=False, on_epoch=True, sync_dist=sync)
         return outputs, losses
@@ -178,7 +187,9 @@ class DetectionTask(pl.LightningModule):
                 merged.update(p)
         return merged
 
-    def coco_metrics(self, datamodule: pl.LightningDataModule, split: str) -> Tuple[Dict[str, float], List[Dict[str, Any]]]:
+    def coco_metrics(
+        self, datamodule: pl.LightningDataModule, split: str
+    ) -> Tuple[Dict[str, float], List[Dict[str, Any]]]:
         """The COCO evaluation of the detections collected since the loop started (every process's, merged by image id).
 
         Args:
@@ -195,15 +206,21 @@ class DetectionTask(pl.LightningModule):
         categories = set(datamodule.category_ids)
         to_category = {lab: c for lab, c in enumerate(datamodule.label_to_category_id) if c in categories}
         preds = self._gathered_predictions()
-        results = [dict(r, category_id=to_category[r["category_id"]])
-                   for image_id in sorted(preds) for r in preds[image_id] if r["category_id"] in to_category]
+        results = [
+            dict(r, category_id=to_category[r["category_id"]])
+            for image_id in sorted(preds)
+            for r in preds[image_id]
+            if r["category_id"] in to_category
+        ]
         metrics = coco_evaluate(datamodule.ann_file(datamodule.split_name(split)), results, image_ids=sorted(preds))
         return {**metrics, "images": float(len(preds))}, results
 
     def _log_coco(self, stage: str) -> None:
         if self.trainer.sanity_checking:
             return
-        metrics, _ = self.coco_metrics(self.trainer.datamodule, stage)  # every rank: the same numbers from the same gather
+        metrics, _ = self.coco_metrics(
+            self.trainer.datamodule, stage
+        )  # every rank: the same numbers from the same gather
         for k, v in metrics.items():
             self.log(f"{stage}/{k}", v, prog_bar=k == self.hparams.monitor)
 
@@ -242,7 +259,9 @@ class DetectionTask(pl.LightningModule):
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
         clip = gradient_clip_val if gradient_clip_val is not None else self.hparams.clip_max_norm
         if clip and clip > 0:
-            self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm=gradient_clip_algorithm or "norm")
+            self.clip_gradients(
+                optimizer, gradient_clip_val=clip, gradient_clip_algorithm=gradient_clip_algorithm or "norm"
+            )
 
     def configure_callbacks(self):
         # the non-finite guard and RNG state for exact resume (unless the trainer has its own); predict over image

@@ -13,6 +13,7 @@ FID / IS / KID and classifier accuracy from ``vision_attn.run.evaluate.generatio
 Note: Lightning counts every optimizer step in ``trainer.global_step`` (and ``max_steps``): with ``d_steps=1``
 a batch is 2 steps (D and G). ``sample_every_n_steps`` and ``ema_start`` count generator steps.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -73,14 +74,20 @@ class GenerationEvalConfig:
         if self.eval_generator not in ("ema", "generator"):
             raise ValueError(f"{where}: eval_generator must be 'ema' or 'generator'; got {self.eval_generator!r}")
         if isinstance(self.feature_extractor, str) and self.feature_extractor not in ("inception", "classifier"):
-            raise ValueError(f"{where}: feature_extractor must be 'inception', 'classifier' or an nn.Module; "
-                             f"got {self.feature_extractor!r}")
+            raise ValueError(
+                f"{where}: feature_extractor must be 'inception', 'classifier' or an nn.Module; "
+                f"got {self.feature_extractor!r}"
+            )
         if self.feature_extractor == "classifier" and not self.classifier:
-            raise ValueError(f"{where}: feature_extractor='classifier' needs classifier=<checkpoint of a classifier "
-                             "trained on this data>; got classifier=None")
+            raise ValueError(
+                f"{where}: feature_extractor='classifier' needs classifier=<checkpoint of a classifier "
+                "trained on this data>; got classifier=None"
+            )
         if self.eval_n_samples < 1 or self.eval_batch_size < 1 or self.classifier_n_per_class < 1:
-            raise ValueError(f"{where}: eval_n_samples, eval_batch_size and classifier_n_per_class must be >= 1; got "
-                             f"{self.eval_n_samples}, {self.eval_batch_size}, {self.classifier_n_per_class}")
+            raise ValueError(
+                f"{where}: eval_n_samples, eval_batch_size and classifier_n_per_class must be >= 1; got "
+                f"{self.eval_n_samples}, {self.eval_batch_size}, {self.classifier_n_per_class}"
+            )
 
     def to_hparams(self) -> Dict[str, Any]:
         """Plain values for checkpoints and hparams.yaml (an injected extractor module is left out)."""
@@ -225,7 +232,11 @@ class GenerationTask(pl.LightningModule):
     def on_fit_start(self) -> None:
         # the strategy has wrapped the module by now: ask the DDP wrapper itself (public) how it was built
         wrapped = self.trainer.strategy.model
-        if self.trainer.world_size > 1 and isinstance(wrapped, DistributedDataParallel) and not wrapped.find_unused_parameters:
+        if (
+            self.trainer.world_size > 1
+            and isinstance(wrapped, DistributedDataParallel)
+            and not wrapped.find_unused_parameters
+        ):
             raise ValueError(
                 "GenerationTask under DDP needs find_unused_parameters (each backward uses G or D only): "
                 "use --trainer.strategy ddp_find_unused_parameters_true"
@@ -246,8 +257,16 @@ class GenerationTask(pl.LightningModule):
         return torch.randint(0, self.num_classes, (n,), device=self.device) if self.num_classes else None
 
     # --- training -----------------------------------------------------------------------------
-    def gan_step(self, real: Tensor, labels: Optional[Tensor], opt_g, opt_d, *, generator_step: bool = True,
-                 backward: Optional[Callable[[Tensor], None]] = None) -> Dict[str, Tensor]:
+    def gan_step(
+        self,
+        real: Tensor,
+        labels: Optional[Tensor],
+        opt_g,
+        opt_d,
+        *,
+        generator_step: bool = True,
+        backward: Optional[Callable[[Tensor], None]] = None,
+    ) -> Dict[str, Tensor]:
         """One discriminator step and, if ``generator_step``, one generator step and the EMA update.
 
         Args:
@@ -280,8 +299,11 @@ class GenerationTask(pl.LightningModule):
             opt_d.zero_grad(set_to_none=True)
             backward(d_loss)
             opt_d.step()
-        out = {"d_loss": d_loss.detach().float(), "d_real": d_real.detach().float().mean(),
-               "d_fake": d_fake.detach().float().mean()}
+        out = {
+            "d_loss": d_loss.detach().float(),
+            "d_real": d_real.detach().float().mean(),
+            "d_fake": d_fake.detach().float().mean(),
+        }
         if not generator_step:
             return out
 
@@ -304,8 +326,14 @@ class GenerationTask(pl.LightningModule):
     def training_step(self, batch: Tuple[Tensor, Tensor], batch_idx: int) -> None:
         opt_g, opt_d = self.optimizers()
         real, labels = batch
-        losses = self.gan_step(self.to_unit_range(real), labels, opt_g, opt_d,
-                               generator_step=(batch_idx + 1) % self.hparams.d_steps == 0, backward=self.manual_backward)
+        losses = self.gan_step(
+            self.to_unit_range(real),
+            labels,
+            opt_g,
+            opt_d,
+            generator_step=(batch_idx + 1) % self.hparams.d_steps == 0,
+            backward=self.manual_backward,
+        )
         self.log_dict({f"train/{k}": losses[k] for k in ("d_loss", "d_real", "d_fake")}, prog_bar=False)
         if "g_loss" in losses:
             self.log("train/g_loss", losses["g_loss"], prog_bar=True)

@@ -2,6 +2,7 @@
 
 The evaluator is declared elsewhere: :func:`vision_attn.run.evaluate.evaluate_task` dispatches on the task class.
 """
+
 from __future__ import annotations
 
 from typing import Optional, Protocol, Tuple, runtime_checkable

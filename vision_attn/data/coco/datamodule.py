@@ -8,6 +8,7 @@ Labels: ``label_mapping="contiguous"`` numbers the categories 0..K-1 in id order
 back); ``"category_id"`` uses the category id itself as the label (K = max id + 1; DETR's convention for COCO,
 needed by the official checkpoints, whose class head has 91 + 1 outputs).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -91,9 +92,16 @@ class COCODataModule(PredictFolderMixin, pl.LightningDataModule):
         self.save_hyperparameters(ignore=["num_classes"] if num_classes is None else None)
         # the options, kept apart from hparams (a subclass saves its own arguments there)
         self.opts = COCOLoaderOptions(
-            batch_size=batch_size, val_batch_size=val_batch_size, num_workers=num_workers, scales=list(scales),
-            max_size=max_size, val_size=val_size, random_crop=random_crop, crop_scales=list(crop_scales),
-            crop_size=tuple(crop_size), label_mapping=label_mapping,
+            batch_size=batch_size,
+            val_batch_size=val_batch_size,
+            num_workers=num_workers,
+            scales=list(scales),
+            max_size=max_size,
+            val_size=val_size,
+            random_crop=random_crop,
+            crop_scales=list(crop_scales),
+            crop_size=tuple(crop_size),
+            label_mapping=label_mapping,
         )
         if label_mapping not in ("contiguous", "category_id"):
             raise ValueError(f"label_mapping must be 'contiguous' or 'category_id'; got {label_mapping!r}")
@@ -136,7 +144,11 @@ class COCODataModule(PredictFolderMixin, pl.LightningDataModule):
         if self._mapping is None:
             self.prepare_data()
             ids, names = _category_mapping(self._label_source()["categories"], self.opts.label_mapping)
-            if self.opts.label_mapping == "category_id" and self._num_classes is not None and self._num_classes > len(ids):
+            if (
+                self.opts.label_mapping == "category_id"
+                and self._num_classes is not None
+                and self._num_classes > len(ids)
+            ):
                 # label = category id: a larger head (COCO's 91) just has labels no category uses
                 ids, names = list(range(self._num_classes)), names + [""] * (self._num_classes - len(ids))
             self._mapping = (ids, names)
@@ -194,10 +206,15 @@ class COCODataModule(PredictFolderMixin, pl.LightningDataModule):
             self.prepare_data()
             image_dir = self.image_dir(split)
             if not image_dir.is_dir():
-                raise FileNotFoundError(f"COCO image folder {image_dir} not found (expected {self.root}/<split>/ with the images)")
+                raise FileNotFoundError(
+                    f"COCO image folder {image_dir} not found (expected {self.root}/<split>/ with the images)"
+                )
             self.datasets[key] = COCODetection(
-                image_dir, self.ann_file(split), self.train_transform() if train else self.eval_transform(),
-                label_to_category_id=self.label_to_category_id, data=self._load(split),
+                image_dir,
+                self.ann_file(split),
+                self.train_transform() if train else self.eval_transform(),
+                label_to_category_id=self.label_to_category_id,
+                data=self._load(split),
             )
         return self.datasets[key]
 
@@ -213,9 +230,17 @@ class COCODataModule(PredictFolderMixin, pl.LightningDataModule):
         nw = self.opts.num_workers
         # training: order and augmentations from a ResumableSampler, so a fit resumes at any batch (see data.resumable)
         sampler = ResumableSampler(ds, shuffle=True) if shuffle else None
-        return DataLoader(SeededSamples(ds) if shuffle else ds, batch_size=batch_size, sampler=sampler, num_workers=nw,
-                          collate_fn=detection_collate, drop_last=shuffle, persistent_workers=False,
-                          pin_memory=torch.cuda.is_available(), generator=torch.Generator())
+        return DataLoader(
+            SeededSamples(ds) if shuffle else ds,
+            batch_size=batch_size,
+            sampler=sampler,
+            num_workers=nw,
+            collate_fn=detection_collate,
+            drop_last=shuffle,
+            persistent_workers=False,
+            pin_memory=torch.cuda.is_available(),
+            generator=torch.Generator(),
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.dataset(self.train_split, train=True), True, self.opts.batch_size)
@@ -269,13 +294,32 @@ class SyntheticCOCODataModule(COCODataModule):
         from ..synthetic_coco import _check_args, coco_shapes_folder_name
 
         _check_args(num_train, num_val, img_size, num_classes, max_objects, seed)
-        self.gen_args = dict(num_train=num_train, num_val=num_val, img_size=img_size, num_classes=num_classes, max_objects=max_objects, seed=seed)
+        self.gen_args = dict(
+            num_train=num_train,
+            num_val=num_val,
+            img_size=img_size,
+            num_classes=num_classes,
+            max_objects=max_objects,
+            seed=seed,
+        )
         folder = Path(root) / coco_shapes_folder_name(**self.gen_args)
         super().__init__(
-            root=str(folder), train_split="train", val_split="val", test_split=None, batch_size=batch_size,
-            val_batch_size=val_batch_size, num_workers=num_workers, scales=scales, max_size=max_size,
-            val_size=val_size, random_crop=random_crop, crop_scales=crop_scales, crop_size=crop_size,
-            label_mapping="contiguous", num_classes=num_classes, predict_root=predict_root,
+            root=str(folder),
+            train_split="train",
+            val_split="val",
+            test_split=None,
+            batch_size=batch_size,
+            val_batch_size=val_batch_size,
+            num_workers=num_workers,
+            scales=scales,
+            max_size=max_size,
+            val_size=val_size,
+            random_crop=random_crop,
+            crop_scales=crop_scales,
+            crop_size=crop_size,
+            label_mapping="contiguous",
+            num_classes=num_classes,
+            predict_root=predict_root,
         )
         self.save_hyperparameters()
         self.data_root = Path(root)

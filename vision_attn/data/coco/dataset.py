@@ -4,6 +4,7 @@ Each item is ``(image (3, H, W) float, target dict)``; a target holds ``labels (
 ``boxes (N, 4)`` float normalised ``(cx, cy, w, h)`` of the transformed, unpadded image (crowd boxes left out),
 ``image_id`` (the original COCO id), ``orig_size (2,) = (h, w)`` of the file and ``size (2,)`` after transforms.
 """
+
 from __future__ import annotations
 
 import os
@@ -62,7 +63,9 @@ class COCODetection(Dataset):
     ):
         self.image_dir, self.ann_file = Path(image_dir), Path(ann_file)
         if not self.image_dir.is_dir():
-            raise FileNotFoundError(f"COCO image folder {self.image_dir} not found (expected root/<split>/ with the images)")
+            raise FileNotFoundError(
+                f"COCO image folder {self.image_dir} not found (expected root/<split>/ with the images)"
+            )
         data = data if data is not None else load_coco_annotations(self.ann_file)
         self.transform = transform
         if label_to_category_id is None:
@@ -71,12 +74,16 @@ class COCODetection(Dataset):
         cat_to_label = {c: i for i, c in enumerate(self.label_to_category_id)}
         missing = sorted({c["id"] for c in data["categories"]} - set(cat_to_label))
         if missing:
-            raise COCOFormatError(f"{self.ann_file}: category ids {missing} are not in the label mapping {self.label_to_category_id}")
+            raise COCOFormatError(
+                f"{self.ann_file}: category ids {missing} are not in the label mapping {self.label_to_category_id}"
+            )
         self.images = sorted(data["images"], key=lambda im: im["id"])
         absent = [im["file_name"] for im in self.images if not (self.image_dir / im["file_name"]).is_file()]
         if absent:  # found now, at setup, not as a crash in the middle of an epoch
-            raise FileNotFoundError(f"{self.ann_file}: {len(absent)} of {len(self.images)} listed images are not in "
-                                    f"{self.image_dir}, e.g. {', '.join(absent[:5])}")
+            raise FileNotFoundError(
+                f"{self.ann_file}: {len(absent)} of {len(self.images)} listed images are not in "
+                f"{self.image_dir}, e.g. {', '.join(absent[:5])}"
+            )
         per_image: Dict[Any, List[Tuple[List[float], int]]] = {im["id"]: [] for im in self.images}
         sizes = {im["id"]: (float(im["width"]), float(im["height"])) for im in self.images}
         clipped = dropped = crowd = 0
@@ -133,7 +140,15 @@ class COCODetection(Dataset):
             img = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(255)
         h, w = img.shape[-2:]
         b = torch.from_numpy(boxes)
-        cxcywh = torch.stack([(b[:, 0] + b[:, 2]) / 2 / w, (b[:, 1] + b[:, 3]) / 2 / h, (b[:, 2] - b[:, 0]) / w, (b[:, 3] - b[:, 1]) / h], -1)
+        cxcywh = torch.stack(
+            [
+                (b[:, 0] + b[:, 2]) / 2 / w,
+                (b[:, 1] + b[:, 3]) / 2 / h,
+                (b[:, 2] - b[:, 0]) / w,
+                (b[:, 3] - b[:, 1]) / h,
+            ],
+            -1,
+        )
         target = {
             "labels": torch.from_numpy(labels),
             "boxes": cxcywh.clamp(0, 1),

@@ -3,6 +3,7 @@
 Boxes travel as pixel corners (``pascal_voc``) with a ``labels`` field; a crop that leaves a box no area drops it with
 its label. Both pipelines end in ``ToTensorV2``: the image comes out as a float tensor ``(3, H, W)``.
 """
+
 from __future__ import annotations
 
 from typing import Any, Dict, Optional, Sequence, Tuple
@@ -15,8 +16,14 @@ from albumentations.pytorch import ToTensorV2
 
 from ..transforms import IMAGENET_MEAN, IMAGENET_STD
 
-__all__ = ["DETR_SCALES", "ResizeShortSide", "RandomSizeCrop", "detr_train_transform", "detr_eval_transform",
-           "detr_predict_transform"]
+__all__ = [
+    "DETR_SCALES",
+    "ResizeShortSide",
+    "RandomSizeCrop",
+    "detr_train_transform",
+    "detr_eval_transform",
+    "detr_predict_transform",
+]
 
 DETR_SCALES = tuple(range(480, 801, 32))
 
@@ -37,7 +44,13 @@ def _short_side_size(h: int, w: int, size: int, max_size: Optional[int]) -> Tupl
 class ResizeShortSide(A.DualTransform):
     """Resize so the short side is one of ``sizes`` (chosen at random) and the long side at most ``max_size``."""
 
-    def __init__(self, sizes: Sequence[int], max_size: Optional[int] = None, interpolation: int = cv2.INTER_LINEAR, p: float = 1.0):
+    def __init__(
+        self,
+        sizes: Sequence[int],
+        max_size: Optional[int] = None,
+        interpolation: int = cv2.INTER_LINEAR,
+        p: float = 1.0,
+    ):
         super().__init__(p=p)
         self.sizes, self.max_size, self.interpolation = [int(s) for s in sizes], max_size, interpolation
 
@@ -93,19 +106,30 @@ def detr_train_transform(
     ``random_crop``) resize to ``crop_scales`` -> random crop of ``crop_size`` -> multi-scale resize; normalise."""
     resize = ResizeShortSide(scales, max_size)
     if random_crop:
-        crop_branch = A.Sequential([ResizeShortSide(crop_scales), RandomSizeCrop(*crop_size), ResizeShortSide(scales, max_size)])
+        crop_branch = A.Sequential(
+            [ResizeShortSide(crop_scales), RandomSizeCrop(*crop_size), ResizeShortSide(scales, max_size)]
+        )
         resize = A.OneOf([resize, crop_branch], p=1.0)
     ops = [A.HorizontalFlip(p=0.5), resize, A.Normalize(mean=tuple(mean), std=tuple(std)), ToTensorV2()]
     return A.Compose(ops, bbox_params=_bbox_params())
 
 
-def detr_eval_transform(size: int = 800, max_size: Optional[int] = 1333, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> A.Compose:
+def detr_eval_transform(
+    size: int = 800,
+    max_size: Optional[int] = 1333,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> A.Compose:
     """Evaluation: short side to ``size`` (long side at most ``max_size``), normalise."""
     ops = [ResizeShortSide([size], max_size), A.Normalize(mean=tuple(mean), std=tuple(std)), ToTensorV2()]
     return A.Compose(ops, bbox_params=_bbox_params())
 
 
-def detr_predict_transform(size: int = 800, max_size: Optional[int] = 1333, mean: Sequence[float] = IMAGENET_MEAN,
-                           std: Sequence[float] = IMAGENET_STD) -> A.Compose:
+def detr_predict_transform(
+    size: int = 800,
+    max_size: Optional[int] = 1333,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> A.Compose:
     """:func:`detr_eval_transform` for images without boxes (predicting on your own files)."""
     return A.Compose([ResizeShortSide([size], max_size), A.Normalize(mean=tuple(mean), std=tuple(std)), ToTensorV2()])

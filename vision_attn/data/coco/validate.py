@@ -3,6 +3,7 @@
 Every error names the file, the list and index of the first bad record, what was expected and (the start of) what
 was found, so a broken annotation file is fixed in one look.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,7 +38,9 @@ def _read_instances_json(path: Path) -> Dict[str, Any]:
     except (ValueError, UnicodeDecodeError) as err:  # ValueError: JSONDecodeError, or an int of > 4300 digits
         raise COCOFormatError(f"{path}: not valid JSON ({err})") from err
     if not isinstance(data, dict):
-        raise COCOFormatError(f"{path}: expected a JSON object with 'images', 'annotations', 'categories'; got {type(data).__name__}")
+        raise COCOFormatError(
+            f"{path}: expected a JSON object with 'images', 'annotations', 'categories'; got {type(data).__name__}"
+        )
     for key in ("images", "annotations", "categories"):
         if not isinstance(data.get(key), list):
             raise COCOFormatError(f"{path}: missing or non-list top-level key {key!r} (COCO instances format expected)")
@@ -68,20 +71,40 @@ def load_coco_annotations(path: str | os.PathLike) -> Dict[str, Any]:
         if not (_is_number(im["width"]) and _is_number(im["height"]) and im["width"] > 0 and im["height"] > 0):
             raise bad("images", i, im, "width and height must be positive numbers")
         if im["id"] in image_ids:
-            raise bad("images", i, im, f"id {im['id']!r} is used twice (also images[{image_ids[im['id']]}]); ids must be unique")
+            raise bad(
+                "images",
+                i,
+                im,
+                f"id {im['id']!r} is used twice (also images[{image_ids[im['id']]}]); ids must be unique",
+            )
         image_ids[im["id"]] = i
     cat_ids: Dict[int, int] = {}
     for i, c in enumerate(data["categories"]):
-        if not isinstance(c, dict) or not isinstance(c.get("id"), int) or isinstance(c.get("id"), bool) or c["id"] < 0 or "name" not in c:
+        if (
+            not isinstance(c, dict)
+            or not isinstance(c.get("id"), int)
+            or isinstance(c.get("id"), bool)
+            or c["id"] < 0
+            or "name" not in c
+        ):
             raise bad("categories", i, c, "needs an int id >= 0 and a name")
         if c["id"] in cat_ids:
-            raise bad("categories", i, c, f"id {c['id']} is used twice (also categories[{cat_ids[c['id']]}]); ids must be unique")
+            raise bad(
+                "categories",
+                i,
+                c,
+                f"id {c['id']} is used twice (also categories[{cat_ids[c['id']]}]); ids must be unique",
+            )
         cat_ids[c["id"]] = i
     for i, a in enumerate(data["annotations"]):
         if not isinstance(a, dict) or not all(k in a for k in ("image_id", "category_id", "bbox")):
             raise bad("annotations", i, a, "needs keys image_id, category_id, bbox")
         box = a["bbox"]
-        if not (isinstance(box, list) and len(box) == 4 and all(_is_number(v) for v in box)) or box[2] < 0 or box[3] < 0:
+        if (
+            not (isinstance(box, list) and len(box) == 4 and all(_is_number(v) for v in box))
+            or box[2] < 0
+            or box[3] < 0
+        ):
             raise bad("annotations", i, a, "bbox must be 4 finite numbers [x, y, w, h] with w, h >= 0")
         if a["image_id"] not in image_ids:
             raise bad("annotations", i, a, f"image_id {a['image_id']!r} is not in 'images'")

@@ -5,6 +5,7 @@ its backbone prefix moved; a Hugging Face one is renamed by the explicit rules b
 concatenated into ``in_proj_*``). :func:`detr_checkpoint_filter` picks the layout from the keys and asserts every
 shape against the model, naming the checkpoint's own key in each error.
 """
+
 from __future__ import annotations
 
 import re
@@ -36,7 +37,9 @@ def detr_checkpoint_filter(state_dict: Dict[str, Tensor], model: nn.Module) -> D
     for k, v in mapped.items():
         src = origin.get(k, k)
         if k not in own:
-            raise CheckpointError(f"{layout} checkpoint key {src!r} (as {k!r}) has no counterpart in {type(model).__name__}")
+            raise CheckpointError(
+                f"{layout} checkpoint key {src!r} (as {k!r}) has no counterpart in {type(model).__name__}"
+            )
         if k not in head and v.shape != own[k].shape:
             raise CheckpointError(
                 f"{layout} checkpoint key {src!r} (as {k!r}) has shape {tuple(v.shape)}; "
@@ -59,7 +62,9 @@ def detr_state_dict_from_official(state_dict: Dict[str, Tensor]) -> Dict[str, Te
     for k, v in state_dict.items():
         new = move_resnet_trunk(k, "backbone.0.body.", "backbone.body.")
         if new is None and k.startswith("backbone."):
-            raise CheckpointError(f"official DETR checkpoint key {k!r}: only backbone.0.body.* is expected under backbone")
+            raise CheckpointError(
+                f"official DETR checkpoint key {k!r}: only backbone.0.body.* is expected under backbone"
+            )
         new = k if new is None else new
         out[new] = v
         out.origin[new] = k
@@ -74,16 +79,30 @@ _HF_RULES = [
     (r"^model\.decoder\.layernorm\.(weight|bias)$", r"transformer.decoder.norm.\1"),
     (r"^class_labels_classifier\.(weight|bias)$", r"class_embed.\1"),
     (r"^bbox_predictor\.layers\.(\d+)\.(weight|bias)$", r"bbox_embed.layers.\1.\2"),
-    (r"^model\.(encoder|decoder)\.layers\.(\d+)\.self_attn\.o_proj\.(weight|bias)$", r"transformer.\1.layers.\2.self_attn.out_proj.\3"),
-    (r"^model\.decoder\.layers\.(\d+)\.encoder_attn\.o_proj\.(weight|bias)$", r"transformer.decoder.layers.\1.multihead_attn.out_proj.\2"),
-    (r"^model\.(encoder|decoder)\.layers\.(\d+)\.self_attn_layer_norm\.(weight|bias)$", r"transformer.\1.layers.\2.norm1.\3"),
-    (r"^model\.decoder\.layers\.(\d+)\.encoder_attn_layer_norm\.(weight|bias)$", r"transformer.decoder.layers.\1.norm2.\2"),
+    (
+        r"^model\.(encoder|decoder)\.layers\.(\d+)\.self_attn\.o_proj\.(weight|bias)$",
+        r"transformer.\1.layers.\2.self_attn.out_proj.\3",
+    ),
+    (
+        r"^model\.decoder\.layers\.(\d+)\.encoder_attn\.o_proj\.(weight|bias)$",
+        r"transformer.decoder.layers.\1.multihead_attn.out_proj.\2",
+    ),
+    (
+        r"^model\.(encoder|decoder)\.layers\.(\d+)\.self_attn_layer_norm\.(weight|bias)$",
+        r"transformer.\1.layers.\2.norm1.\3",
+    ),
+    (
+        r"^model\.decoder\.layers\.(\d+)\.encoder_attn_layer_norm\.(weight|bias)$",
+        r"transformer.decoder.layers.\1.norm2.\2",
+    ),
     (r"^model\.encoder\.layers\.(\d+)\.final_layer_norm\.(weight|bias)$", r"transformer.encoder.layers.\1.norm2.\2"),
     (r"^model\.decoder\.layers\.(\d+)\.final_layer_norm\.(weight|bias)$", r"transformer.decoder.layers.\1.norm3.\2"),
     (r"^model\.(encoder|decoder)\.layers\.(\d+)\.mlp\.fc1\.(weight|bias)$", r"transformer.\1.layers.\2.linear1.\3"),
     (r"^model\.(encoder|decoder)\.layers\.(\d+)\.mlp\.fc2\.(weight|bias)$", r"transformer.\1.layers.\2.linear2.\3"),
 ]
-_HF_QKV = re.compile(r"^model\.(encoder|decoder)\.layers\.(\d+)\.(self_attn|encoder_attn)\.([qkv])_proj\.(weight|bias)$")
+_HF_QKV = re.compile(
+    r"^model\.(encoder|decoder)\.layers\.(\d+)\.(self_attn|encoder_attn)\.([qkv])_proj\.(weight|bias)$"
+)
 # transformers < 5 (and the hub's facebook/detr-* files) named a few modules differently
 _HF_LEGACY = [
     (r"^model\.backbone\.conv_encoder\.model\.", "model.backbone.model."),
@@ -123,6 +142,8 @@ def detr_state_dict_from_hf(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
         out.origin[new] = k
     for target, parts in qkv.items():
         if sorted(parts) != ["k", "q", "v"]:
-            raise CheckpointError(f"Hugging Face DETR checkpoint: {out.origin[target]} lacks {sorted({'q', 'k', 'v'} - set(parts))}")
+            raise CheckpointError(
+                f"Hugging Face DETR checkpoint: {out.origin[target]} lacks {sorted({'q', 'k', 'v'} - set(parts))}"
+            )
         out[target] = torch.cat([parts["q"], parts["k"], parts["v"]], dim=0)
     return out

@@ -6,6 +6,7 @@ shapes, so their state dicts load unchanged into our ResNets (``models/cnn.py`` 
 ``backbone.0.body.``, moved by :func:`move_resnet_trunk`; Hugging Face DETR: ``model.backbone.model.``, moved by its
 rename rules in :mod:`.detr`).
 """
+
 from __future__ import annotations
 
 from typing import Dict, Mapping, Optional
@@ -17,7 +18,7 @@ __all__ = ["move_resnet_trunk", "keep_batch_counters"]
 
 def move_resnet_trunk(key: str, src_prefix: str, dst_prefix: str) -> Optional[str]:
     """``key`` with its ResNet trunk prefix ``src_prefix`` replaced by ``dst_prefix``; None if it is not under it."""
-    return dst_prefix + key[len(src_prefix):] if key.startswith(src_prefix) else None
+    return dst_prefix + key[len(src_prefix) :] if key.startswith(src_prefix) else None
 
 
 def keep_batch_counters(mapped: Dict[str, Tensor], own: Mapping[str, Tensor]) -> Dict[str, Tensor]:

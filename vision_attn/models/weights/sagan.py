@@ -1,4 +1,5 @@
 """SA-GAN checkpoints from before the generator's class embedding followed BigGAN (plain, not spectral-normalised)."""
+
 from __future__ import annotations
 
 import torch

@@ -3,6 +3,7 @@
 timm's ``vision_transformer.py`` and :class:`~vision_attn.models.vit.VisionTransformer` share every other key, so a
 timm checkpoint (or ours) loads by this explicit map and gives timm's outputs; :func:`to_timm` is the way back.
 """
+
 from __future__ import annotations
 
 import math
@@ -56,8 +57,10 @@ def to_timm(model: nn.Module) -> Dict[str, Tensor]:
     if getattr(model, "pos_embed_kind", "learned") == "sine":
         raise ValueError("to_timm: this ViT uses 2-D sine positions (pos_embed='sine'), which timm's ViT does not have")
     if getattr(model, "attn_window", None) is not None:
-        raise ValueError(f"to_timm: this ViT restricts attention to a {model.attn_window}x{model.attn_window} window; "
-                         "timm's ViT attends globally, so its outputs would differ")
+        raise ValueError(
+            f"to_timm: this ViT restricts attention to a {model.attn_window}x{model.attn_window} window; "
+            "timm's ViT attends globally, so its outputs would differ"
+        )
     out: Dict[str, Tensor] = {}
     for k, v in model.state_dict().items():
         k = k.replace(".attn.in_proj_weight", ".attn.qkv.weight").replace(".attn.in_proj_bias", ".attn.qkv.bias")

@@ -46,6 +46,7 @@ One module per suite, over one harness:
 
 Every suite prints the machine and a markdown table; ``--json PATH`` writes the same data.
 """
+
 from .cli import build_parser, main
 
 __all__ = ["build_parser", "main"]

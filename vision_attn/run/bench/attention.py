@@ -1,5 +1,6 @@
 """Attention forward + backward at ViT-S/16 shapes: ``vision_attn.MultiHeadAttention`` vs ``torch.nn.MultiheadAttention``
 (``need_weights=False``, its SDPA path) vs timm's ``vision_transformer.Attention``."""
+
 from __future__ import annotations
 
 from typing import List

@@ -6,6 +6,7 @@ backward, AdamW — the matcher and set criterion stay eager in training anyway)
 (``GenerationTask.gan_step`` with G and D compiled in place, as ``compile: true`` does). Compilation happens in the
 untimed warm-up repeats.
 """
+
 from __future__ import annotations
 
 from typing import List
@@ -25,13 +26,24 @@ COMPILED_FAMILIES = ("vit", "sasa", "detr", "gan")
 
 def _classifier(family: str, img_size: int):
     if family == "vit":
-        return "vit_small_patch16_224", vision_attn.create_model("vit_small_patch16_224", img_size=img_size, num_classes=10), img_size
+        return (
+            "vit_small_patch16_224",
+            vision_attn.create_model("vit_small_patch16_224", img_size=img_size, num_classes=10),
+            img_size,
+        )
     return "sasa_resnet26_cifar", vision_attn.create_model("sasa_resnet26_cifar", num_classes=10), 32
 
 
-def compiled_implementations(family: str, batch: int, img_size: int, device: torch.device, dtype: torch.dtype,
-                             seed: int, backend: str = "inductor", gan_config: str = "configs/sagan_shapes.yaml"
-                             ) -> List[Implementation]:
+def compiled_implementations(
+    family: str,
+    batch: int,
+    img_size: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    seed: int,
+    backend: str = "inductor",
+    gan_config: str = "configs/sagan_shapes.yaml",
+) -> List[Implementation]:
     """Eager and compiled (``ours``) training steps of ``family`` (one of :data:`COMPILED_FAMILIES`)."""
     if family not in COMPILED_FAMILIES:
         raise ValueError(f"family must be one of {COMPILED_FAMILIES}; got {family!r}")
@@ -67,8 +79,13 @@ def compiled_implementations(family: str, batch: int, img_size: int, device: tor
             from vision_attn.tasks import GenerationTask
 
             init = gan_task_args(gan_config)
-            task = GenerationTask(**{**init, "num_classes": 10, "channels_last": False,
-                                     "compile": backend if compiled else False}).to(device).train()
+            task = (
+                GenerationTask(
+                    **{**init, "num_classes": 10, "channels_last": False, "compile": backend if compiled else False}
+                )
+                .to(device)
+                .train()
+            )
             task.configure_model()
             step, size = gan_train_step(task, batch, device, dtype)
             bench = f"SA-GAN gan_step, {gan_config.rsplit('/', 1)[-1]} widths (B={batch}, {size}px)"

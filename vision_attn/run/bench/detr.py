@@ -1,5 +1,6 @@
 """DETR-R50 inference and one training step (forward, a loss on the predictions, backward, AdamW) against Hugging
 Face ``transformers``' ``DetrForObjectDetection`` holding the same weights (checked to predict the same boxes)."""
+
 from __future__ import annotations
 
 import sys
@@ -28,7 +29,9 @@ def detr_implementations(
     H, W = size
     bench = f"DETR-R50 {'train step' if train else 'inference'} (B={batch}, {H}x{W})"
     torch.manual_seed(seed)
-    config = DetrConfig(backbone="resnet50", num_labels=91, dropout=0.1, attention_dropout=0.1)  # random init, no download
+    config = DetrConfig(
+        backbone="resnet50", num_labels=91, dropout=0.1, attention_dropout=0.1
+    )  # random init, no download
     peer = DetrForObjectDetection(config).to(device)
     ours = vision_attn.create_model("detr_resnet50", aux_loss=False).to(device)  # HF computes no auxiliary heads
     ours.load_state_dict(detr_state_dict_from_hf(peer.state_dict()))
@@ -38,7 +41,12 @@ def detr_implementations(
     torch.backends.cudnn.allow_tf32 = False  # the check in true float32 (cuDNN's default TF32 convs round to 1e-3)
     try:
         with torch.no_grad(), autocast(device, dtype):
-            err = (ours.eval()(images)["pred_boxes"] - peer.eval()(pixel_values=images).pred_boxes.float()).abs().max().item()
+            err = (
+                (ours.eval()(images)["pred_boxes"] - peer.eval()(pixel_values=images).pred_boxes.float())
+                .abs()
+                .max()
+                .item()
+            )
     finally:
         torch.backends.cudnn.allow_tf32 = tf32
     if dtype == torch.float32 and err > 1e-3:

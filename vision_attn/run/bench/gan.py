@@ -1,6 +1,7 @@
 """One SA-GAN training step of a GAN config's model, exactly as ``GenerationTask`` takes it (its ``gan_step``:
 discriminator step, generator step, EMA update), in the default memory layout against channels-last
 (``GenerationTask(channels_last=True)``)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -29,8 +30,10 @@ def gan_task_args(config: str) -> Dict[str, Any]:
         if not isinstance(init, dict):
             raise TypeError(type(init).__name__)
     except (yaml.YAMLError, KeyError, TypeError) as err:
-        raise SystemExit(f"benchmark.py speed --only gan: {path} is not a GAN config with model.init_args "
-                         f"(as configs/sagan_shapes.yaml): {type(err).__name__}: {err}") from None
+        raise SystemExit(
+            f"benchmark.py speed --only gan: {path} is not a GAN config with model.init_args "
+            f"(as configs/sagan_shapes.yaml): {type(err).__name__}: {err}"
+        ) from None
     return init
 
 
@@ -64,8 +67,9 @@ def gan_implementations(
         try:
             task = GenerationTask(**{**init, "num_classes": 10, "channels_last": channels_last}).to(device).train()
         except TypeError as err:
-            raise SystemExit(f"benchmark.py speed --only gan: model.init_args of {config} do not fit "
-                             f"GenerationTask: {err}") from None
+            raise SystemExit(
+                f"benchmark.py speed --only gan: model.init_args of {config} do not fit GenerationTask: {err}"
+            ) from None
         if channels_last:  # GenerationTask.on_fit_start does this under a Trainer (and needs one to check DDP)
             task.model.to(memory_format=torch.channels_last)
         step, size = gan_train_step(task, batch, device, dtype)

@@ -22,6 +22,7 @@ seconds, its results and printed tables); ``OUT.md`` beside it the tables. The J
 so a suite that is killed keeps what it measured. The estimates are guesses for one H100/H200, used only to skip.
 ``--smoke`` runs the same parts at toy sizes (e.g. on a CPU, to check the suite itself).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,21 +58,61 @@ class Part:
 
 def suite_parts(smoke: bool = False) -> List[Part]:
     """The parts in the order they run; with ``smoke`` the same commands at toy sizes."""
-    vit = ["speed", "--only", "models", "--models", *VITS, "--models-modes", "train", "--repeats", "30", "--warmup", "5"]
+    vit = [
+        "speed",
+        "--only",
+        "models",
+        "--models",
+        *VITS,
+        "--models-modes",
+        "train",
+        "--repeats",
+        "30",
+        "--warmup",
+        "5",
+    ]
     parts = [
         Part("vit", "ViT-S/16, ViT-B/16 train step vs timm, eager, MFU", vit, 90),
-        Part("detr", "DETR-R50 inference + train step vs transformers, 800x1066", ["speed", "--only", "detr",
-             "--repeats", "20", "--warmup", "3"], 150, dtype="float32"),
-        Part("pixel", "pixel attention vs naive peers, time and peak memory", ["pixel", "--only", "global", "local"], 90),
-        Part("kernels", "LocalSelfAttention2d's kernels: halo vs unfold vs flex, fwd+bwd and forward",
-             ["pixel", "--only", "kernels", "kernels-inference"], 90),
-        Part("limit", "every family's MFU (train, inference) vs the measured bf16 matmul peak and the datasheet, with peers",
-             ["limit", "--repeats", "10", "--warmup", "3"], 180),
-        Part("gan", "SA-GAN shapes gan_step, NCHW vs channels-last", ["speed", "--only", "gan", "--repeats", "30",
-             "--warmup", "5"], 45),
-        Part("vit-compiled", "ViT-S/16, ViT-B/16 train step vs timm, both compiled (inductor), MFU", vit + ["--compile"], 200),
-        Part("compiled", "ViT, SASA, DETR, SA-GAN train step, eager vs inductor", ["speed", "--only", "compiled",
-             "--repeats", "20", "--warmup", "3"], 200),
+        Part(
+            "detr",
+            "DETR-R50 inference + train step vs transformers, 800x1066",
+            ["speed", "--only", "detr", "--repeats", "20", "--warmup", "3"],
+            150,
+            dtype="float32",
+        ),
+        Part(
+            "pixel", "pixel attention vs naive peers, time and peak memory", ["pixel", "--only", "global", "local"], 90
+        ),
+        Part(
+            "kernels",
+            "LocalSelfAttention2d's kernels: halo vs unfold vs flex, fwd+bwd and forward",
+            ["pixel", "--only", "kernels", "kernels-inference"],
+            90,
+        ),
+        Part(
+            "limit",
+            "every family's MFU (train, inference) vs the measured bf16 matmul peak and the datasheet, with peers",
+            ["limit", "--repeats", "10", "--warmup", "3"],
+            180,
+        ),
+        Part(
+            "gan",
+            "SA-GAN shapes gan_step, NCHW vs channels-last",
+            ["speed", "--only", "gan", "--repeats", "30", "--warmup", "5"],
+            45,
+        ),
+        Part(
+            "vit-compiled",
+            "ViT-S/16, ViT-B/16 train step vs timm, both compiled (inductor), MFU",
+            vit + ["--compile"],
+            200,
+        ),
+        Part(
+            "compiled",
+            "ViT, SASA, DETR, SA-GAN train step, eager vs inductor",
+            ["speed", "--only", "compiled", "--repeats", "20", "--warmup", "3"],
+            200,
+        ),
     ]
     if smoke:
         tiny = {
@@ -82,8 +123,16 @@ def suite_parts(smoke: bool = False) -> List[Part]:
             "limit": ["--toy", "--families", "nonlocal"],
             "gan": ["--gan-batch", "2"],
             "vit-compiled": ["--models", "vit_tiny_patch16_224", "--models-batch", "2"],
-            "compiled": ["--compiled-families", "detr", "--compiled-batch", "2", "--compiled-img-size", "32",
-                         "--compile-backend", "aot_eager"],
+            "compiled": [
+                "--compiled-families",
+                "detr",
+                "--compiled-batch",
+                "2",
+                "--compiled-img-size",
+                "32",
+                "--compile-backend",
+                "aot_eager",
+            ],
         }
         for part in parts:
             argv = [a for a in part.argv if a not in VITS]
@@ -96,14 +145,26 @@ def suite_parts(smoke: bool = False) -> List[Part]:
 
 
 def _run_part(part: Part, args: argparse.Namespace, json_path: Path, timeout: float) -> Dict[str, object]:
-    argv = [*part.argv, "--device", args.device, "--dtype", part.dtype if args.dtype is None else args.dtype,
-            "--json", str(json_path)]
+    argv = [
+        *part.argv,
+        "--device",
+        args.device,
+        "--dtype",
+        part.dtype if args.dtype is None else args.dtype,
+        "--json",
+        str(json_path),
+    ]
     record: Dict[str, object] = {"name": part.name, "what": part.what, "argv": argv}
     json_path.unlink(missing_ok=True)  # no figures of an earlier run taken for this one's
     start = time.perf_counter()
     # its own process group: an overrun part is killed with the workers it started
-    proc = subprocess.Popen([sys.executable, "-m", "vision_attn.run.bench", *argv], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vision_attn.run.bench", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         stdout, stderr = proc.communicate(timeout=max(timeout, 0.1))
         status = "ok" if proc.returncode == 0 else "failed"
@@ -128,8 +189,10 @@ def _write(out: Optional[str], data: Dict[str, object]) -> None:
         return
     path = Path(out)
     path.write_text(json.dumps(data, indent=2))
-    lines = [f"# gpu-suite: {data['machine'].get('gpu') or data['machine']['cpu']} | torch {data['machine']['torch']}",
-             f"budget {data['budget_s']} s, used {data['seconds']} s\n"]
+    lines = [
+        f"# gpu-suite: {data['machine'].get('gpu') or data['machine']['cpu']} | torch {data['machine']['torch']}",
+        f"budget {data['budget_s']} s, used {data['seconds']} s\n",
+    ]
     for part in data["parts"]:
         lines.append(f"## {part['name']}: {part['what']} — {part['status']} ({part.get('seconds', 0)} s)\n")
         lines.append(part.get("tables") or part.get("error") or "")
@@ -140,25 +203,32 @@ def gpu_suite(args: argparse.Namespace) -> Dict[str, object]:
     """Run the parts within ``--budget-s``; returns (and with ``--json`` writes) what each gave."""
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("benchmark.py gpu-suite: --device cuda, but torch.cuda.is_available() is False "
-                         "(to check the suite itself on a CPU: --device cpu --smoke)")
+        raise SystemExit(
+            "benchmark.py gpu-suite: --device cuda, but torch.cuda.is_available() is False "
+            "(to check the suite itself on a CPU: --device cpu --smoke)"
+        )
     parts = suite_parts(args.smoke)
     unknown = set(args.parts or ()) - {p.name for p in parts}
     if unknown:
-        raise SystemExit(f"benchmark.py gpu-suite: unknown --parts {sorted(unknown)}; the parts are "
-                         f"{[p.name for p in parts]}")
+        raise SystemExit(
+            f"benchmark.py gpu-suite: unknown --parts {sorted(unknown)}; the parts are {[p.name for p in parts]}"
+        )
     if args.parts:
         parts = [p for p in parts if p.name in args.parts]
-    data: Dict[str, object] = {"machine": machine_info(device), "budget_s": args.budget_s, "seconds": 0.0,
-                               "parts": []}
+    data: Dict[str, object] = {"machine": machine_info(device), "budget_s": args.budget_s, "seconds": 0.0, "parts": []}
     out_dir = Path(args.json).resolve().parent if args.json else Path.cwd()
     stem = Path(args.json).stem if args.json else "gpu_suite"
     start = time.perf_counter()
     for part in parts:
         left = args.budget_s - (time.perf_counter() - start)
         if part.estimate_s > left:
-            record = {"name": part.name, "what": part.what, "argv": part.argv, "status": "skipped",
-                      "error": f"estimated {part.estimate_s:.0f} s, {max(left, 0):.0f} s of the budget left"}
+            record = {
+                "name": part.name,
+                "what": part.what,
+                "argv": part.argv,
+                "status": "skipped",
+                "error": f"estimated {part.estimate_s:.0f} s, {max(left, 0):.0f} s of the budget left",
+            }
         else:
             print(f"gpu-suite: {part.name} ({part.what}) ...", file=sys.stderr, flush=True)
             record = _run_part(part, args, out_dir / f"{stem}.{part.name}.json", left)
@@ -168,17 +238,27 @@ def gpu_suite(args: argparse.Namespace) -> Dict[str, object]:
         _write(args.json, data)
     missing = [f"{p['name']} ({p['status']})" for p in data["parts"] if p["status"] != "ok"]
     if missing:
-        print(f"gpu-suite: {len(missing)} of {len(parts)} parts gave no figures: {', '.join(missing)}",
-              file=sys.stderr, flush=True)
+        print(
+            f"gpu-suite: {len(missing)} of {len(parts)} parts gave no figures: {', '.join(missing)}",
+            file=sys.stderr,
+            flush=True,
+        )
     return data
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("gpu-suite", help="every GPU figure the README lacks, in one call within a time budget",
-                       description=__doc__.split("\n\n")[0])
+    p = sub.add_parser(
+        "gpu-suite",
+        help="every GPU figure the README lacks, in one call within a time budget",
+        description=__doc__.split("\n\n")[0],
+    )
     p.add_argument("--device", default="cuda", choices=["cpu", "cuda"])
-    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16"],
-                   help="one dtype for every part (default: bfloat16, DETR float32)")
+    p.add_argument(
+        "--dtype",
+        default=None,
+        choices=["float32", "bfloat16"],
+        help="one dtype for every part (default: bfloat16, DETR float32)",
+    )
     p.add_argument("--budget-s", type=float, default=540.0, help="seconds for the whole suite (default 540 = 9 min)")
     p.add_argument("--parts", nargs="+", default=None, help="run only these parts (default all, in order)")
     p.add_argument("--smoke", action="store_true", help="toy sizes: checks the suite itself (e.g. on a CPU)")

@@ -3,6 +3,7 @@
 Measurement: after warmup, every repeat times every implementation of a benchmark once, rotating the order each
 repeat (so drift in clock speed or cache state hits all alike); CUDA is synchronised around each timing.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -171,9 +172,7 @@ def summarize(impls: Sequence[Implementation]) -> List[Dict[str, object]]:
                 "peer_over_ours": None if impl.ours else median / ours_median,
                 # Median of the per-repeat ratios: timings of one repeat are neighbours, so this one
                 # also cancels load that drifts during the run (e.g. a shared machine).
-                "paired_peer_over_ours": None if impl.ours else statistics.median(
-                    p / o for p, o in zip(t, ours_times)
-                ),
+                "paired_peer_over_ours": None if impl.ours else statistics.median(p / o for p, o in zip(t, ours_times)),
                 "peak_mib": max(impl.peaks_mib) if impl.peaks_mib else None,
                 "times_ms": list(t),
             }
@@ -185,8 +184,12 @@ def summarize(impls: Sequence[Implementation]) -> List[Dict[str, object]]:
 
 
 def forward_backward_step(
-    module: nn.Module, forward: Callable[[nn.Module, Tensor], Tensor], x: Tensor, grad: Tensor,
-    device: torch.device, dtype: torch.dtype,
+    module: nn.Module,
+    forward: Callable[[nn.Module, Tensor], Tensor],
+    x: Tensor,
+    grad: Tensor,
+    device: torch.device,
+    dtype: torch.dtype,
 ) -> Callable[[], Tensor]:
     """One ``forward(module, x)`` under autocast and a backward of the fixed output gradient ``grad`` (shaped as the
     output), the gradients of ``module`` and of the leaf input ``x`` cleared first; returns the step."""
@@ -237,10 +240,28 @@ def peak_cell(row: Dict[str, object]) -> str:
 
 
 def markdown_table(rows: Sequence[Dict[str, object]]) -> str:
-    columns = [("benchmark", "---"), ("implementation", "---"), ("median ms", "---:"), ("IQR ms", "---:"),
-               ("peer/ours", "---:"), ("peak MiB", "---:")]
-    return table(columns, ([r["benchmark"], r["implementation"], f"{r['median_ms']:.1f}", f"{r['iqr_ms']:.1f}",
-                            ratio_cell(r, "peer_over_ours"), peak_cell(r)] for r in rows))
+    columns = [
+        ("benchmark", "---"),
+        ("implementation", "---"),
+        ("median ms", "---:"),
+        ("IQR ms", "---:"),
+        ("peer/ours", "---:"),
+        ("peak MiB", "---:"),
+    ]
+    return table(
+        columns,
+        (
+            [
+                r["benchmark"],
+                r["implementation"],
+                f"{r['median_ms']:.1f}",
+                f"{r['iqr_ms']:.1f}",
+                ratio_cell(r, "peer_over_ours"),
+                peak_cell(r),
+            ]
+            for r in rows
+        ),
+    )
 
 
 def write_json(result: Dict[str, object], path: str) -> None:

@@ -9,6 +9,7 @@ PyTorch's fused CPU attention kernel (``_scaled_dot_product_flash_attention_for_
 it with the counter's own SDPA formulas. It never counts pointwise ops, normalisation, softmax outside SDPA,
 pooling, embedding look-ups or the optimizer: each row lists the op kinds its step ran that went uncounted.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,7 +41,16 @@ from .harness import (
     write_json,
 )
 
-__all__ = ["EXTRA_FLOPS", "FAMILIES", "count_flops", "limit", "limit_table", "matmul_peak", "measure_limit", "write_csv"]
+__all__ = [
+    "EXTRA_FLOPS",
+    "FAMILIES",
+    "count_flops",
+    "limit",
+    "limit_table",
+    "matmul_peak",
+    "measure_limit",
+    "write_csv",
+]
 
 MODES = ("train", "inference")
 # Dense bf16 datasheet figures (TFLOP/s), printed beside the measured peak on a GPU.
@@ -53,7 +63,9 @@ def _cpu_sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, 
     return sdpa_flop_count(query_shape, key_shape, value_shape)
 
 
-def _cpu_sdpa_backward_flops(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+def _cpu_sdpa_backward_flops(
+    grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs
+) -> int:
     from torch.utils.flop_counter import sdpa_backward_flop_count
 
     return sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
@@ -88,12 +100,53 @@ def count_flops(step: Callable[[], object]) -> Tuple[int, List[str]]:
     with counter, kinds:
         step()
     counted = set(counter.flop_registry)
-    free = ("view", "_unsafe_view", "t", "transpose", "permute", "expand", "unsqueeze", "squeeze", "slice", "select",
-            "detach", "alias", "_to_copy", "empty", "empty_like", "empty_strided", "zeros", "zeros_like", "ones", "as_strided",
-            "split", "split_with_sizes", "unbind", "chunk", "lift_fresh", "clone", "copy_", "_reshape_alias", "unfold",
-            "new_empty", "new_empty_strided", "new_zeros", "new_ones", "fill_", "zero_", "arange", "scalar_tensor",
-            "_local_scalar_dense", "item", "is_nonzero", "reshape", "contiguous", "_has_compatible_shallow_copy_type",
-            "_record_function_enter_new", "_record_function_exit")
+    free = (
+        "view",
+        "_unsafe_view",
+        "t",
+        "transpose",
+        "permute",
+        "expand",
+        "unsqueeze",
+        "squeeze",
+        "slice",
+        "select",
+        "detach",
+        "alias",
+        "_to_copy",
+        "empty",
+        "empty_like",
+        "empty_strided",
+        "zeros",
+        "zeros_like",
+        "ones",
+        "as_strided",
+        "split",
+        "split_with_sizes",
+        "unbind",
+        "chunk",
+        "lift_fresh",
+        "clone",
+        "copy_",
+        "_reshape_alias",
+        "unfold",
+        "new_empty",
+        "new_empty_strided",
+        "new_zeros",
+        "new_ones",
+        "fill_",
+        "zero_",
+        "arange",
+        "scalar_tensor",
+        "_local_scalar_dense",
+        "item",
+        "is_nonzero",
+        "reshape",
+        "contiguous",
+        "_has_compatible_shallow_copy_type",
+        "_record_function_enter_new",
+        "_record_function_exit",
+    )
     missed = sorted({op.__name__ for op in kinds.ops if op not in counted} - set(free))
     return int(counter.get_total_flops()), missed
 
@@ -137,9 +190,17 @@ def _classifier(name: str, peer: Optional[str], classes: int = 1000, **kwargs) -
         images = torch.randn(batch, 3, *size, device=device)
         labels = torch.randint(0, classes, (batch,), device=device)
         extra = {"img_size": size[0]} if name.startswith("vit_") else {}
-        builders = [(f"vision_attn {name}", lambda: vision_attn.create_model(name, num_classes=classes, **extra, **kwargs), True)]
+        builders = [
+            (
+                f"vision_attn {name}",
+                lambda: vision_attn.create_model(name, num_classes=classes, **extra, **kwargs),
+                True,
+            )
+        ]
         if peer:
-            builders.append((f"timm {peer}", lambda: timm.create_model(peer, pretrained=False, num_classes=classes, **extra), False))
+            builders.append(
+                (f"timm {peer}", lambda: timm.create_model(peer, pretrained=False, num_classes=classes, **extra), False)
+            )
         impls = []
         for label, make, ours in builders:
             torch.manual_seed(seed)
@@ -191,25 +252,47 @@ def _gan(mode, batch, size, device, dtype, seed) -> List[Implementation]:
                 return task(z, labels)
 
         bench = f"sagan_32 sample (B={batch}, {task.model.img_size}px)"
-        impls.append(Implementation(bench, "channels-last" if channels_last else "default layout (NCHW)", sample,
-                                    ours=channels_last))
+        impls.append(
+            Implementation(
+                bench, "channels-last" if channels_last else "default layout (NCHW)", sample, ours=channels_last
+            )
+        )
     return impls
 
 
 FAMILIES = {
-    "vit": Family("vit", "ViT-S/16", _classifier("vit_small_patch16_224", "vit_small_patch16_224"),
-                  cpu=(2, (224, 224)), cuda=(128, (224, 224)), toy=(1, (32, 32))),
-    "sasa": Family("sasa", "SASA-26", _classifier("sasa_resnet26", "resnet26"),
-                   cpu=(2, (112, 112)), cuda=(64, (224, 224)), toy=(2, (32, 32))),
-    "nonlocal": Family("nonlocal", "non-local R18-CIFAR", _classifier("nonlocal_resnet18_cifar", "resnet18", classes=10),
-                       cpu=(16, (32, 32)), cuda=(256, (32, 32)), toy=(2, (32, 32))),
+    "vit": Family(
+        "vit",
+        "ViT-S/16",
+        _classifier("vit_small_patch16_224", "vit_small_patch16_224"),
+        cpu=(2, (224, 224)),
+        cuda=(128, (224, 224)),
+        toy=(1, (32, 32)),
+    ),
+    "sasa": Family(
+        "sasa",
+        "SASA-26",
+        _classifier("sasa_resnet26", "resnet26"),
+        cpu=(2, (112, 112)),
+        cuda=(64, (224, 224)),
+        toy=(2, (32, 32)),
+    ),
+    "nonlocal": Family(
+        "nonlocal",
+        "non-local R18-CIFAR",
+        _classifier("nonlocal_resnet18_cifar", "resnet18", classes=10),
+        cpu=(16, (32, 32)),
+        cuda=(256, (32, 32)),
+        toy=(2, (32, 32)),
+    ),
     "detr": Family("detr", "DETR-R50", _detr, cpu=(1, (320, 427)), cuda=(4, (800, 1066)), toy=(1, (64, 96))),
     "gan": Family("gan", "SA-GAN (shapes)", _gan, cpu=(32, (32, 32)), cuda=(256, (32, 32)), toy=(2, (32, 32))),
 }
 
 
-def measure_limit(impls: List[Implementation], repeats: int, warmup: int, device: torch.device,
-                  dtype: torch.dtype) -> List[Dict[str, object]]:
+def measure_limit(
+    impls: List[Implementation], repeats: int, warmup: int, device: torch.device, dtype: torch.dtype
+) -> List[Dict[str, object]]:
     """Time ``impls`` and the matmul peak interleaved; rows with FLOPs, FLOP/s, the peak and the fraction (the median
     over repeats of step FLOP/s / peak FLOP/s of the same repeat, so load that drifts during the run cancels)."""
     peak, peak_flops = matmul_peak(impls[0].benchmark, device, dtype)
@@ -220,26 +303,53 @@ def measure_limit(impls: List[Implementation], repeats: int, warmup: int, device
     peak_rate = [peak_flops / t * 1e3 for t in peak.times_ms]
     for row, impl in zip(rows, impls):
         flops, missed = counts[impl.name]
-        row.update(flops=flops, uncounted_ops=missed, load=load, flop_per_s=flops / row["median_ms"] * 1e3,
-                   peak_flop_per_s=statistics.median(peak_rate),
-                   fraction=statistics.median(flops / t * 1e3 / p for t, p in zip(impl.times_ms, peak_rate)))
-    rows[-1].update(flops=peak_flops, uncounted_ops=[], load=load, flop_per_s=statistics.median(peak_rate),
-                    peak_flop_per_s=statistics.median(peak_rate), fraction=1.0)
+        row.update(
+            flops=flops,
+            uncounted_ops=missed,
+            load=load,
+            flop_per_s=flops / row["median_ms"] * 1e3,
+            peak_flop_per_s=statistics.median(peak_rate),
+            fraction=statistics.median(flops / t * 1e3 / p for t, p in zip(impl.times_ms, peak_rate)),
+        )
+    rows[-1].update(
+        flops=peak_flops,
+        uncounted_ops=[],
+        load=load,
+        flop_per_s=statistics.median(peak_rate),
+        peak_flop_per_s=statistics.median(peak_rate),
+        fraction=1.0,
+    )
     return rows
 
 
 def limit_table(rows: Sequence[Dict[str, object]], datasheet_tflops: Optional[float] = None) -> str:
     """The markdown table: one line per family, mode and implementation (the matmul peak rows left out)."""
-    columns = [("family", "---"), ("mode", "---"), ("implementation", "---"), ("GFLOP/step", "---:"), ("ms", "---:"),
-               ("GFLOP/s", "---:"), ("peak GFLOP/s", "---:"), ("fraction of peak", "---:")]
+    columns = [
+        ("family", "---"),
+        ("mode", "---"),
+        ("implementation", "---"),
+        ("GFLOP/step", "---:"),
+        ("ms", "---:"),
+        ("GFLOP/s", "---:"),
+        ("peak GFLOP/s", "---:"),
+        ("fraction of peak", "---:"),
+    ]
     if datasheet_tflops:
         columns.append(("of datasheet", "---:"))
     lines = []
     for r in rows:
         if r["implementation"].startswith("matmul peak"):
             continue
-        line = [r["family"], r["mode"], r["implementation"], f"{r['flops'] / 1e9:.2f}", f"{r['median_ms']:.1f}",
-                f"{r['flop_per_s'] / 1e9:.1f}", f"{r['peak_flop_per_s'] / 1e9:.1f}", f"{100 * r['fraction']:.1f}%"]
+        line = [
+            r["family"],
+            r["mode"],
+            r["implementation"],
+            f"{r['flops'] / 1e9:.2f}",
+            f"{r['median_ms']:.1f}",
+            f"{r['flop_per_s'] / 1e9:.1f}",
+            f"{r['peak_flop_per_s'] / 1e9:.1f}",
+            f"{100 * r['fraction']:.1f}%",
+        ]
         if datasheet_tflops:
             line.append(f"{100 * r['flop_per_s'] / (datasheet_tflops * 1e12):.1f}%")
         lines.append(line)
@@ -252,9 +362,26 @@ def datasheet_tflops(machine: Dict[str, object]) -> Optional[float]:
     return next((v for k, v in DATASHEET_BF16_TFLOPS.items() if k in gpu), None)
 
 
-CSV_COLUMNS = ["machine", "date", "commit", "family", "mode", "implementation", "batch", "size", "dtype", "threads",
-               "gflop_per_step", "median_ms", "gflop_per_s", "peak_gflop_per_s", "fraction", "paired_peer_over_ours",
-               "load_1min", "uncounted_ops"]
+CSV_COLUMNS = [
+    "machine",
+    "date",
+    "commit",
+    "family",
+    "mode",
+    "implementation",
+    "batch",
+    "size",
+    "dtype",
+    "threads",
+    "gflop_per_step",
+    "median_ms",
+    "gflop_per_s",
+    "peak_gflop_per_s",
+    "fraction",
+    "paired_peer_over_ours",
+    "load_1min",
+    "uncounted_ops",
+]
 
 
 def machine_slug(machine: Dict[str, object]) -> str:
@@ -264,15 +391,28 @@ def machine_slug(machine: Dict[str, object]) -> str:
     return f"cpu-{os.cpu_count()}core"
 
 
-def write_csv(rows: Sequence[Dict[str, object]], machine: Dict[str, object], out_dir: str = "results",
-              commit: Optional[str] = None) -> Path:
+def write_csv(
+    rows: Sequence[Dict[str, object]],
+    machine: Dict[str, object],
+    out_dir: str = "results",
+    commit: Optional[str] = None,
+) -> Path:
     """Append ``rows`` (matmul peak rows left out) to ``out_dir/limit-<machine>.csv`` (header if new), one row per
     measurement with machine, date and commit (default: this checkout's HEAD); returns the path."""
     path = Path(out_dir) / f"limit-{machine_slug(machine)}.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        commit = commit or subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False,
-                                cwd=Path(__file__).parent).stdout.strip() or "unknown"
+        commit = (
+            commit
+            or subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"],
+                capture_output=True,
+                text=True,
+                check=False,
+                cwd=Path(__file__).parent,
+            ).stdout.strip()
+            or "unknown"
+        )
     except OSError:
         commit = "unknown"
     new = not path.exists()
@@ -283,16 +423,30 @@ def write_csv(rows: Sequence[Dict[str, object]], machine: Dict[str, object], out
         for r in rows:
             if r["implementation"].startswith("matmul peak"):
                 continue
-            writer.writerow({
-                "machine": machine_slug(machine), "date": datetime.date.today().isoformat(), "commit": commit,
-                "family": r["family"], "mode": r["mode"], "implementation": r["implementation"], "batch": r["batch"],
-                "size": "x".join(map(str, r["size"])), "dtype": r.get("dtype", ""), "threads": machine["torch_threads"],
-                "gflop_per_step": f"{r['flops'] / 1e9:.3f}", "median_ms": f"{r['median_ms']:.2f}",
-                "gflop_per_s": f"{r['flop_per_s'] / 1e9:.2f}", "peak_gflop_per_s": f"{r['peak_flop_per_s'] / 1e9:.2f}",
-                "fraction": f"{r['fraction']:.4f}", "paired_peer_over_ours": "" if r["paired_peer_over_ours"] is None
-                else f"{r['paired_peer_over_ours']:.3f}", "load_1min": "" if r["load"] is None else f"{r['load']:.2f}",
-                "uncounted_ops": " ".join(r["uncounted_ops"]),
-            })
+            writer.writerow(
+                {
+                    "machine": machine_slug(machine),
+                    "date": datetime.date.today().isoformat(),
+                    "commit": commit,
+                    "family": r["family"],
+                    "mode": r["mode"],
+                    "implementation": r["implementation"],
+                    "batch": r["batch"],
+                    "size": "x".join(map(str, r["size"])),
+                    "dtype": r.get("dtype", ""),
+                    "threads": machine["torch_threads"],
+                    "gflop_per_step": f"{r['flops'] / 1e9:.3f}",
+                    "median_ms": f"{r['median_ms']:.2f}",
+                    "gflop_per_s": f"{r['flop_per_s'] / 1e9:.2f}",
+                    "peak_gflop_per_s": f"{r['peak_flop_per_s'] / 1e9:.2f}",
+                    "fraction": f"{r['fraction']:.4f}",
+                    "paired_peer_over_ours": ""
+                    if r["paired_peer_over_ours"] is None
+                    else f"{r['paired_peer_over_ours']:.3f}",
+                    "load_1min": "" if r["load"] is None else f"{r['load']:.2f}",
+                    "uncounted_ops": " ".join(r["uncounted_ops"]),
+                }
+            )
     return path
 
 
@@ -308,18 +462,36 @@ def limit(args: argparse.Namespace) -> Dict[str, object]:
             impls = family.build(mode, batch, size, device, dtype, args.seed)
             print(f"measuring {impls[0].benchmark} ...", file=sys.stderr, flush=True)
             for row in measure_limit(impls, repeats, warmup, device, dtype):
-                rows.append({"family": family.title, "mode": mode, "batch": batch, "size": list(size), "dtype": args.dtype,
-                             **row})
+                rows.append(
+                    {
+                        "family": family.title,
+                        "mode": mode,
+                        "batch": batch,
+                        "size": list(size),
+                        "dtype": args.dtype,
+                        **row,
+                    }
+                )
             del impls
             if device.type == "cuda":
                 torch.cuda.empty_cache()
     sheet_note = f"; of datasheet = of the {sheet:.0f} TFLOP/s dense bf16 datasheet figure" if sheet else ""
-    print(f"## limit: {machine['gpu'] or machine['cpu']} | {machine['torch_threads']} torch threads | torch "
-          f"{machine['torch']} | {device.type} {args.dtype}\n{repeats} interleaved repeats after {warmup} warmup; "
-          f"fraction = step FLOP/s / matmul FLOP/s of the same repeat (median){sheet_note}\n")
+    print(
+        f"## limit: {machine['gpu'] or machine['cpu']} | {machine['torch_threads']} torch threads | torch "
+        f"{machine['torch']} | {device.type} {args.dtype}\n{repeats} interleaved repeats after {warmup} warmup; "
+        f"fraction = step FLOP/s / matmul FLOP/s of the same repeat (median){sheet_note}\n"
+    )
     print(limit_table(rows, sheet))
-    config = {"device": str(device), "dtype": args.dtype, "repeats": repeats, "warmup": warmup, "toy": args.toy,
-              "families": list(args.families), "modes": list(args.modes), "datasheet_bf16_tflops": sheet}
+    config = {
+        "device": str(device),
+        "dtype": args.dtype,
+        "repeats": repeats,
+        "warmup": warmup,
+        "toy": args.toy,
+        "families": list(args.families),
+        "modes": list(args.modes),
+        "datasheet_bf16_tflops": sheet,
+    }
     result = {"machine": machine, "config": config, "results": rows}
     if args.json:
         write_json(result, args.json)
@@ -329,11 +501,15 @@ def limit(args: argparse.Namespace) -> Dict[str, object]:
 
 
 def add_parser(sub: argparse._SubParsersAction, add_common: Callable, add_tail: Callable) -> None:
-    p = sub.add_parser("limit", help="each family's fraction of the machine's matmul peak (MFU on a GPU), ours and peers'")
+    p = sub.add_parser(
+        "limit", help="each family's fraction of the machine's matmul peak (MFU on a GPU), ours and peers'"
+    )
     add_common(p, "default 5 on cpu, 20 on cuda", "default 1 on cpu, 5 on cuda")
     p.add_argument("--families", nargs="+", choices=list(FAMILIES), default=list(FAMILIES))
     p.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES))
-    p.add_argument("--toy", action="store_true", help="toy sizes (checks the command itself; the fractions mean little)")
+    p.add_argument(
+        "--toy", action="store_true", help="toy sizes (checks the command itself; the fractions mean little)"
+    )
     p.add_argument("--results", metavar="DIR", default=None, help="also append the rows to DIR/limit-<machine>.csv")
     add_tail(p)
     p.set_defaults(func=limit)

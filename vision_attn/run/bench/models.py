@@ -1,6 +1,7 @@
 """Every registered classifier (or those matching ``--models``): a training step and inference against timm's
 model of the same name where timm has one; images/s, peak CUDA memory, and the MFU of our training step (FLOPs
 counted by torch's FlopCounterMode)."""
+
 from __future__ import annotations
 
 from typing import Dict, List, Optional, Sequence
@@ -25,8 +26,14 @@ def model_input_size(name: str) -> int:
 
 
 def model_implementations(
-    name: str, mode: str, batch: int, device: torch.device, dtype: torch.dtype, seed: int,
-    compile_models: bool = False, channels_last: bool = False,
+    name: str,
+    mode: str,
+    batch: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    seed: int,
+    compile_models: bool = False,
+    channels_last: bool = False,
 ) -> List[Implementation]:
     """One registered classifier, a training step (forward, cross-entropy, backward, AdamW) or inference (no grad):
     ours vs ``timm.create_model`` of the same name when timm has it (then same init seed), else ours alone."""
@@ -52,6 +59,7 @@ def model_implementations(
         if mode == "train":
             step = classifier_train_step(model, fwd, images, labels, device, dtype)
         else:
+
             def step(fwd: nn.Module = fwd) -> Tensor:
                 with torch.inference_mode(), autocast(device, dtype):
                     return fwd(images)
@@ -77,15 +85,26 @@ def train_step_flops(name: str, batch: int, device: torch.device, dtype: torch.d
 
 
 def models_table(
-    rows: List[Dict[str, object]], names: Sequence[str], batch: int, device: torch.device, dtype: torch.dtype,
+    rows: List[Dict[str, object]],
+    names: Sequence[str],
+    batch: int,
+    device: torch.device,
+    dtype: torch.dtype,
     peak_tflops: Optional[float],
 ) -> str:
     """Per model: train and inference images/s and peak memory, ours and timm's, and MFU of our training step.
     Adds ``images_per_s`` (and ``mfu``) to ``rows``."""
     if peak_tflops is None and device.type == "cuda" and dtype == torch.bfloat16:
         peak_tflops = 989.0  # H100 SXM dense bf16
-    columns = [("model", "---"), ("mode", "---"), ("ours img/s", "---:"), ("timm img/s", "---:"),
-               ("timm/ours time", "---:"), ("ours peak MiB", "---:"), ("MFU", "---:")]
+    columns = [
+        ("model", "---"),
+        ("mode", "---"),
+        ("ours img/s", "---:"),
+        ("timm img/s", "---:"),
+        ("timm/ours time", "---:"),
+        ("ours peak MiB", "---:"),
+        ("MFU", "---:"),
+    ]
     lines = []
     for name in names:
         for mode in ("train", "inference"):

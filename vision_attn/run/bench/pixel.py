@@ -12,6 +12,7 @@ ours against the naive peer with the same parameters (checked to give the same o
 
 On CPU each peak is measured alone, in a fresh process (the resident memory one step adds at its peak).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -94,7 +95,9 @@ class UnfoldLocalAttention(nn.Module):
         rel = torch.cat([m.rel_pos_h[:, :, None].expand(-1, -1, k, -1), m.rel_pos_w[:, None].expand(-1, k, -1, -1)], -1)
         key = unfold(key) + rel.reshape(nh, 1, kk, d)
         inside = F.unfold(torch.ones(1, 1, H, W, device=x.device, dtype=x.dtype), k, padding=k // 2) > 0  # (1, k*k, N)
-        out = scaled_dot_product_attention(q, key, unfold(v), inside.transpose(1, 2)[:, None, :, None, :], scale=d ** -0.5)
+        out = scaled_dot_product_attention(
+            q, key, unfold(v), inside.transpose(1, 2)[:, None, :, None, :], scale=d**-0.5
+        )
         return m.pool(out.reshape(B, nh, n, d).permute(0, 1, 3, 2).reshape(B, C, H, W))
 
 
@@ -159,14 +162,17 @@ def kernel_implementations(
             continue
         if dtype == torch.float32:
             with torch.no_grad():
-                torch.testing.assert_close(out, base(x), rtol=1e-4, atol=1e-4,
-                                           msg=lambda m, b=backend: f"{bench}: {b} differs from halo: {m}")
+                torch.testing.assert_close(
+                    out, base(x), rtol=1e-4, atol=1e-4, msg=lambda m, b=backend: f"{bench}: {b} differs from halo: {m}"
+                )
         if train:
             step = forward_backward_step(layer, _call, x, grad, device, dtype)
         else:
+
             def step(layer: nn.Module = layer) -> Tensor:
                 with torch.no_grad(), autocast(device, dtype):
                     return layer(x)
+
         name = f"LocalSelfAttention2d backend={backend}" + (" (auto)" if backend == "halo" else "")
         impls.append(Implementation(bench, name, step, ours=backend == "halo"))
     return impls
@@ -204,7 +210,9 @@ def _rss_kib(field: str) -> Optional[int]:
         return None
 
 
-def cpu_step_peak_mib(kind: str, which: int, size: int, batch: int, channels: int, dtype: str, seed: int, threads: int) -> float:
+def cpu_step_peak_mib(
+    kind: str, which: int, size: int, batch: int, channels: int, dtype: str, seed: int, threads: int
+) -> float:
     """The resident memory one step of implementation ``which`` adds at its peak (Linux VmHWM after resetting it,
     glibc told to return freed blocks at once; elsewhere the growth of ru_maxrss, a lower bound). Meant to run alone
     in a fresh process."""
@@ -243,32 +251,72 @@ def cpu_step_peak_in_child(*case) -> float:
 
 
 def pixel_table(rows: Sequence[Dict[str, object]]) -> str:
-    columns = [("attention", "---"), ("pixels", "---:"), ("implementation", "---"), ("median ms", "---:"),
-               ("IQR ms", "---:"), ("peer/ours time", "---:"), ("peak MiB", "---:"), ("peer/ours memory", "---:")]
-    return table(columns, ([r["kind"], f"{r['size']}x{r['size']}", r["implementation"], f"{r['median_ms']:.1f}",
-                            f"{r['iqr_ms']:.1f}", ratio_cell(r, "paired_peer_over_ours"), peak_cell(r),
-                            ratio_cell(r, "memory_peer_over_ours", ".1f")] for r in rows))
+    columns = [
+        ("attention", "---"),
+        ("pixels", "---:"),
+        ("implementation", "---"),
+        ("median ms", "---:"),
+        ("IQR ms", "---:"),
+        ("peer/ours time", "---:"),
+        ("peak MiB", "---:"),
+        ("peer/ours memory", "---:"),
+    ]
+    return table(
+        columns,
+        (
+            [
+                r["kind"],
+                f"{r['size']}x{r['size']}",
+                r["implementation"],
+                f"{r['median_ms']:.1f}",
+                f"{r['iqr_ms']:.1f}",
+                ratio_cell(r, "paired_peer_over_ours"),
+                peak_cell(r),
+                ratio_cell(r, "memory_peer_over_ours", ".1f"),
+            ]
+            for r in rows
+        ),
+    )
 
 
 def growth_table(growth: Sequence[Dict[str, object]]) -> str:
     columns = [("implementation", "---"), ("pixels", "---"), ("x pixels", "---:"), ("x peak memory", "---:")]
-    return table(columns, ([g["implementation"], f"{g['from']}^2 -> {g['to']}^2", f"{g['pixels_ratio']:.0f}",
-                            f"{g['memory_ratio']:.2f}"] for g in growth))
+    return table(
+        columns,
+        (
+            [
+                g["implementation"],
+                f"{g['from']}^2 -> {g['to']}^2",
+                f"{g['pixels_ratio']:.0f}",
+                f"{g['memory_ratio']:.2f}",
+            ]
+            for g in growth
+        ),
+    )
 
 
 def local_memory_growth(rows: Sequence[Dict[str, object]], sizes: Sequence[int]) -> List[Dict[str, object]]:
     """For ours and the peer: how the local attention's peak memory grows from each size to the next."""
 
     def peak(size: int, ours: bool) -> Optional[float]:
-        return next((r["peak_mib"] for r in rows if r["kind"] == "local" and r["size"] == size and r["ours"] == ours), None)
+        return next(
+            (r["peak_mib"] for r in rows if r["kind"] == "local" and r["size"] == size and r["ours"] == ours), None
+        )
 
     growth = []
     for ours in (True, False):
         for a, b in zip(sorted(sizes), sorted(sizes)[1:]):
             pa, pb = peak(a, ours), peak(b, ours)
             if pa and pb:
-                growth.append({"implementation": PIXEL_NAMES["local"][0 if ours else 1], "from": a, "to": b,
-                               "pixels_ratio": (b / a) ** 2, "memory_ratio": pb / pa})
+                growth.append(
+                    {
+                        "implementation": PIXEL_NAMES["local"][0 if ours else 1],
+                        "from": a,
+                        "to": b,
+                        "pixels_ratio": (b / a) ** 2,
+                        "memory_ratio": pb / pa,
+                    }
+                )
     return growth
 
 
@@ -277,16 +325,27 @@ def pixel(args: argparse.Namespace) -> Dict[str, object]:
     device, dtype, repeats, warmup, machine = prepare(args, "pixel", cuda=(20, 5), cpu=(3, 1))
     on_cuda = device.type == "cuda"
     config = {
-        "device": str(device), "dtype": args.dtype, "repeats": repeats, "warmup": warmup, "batch": args.batch,
-        "channels": args.channels, "global_sizes": args.global_sizes, "local_sizes": args.local_sizes,
-        "kernel_sizes": args.kernel_sizes, "kernel_shapes": args.kernel_shapes,
-        "only": args.only, "seed": args.seed,
+        "device": str(device),
+        "dtype": args.dtype,
+        "repeats": repeats,
+        "warmup": warmup,
+        "batch": args.batch,
+        "channels": args.channels,
+        "global_sizes": args.global_sizes,
+        "local_sizes": args.local_sizes,
+        "kernel_sizes": args.kernel_sizes,
+        "kernel_shapes": args.kernel_shapes,
+        "only": args.only,
+        "seed": args.seed,
     }
     only = set(args.only or ("global", "local", *KERNEL_KINDS))
     cases = [("global", s, args.batch, args.channels) for s in args.global_sizes] * ("global" in only)
     cases += [("local", s, args.batch, args.channels) for s in args.local_sizes] * ("local" in only)
-    kernel_shapes = ([(b, c, s) for b, c, s in SASA_SHAPES] if config["kernel_shapes"] == "sasa"
-                     else [(args.batch, args.channels, s) for s in args.kernel_sizes])
+    kernel_shapes = (
+        [(b, c, s) for b, c, s in SASA_SHAPES]
+        if config["kernel_shapes"] == "sasa"
+        else [(args.batch, args.channels, s) for s in args.kernel_sizes]
+    )
     cases += [(kind, s, b, c) for kind in KERNEL_KINDS if kind in only for b, c, s in kernel_shapes]
     rows: List[Dict[str, object]] = []
     for kind, size, batch, channels in cases:
@@ -310,8 +369,11 @@ def pixel(args: argparse.Namespace) -> Dict[str, object]:
     growth = local_memory_growth(rows, [s for k, s, _, _ in cases if k == "local"])
 
     where = f"{machine['gpu']}" if machine["gpu"] else f"{machine['cpu']} | {machine['torch_threads']} torch threads"
-    peak_note = ("CUDA memory a step allocates beyond what it starts with" if on_cuda else
-                 "resident memory one step adds at its peak, each measured alone in a fresh process")
+    peak_note = (
+        "CUDA memory a step allocates beyond what it starts with"
+        if on_cuda
+        else "resident memory one step adds at its peak, each measured alone in a fresh process"
+    )
     print(
         f"## pixel attention: {where} | torch {machine['torch']} | {device.type} {args.dtype}\n"
         f"{repeats} interleaved repeats after {warmup} warmup; peer/ours time = median of per-repeat ratios "

@@ -6,6 +6,7 @@ cell that does not apply is empty) plus the benchmark's own metric columns (``me
 :func:`write_results` is the one writer every benchmark calls; :func:`model_stats` gives a registered model's
 parameters and GFLOPs at its default input size (counted on the meta device: no memory, no weights).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,10 +60,16 @@ def current_commit(repo: Optional[Path] = None) -> str:
     a git checkout."""
     cwd = repo or Path(__file__).resolve().parents[3]
     try:
-        head = subprocess.run(["git", "rev-parse", "--short=10", "HEAD"], cwd=cwd, capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True,
-                               text=True, check=True).stdout.strip()
+        head = subprocess.run(
+            ["git", "rev-parse", "--short=10", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return head + ("+dirty" if dirty else "")
@@ -74,8 +81,13 @@ def read_rows(path: str | Path) -> List[Dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def write_results(benchmark: str, rows: List[Dict[str, Any]], out_dir: str | Path = "results", *,
-                  key: Sequence[str] = ("model", "img_size")) -> Path:
+def write_results(
+    benchmark: str,
+    rows: List[Dict[str, Any]],
+    out_dir: str | Path = "results",
+    *,
+    key: Sequence[str] = ("model", "img_size"),
+) -> Path:
     """Write ``rows`` to ``out_dir/<benchmark>-<machine>.csv`` and return its path.
 
     Missing ``date`` (UTC today), ``commit`` (:func:`current_commit`) and ``machine`` (:func:`machine_slug`) are
@@ -101,7 +113,9 @@ def write_results(benchmark: str, rows: List[Dict[str, Any]], out_dir: str | Pat
         new.append(row)
     machines = sorted({str(r["machine"]) for r in new})
     if len(machines) != 1 or not _MACHINE.match(machines[0]):
-        raise ValueError(f"write_results({benchmark!r}): rows must share one machine slug (lower-case, '-'), got {machines}")
+        raise ValueError(
+            f"write_results({benchmark!r}): rows must share one machine slug (lower-case, '-'), got {machines}"
+        )
     path = Path(out_dir) / f"{benchmark}-{machines[0]}.csv"
     ident = [k for k in key] + (["implementation"] if any("implementation" in r for r in new) else [])
     kept = read_rows(path) if path.is_file() else []
@@ -126,8 +140,9 @@ def model_stats(name: str) -> Dict[str, Any]:
     """``{"params", "gflops", "img_size"}`` of registered ``name`` with its default arguments, at its default input
     size; GFLOPs = 1e9 FLOPs of one forward of one image (torch's FlopCounterMode: a multiply-add is 2 FLOPs),
     the SA-GAN's = its generator's for one sample. Built on the meta device when the model allows (no memory)."""
-    import vision_attn
     from torch.utils.flop_counter import FlopCounterMode
+
+    import vision_attn
 
     with torch.device("meta"):
         model = vision_attn.create_model(name).eval()
@@ -148,7 +163,11 @@ def model_stats(name: str) -> Dict[str, Any]:
             if device == "cpu":
                 raise
             continue
-        return {"params": params, "gflops": round(counter.get_total_flops() / 1e9, 3), "img_size": f"{size[1]}x{size[2]}"}
+        return {
+            "params": params,
+            "gflops": round(counter.get_total_flops() / 1e9, 3),
+            "img_size": f"{size[1]}x{size[2]}",
+        }
     raise AssertionError("unreachable")
 
 
@@ -159,7 +178,9 @@ def _registered(label: str) -> Optional[str]:
     return names[0] if names else None
 
 
-def summary_rows(summary: Iterable[Dict[str, Any]], config: Dict[str, Any], machine: Dict[str, Any]) -> List[Dict[str, Any]]:
+def summary_rows(
+    summary: Iterable[Dict[str, Any]], config: Dict[str, Any], machine: Dict[str, Any]
+) -> List[Dict[str, Any]]:
     """The harness's summary rows (``benchmark``, ``implementation``, ``median_ms``, ...) as results rows: the model
     (a registered name when the label has one), its batch and image size read from the benchmark label, images/s."""
     out, stats = [], {}
@@ -171,17 +192,30 @@ def summary_rows(summary: Iterable[Dict[str, Any]], config: Dict[str, Any], mach
         batch = re.search(r"\bB=(\d+)", bench)
         size = re.search(r"(\d+)px", bench) or re.search(r"(\d+x\d+)", bench)
         side = size.group(1) if size else ""
-        row = {"model": model, "params": stats[model].get("params", ""), "gflops": stats[model].get("gflops", ""),
-               "img_size": f"{side}x{side}" if side.isdigit() else side,
-               "throughput": round(int(batch.group(1)) / r["median_ms"] * 1e3, 2) if batch else "",
-               "machine": machine["slug"], "benchmark": bench, "implementation": impl, "ours": bool(r["ours"]),
-               "batch": batch.group(1) if batch else "", "device": config.get("device", ""), "dtype": config.get("dtype", ""),
-               "threads": machine.get("torch_threads", ""), "median_ms": round(r["median_ms"], 3),
-               "iqr_ms": round(r["iqr_ms"], 3),
-               "peer_over_ours": "" if r.get("peer_over_ours") is None else round(r["peer_over_ours"], 3),
-               "peak_mib": "" if r.get("peak_mib") is None else round(r["peak_mib"], 1),
-               "memory_peer_over_ours": "" if r.get("memory_peer_over_ours") is None else round(r["memory_peer_over_ours"], 2),
-               "cpu": machine.get("cpu", ""), "torch": machine.get("torch", "")}
+        row = {
+            "model": model,
+            "params": stats[model].get("params", ""),
+            "gflops": stats[model].get("gflops", ""),
+            "img_size": f"{side}x{side}" if side.isdigit() else side,
+            "throughput": round(int(batch.group(1)) / r["median_ms"] * 1e3, 2) if batch else "",
+            "machine": machine["slug"],
+            "benchmark": bench,
+            "implementation": impl,
+            "ours": bool(r["ours"]),
+            "batch": batch.group(1) if batch else "",
+            "device": config.get("device", ""),
+            "dtype": config.get("dtype", ""),
+            "threads": machine.get("torch_threads", ""),
+            "median_ms": round(r["median_ms"], 3),
+            "iqr_ms": round(r["iqr_ms"], 3),
+            "peer_over_ours": "" if r.get("peer_over_ours") is None else round(r["peer_over_ours"], 3),
+            "peak_mib": "" if r.get("peak_mib") is None else round(r["peak_mib"], 1),
+            "memory_peer_over_ours": ""
+            if r.get("memory_peer_over_ours") is None
+            else round(r["memory_peer_over_ours"], 2),
+            "cpu": machine.get("cpu", ""),
+            "torch": machine.get("torch", ""),
+        }
         out.append(row)
     return out
 
@@ -197,8 +231,9 @@ def results(args: argparse.Namespace) -> Dict[str, object]:
         sub = build_parser().parse_args(argv + list(args.suite_args.get(suite, [])))
         data = sub.func(sub)
         machine = dict(data["machine"], slug=machine_slug(torch.device(args.device)))
-        path = write_results(suite, summary_rows(data["results"], data["config"], machine), args.out_dir,
-                             key=("benchmark",))
+        path = write_results(
+            suite, summary_rows(data["results"], data["config"], machine), args.out_dir, key=("benchmark",)
+        )
         print(f"results: wrote {path}")
         written[suite] = str(path)
     return {"written": written}
@@ -206,18 +241,32 @@ def results(args: argparse.Namespace) -> Dict[str, object]:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """The ``results`` subcommand."""
-    p = sub.add_parser("results", help="run the offline benchmarks at CPU sizes; write results/<benchmark>-<machine>.csv",
-                       description="Each suite is a benchmark.py command at its CPU defaults: "
-                       + "; ".join(f"{k} = {' '.join(v)}" for k, v in SUITES.items()) + ".")
-    p.add_argument("--only", nargs="+", choices=list(SUITES), default=["speed", "vit", "models", "gan", "compiled"],
-                   help="suites to run (default: speed vit models gan compiled; pixel and kernels take ~10 min more)")
+    p = sub.add_parser(
+        "results",
+        help="run the offline benchmarks at CPU sizes; write results/<benchmark>-<machine>.csv",
+        description="Each suite is a benchmark.py command at its CPU defaults: "
+        + "; ".join(f"{k} = {' '.join(v)}" for k, v in SUITES.items())
+        + ".",
+    )
+    p.add_argument(
+        "--only",
+        nargs="+",
+        choices=list(SUITES),
+        default=["speed", "vit", "models", "gan", "compiled"],
+        help="suites to run (default: speed vit models gan compiled; pixel and kernels take ~10 min more)",
+    )
     p.add_argument("--out-dir", default="results", help="where the CSVs go (default results/)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     p.add_argument("--repeats", type=int, default=None, help="timed repeats (default: each suite's)")
     p.add_argument("--warmup", type=int, default=None, help="untimed repeats first (default: each suite's)")
-    p.add_argument("--suite-args", action="append", default=[], metavar="SUITE:ARGS",
-                   help="more arguments for one suite's command, e.g. --suite-args='speed:--attn-batch 4'")
+    p.add_argument(
+        "--suite-args",
+        action="append",
+        default=[],
+        metavar="SUITE:ARGS",
+        help="more arguments for one suite's command, e.g. --suite-args='speed:--attn-batch 4'",
+    )
     p.set_defaults(func=_results_main)
 
 
@@ -226,13 +275,17 @@ def _results_main(args: argparse.Namespace) -> Dict[str, object]:
     for spec in args.suite_args_raw:
         suite, _, rest = spec.partition(":")
         if suite not in SUITES:
-            raise SystemExit(f"benchmark.py results: --suite-args {spec!r} names suite {suite!r}; expected SUITE:ARGS "
-                             f"with SUITE one of {list(SUITES)}")
+            raise SystemExit(
+                f"benchmark.py results: --suite-args {spec!r} names suite {suite!r}; expected SUITE:ARGS "
+                f"with SUITE one of {list(SUITES)}"
+            )
         args.suite_args.setdefault(suite, []).extend(shlex.split(rest))
     return results(args)
 
 
-def render_table(rows: Sequence[Dict[str, str]], columns: Sequence[str], labels: Optional[Dict[str, str]] = None) -> str:
+def render_table(
+    rows: Sequence[Dict[str, str]], columns: Sequence[str], labels: Optional[Dict[str, str]] = None
+) -> str:
     """A markdown table of ``columns`` of ``rows`` (header: ``labels[col]`` or the column name); numbers right-aligned."""
     labels = labels or {}
 

@@ -1,5 +1,6 @@
 """The ``speed`` subcommand: runs the chosen suites (attention, vit; detr, models, gan only when named), prints
 the machine and one markdown table, and returns (and optionally writes) the data."""
+
 from __future__ import annotations
 
 import argparse
@@ -28,8 +29,14 @@ def speed(args: argparse.Namespace) -> Dict[str, object]:
     detr_size = tuple(args.detr_size) if args.detr_size is not None else ((800, 1066) if on_cuda else (320, 427))
 
     config = {
-        "device": str(device), "dtype": args.dtype, "repeats": repeats, "warmup": warmup,
-        "attn_batch": args.attn_batch, "vit_batch": vit_batch, "vit_img_size": args.vit_img_size, "seed": args.seed,
+        "device": str(device),
+        "dtype": args.dtype,
+        "repeats": repeats,
+        "warmup": warmup,
+        "attn_batch": args.attn_batch,
+        "vit_batch": vit_batch,
+        "vit_img_size": args.vit_img_size,
+        "seed": args.seed,
     }
     if args.only == "detr":
         config.update(detr_batch=detr_batch, detr_size=list(detr_size))
@@ -48,23 +55,45 @@ def speed(args: argparse.Namespace) -> Dict[str, object]:
             groups.append(lambda mode=mode: detr_implementations(mode, detr_batch, detr_size, device, dtype, args.seed))
     if args.only == "compiled":  # opt-in: each family's training step, eager vs torch.compile
         compiled_batch = args.compiled_batch if args.compiled_batch is not None else (64 if on_cuda else 4)
-        config.update(compiled_families=args.compiled_families, compiled_batch=compiled_batch,
-                      compiled_img_size=args.compiled_img_size, compile_backend=args.compile_backend)
+        config.update(
+            compiled_families=args.compiled_families,
+            compiled_batch=compiled_batch,
+            compiled_img_size=args.compiled_img_size,
+            compile_backend=args.compile_backend,
+        )
         for family in args.compiled_families:
-            groups.append(lambda family=family: compiled_implementations(
-                family, compiled_batch, args.compiled_img_size, device, dtype, args.seed, args.compile_backend, args.gan_config))
+            groups.append(
+                lambda family=family: compiled_implementations(
+                    family,
+                    compiled_batch,
+                    args.compiled_img_size,
+                    device,
+                    dtype,
+                    args.seed,
+                    args.compile_backend,
+                    args.gan_config,
+                )
+            )
     model_names: List[str] = []
     if args.only == "models":  # opt-in: every registered classifier (or --models patterns), train and inference
         model_batch = args.models_batch if args.models_batch is not None else (128 if on_cuda else 8)
         model_names = classifier_names(args.models)
         if not model_names:
             raise SystemExit(f"benchmark.py speed: no registered classifier matches --models {' '.join(args.models)}")
-        config.update(models=model_names, models_batch=model_batch, compile=args.compile, channels_last=args.channels_last,
-                      models_modes=args.models_modes)
+        config.update(
+            models=model_names,
+            models_batch=model_batch,
+            compile=args.compile,
+            channels_last=args.channels_last,
+            models_modes=args.models_modes,
+        )
         for name in model_names:
             for mode in args.models_modes:
-                groups.append(lambda name=name, mode=mode: model_implementations(
-                    name, mode, model_batch, device, dtype, args.seed, args.compile, args.channels_last))
+                groups.append(
+                    lambda name=name, mode=mode: model_implementations(
+                        name, mode, model_batch, device, dtype, args.seed, args.compile, args.channels_last
+                    )
+                )
     for build in groups:
         impls = build()
         print(f"measuring {impls[0].benchmark} ...", file=sys.stderr, flush=True)
@@ -86,7 +115,10 @@ def speed(args: argparse.Namespace) -> Dict[str, object]:
     for r in detr_rows:
         r["images_per_s"] = detr_batch / r["median_ms"] * 1e3
     if detr_rows:
-        print("\nDETR images/s: " + "; ".join(f"{r['benchmark']} {r['implementation']}: {r['images_per_s']:.2f}" for r in detr_rows))
+        print(
+            "\nDETR images/s: "
+            + "; ".join(f"{r['benchmark']} {r['implementation']}: {r['images_per_s']:.2f}" for r in detr_rows)
+        )
     if model_names:
         print("\n" + models_table(rows, model_names, config["models_batch"], device, dtype, args.peak_tflops))
     result = {"machine": machine, "config": config, "results": rows}

@@ -1,5 +1,6 @@
 """One ViT-S/16 training step at 224 px (forward, cross-entropy, backward, AdamW step):
 ``vision_attn.create_model("vit_small_patch16_224")`` vs ``timm.create_model`` of the same name."""
+
 from __future__ import annotations
 
 from typing import List
@@ -29,5 +30,7 @@ def vit_implementations(
     ]:
         torch.manual_seed(seed)
         model = build().to(device).train()
-        impls.append(Implementation(bench, label, classifier_train_step(model, model, images, labels, device, dtype), ours=ours))
+        impls.append(
+            Implementation(bench, label, classifier_train_step(model, model, images, labels, device, dtype), ours=ours)
+        )
     return impls

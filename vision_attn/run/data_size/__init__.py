@@ -23,13 +23,29 @@ Clusters: ``print_cells`` (``--print-cells``) prints each remaining cell's comma
 as jobs (e.g. ``srun`` with ``--trainer.num_nodes``); a cell leaves its row in its ``result.json``, and the next run
 of the sweep collects those into ``results.csv`` before running what is still missing.
 """
+
 from .journal import RESULT_COLUMNS, append_result, read_results
 from .report import gap_trend, paired_gaps, summarize, t_interval, write_report
 from .runner import cell_cli_args, cell_command, run_cell, run_sweep
 from .spec import SweepCell, SweepConfigError, SweepSpec, epoch_budget_steps, fraction_key, load_sweep
 
 __all__ = [
-    "RESULT_COLUMNS", "SweepCell", "SweepConfigError", "SweepSpec", "append_result", "cell_cli_args", "cell_command",
-    "epoch_budget_steps", "fraction_key", "gap_trend", "load_sweep", "paired_gaps", "read_results", "run_cell",
-    "run_sweep", "summarize", "t_interval", "write_report",
+    "RESULT_COLUMNS",
+    "SweepCell",
+    "SweepConfigError",
+    "SweepSpec",
+    "append_result",
+    "cell_cli_args",
+    "cell_command",
+    "epoch_budget_steps",
+    "fraction_key",
+    "gap_trend",
+    "load_sweep",
+    "paired_gaps",
+    "read_results",
+    "run_cell",
+    "run_sweep",
+    "summarize",
+    "t_interval",
+    "write_report",
 ]

@@ -1,6 +1,7 @@
 """``python -m vision_attn.run.data_size cell --result R --model-label M --fraction F --seed S [--epochs E --min-steps N]
 -- <LightningCLI args>``:
 run one cell of a sweep in this process (the command :func:`~vision_attn.run.data_size.cell_command` builds)."""
+
 from __future__ import annotations
 
 import argparse

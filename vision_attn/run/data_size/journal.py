@@ -3,6 +3,7 @@
 The sweep process is the only writer of ``results.csv``; a cell process leaves its row in its own ``result.json``
 (written atomically), which the sweep then appends. So a kill loses at most the cells that were running.
 """
+
 from __future__ import annotations
 
 import csv
@@ -12,10 +13,31 @@ import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-__all__ = ["RESULT_COLUMNS", "ResultsFileError", "PROVENANCE_COLUMNS", "append_result", "read_result_json", "read_results", "write_result_json"]
+__all__ = [
+    "RESULT_COLUMNS",
+    "ResultsFileError",
+    "PROVENANCE_COLUMNS",
+    "append_result",
+    "read_result_json",
+    "read_results",
+    "write_result_json",
+]
 
-RESULT_COLUMNS = ("model", "fraction", "seed", "n_train", "top1", "top5", "train_seconds", "images_per_second", "devices",
-                  "steps", "params", "cell_hash", "code_version")
+RESULT_COLUMNS = (
+    "model",
+    "fraction",
+    "seed",
+    "n_train",
+    "top1",
+    "top5",
+    "train_seconds",
+    "images_per_second",
+    "devices",
+    "steps",
+    "params",
+    "cell_hash",
+    "code_version",
+)
 # what produced a row: files written before provenance existed lack these (their rows count as stale and rerun)
 PROVENANCE_COLUMNS = ("cell_hash", "code_version")
 # added later too: optimizer steps the cell took and the model's parameters (None in older files)
@@ -26,8 +48,18 @@ def _int_or_none(text: Optional[str]) -> Optional[int]:
     return int(text) if text not in (None, "") else None
 
 
-_TYPES = {"fraction": float, "seed": int, "n_train": int, "top1": float, "top5": float, "train_seconds": float,
-          "images_per_second": float, "devices": int, "steps": _int_or_none, "params": _int_or_none}
+_TYPES = {
+    "fraction": float,
+    "seed": int,
+    "n_train": int,
+    "top1": float,
+    "top5": float,
+    "train_seconds": float,
+    "images_per_second": float,
+    "devices": int,
+    "steps": _int_or_none,
+    "params": _int_or_none,
+}
 
 
 class ResultsFileError(ValueError):
@@ -49,8 +81,10 @@ def read_results(path: str | os.PathLike) -> List[Dict[str, Any]]:
     header = tuple(next(csv.reader([lines[0]])))
     known = set(RESULT_COLUMNS)
     if not set(RESULT_COLUMNS) - set(_OPTIONAL_COLUMNS) <= set(header) or not set(header) <= known:
-        raise ResultsFileError(f"{path}: header {list(header)} is not {list(RESULT_COLUMNS)}; move the file away or pick "
-                         "another --output-dir")
+        raise ResultsFileError(
+            f"{path}: header {list(header)} is not {list(RESULT_COLUMNS)}; move the file away or pick "
+            "another --output-dir"
+        )
     rows: List[Dict[str, Any]] = []
     seen: Dict[tuple, int] = {}
     for i, line in enumerate(lines[1:], start=2):
@@ -69,8 +103,10 @@ def read_results(path: str | os.PathLike) -> List[Dict[str, Any]]:
             raise ResultsFileError(f"{path}, line {i}: malformed row {line.strip()!r}: {err}") from None
         key = (row["model"], row["fraction"], row["seed"], row["cell_hash"])
         if key in seen:
-            raise ResultsFileError(f"{path}, line {i}: duplicate of line {seen[key]} (model {row['model']}, fraction "
-                             f"{row['fraction']}, seed {row['seed']}); a cell is counted once: delete one of them")
+            raise ResultsFileError(
+                f"{path}, line {i}: duplicate of line {seen[key]} (model {row['model']}, fraction "
+                f"{row['fraction']}, seed {row['seed']}); a cell is counted once: delete one of them"
+            )
         seen[key] = i
         rows.append(row)
     return rows
@@ -83,7 +119,9 @@ def append_result(path: Path, row: Dict[str, Any]) -> None:
     if not new:
         text = path.read_text()
         if tuple(next(csv.reader([text.splitlines()[0]]))) != RESULT_COLUMNS:  # an older file: add the new columns
-            _atomic_write(path, _csv_text([RESULT_COLUMNS, *([_cell(r[c]) for c in RESULT_COLUMNS] for r in read_results(path))]))
+            _atomic_write(
+                path, _csv_text([RESULT_COLUMNS, *([_cell(r[c]) for c in RESULT_COLUMNS] for r in read_results(path))])
+            )
         elif not text.endswith("\n"):  # a complete last row without its newline: do not glue this row onto it
             with open(path, "a") as f:
                 f.write("\n")

@@ -5,6 +5,7 @@ run at once). A task runs :func:`~.runner.run_cell` in its own process, under SL
 environment (``--trainer.devices`` and ``--trainer.num_nodes`` make a cell DDP across the allocation). The sweep
 waits for the array, then appends every finished cell's ``result.json`` to ``results.csv`` as the local pool does.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,8 +17,16 @@ from .spec import SweepCell, SweepSpec, fraction_key
 __all__ = ["run_with_submitit"]
 
 
-def _cell_job(cli_args: List[str], result: str, label: str, fraction: float, seed: int, cell_hash: str,
-              epochs: Optional[float], min_steps: int) -> str:
+def _cell_job(
+    cli_args: List[str],
+    result: str,
+    label: str,
+    fraction: float,
+    seed: int,
+    cell_hash: str,
+    epochs: Optional[float],
+    min_steps: int,
+) -> str:
     """One array task: fit and test a cell in this (submitit-started) process; returns its result file."""
     from .runner import run_cell
 
@@ -25,8 +34,14 @@ def _cell_job(cli_args: List[str], result: str, label: str, fraction: float, see
     return result
 
 
-def run_with_submitit(spec: SweepSpec, todo: Sequence[SweepCell], out: Path, extra_args: Sequence[str],
-                      launcher: Dict[str, Any], log: Callable[[str], Any]) -> List[str]:
+def run_with_submitit(
+    spec: SweepSpec,
+    todo: Sequence[SweepCell],
+    out: Path,
+    extra_args: Sequence[str],
+    launcher: Dict[str, Any],
+    log: Callable[[str], Any],
+) -> List[str]:
     """Submit ``todo`` as one job array, wait, collect rows; returns the failed cells (with their logs).
 
     ``launcher``: ``{"cluster": "slurm"|"local", "array_parallelism": int, "partition": str|None, "time_min": int,
@@ -56,9 +71,18 @@ def run_with_submitit(spec: SweepSpec, todo: Sequence[SweepCell], out: Path, ext
         cell_dir = out.resolve() / "cells" / cell.dirname
         cell_dir.mkdir(parents=True, exist_ok=True)
         (cell_dir / "result.json").unlink(missing_ok=True)
-        args.append((cell_cli_args(spec, cell, cell_dir, extra_args), str(cell_dir / "result.json"), cell.model,
-                     float(fraction_key(cell.fraction)), int(cell.seed), cell_hash(spec, cell, extra_args),
-                     spec.epochs, spec.min_steps))
+        args.append(
+            (
+                cell_cli_args(spec, cell, cell_dir, extra_args),
+                str(cell_dir / "result.json"),
+                cell.model,
+                float(fraction_key(cell.fraction)),
+                int(cell.seed),
+                cell_hash(spec, cell, extra_args),
+                spec.epochs,
+                spec.min_steps,
+            )
+        )
     jobs = executor.map_array(_cell_job, *zip(*args))
     log(f"  submitted {len(jobs)} cells as job array {jobs[0].job_id.split('_')[0]} ({cluster}); logs in {folder}")
     failed = []
@@ -66,8 +90,10 @@ def run_with_submitit(spec: SweepSpec, todo: Sequence[SweepCell], out: Path, ext
         try:
             job.result()
         except Exception as err:  # submitit re-raises the task's error, or reports a failed/cancelled task
-            failed.append(f"{cell.dirname} (job {job.job_id}: {str(err).strip().splitlines()[-1][:200]}; "
-                          f"logs {folder / job.job_id.split('_')[0]})")
+            failed.append(
+                f"{cell.dirname} (job {job.job_id}: {str(err).strip().splitlines()[-1][:200]}; "
+                f"logs {folder / job.job_id.split('_')[0]})"
+            )
             log(f"  FAILED {failed[-1]}")
             continue
         row = read_result_json(Path(a[1]))

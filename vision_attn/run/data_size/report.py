@@ -5,6 +5,7 @@ every model other than the declared ``baseline``, its gap to the baseline at eac
 per-seed gaps, model − baseline, with a 95% t-interval over seeds) and one sentence saying whether the gap shrinks
 with data and whether it crosses zero; the optimizer steps each cell took; the budget rule.
 """
+
 from __future__ import annotations
 
 import math
@@ -36,12 +37,20 @@ def summarize(rows: Iterable[Dict[str, Any]]) -> Dict[str, List[Dict[str, Any]]]
         std = math.sqrt(sum((x - mean) ** 2 for x in t) / (len(t) - 1)) if len(t) > 1 else 0.0
         steps = [r["steps"] for r in rs if r.get("steps") is not None]
         params = [r["params"] for r in rs if r.get("params") is not None]
-        out.setdefault(model, []).append({
-            "fraction": fraction, "n_train": round(sum(r["n_train"] for r in rs) / len(rs)), "top1": mean,
-            "top1_min": min(t), "top1_max": max(t), "top1_std": std, "seeds": len(rs),
-            "train_seconds": sum(r["train_seconds"] for r in rs) / len(rs),
-            "steps": sum(steps) / len(steps) if steps else None, "params": max(params) if params else None,
-        })
+        out.setdefault(model, []).append(
+            {
+                "fraction": fraction,
+                "n_train": round(sum(r["n_train"] for r in rs) / len(rs)),
+                "top1": mean,
+                "top1_min": min(t),
+                "top1_max": max(t),
+                "top1_std": std,
+                "seeds": len(rs),
+                "train_seconds": sum(r["train_seconds"] for r in rs) / len(rs),
+                "steps": sum(steps) / len(steps) if steps else None,
+                "params": max(params) if params else None,
+            }
+        )
     return out
 
 
@@ -73,8 +82,17 @@ def paired_gaps(rows: Iterable[Dict[str, Any]], baseline: str) -> Dict[str, List
             at = [r for r in mine if r["fraction"] == fraction]
             by_seed = {r["seed"]: r["top1"] - base[(fraction_key(fraction), r["seed"])] for r in at}
             mean, low, high = t_interval(list(by_seed.values()))
-            points.append({"fraction": fraction, "n_train": round(sum(r["n_train"] for r in at) / len(at)),
-                           "gap": mean, "low": low, "high": high, "n": len(by_seed), "by_seed": by_seed})
+            points.append(
+                {
+                    "fraction": fraction,
+                    "n_train": round(sum(r["n_train"] for r in at) / len(at)),
+                    "gap": mean,
+                    "low": low,
+                    "high": high,
+                    "n": len(by_seed),
+                    "by_seed": by_seed,
+                }
+            )
         out[model] = points
     return out
 
@@ -98,8 +116,14 @@ def gap_trend(points: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
     ``"does not cross"``. Returns those, the numbers and ``sentence``.
     """
     pts = sorted(points, key=lambda p: p["fraction"])
-    res: Dict[str, Any] = {"trend": "no clear trend", "crossing": "does not cross", "slope": None, "slope_low": None,
-                           "slope_high": None, "seeds_for_slope": 0}
+    res: Dict[str, Any] = {
+        "trend": "no clear trend",
+        "crossing": "does not cross",
+        "slope": None,
+        "slope_low": None,
+        "slope_high": None,
+        "seeds_for_slope": 0,
+    }
     if len(pts) >= 2:
         res["slope"] = _slope([math.log10(p["fraction"]) for p in pts], [p["gap"] for p in pts])
         per_seed = []
@@ -132,17 +156,25 @@ def _sentence(pts: Sequence[Dict[str, Any]], res: Dict[str, Any]) -> str:
     if res["slope"] is None:
         trend = "its trend is unknown (one fraction so far)"
     else:
-        ci = (f"95% CI [{100 * res['slope_low']:+.1f}, {100 * res['slope_high']:+.1f}] over {res['seeds_for_slope']} seeds"
-              if res["slope_low"] is not None else "no CI: fewer than 2 seeds span 2 fractions")
-        verb = {"shrinks": "shrinks with data", "widens": "widens with data",
-                "no clear trend": "shows no clear trend with data"}[res["trend"]]
+        ci = (
+            f"95% CI [{100 * res['slope_low']:+.1f}, {100 * res['slope_high']:+.1f}] over {res['seeds_for_slope']} seeds"
+            if res["slope_low"] is not None
+            else "no CI: fewer than 2 seeds span 2 fractions"
+        )
+        verb = {
+            "shrinks": "shrinks with data",
+            "widens": "widens with data",
+            "no clear trend": "shows no clear trend with data",
+        }[res["trend"]]
         trend = f"the gap {verb} (slope {100 * res['slope']:+.1f} top-1 points per 10x data, {ci})"
     n, c, fk = len(pts), res["crossing"], fraction_key
     if c == "crosses":
         cross = f"crosses zero (CI below 0 at fraction {fk(min(res['below']))}, above 0 at {fk(max(res['above']))})"
     elif c == "crosses the other way":
-        cross = (f"crosses zero the other way (CI above 0 at fraction {fk(min(res['above']))}, below 0 at "
-                 f"{fk(max(res['below']))})")
+        cross = (
+            f"crosses zero the other way (CI above 0 at fraction {fk(min(res['above']))}, below 0 at "
+            f"{fk(max(res['below']))})"
+        )
     elif c == "no significant crossing":
         cross = "its mean changes sign but no CI lies on each side of 0, so it does not cross significantly"
     elif all(p["gap"] < 0 for p in pts):
@@ -154,8 +186,13 @@ def _sentence(pts: Sequence[Dict[str, Any]], res: Dict[str, Any]) -> str:
     return f"{trend}, and it {cross}."
 
 
-def write_report(output_dir: str | os.PathLike, title: str = "", baseline: Optional[str] = None,
-                 budget_rule: Optional[str] = None, current: Optional[Set[str]] = None) -> Optional[Tuple[Path, Path]]:
+def write_report(
+    output_dir: str | os.PathLike,
+    title: str = "",
+    baseline: Optional[str] = None,
+    budget_rule: Optional[str] = None,
+    current: Optional[Set[str]] = None,
+) -> Optional[Tuple[Path, Path]]:
     """Write ``data_size.md`` and ``data_size.png`` from ``output_dir/results.csv``; None when it has no rows.
     Gaps are to ``baseline`` (the sweep's declared baseline label); none without one. ``current``: the cell hashes
     of the sweep as configured now; rows made by another configuration (history) are left out."""
@@ -167,28 +204,51 @@ def write_report(output_dir: str | os.PathLike, title: str = "", baseline: Optio
     gaps = paired_gaps(rows, baseline) if baseline is not None and baseline in summary else {}
     md = out / "data_size.md"
     md.write_text("\n".join(_markdown(rows, summary, gaps, title, baseline, budget_rule)) + "\n")
-    png = plot_data_size(summary, out / "data_size.png", title=title or "Attention vs CNN by training-set size",
-                         gaps=gaps, baseline=baseline, band=BAND)
+    png = plot_data_size(
+        summary,
+        out / "data_size.png",
+        title=title or "Attention vs CNN by training-set size",
+        gaps=gaps,
+        baseline=baseline,
+        band=BAND,
+    )
     return md, png
 
 
-def _markdown(rows: List[Dict[str, Any]], summary: Dict[str, List[Dict[str, Any]]], gaps: Dict[str, List[Dict[str, Any]]],
-              title: str, baseline: Optional[str], budget_rule: Optional[str]) -> List[str]:
+def _markdown(
+    rows: List[Dict[str, Any]],
+    summary: Dict[str, List[Dict[str, Any]]],
+    gaps: Dict[str, List[Dict[str, Any]]],
+    title: str,
+    baseline: Optional[str],
+    budget_rule: Optional[str],
+) -> List[str]:
     """The lines of ``data_size.md``."""
     fractions = sorted({r["fraction"] for r in rows})
-    n_at = {f: round(sum(r["n_train"] for r in rows if r["fraction"] == f) / sum(r["fraction"] == f for r in rows))
-            for f in fractions}
+    n_at = {
+        f: round(sum(r["n_train"] for r in rows if r["fraction"] == f) / sum(r["fraction"] == f for r in rows))
+        for f in fractions
+    }
     head = "| model | params | " + " | ".join(f"{fraction_key(f)} ({n_at[f]})" for f in fractions) + " |"
     rule = "|---|---:|" + "---:|" * len(fractions)
     lines = [f"# {title or 'Test top-1 vs training-set size'}", ""]
     if budget_rule:
         lines += [f"Budget rule: {budget_rule}.", ""]
-    lines += ["Test top-1 (%) on the full test split, mean ± std over seeds (n = seeds); columns: training fraction "
-              "(training images).", "", head, rule]
+    lines += [
+        "Test top-1 (%) on the full test split, mean ± std over seeds (n = seeds); columns: training fraction "
+        "(training images).",
+        "",
+        head,
+        rule,
+    ]
     for model, points in summary.items():
         by_f = {p["fraction"]: p for p in points}
-        cells = ["—" if f not in by_f else
-                 f"{100 * by_f[f]['top1']:.1f} ± {100 * by_f[f]['top1_std']:.1f} (n={by_f[f]['seeds']})" for f in fractions]
+        cells = [
+            "—"
+            if f not in by_f
+            else f"{100 * by_f[f]['top1']:.1f} ± {100 * by_f[f]['top1_std']:.1f} (n={by_f[f]['seeds']})"
+            for f in fractions
+        ]
         lines.append(f"| {model} | {_params(points)} | " + " | ".join(cells) + " |")
     lines.append("")
     if baseline is None:
@@ -196,9 +256,13 @@ def _markdown(rows: List[Dict[str, Any]], summary: Dict[str, List[Dict[str, Any]
     elif baseline not in summary:
         lines.append(f"The declared baseline `{baseline}` has no finished cells yet: no gaps computed.")
     else:
-        lines += [f"Gap to the baseline `{baseline}` (top-1 points, model − baseline): the mean over seeds of the paired "
-                  "per-seed gap, with its 95% t-interval (Student t, n − 1 degrees of freedom; none for n = 1).", "",
-                  head.replace("| params ", "").replace("| model", "| model − baseline"), "|---|" + "---:|" * len(fractions)]
+        lines += [
+            f"Gap to the baseline `{baseline}` (top-1 points, model − baseline): the mean over seeds of the paired "
+            "per-seed gap, with its 95% t-interval (Student t, n − 1 degrees of freedom; none for n = 1).",
+            "",
+            head.replace("| params ", "").replace("| model", "| model − baseline"),
+            "|---|" + "---:|" * len(fractions),
+        ]
         for model, points in gaps.items():
             by_f = {p["fraction"]: p for p in points}
             lines.append(f"| {model} | " + " | ".join(_gap_cell(by_f.get(f)) for f in fractions) + " |")
@@ -206,17 +270,31 @@ def _markdown(rows: List[Dict[str, Any]], summary: Dict[str, List[Dict[str, Any]
         for model, points in gaps.items():
             lines.append(f"- `{model}` − `{baseline}`: {gap_trend(points)['sentence']}")
         lines.append("")
-    lines += ["Optimizer steps per cell (mean over seeds):", "", "| model | " + " | ".join(fraction_key(f) for f in fractions)
-              + " |", "|---|" + "---:|" * len(fractions)]
+    lines += [
+        "Optimizer steps per cell (mean over seeds):",
+        "",
+        "| model | " + " | ".join(fraction_key(f) for f in fractions) + " |",
+        "|---|" + "---:|" * len(fractions),
+    ]
     for model, points in summary.items():
         by_f = {p["fraction"]: p for p in points}
-        lines.append(f"| {model} | " + " | ".join(
-            "—" if by_f.get(f) is None or by_f[f]["steps"] is None else f"{by_f[f]['steps']:.0f}" for f in fractions) + " |")
+        lines.append(
+            f"| {model} | "
+            + " | ".join(
+                "—" if by_f.get(f) is None or by_f[f]["steps"] is None else f"{by_f[f]['steps']:.0f}" for f in fractions
+            )
+            + " |"
+        )
     secs = sum(r["train_seconds"] for r in rows)
-    lines += ["", f"Plot: `data_size.png`, top-1 with the {BAND} shaded"
-              + (" and each model's gap to the baseline with its 95% CI" if gaps else "") + ".",
-              f"{len(rows)} cells, {secs / 60:.1f} min of training in all; devices per cell: "
-              + ", ".join(sorted({str(r['devices']) for r in rows})) + "."]
+    lines += [
+        "",
+        f"Plot: `data_size.png`, top-1 with the {BAND} shaded"
+        + (" and each model's gap to the baseline with its 95% CI" if gaps else "")
+        + ".",
+        f"{len(rows)} cells, {secs / 60:.1f} min of training in all; devices per cell: "
+        + ", ".join(sorted({str(r["devices"]) for r in rows}))
+        + ".",
+    ]
     return lines
 
 

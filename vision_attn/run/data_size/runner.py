@@ -10,6 +10,7 @@ budget, an edited config) reruns; rows of other hashes stay in ``results.csv`` a
 A lock file keeps a second sweep out of the same output folder; cells die with the sweep (Linux parent-death signal,
 each cell leading its own process group), and a rerun appends to a cell's log instead of truncating it.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -43,13 +44,27 @@ def cell_cli_args(spec: SweepSpec, cell: SweepCell, cell_dir: Path, extra: Seque
     model = spec.models[cell.model]
     steps = str(spec.steps if spec.epochs is None else spec.min_steps)
     return [
-        "--config", model["config"], *spec.args, *model["args"], *extra,
-        "--data.init_args.train_fraction", fraction_key(cell.fraction),
-        "--data.init_args.fraction_seed", str(cell.seed),
-        "--seed_everything", str(cell.seed),
-        "--trainer.max_steps", steps, "--trainer.max_epochs", "-1",
-        "--trainer.check_val_every_n_epoch", "null", "--trainer.val_check_interval", steps,
-        "--trainer.default_root_dir", str(cell_dir),
+        "--config",
+        model["config"],
+        *spec.args,
+        *model["args"],
+        *extra,
+        "--data.init_args.train_fraction",
+        fraction_key(cell.fraction),
+        "--data.init_args.fraction_seed",
+        str(cell.seed),
+        "--seed_everything",
+        str(cell.seed),
+        "--trainer.max_steps",
+        steps,
+        "--trainer.max_epochs",
+        "-1",
+        "--trainer.check_val_every_n_epoch",
+        "null",
+        "--trainer.val_check_interval",
+        steps,
+        "--trainer.default_root_dir",
+        str(cell_dir),
     ]
 
 
@@ -59,8 +74,12 @@ def cell_hash(spec: SweepSpec, cell: SweepCell, extra: Sequence[str] = ()) -> st
     args = cell_cli_args(spec, cell, Path("."), extra)
     i = args.index("--trainer.default_root_dir")
     config = Path(spec.models[cell.model]["config"])
-    payload = {"model": cell.model, "args": args[:i] + args[i + 2:], "budget": [spec.epochs, spec.min_steps],
-               "config": config.read_text() if config.is_file() else str(config)}
+    payload = {
+        "model": cell.model,
+        "args": args[:i] + args[i + 2 :],
+        "budget": [spec.epochs, spec.min_steps],
+        "config": config.read_text() if config.is_file() else str(config),
+    }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -70,23 +89,44 @@ def code_version() -> str:
 
     root = Path(__file__).resolve().parents[3]
     try:
-        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=10", "HEAD"], capture_output=True,
-                             text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        sha = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short=10", "HEAD"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         sha, dirty = "", ""
     return f"{__version__}+{sha}{'.dirty' if dirty else ''}" if sha else __version__
 
 
-def cell_command(spec: SweepSpec, cell: SweepCell, out: Path, extra: Sequence[str] = (), python: str = sys.executable) -> List[str]:
+def cell_command(
+    spec: SweepSpec, cell: SweepCell, out: Path, extra: Sequence[str] = (), python: str = sys.executable
+) -> List[str]:
     """The command that runs one cell and leaves its row in ``out/cells/<model>/f<fraction>-s<seed>/result.json``."""
     cell_dir = out.resolve() / "cells" / cell.dirname
-    return [python, "-m", "vision_attn.run.data_size", "cell", "--result", str(cell_dir / "result.json"),
-            "--model-label", cell.model, "--fraction", fraction_key(cell.fraction), "--seed", str(cell.seed),
-            "--cell-hash", cell_hash(spec, cell, extra),
-            *([] if spec.epochs is None else ["--epochs", f"{spec.epochs:g}", "--min-steps", str(spec.min_steps)]), "--",
-            *cell_cli_args(spec, cell, cell_dir, extra)]
+    return [
+        python,
+        "-m",
+        "vision_attn.run.data_size",
+        "cell",
+        "--result",
+        str(cell_dir / "result.json"),
+        "--model-label",
+        cell.model,
+        "--fraction",
+        fraction_key(cell.fraction),
+        "--seed",
+        str(cell.seed),
+        "--cell-hash",
+        cell_hash(spec, cell, extra),
+        *([] if spec.epochs is None else ["--epochs", f"{spec.epochs:g}", "--min-steps", str(spec.min_steps)]),
+        "--",
+        *cell_cli_args(spec, cell, cell_dir, extra),
+    ]
 
 
 @contextmanager
@@ -100,8 +140,9 @@ def sweep_lock(out: Path) -> Iterator[None]:
         f.seek(0)
         owner = f.read().strip() or "another process"
         f.close()
-        raise SweepLockedError(f"{out}: another sweep ({owner}) is running in this output folder; wait for it or "
-                               "pick another --output-dir") from None
+        raise SweepLockedError(
+            f"{out}: another sweep ({owner}) is running in this output folder; wait for it or pick another --output-dir"
+        ) from None
     f.seek(0)
     f.truncate()
     f.write(f"pid {os.getpid()}\n")
@@ -140,12 +181,22 @@ def run_sweep(
         return _run_sweep_locked(spec, out, extra_args, parallel_cells, python, log, print_cells, launcher)
 
 
-def _run_sweep_locked(spec: SweepSpec, out: Path, extra_args: Sequence[str], parallel_cells: int, python: str,
-                      log: Callable[[str], Any], print_cells: bool, launcher: Optional[Dict[str, Any]]) -> List[Any]:
+def _run_sweep_locked(
+    spec: SweepSpec,
+    out: Path,
+    extra_args: Sequence[str],
+    parallel_cells: int,
+    python: str,
+    log: Callable[[str], Any],
+    print_cells: bool,
+    launcher: Optional[Dict[str, Any]],
+) -> List[Any]:
     results = out / "results.csv"
     hashes = {c.key: cell_hash(spec, c, extra_args) for c in spec.cells()}
     current = set(hashes.values())
-    done = {(r["model"], fraction_key(r["fraction"]), r["seed"]) for r in read_results(results) if r["cell_hash"] in current}
+    done = {
+        (r["model"], fraction_key(r["fraction"]), r["seed"]) for r in read_results(results) if r["cell_hash"] in current
+    }
     todo = [c for c in spec.cells() if c.key not in done]
     # cells that finished without reaching results.csv (run as separate jobs, or the sweep was killed just then)
     collected = 0
@@ -160,8 +211,10 @@ def _run_sweep_locked(spec: SweepSpec, out: Path, extra_args: Sequence[str], par
         for line in commands:
             log(line)
         return commands
-    log(f"sweep {spec.path}: {len(spec.cells())} cells, {len(done) + collected} already in {results}"
-        f"{f' ({collected} collected from cells/)' if collected else ''}, {len(todo)} to run ({parallel_cells} at a time)")
+    log(
+        f"sweep {spec.path}: {len(spec.cells())} cells, {len(done) + collected} already in {results}"
+        f"{f' ({collected} collected from cells/)' if collected else ''}, {len(todo)} to run ({parallel_cells} at a time)"
+    )
     if launcher is not None:
         from .launch import run_with_submitit
 
@@ -179,12 +232,24 @@ def _current(spec: SweepSpec, extra_args: Sequence[str]) -> set:
 
 
 def _write_report(out: Path, spec: SweepSpec, current: set) -> None:
-    write_report(out, title=f"{spec.path.stem}: test top-1 vs training images", baseline=spec.baseline,
-                 budget_rule=spec.budget_rule, current=current)
+    write_report(
+        out,
+        title=f"{spec.path.stem}: test top-1 vs training images",
+        baseline=spec.baseline,
+        budget_rule=spec.budget_rule,
+        current=current,
+    )
 
 
-def _run_pool(spec: SweepSpec, todo: List[SweepCell], out: Path, extra_args: Sequence[str], parallel_cells: int,
-              python: str, log: Callable[[str], Any]) -> List[str]:
+def _run_pool(
+    spec: SweepSpec,
+    todo: List[SweepCell],
+    out: Path,
+    extra_args: Sequence[str],
+    parallel_cells: int,
+    python: str,
+    log: Callable[[str], Any],
+) -> List[str]:
     """Run ``todo`` in at most ``parallel_cells`` processes, appending each finished row; returns the failures."""
     slots = _device_slots(parallel_cells)
     running: Dict[int, Tuple[subprocess.Popen, SweepCell, Path, Any]] = {}
@@ -206,16 +271,19 @@ def _run_pool(spec: SweepSpec, todo: List[SweepCell], out: Path, extra_args: Seq
             if row is not None:
                 append_result(out / "results.csv", row)
                 _write_report(out, spec, _current(spec, extra_args))
-                log(f"  done  {cell.dirname}: top1 {row['top1']:.4f}, n_train {row['n_train']}, "
-                    f"{row['train_seconds']:.0f} s, {row['images_per_second']:.0f} img/s")
+                log(
+                    f"  done  {cell.dirname}: top1 {row['top1']:.4f}, n_train {row['n_train']}, "
+                    f"{row['train_seconds']:.0f} s, {row['images_per_second']:.0f} img/s"
+                )
             else:
                 failed.append(f"{cell.dirname} (exit {proc.returncode}; log {result_file.parent / 'cell.log'})")
                 log(f"  FAILED {failed[-1]}")
     return failed
 
 
-def _start_cell(spec: SweepSpec, cell: SweepCell, out: Path, extra_args: Sequence[str], python: str,
-                slot_env: Dict[str, str]) -> Tuple[subprocess.Popen, SweepCell, Path, Any]:
+def _start_cell(
+    spec: SweepSpec, cell: SweepCell, out: Path, extra_args: Sequence[str], python: str, slot_env: Dict[str, str]
+) -> Tuple[subprocess.Popen, SweepCell, Path, Any]:
     """Launch one cell's process, its output (after its command line) going to ``cells/<cell>/cell.log``."""
     cell_dir = out / "cells" / cell.dirname
     cell_dir.mkdir(parents=True, exist_ok=True)
@@ -226,8 +294,15 @@ def _start_cell(spec: SweepSpec, cell: SweepCell, out: Path, extra_args: Sequenc
     logf.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')}\n{shlex.join(cmd)}\n\n")
     logf.flush()
     env = {**os.environ, **slot_env, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env, cwd=os.getcwd(),
-                            start_new_session=True, preexec_fn=_die_with_parent)
+    proc = subprocess.Popen(
+        cmd,
+        stdout=logf,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=os.getcwd(),
+        start_new_session=True,
+        preexec_fn=_die_with_parent,
+    )
     return proc, cell, result_file, logf
 
 
@@ -259,8 +334,16 @@ def _device_slots(n: int) -> List[Dict[str, str]]:
     return [{"OMP_NUM_THREADS": threads} for _ in range(n)]
 
 
-def run_cell(cli_args: Sequence[str], result_path: str | os.PathLike, label: str, fraction: float, seed: int,
-             cell_hash: str = "", epochs: float | None = None, min_steps: int = 1) -> Dict[str, Any]:
+def run_cell(
+    cli_args: Sequence[str],
+    result_path: str | os.PathLike,
+    label: str,
+    fraction: float,
+    seed: int,
+    cell_hash: str = "",
+    epochs: float | None = None,
+    min_steps: int = 1,
+) -> Dict[str, Any]:
     """Fit and test one cell in this process (DDP ranks included); rank 0 writes the result row as JSON.
 
     ``epochs``: the equal-epochs budget (:func:`~vision_attn.run.data_size.spec.epoch_budget_steps` of this cell's
@@ -285,13 +368,19 @@ def run_cell(cli_args: Sequence[str], result_path: str | os.PathLike, label: str
     (res,) = cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
     trainer = cli.trainer
     row = {
-        "model": label, "fraction": fraction_key(fraction), "seed": int(seed),
-        "n_train": int(cli.datamodule.n_train), "top1": round(float(res["test/top1"]), 6),
-        "top5": round(float(res["test/top5"]), 6), "train_seconds": round(timer.seconds, 3),
+        "model": label,
+        "fraction": fraction_key(fraction),
+        "seed": int(seed),
+        "n_train": int(cli.datamodule.n_train),
+        "top1": round(float(res["test/top1"]), 6),
+        "top5": round(float(res["test/top5"]), 6),
+        "train_seconds": round(timer.seconds, 3),
         "images_per_second": round(timer.images / max(timer.seconds, 1e-9), 2),
-        "devices": int(trainer.num_devices * trainer.num_nodes), "steps": int(trainer.global_step),
+        "devices": int(trainer.num_devices * trainer.num_nodes),
+        "steps": int(trainer.global_step),
         "params": sum(p.numel() for p in cli.model.parameters()),
-        "cell_hash": cell_hash, "code_version": code_version(),
+        "cell_hash": cell_hash,
+        "code_version": code_version(),
     }
     if trainer.is_global_zero:
         write_result_json(result_path, row)

@@ -15,6 +15,7 @@
         config: configs/resnet18_cifar10.yaml
         args: [--model.init_args.lr=0.1]        # passed to this model's cells
 """
+
 from __future__ import annotations
 
 import json
@@ -86,8 +87,10 @@ class SweepSpec:
         """The budget rule in words, for the report."""
         if self.epochs is None:
             return f"equal steps: every cell trains {self.steps} optimizer steps, whatever its training fraction"
-        return (f"equal epochs: every cell trains max({self.min_steps}, ceil({self.epochs:g} x floor(n_train / batch))) "
-                f"optimizer steps, i.e. {self.epochs:g} passes over its training images, at least {self.min_steps} steps")
+        return (
+            f"equal epochs: every cell trains max({self.min_steps}, ceil({self.epochs:g} x floor(n_train / batch))) "
+            f"optimizer steps, i.e. {self.epochs:g} passes over its training images, at least {self.min_steps} steps"
+        )
 
     def cells(self) -> List[SweepCell]:
         """Every cell, smallest fraction first (the cheap end of the curve arrives first), then seed, then model."""
@@ -98,8 +101,10 @@ def _as_args(value: Any, where: str) -> List[str]:
     if value is None:
         return []
     if isinstance(value, dict):  # {"--trainer.max_epochs": 3} or {"trainer.max_epochs": 3}
-        return [f"{k if k.startswith('--') else '--' + k}={json.dumps(v) if isinstance(v, (dict, list, bool)) or v is None else v}"
-                for k, v in value.items()]
+        return [
+            f"{k if k.startswith('--') else '--' + k}={json.dumps(v) if isinstance(v, (dict, list, bool)) or v is None else v}"
+            for k, v in value.items()
+        ]
     if isinstance(value, list) and all(isinstance(a, (str, int, float)) for a in value):
         return [str(a) for a in value]
     raise SweepConfigError(f"{where}: expected a list of CLI arguments or a mapping of them; got {value!r}")
@@ -116,18 +121,30 @@ def load_sweep(path: str | os.PathLike) -> SweepSpec:
     except yaml.YAMLError as err:
         raise SweepConfigError(f"{path}: not valid YAML: {err}") from err
     if not isinstance(raw, dict):
-        raise SweepConfigError(f"{path}: expected a mapping with models, fractions, seeds and budget; got {type(raw).__name__}")
+        raise SweepConfigError(
+            f"{path}: expected a mapping with models, fractions, seeds and budget; got {type(raw).__name__}"
+        )
     unknown = set(raw) - {"models", "fractions", "seeds", "budget", "baseline", "args", "description"}
     if unknown:
-        raise SweepConfigError(f"{path}: unknown keys {sorted(unknown)}; expected models, fractions, seeds, budget, baseline, args")
+        raise SweepConfigError(
+            f"{path}: unknown keys {sorted(unknown)}; expected models, fractions, seeds, budget, baseline, args"
+        )
     for key in ("models", "fractions", "budget"):
         if key not in raw:
             raise SweepConfigError(f"{path}: missing '{key}'")
     fractions = raw["fractions"]
-    if not isinstance(fractions, list) or not fractions or not all(isinstance(f, (int, float)) and 0 < f <= 1 for f in fractions):
+    if (
+        not isinstance(fractions, list)
+        or not fractions
+        or not all(isinstance(f, (int, float)) and 0 < f <= 1 for f in fractions)
+    ):
         raise SweepConfigError(f"{path}: 'fractions' must be a non-empty list of numbers in (0, 1]; got {fractions!r}")
     seeds = raw.get("seeds", [0])
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+    if (
+        not isinstance(seeds, list)
+        or not seeds
+        or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
+    ):
         raise SweepConfigError(f"{path}: 'seeds' must be a non-empty list of integers; got {seeds!r}")
     steps, epochs, min_steps = _parse_budget(raw["budget"], path)
     models = raw["models"]
@@ -139,31 +156,49 @@ def load_sweep(path: str | os.PathLike) -> SweepSpec:
         if not isinstance(label, str) or not label or any(c in label for c in "/\\, \n"):
             raise SweepConfigError(f"{where}: a label must be a non-empty name without '/', ',', spaces")
         if not isinstance(entry, dict) or "config" not in entry:
-            raise SweepConfigError(f"{where}: expected a mapping with 'config' (a LightningCLI YAML) and optional 'args'")
+            raise SweepConfigError(
+                f"{where}: expected a mapping with 'config' (a LightningCLI YAML) and optional 'args'"
+            )
         extra = set(entry) - {"config", "args"}
         if extra:
             raise SweepConfigError(f"{where}: unknown keys {sorted(extra)}")
-        parsed[label] = {"config": str(_find_config(entry["config"], path, where)), "args": _as_args(entry.get("args"), where)}
+        parsed[label] = {
+            "config": str(_find_config(entry["config"], path, where)),
+            "args": _as_args(entry.get("args"), where),
+        }
     baseline = raw.get("baseline")
     if baseline is not None and baseline not in parsed:
         raise SweepConfigError(f"{path}: baseline {baseline!r} is not one of the models {sorted(parsed)}")
     return SweepSpec(
-        path=path, models=parsed, fractions=[float(f) for f in fractions], seeds=[int(s) for s in seeds],
-        steps=steps, args=_as_args(raw.get("args"), f"{path}: args"), epochs=epochs, min_steps=min_steps,
+        path=path,
+        models=parsed,
+        fractions=[float(f) for f in fractions],
+        seeds=[int(s) for s in seeds],
+        steps=steps,
+        args=_as_args(raw.get("args"), f"{path}: args"),
+        epochs=epochs,
+        min_steps=min_steps,
         baseline=baseline,
     )
 
 
 def _parse_budget(budget: Any, path: Path) -> Tuple[Optional[int], Optional[float], int]:
     """``(steps, epochs, min_steps)`` of a ``budget`` entry: ``{steps: N}`` or ``{epochs: E, min_steps: S}``."""
+
     def count(v: Any) -> bool:
         return isinstance(v, int) and not isinstance(v, bool) and v >= 1
 
     if isinstance(budget, dict) and set(budget) == {"steps"} and count(budget["steps"]):
         return int(budget["steps"]), None, 1
-    if (isinstance(budget, dict) and "epochs" in budget and set(budget) <= {"epochs", "min_steps"}
-            and isinstance(budget["epochs"], (int, float)) and not isinstance(budget["epochs"], bool)
-            and budget["epochs"] > 0 and count(budget.get("min_steps", 1))):
+    if (
+        isinstance(budget, dict)
+        and "epochs" in budget
+        and set(budget) <= {"epochs", "min_steps"}
+        and isinstance(budget["epochs"], (int, float))
+        and not isinstance(budget["epochs"], bool)
+        and budget["epochs"] > 0
+        and count(budget.get("min_steps", 1))
+    ):
         return None, float(budget["epochs"]), int(budget.get("min_steps", 1))
     raise SweepConfigError(
         f"{path}: 'budget' must be {{steps: N}} (equal steps, N >= 1) or {{epochs: E, min_steps: S}} (equal epochs, "
@@ -176,4 +211,6 @@ def _find_config(name: str, sweep_path: Path, where: str) -> Path:
     for c in candidates:
         if c.is_file():
             return c.resolve()
-    raise SweepConfigError(f"{where}: config {name} not found (looked in the current directory and above {sweep_path.parent})")
+    raise SweepConfigError(
+        f"{where}: config {name} not found (looked in the current directory and above {sweep_path.parent})"
+    )

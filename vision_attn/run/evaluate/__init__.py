@@ -5,6 +5,7 @@ The protocol is declared, not guessed: :func:`evaluate_task` is a ``functools.si
 task's evaluator registers itself for its task class (``classification.py``, ``detection.py``, ``generation.py``).
 A task with no registered evaluator is an error naming its class.
 """
+
 from __future__ import annotations
 
 import functools
@@ -19,15 +20,19 @@ __all__ = ["evaluate", "evaluate_task"]
 
 
 @functools.singledispatch
-def evaluate_task(task: pl.LightningModule, datamodule: pl.LightningDataModule, trainer: pl.Trainer, split: str,
-                  output_dir: Path) -> Dict[str, object]:
+def evaluate_task(
+    task: pl.LightningModule, datamodule: pl.LightningDataModule, trainer: pl.Trainer, split: str, output_dir: Path
+) -> Dict[str, object]:
     """Metrics of ``task`` on ``split`` ("test" or "val") of ``datamodule``; evaluators may write files into ``output_dir``."""
-    raise TypeError(f"no evaluator is registered for {type(task).__name__}; register one with "
-                    "@vision_attn.run.evaluate.evaluate_task.register")
+    raise TypeError(
+        f"no evaluator is registered for {type(task).__name__}; register one with "
+        "@vision_attn.run.evaluate.evaluate_task.register"
+    )
 
 
-def evaluate(config: str, ckpt: str, output_dir: Union[str, Path], split: str = "test",
-             overrides: Sequence[str] = ()) -> Dict[str, object]:
+def evaluate(
+    config: str, ckpt: str, output_dir: Union[str, Path], split: str = "test", overrides: Sequence[str] = ()
+) -> Dict[str, object]:
     """Evaluate checkpoint ``ckpt`` (path or URL) of the model in ``config`` on ``split``; writes ``metrics.json``."""
     from ..cli import load_task
     from ..quiet import quiet_library

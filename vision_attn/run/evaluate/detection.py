@@ -1,4 +1,5 @@
 """Detection: COCO mAP of a split (pycocotools, through :meth:`DetectionTask.coco_metrics`) and ``predictions.json``."""
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,13 @@ __all__ = ["evaluate_detection"]
 
 
 @evaluate_task.register
-def evaluate_detection(task: DetectionTask, datamodule: pl.LightningDataModule, trainer: pl.Trainer, split: str = "test",
-                       output_dir: Union[str, Path] = ".") -> Dict[str, float]:
+def evaluate_detection(
+    task: DetectionTask,
+    datamodule: pl.LightningDataModule,
+    trainer: pl.Trainer,
+    split: str = "test",
+    output_dir: Union[str, Path] = ".",
+) -> Dict[str, float]:
     """Predict ``split`` (``"val"``/``"test"``/a split name) and return the 12 COCO numbers against the split's
     annotation file, ``images`` and ``detections``; writes ``output_dir/predictions.json`` (COCO results: original
     image ids, original category ids, ``[x, y, w, h]`` in original pixels)."""

@@ -7,6 +7,7 @@ Works on what :func:`vision_attn.attention.capture_attention` records for pixel 
 
 Drawing uses the project's one style (:mod:`vision_attn.run.viz.style`: Agg canvas, no pyplot, no display).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,7 +29,9 @@ def query_pixel(text: str) -> Tuple[int, int]:
     try:
         y, x = (int(v) for v in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--query-pixels expects y,x pairs of integers such as 16,8; got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"--query-pixels expects y,x pairs of integers such as 16,8; got {text!r}"
+        ) from None
     return y, x
 
 

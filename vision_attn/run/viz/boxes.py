@@ -1,4 +1,5 @@
 """Detections on an image, and where a DETR's object queries look (decoder cross-attention), in the project style."""
+
 from __future__ import annotations
 
 import re
@@ -15,7 +16,9 @@ __all__ = ["last_cross_attention", "draw_box", "plot_detections", "plot_query_at
 
 def last_cross_attention(maps: Dict[str, Tensor]) -> Tensor:
     """The ``(B, H, Q, h*w)`` map of the last decoder layer's cross-attention (``...decoder.layers.N.multihead_attn``)."""
-    found = [(int(m.group(1)), name) for name in maps if (m := re.search(r"decoder\.layers\.(\d+)\.multihead_attn$", name))]
+    found = [
+        (int(m.group(1)), name) for name in maps if (m := re.search(r"decoder\.layers\.(\d+)\.multihead_attn$", name))
+    ]
     if not found:
         raise RuntimeError(f"no decoder cross-attention among the captured modules: {sorted(maps)[:8]} ...")
     return maps[max(found)[1]]
@@ -28,16 +31,30 @@ def draw_box(ax, box: Sequence[float], color: str, text: Optional[str] = None) -
     x0, y0, x1, y1 = (float(v) for v in box)
     ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=color, linewidth=2))
     if text:
-        ax.text(x0, y0, text, color="white", fontsize=8, va="bottom",
-                bbox=dict(facecolor=color, alpha=0.7, pad=1, edgecolor="none"))
+        ax.text(
+            x0,
+            y0,
+            text,
+            color="white",
+            fontsize=8,
+            va="bottom",
+            bbox=dict(facecolor=color, alpha=0.7, pad=1, edgecolor="none"),
+        )
 
 
 def _color(label: int) -> str:
     return BOX_COLORS[label % len(BOX_COLORS)]
 
 
-def plot_detections(rgb: Tensor, boxes: Tensor, labels: Sequence[int], scores: Sequence[float], names: Sequence[str],
-                    path: Union[str, Path], title: str = "") -> Path:
+def plot_detections(
+    rgb: Tensor,
+    boxes: Tensor,
+    labels: Sequence[int],
+    scores: Sequence[float],
+    names: Sequence[str],
+    path: Union[str, Path],
+    title: str = "",
+) -> Path:
     """``rgb (H, W, 3)`` in [0, 1] with ``boxes (N, 4)`` (x0, y0, x1, y1 pixels), their labels and scores, as a PNG."""
     h, w = rgb.shape[:2]
     fig, axes = new_figure(1, 1, size=(5, 5 * h / w))
@@ -50,9 +67,19 @@ def plot_detections(rgb: Tensor, boxes: Tensor, labels: Sequence[int], scores: S
     return save_figure(fig, path)
 
 
-def plot_query_attention(rgb: Tensor, attention: Tensor, feature_hw: Sequence[int], stride: int, queries: Sequence[int],
-                         boxes: Tensor, labels: Sequence[int], scores: Sequence[float], names: Sequence[str],
-                         path: Union[str, Path], title: str = "") -> Path:
+def plot_query_attention(
+    rgb: Tensor,
+    attention: Tensor,
+    feature_hw: Sequence[int],
+    stride: int,
+    queries: Sequence[int],
+    boxes: Tensor,
+    labels: Sequence[int],
+    scores: Sequence[float],
+    names: Sequence[str],
+    path: Union[str, Path],
+    title: str = "",
+) -> Path:
     """One panel per query: ``attention (Q, h*w)`` of that query over the image ``rgb (H, W, 3)``, with its box.
 
     ``feature_hw`` = ``(h, w)`` of the attended feature grid; ``stride`` maps it to pixels (bilinear upsampling).

@@ -3,6 +3,7 @@
 ``python -m vision_attn.run.viz.conv_attention docs/conv_as_attention.png`` draws it for a 3x3 convolution
 turned into 9 attention heads by :func:`vision_attn.layers.attention_from_conv`, on a built-in shapes image.
 """
+
 from __future__ import annotations
 
 import sys
@@ -43,8 +44,13 @@ def _default_image() -> Tensor:
     return F.avg_pool2d(torch.from_numpy(images).float().div(127.5).sub(1), 2)[0]
 
 
-def plot_conv_attention(path: Union[str, Path], conv: Optional[nn.Conv2d] = None, image: Optional[Tensor] = None,
-                        query: Tuple[int, int] = (0, 5), alpha: float = 20.0) -> Path:
+def plot_conv_attention(
+    path: Union[str, Path],
+    conv: Optional[nn.Conv2d] = None,
+    image: Optional[Tensor] = None,
+    query: Tuple[int, int] = (0, 5),
+    alpha: float = 20.0,
+) -> Path:
     """Convert ``conv`` (default: a seeded random ``Conv2d(3, 8, 3, padding=1)``) and draw, for the pixel ``query``
     of ``image (3, H, W)`` (default: a 16 px built-in shapes image), where each head attends; save a PNG.
 
@@ -79,8 +85,11 @@ def plot_conv_attention(path: Union[str, Path], conv: Optional[nn.Conv2d] = None
         ax.set_yticks([])
         dy, dx = offsets[h]
         ax.set_title(f"head {h}: offset ({dy:+d}, {dx:+d})", fontsize=7)
-    fig.suptitle(f"a {k}x{k} conv as {k * k} attention heads: query pixel {tuple(query)}\n"
-                 f"max |attention - conv| / max |conv| = {gap:.1e}", fontsize=8)
+    fig.suptitle(
+        f"a {k}x{k} conv as {k * k} attention heads: query pixel {tuple(query)}\n"
+        f"max |attention - conv| / max |conv| = {gap:.1e}",
+        fontsize=8,
+    )
     return save_figure(fig, path)
 
 

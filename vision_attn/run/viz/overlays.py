@@ -6,6 +6,7 @@
 
 All in the project's one style (:mod:`.style`).
 """
+
 from __future__ import annotations
 
 import math
@@ -20,8 +21,15 @@ from torch import Tensor, nn
 from .attention import plot_pixel_attention
 from .style import ATTENTION_CMAP, new_figure, save_figure
 
-__all__ = ["vit_block_maps", "attention_rollout", "token_relevance", "plot_token_maps", "query_grid_size",
-           "to_query_grid", "plot_pixel_maps"]
+__all__ = [
+    "vit_block_maps",
+    "attention_rollout",
+    "token_relevance",
+    "plot_token_maps",
+    "query_grid_size",
+    "to_query_grid",
+    "plot_pixel_maps",
+]
 
 
 def vit_block_maps(maps: Mapping[str, Tensor]) -> List[Tensor]:
@@ -86,7 +94,9 @@ def query_grid_size(num_queries: int, image_hw: Tuple[int, int]) -> Tuple[int, i
     raise ValueError(f"cannot tell the grid of {num_queries} query pixels for a {H}x{W} input (strides 1..64 tried)")
 
 
-def to_query_grid(pixels: Sequence[Tuple[int, int]], image_hw: Tuple[int, int], grid_hw: Tuple[int, int]) -> List[Tuple[int, int]]:
+def to_query_grid(
+    pixels: Sequence[Tuple[int, int]], image_hw: Tuple[int, int], grid_hw: Tuple[int, int]
+) -> List[Tuple[int, int]]:
     """Input-image pixels ``(y, x)`` -> the cells of an ``(h, w)`` feature grid that cover them."""
     (H, W), (h, w) = image_hw, grid_hw
     out = []
@@ -97,8 +107,14 @@ def to_query_grid(pixels: Sequence[Tuple[int, int]], image_hw: Tuple[int, int], 
     return out
 
 
-def plot_pixel_maps(model: nn.Module, maps: Mapping[str, Tensor], row: int, image: Tensor,
-                    pixels: Optional[Sequence[Tuple[int, int]]], out_stem: Path) -> List[Path]:
+def plot_pixel_maps(
+    model: nn.Module,
+    maps: Mapping[str, Tensor],
+    row: int,
+    image: Tensor,
+    pixels: Optional[Sequence[Tuple[int, int]]],
+    out_stem: Path,
+) -> List[Path]:
     """For each captured pixel-attention module of ``model``: where ``pixels`` (input-image ``(y, x)``; default the
     centre) attend, over ``image (3, H, W)`` (row ``row`` of the batch); one PNG ``<out_stem>_<module>.png`` each."""
     from ...layers import LocalSelfAttention2d, NonLocalBlock2d
@@ -113,6 +129,9 @@ def plot_pixel_maps(model: nn.Module, maps: Mapping[str, Tensor], row: int, imag
         cells = to_query_grid(pixels or [(H // 2, W // 2)], (H, W), grid)
         k = module.kernel_size if isinstance(module, LocalSelfAttention2d) else None
         path = Path(f"{out_stem}_{name.replace('.', '_')}.png")
-        written.append(plot_pixel_attention(weights[row], grid, cells, path, kernel_size=k, image=image,
-                                            title=f"{name} (grid {grid[0]}x{grid[1]})"))
+        written.append(
+            plot_pixel_attention(
+                weights[row], grid, cells, path, kernel_size=k, image=image, title=f"{name} (grid {grid[0]}x{grid[1]})"
+            )
+        )
     return written

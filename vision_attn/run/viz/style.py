@@ -3,6 +3,7 @@
 Every figure the project writes (attention maps, boxes, sample grids, curves) is made with :func:`new_figure`
 and written with :func:`save_figure`; every image drawn goes through :func:`to_display_rgb`.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -39,7 +40,9 @@ def save_figure(fig, path: Union[str, Path], dpi: int = 100) -> Path:
     return path
 
 
-def to_display_rgb(image: Tensor, mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None) -> Tensor:
+def to_display_rgb(
+    image: Tensor, mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None
+) -> Tensor:
     """An image tensor -> ``(H, W, 3)`` float in [0, 1] for ``imshow``.
 
     ``image`` is ``(3 or 1, H, W)`` or ``(H, W)``. With ``mean``/``std`` (the datamodule's normalisation) it is
