@@ -16,7 +16,7 @@ import copy
 import difflib
 import math
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union, cast
 
 import timm
 from torch import nn
@@ -86,7 +86,7 @@ def _read_weights(
                 f"model {arch!r} has no default pretrained weights; pass pretrained=PATH_OR_URL of a "
                 "checkpoint (vision_attn.list_models(pretrained=True) lists the names with weights)"
             )
-        return read_checkpoint(fetch_pretrained(cfg, cache_dir))
+        return read_checkpoint(fetch_pretrained(cast(Dict[str, Any], cfg), cache_dir))
     return read_checkpoint(pretrained) if pretrained else None
 
 
@@ -101,7 +101,7 @@ def _construct(arch: str, num_classes: Optional[int], kwargs: Dict[str, Any]) ->
         if "unexpected keyword argument" not in str(e):
             raise
         raise TypeError(f"model {arch!r} takes no argument {str(e).rsplit(' ', 1)[-1]} ({e})") from None
-    model.model_args = args  # what save_pretrained writes to rebuild it
+    setattr(model, "model_args", args)  # noqa: B010  (what save_pretrained writes to rebuild it; not a Module attribute to mypy)
     return model
 
 
@@ -127,6 +127,11 @@ def _input_size(model: nn.Module, arch: str, cfg: Optional[Dict[str, Any]]) -> T
     return (chans, int(size[0]), int(size[1]))
 
 
+def _cfg_of(model: nn.Module) -> Dict[str, Any]:
+    """``model.pretrained_cfg``, typed (``nn.Module.__getattr__`` says Tensor | Module)."""
+    return cast(Dict[str, Any], model.pretrained_cfg)
+
+
 def _first_conv(model: nn.Module) -> Optional[str]:
     """The first 2-D convolution that reads the image (timm's ``first_conv``)."""
     chans = getattr(model, "in_chans", 3)
@@ -136,10 +141,11 @@ def _first_conv(model: nn.Module) -> Optional[str]:
 def _head_fields(model: nn.Module, size: Tuple[int, int, int]) -> Dict[str, Any]:
     """timm's model-shaped cfg fields: ``pool_size`` (the unpooled feature grid of a CNN; None for token models),
     ``first_conv``, ``classifier``."""
-    out: Dict[str, Any] = {"first_conv": _first_conv(model), "classifier": (classifier_names(model) or [None])[0]}
+    names: List[Optional[str]] = [*classifier_names(model)] or [None]
+    out: Dict[str, Any] = {"first_conv": _first_conv(model), "classifier": names[0]}
     out["pool_size"] = None
     if isinstance(model, timm.models.resnet.ResNet):
-        r = model.feature_info[-1]["reduction"]
+        r = int(cast(Dict[str, Any], model.feature_info[-1])["reduction"])
         out["pool_size"] = (math.ceil(size[1] / r), math.ceil(size[2] / r))
     return out
 
@@ -162,10 +168,10 @@ def _model_cfg(model: nn.Module, arch: str, cfg: Optional[Dict[str, Any]]) -> Di
 def _record_source(model: nn.Module, ck: Checkpoint, from_tag: bool) -> None:
     if not from_tag:  # the weights are that file's, not the tag's
         for k in ("hf_hub_id", "url"):
-            model.pretrained_cfg.pop(k, None)
-        model.pretrained_cfg.update(file=str(ck.path), source="file")
+            _cfg_of(model).pop(k, None)
+        _cfg_of(model).update(file=str(ck.path), source="file")
     if ck.class_names and len(ck.class_names) == getattr(model, "num_classes", None):
-        model.pretrained_cfg["label_names"] = list(ck.class_names)
+        _cfg_of(model)["label_names"] = list(ck.class_names)
 
 
 def _from_source(
@@ -236,11 +242,11 @@ def create_model(
     if not explicit and ck is not None and ck.num_classes is not None:
         num_classes = ck.num_classes
     elif not explicit and has_weights(cfg) and (tag is not None or pretrained is True):
-        num_classes = cfg["num_classes"]
+        num_classes = cast(Dict[str, Any], cfg)["num_classes"]
     model = _build(
         arch, num_classes, ck if ck is not None and not explicit and ck.num_classes is None else None, kwargs
     )
-    model.pretrained_cfg = _model_cfg(model, arch, cfg)
+    setattr(model, "pretrained_cfg", _model_cfg(model, arch, cfg))  # noqa: B010
     if ck is not None:
         load_pretrained(model, ck)
         _record_source(model, ck, from_tag=pretrained is True)
@@ -275,7 +281,7 @@ def _locate(
 def _saved_cfg(model: nn.Module, config: Dict[str, Any], origin: Dict[str, Any]) -> Dict[str, Any]:
     """The rebuilt model's cfg: its own, the file's timm fields and ours, the file's class names, the new source."""
     saved_n = config.get("num_classes", (config.get("model_args") or {}).get("num_classes"))
-    cfg = dict(model.pretrained_cfg)
+    cfg = dict(_cfg_of(model))
     for part in (config.get("pretrained_cfg") or {}, (config.get(LIBRARY_NAME) or {}).get("pretrained_cfg") or {}):
         cfg.update({k: tuple(v) if k in _TUPLE_KEYS and isinstance(v, list) else v for k, v in part.items()})
     if config.get("label_names"):
@@ -284,7 +290,7 @@ def _saved_cfg(model: nn.Module, config: Dict[str, Any], origin: Dict[str, Any])
         cfg.pop(k, None)
     cfg.update(origin, architecture=config["architecture"], num_classes=getattr(model, "num_classes", saved_n))
     if config.get("library_name") != LIBRARY_NAME:  # timm's config: ImageNet names by head size, as timm infers them
-        cfg["label_names_source"] = IMAGENET_SUBSETS.get(saved_n)
+        cfg["label_names_source"] = IMAGENET_SUBSETS.get(saved_n) if saved_n is not None else None
     if saved_n is not None and cfg["num_classes"] != saved_n:  # a new head: the saved class names no longer apply
         cfg.pop("label_names", None)
         cfg["label_names_source"] = None
@@ -321,7 +327,7 @@ def from_pretrained(
         args["num_classes"] = num_classes
     args.update(kwargs)
     model = create_model(config["architecture"], **args)
-    model.pretrained_cfg = _saved_cfg(model, config, origin)
+    setattr(model, "pretrained_cfg", _saved_cfg(model, config, origin))  # noqa: B010
     if weights is not None:
         load_pretrained(model, read_checkpoint(weights))
     return model

@@ -12,7 +12,7 @@ import pickletools
 import re
 import zipfile
 from pathlib import Path
-from typing import Dict, List, Mapping, NamedTuple, Optional, Union
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Union
 
 import torch
 from torch import Tensor
@@ -39,7 +39,8 @@ _TASK_PREFIX = "model."
 
 def _pickle_imports(path: Path) -> Optional[list]:
     """What a raw pickle file would import, read from its opcodes without executing anything; None if not a pickle."""
-    names, strings = [], []
+    names: List[str] = []
+    strings: List[str] = []
     try:
         with open(path, "rb") as f:
             for op, arg, _ in pickletools.genops(f):
@@ -110,7 +111,7 @@ def _read(path: Path) -> object:
         raise CheckpointError(f"{path}: truncated or not a PyTorch checkpoint ({first})") from None
 
 
-def _unwrap(obj: object, path: Path) -> Dict[str, Tensor]:
+def _unwrap(obj: Any, path: Path) -> Dict[str, Tensor]:
     """Find the model's tensors inside a checkpoint's nesting (Lightning, DETR, timm EMA, DDP)."""
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{path}: expected a dict of tensors, found {type(obj).__name__}")
