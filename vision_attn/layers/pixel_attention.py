@@ -340,9 +340,12 @@ class LocalSelfAttention2d(nn.Module):
         """Shape-only tensors (window mask, halo index) kept per map size, device and dtype: built once, not per call."""
         cache = self.__dict__.setdefault("_shape_cache", {})  # not a buffer: no state_dict key, rebuilt on a new device
         if key not in cache:
+            made = make()
+            if type(made) is not Tensor:  # a traced tensor (export, compile, fx): it must not outlive the trace
+                return made
             if len(cache) >= 16:  # many map sizes (e.g. multi-scale inputs): start over rather than grow
                 cache.clear()
-            cache[key] = make()
+            cache[key] = made
         return cache[key]
 
     def _halo_index(self, height: int, width: int, device) -> Tensor:
