@@ -7,12 +7,15 @@ Parameters are named as in ``torch.nn.MultiheadAttention`` (``in_proj_weight``, 
 
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Callable, List, Optional, Tuple, Union
 
 import torch
 import torch.fx
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+if TYPE_CHECKING:  # imported where used: FlexAttention is an optional, heavy corner of torch
+    from torch.nn.attention.flex_attention import BlockMask
 
 __all__ = [
     "MultiHeadAttention",
@@ -197,7 +200,7 @@ def scaled_dot_product_attention(
     return out
 
 
-_COMPILED_FLEX = None
+_COMPILED_FLEX: Optional[Callable[..., Tensor]] = None
 # The smallest head size FlexAttention's kernels take, per device type: its CUDA (Triton) kernels need >= 16
 # ("NYI: embedding dimension ... must be at least 16"); smaller heads are zero-padded to it.
 FLEX_MIN_HEAD_DIM = {"cuda": 16}
@@ -208,7 +211,7 @@ def flex_attention(
     k: Tensor,
     v: Tensor,
     score_mod: Optional[Callable] = None,
-    block_mask: Optional[object] = None,
+    block_mask: Optional[BlockMask] = None,
     scale: Optional[float] = None,
 ) -> Tensor:
     """The core's sparse softmax(QK^T * scale + score_mod)V: PyTorch's FlexAttention, for attention whose mask is
@@ -230,6 +233,7 @@ def flex_attention(
         q, k = F.pad(q, (0, least - dk)), F.pad(k, (0, least - dk))
     if dv < least:
         v = F.pad(v, (0, least - dv))
+    run: Callable[..., Tensor]
     if torch.compiler.is_compiling():
         run = _flex
     else:
@@ -385,7 +389,7 @@ class MultiHeadAttention(nn.Module):
         out, weights = attention_with_weights(q, k, v, mask, dropout_p, need_weights=want_weights)
         out = out.transpose(1, 2).reshape(B, Nq, self.dim)
         out = self.proj_drop(self.out_proj(out))
-        if capture is not None:
+        if capture is not None and weights is not None:  # weights are computed whenever capture is set
             capture(weights)
         if need_weights and weights is not None:
             return out, weights
