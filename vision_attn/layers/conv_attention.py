@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..attention import scaled_dot_product_attention
+from ..attention import attention_with_weights
 
 __all__ = ["ConvAttention2d", "attention_from_conv", "convert_convs_to_attention", "conv_attention_unsupported"]
 
@@ -139,10 +139,9 @@ class ConvAttention2d(nn.Module):
         q, k = self._positions(H, W, v.dtype)
         q, k = q.expand(B, -1, -1, -1), k.expand(B, heads, -1, -1)
         capture = self._capture
-        res = scaled_dot_product_attention(q, k, v, need_weights=capture is not None, scale=1.0)
-        out, weights = res if capture is not None else (res, None)
+        out, weights = attention_with_weights(q, k, v, need_weights=capture is not None, scale=1.0)
         out = self.out_proj(out.transpose(1, 2).reshape(B, H * W, heads * d))  # (B, H*W, C_out)
-        if capture is not None:
+        if capture is not None and weights is not None:  # weights are computed whenever capture is set
             capture(weights)
         return out.transpose(1, 2).reshape(B, self.out_channels, H, W)
 
@@ -215,5 +214,6 @@ def convert_convs_to_attention(
         len(kept),
         "; ".join(kept) or "-",
     )
-    model.conv_attention_report = report
+    # A plain (non-tensor) attribute on a model of any class; torch's stub types Module attributes as Tensor | Module.
+    model.conv_attention_report = report  # type: ignore[assignment]
     return model
