@@ -11,7 +11,7 @@ load by copying keys. Everything is batch first.
 from __future__ import annotations
 
 import copy
-from typing import Callable, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +21,7 @@ from ..attention import MultiHeadAttention
 
 __all__ = ["DetrEncoderLayer", "DetrDecoderLayer", "DetrEncoder", "DetrDecoder", "DetrTransformer"]
 
-_ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu}
+_ACTIVATIONS: Dict[str, Callable[[Tensor], Tensor]] = {"relu": F.relu, "gelu": F.gelu}
 
 
 def _activation(name: str) -> Callable[[Tensor], Tensor]:
