@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, Optional, Type, cast
 
 from timm.layers import DropPath, LayerScale, Mlp
 from torch import Tensor, nn
@@ -44,7 +44,8 @@ class TransformerEncoderLayer(nn.Module):
         self.ls1 = LayerScale(dim, init_values) if init_values else nn.Identity()
         self.drop_path1 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
         self.norm2 = norm_layer(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=act_layer, drop=proj_drop)
+        # timm's Mlp types act_layer as a class but only calls it, so any factory of a module will do.
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=cast(Type[nn.Module], act_layer), drop=proj_drop)
         self.ls2 = LayerScale(dim, init_values) if init_values else nn.Identity()
         self.drop_path2 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
 
