@@ -105,13 +105,16 @@ def coco_evaluate(
     from pycocotools.cocoeval import COCOeval
 
     gt = _load_gt(ann)
+    dets: List[Dict[str, Any]]
     if isinstance(results, (str, os.PathLike)):
-        results = json.loads(Path(results).read_text())
-    if not results:
+        dets = json.loads(Path(results).read_text())
+    else:
+        dets = results
+    if not dets:
         return {k: 0.0 for k in COCO_METRIC_NAMES}
     sink = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
     with sink:
-        dt = gt.loadRes(copy.deepcopy(list(results)))  # loadRes adds keys to the dicts
+        dt = gt.loadRes(copy.deepcopy(list(dets)))  # loadRes adds keys to the dicts
         ev = COCOeval(gt, dt, iouType="bbox")
         if image_ids is not None:
             ev.params.imgIds = sorted(int(i) for i in image_ids)
