@@ -7,16 +7,42 @@ timm checkpoint (or ours) loads by this explicit map and gives timm's outputs; :
 from __future__ import annotations
 
 import math
-from typing import Dict
+from typing import Any, Dict, Optional, Protocol
 
-from torch import Tensor, nn
+from torch import Tensor
 
 from ...attention import resample_abs_pos_embed
+from ...layers import PatchEmbed
 
-__all__ = ["vit_state_dict_from_timm", "to_timm"]
+__all__ = ["vit_state_dict_from_timm", "to_timm", "ViTWeightsTarget"]
 
 
-def vit_state_dict_from_timm(state_dict: Dict[str, Tensor], model: nn.Module) -> Dict[str, Tensor]:
+class ViTWeightsTarget(Protocol):
+    """What these maps read from the ViT they fill or export (:class:`~vision_attn.models.vit.VisionTransformer`
+    has each; declared here because ``weights/`` imports no model)."""
+
+    @property
+    def pos_embed(self) -> Optional[Tensor]: ...  # (1, P + h*w, D), None without learned positions
+
+    @property
+    def num_prefix_tokens(self) -> int: ...
+
+    @property
+    def embed_dim(self) -> int: ...
+
+    @property
+    def patch_embed(self) -> PatchEmbed: ...
+
+    @property
+    def pos_embed_kind(self) -> str: ...
+
+    @property
+    def attn_window(self) -> Optional[int]: ...
+
+    def state_dict(self) -> Dict[str, Any]: ...
+
+
+def vit_state_dict_from_timm(state_dict: Dict[str, Tensor], model: ViTWeightsTarget) -> Dict[str, Tensor]:
     """Map a timm ViT state dict (or ours) onto ``model`` (a :class:`~vision_attn.models.vit.VisionTransformer`).
 
     timm ``blocks.i.attn.qkv.*`` -> ``blocks.i.attn.in_proj_*``, ``blocks.i.attn.proj.*`` ->
@@ -46,7 +72,7 @@ def vit_state_dict_from_timm(state_dict: Dict[str, Tensor], model: nn.Module) ->
     return out
 
 
-def to_timm(model: nn.Module) -> Dict[str, Tensor]:
+def to_timm(model: ViTWeightsTarget) -> Dict[str, Tensor]:
     """Our ViT's weights in timm's key layout (``attn.in_proj_*`` -> ``attn.qkv.*``, ``attn.out_proj.*`` ->
     ``attn.proj.*``): timm's ``VisionTransformer`` of the same shape (``global_pool``, ``class_token``, ``img_size``,
     ``init_values``, ...) loads it strictly and gives our outputs. Save it with ``safetensors.torch.save_file``.
@@ -54,9 +80,9 @@ def to_timm(model: nn.Module) -> Dict[str, Tensor]:
     Raises ``ValueError`` for what timm's ViT cannot express: 2-D sine positions, and an ``attn_window`` (the weights
     would load but timm's global attention gives other outputs).
     """
-    if getattr(model, "pos_embed_kind", "learned") == "sine":
+    if model.pos_embed_kind == "sine":
         raise ValueError("to_timm: this ViT uses 2-D sine positions (pos_embed='sine'), which timm's ViT does not have")
-    if getattr(model, "attn_window", None) is not None:
+    if model.attn_window is not None:
         raise ValueError(
             f"to_timm: this ViT restricts attention to a {model.attn_window}x{model.attn_window} window; "
             "timm's ViT attends globally, so its outputs would differ"
