@@ -37,6 +37,11 @@ torch.fx.wrap("check_image_input")
 torch.fx.wrap("check_image_size")
 
 
+def _index_list(indices: Optional[Union[int, Sequence[int]]]) -> Optional[Union[int, List[int]]]:
+    """Block indices as timm's ``feature_take_indices`` types them (an int, a list or None)."""
+    return indices if indices is None or isinstance(indices, int) else list(indices)
+
+
 @torch.jit.ignore
 def _resampled_pos_embed(
     pos: Tensor, grid: Tuple[int, int], old_grid: Tuple[int, int], num_prefix_tokens: int
@@ -182,7 +187,8 @@ class VisionTransformer(PretrainedMixin, nn.Module):
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
         for blk in self.blocks:
-            trunc_normal_(blk.attn.in_proj_weight, std=0.02)
+            if isinstance(blk, TransformerEncoderLayer):  # every block is one; narrows the Sequential's Module
+                trunc_normal_(blk.attn.in_proj_weight, std=0.02)
 
     # --- timm-compatible helpers -------------------------------------------------------------
     def no_weight_decay(self) -> Set[str]:
@@ -212,10 +218,13 @@ class VisionTransformer(PretrainedMixin, nn.Module):
                 raise ValueError("reset_classifier: global_pool='token' needs a class token; this model has none")
             self.global_pool = global_pool
         self.num_classes = num_classes
-        self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
         if num_classes > 0:
-            trunc_normal_(self.head.weight, std=0.02)
-            nn.init.zeros_(self.head.bias)
+            head = nn.Linear(self.embed_dim, num_classes)
+            trunc_normal_(head.weight, std=0.02)
+            nn.init.zeros_(head.bias)
+            self.head = head
+        else:
+            self.head = nn.Identity()
 
     # --- forward -------------------------------------------------------------------------------
     def _add_positions(self, x: Tensor, grid: Tuple[int, int]) -> Tensor:
@@ -297,7 +306,7 @@ class VisionTransformer(PretrainedMixin, nn.Module):
         """
         if output_fmt not in ("NCHW", "NLC"):
             raise ValueError(f"output_fmt must be 'NCHW' or 'NLC'; got {output_fmt!r}")
-        take, last = feature_take_indices(len(self.blocks), indices)
+        take, last = feature_take_indices(len(self.blocks), _index_list(indices))
         B = x.shape[0]
         x, attn_mask, (h, w) = self._embed(x, attn_mask)
         blocks = self.blocks[: last + 1] if stop_early else self.blocks
@@ -325,7 +334,7 @@ class VisionTransformer(PretrainedMixin, nn.Module):
     ) -> List[int]:
         """Drop the blocks after the last of ``indices`` (and the norm / head); returns the absolute indices kept.
         timm's feature wrapper calls it so a ``features_only`` model carries no unused weights."""
-        take, last = feature_take_indices(len(self.blocks), indices)
+        take, last = feature_take_indices(len(self.blocks), _index_list(indices))
         self.blocks = self.blocks[: last + 1]
         if prune_norm:
             self.norm = nn.Identity()
@@ -359,7 +368,7 @@ class VisionTransformer(PretrainedMixin, nn.Module):
 
     # --- foreign weights ----------------------------------------------------------------------------
     def checkpoint_filter_fn(
-        self, state_dict: Dict[str, Tensor], model: Optional[nn.Module] = None
+        self, state_dict: Dict[str, Tensor], model: Optional["VisionTransformer"] = None
     ) -> Dict[str, Tensor]:
         """Map a timm ViT state dict (or ours) onto this model, resampling ``pos_embed`` to its grid
         (:func:`~vision_attn.models.weights.vit_state_dict_from_timm`); ``model`` as timm passes it (this one)."""
