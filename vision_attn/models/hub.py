@@ -60,6 +60,7 @@ def _jsonable(value: Any, where: str) -> Any:
 
 def model_config(model: nn.Module) -> Dict[str, Any]:
     """The ``config.json`` of ``model`` (made by :func:`~vision_attn.models.create_model`)."""
+    # Plain reads with a default: create_model sets both, a model built by hand has neither.
     cfg = dict(getattr(model, "pretrained_cfg", None) or {})
     arch, args = cfg.get("architecture"), getattr(model, "model_args", None)
     if not arch or args is None or not is_model(arch):
@@ -68,18 +69,21 @@ def model_config(model: nn.Module) -> Dict[str, Any]:
             "registry name and arguments are unknown; build it with create_model(name, ...)"
         )
     args = dict(args)
-    if getattr(model, "num_classes", None) is not None:
-        args["num_classes"] = int(model.num_classes)  # reset_classifier may have changed it since creation
+    num_classes = getattr(model, "num_classes", None)  # a plain read with a default: not every model has a head
+    if num_classes is not None:
+        args["num_classes"] = int(num_classes)  # reset_classifier may have changed it since creation
     args = cast(OfflineRebuildable, model).offline_model_args(args) if conforms(model, OfflineRebuildable) else args
     for k in SOURCE_KEYS + ("architecture",):
         cfg.pop(k, None)
     labels = cfg.pop("label_names", None)
     ours = {k: cfg.pop(k) for k in list(cfg) if k not in TIMM_CFG_KEYS}  # timm's PretrainedCfg refuses other keys
     config = {"architecture": arch, "num_classes": args.get("num_classes", cfg.get("num_classes"))}
-    if getattr(model, "num_features", None) is not None:
-        config["num_features"] = int(model.num_features)
-    if isinstance(getattr(model, "global_pool", None), str):
-        config["global_pool"] = model.global_pool
+    # Plain reads with a default: timm's optional metadata, copied when the model has it.
+    num_features, global_pool = getattr(model, "num_features", None), getattr(model, "global_pool", None)
+    if num_features is not None:
+        config["num_features"] = int(num_features)
+    if isinstance(global_pool, str):
+        config["global_pool"] = global_pool
     if labels:
         config["label_names"] = list(labels)
     config.update(model_args=args, pretrained_cfg=cfg, library_name=LIBRARY_NAME)
@@ -143,7 +147,7 @@ def push_to_hub(
         api = _hub_api(token)
         api.create_repo(repo_id, private=private, exist_ok=True)
         info = api.upload_folder(repo_id=repo_id, folder_path=tmp, revision=revision, commit_message=commit_message)
-    return str(getattr(info, "commit_url", info))
+    return str(getattr(info, "commit_url", info))  # older huggingface_hub returns the URL itself, newer a CommitInfo
 
 
 class PretrainedMixin:
@@ -164,12 +168,12 @@ class PretrainedMixin:
 
     def export_state_dict(self) -> Dict[str, Tensor]:
         """The weights :func:`save_pretrained` writes (the state dict; a model may write a layout others read)."""
-        return self.state_dict()
+        return cast(nn.Module, self).state_dict()  # the mixin is only mixed into nn.Module subclasses
 
     def save_pretrained(self, save_directory: Union[str, Path]) -> Path:
         """Write ``model.safetensors`` and ``config.json`` into ``save_directory``
         (:func:`vision_attn.from_pretrained` rebuilds the model from it)."""
-        return save_pretrained(self, save_directory)
+        return save_pretrained(cast(nn.Module, self), save_directory)
 
     def push_to_hub(
         self,
@@ -181,5 +185,10 @@ class PretrainedMixin:
     ) -> str:
         """Upload the saved folder to the Hugging Face Hub (``repo_id`` = ``"org/name"``); returns the commit URL."""
         return push_to_hub(
-            self, repo_id, private=private, token=token, revision=revision, commit_message=commit_message
+            cast(nn.Module, self),
+            repo_id,
+            private=private,
+            token=token,
+            revision=revision,
+            commit_message=commit_message,
         )
