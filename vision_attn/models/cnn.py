@@ -8,6 +8,8 @@ They are instances of :class:`ResNet`, timm's ``ResNet`` class with our ``save_p
 feature extraction and checkpoint helpers), built by timm's own ``build_model_with_cfg``.
 """
 
+from typing import Any, Dict, List, cast
+
 import timm
 import torch.fx
 from torch import Tensor, nn
@@ -52,14 +54,14 @@ _TIMM_RESNETS = {
 }
 
 
-def _checked(model: nn.Module, in_chans: int, name: str) -> nn.Module:
+def _checked(model: ResNet, in_chans: int, name: str) -> ResNet:
     """Make the model refuse input of the wrong rank or channel count with a message naming both."""
     model.in_chans = in_chans
     model.model_name = name
     return model
 
 
-def _timm_resnet(arch: str, num_classes: int, in_chans: int, **kwargs) -> nn.Module:
+def _timm_resnet(arch: str, num_classes: int, in_chans: int, **kwargs) -> ResNet:
     # pretrained weights come through create_model(pretrained=...), never from the hub here.
     block, layers = _TIMM_RESNETS[arch]
     model = timm.models.build_model_with_cfg(
@@ -86,25 +88,39 @@ def resnet50(num_classes: int = 1000, in_chans: int = 3, **kwargs) -> ResNet:
     return _timm_resnet("resnet50", num_classes, in_chans, **kwargs)
 
 
+def _stem_conv(model: nn.Module) -> nn.Conv2d:
+    # timm's default stem is one conv (its deep stems, which mypy infers for conv1, are a Sequential).
+    return cast(nn.Conv2d, model.conv1)
+
+
 def _set_stem_stride(model: nn.Module, stride: int) -> None:
     """A stem of ``stride`` without max-pool: the stages then reduce ``stride * (1, 2, 4, 8)`` (timm's ``feature_info``
     assumes the ImageNet stem's 2 and 4)."""
-    model.conv1.stride = (stride, stride)
+    _stem_conv(model).stride = (stride, stride)
     model.maxpool = nn.Identity()
     reduction = {"act1": stride, "layer1": stride, "layer2": 2 * stride, "layer3": 4 * stride, "layer4": 8 * stride}
-    for info in model.feature_info:
+    for info in cast(List[Dict[str, Any]], model.feature_info):  # timm's metadata: one dict per feature map
         info["reduction"] = reduction[info["module"]]
 
 
-def _cifar_resnet(name: str, num_classes: int, in_chans: int, layers=(2, 2, 2, 2), **kwargs) -> nn.Module:
+def _cifar_stem(model: nn.Module, in_chans: int) -> None:
+    """3x3 stride-1 stem without max-pool: 32-px images keep their resolution into layer1."""
+    stem = nn.Conv2d(in_chans, _stem_conv(model).out_channels, kernel_size=3, stride=1, padding=1, bias=False)
+    model.conv1 = stem
+    nn.init.kaiming_normal_(stem.weight, mode="fan_out", nonlinearity="relu")
+    _set_stem_stride(model, 1)
+
+
+def _cifar_resnet(name: str, num_classes: int, in_chans: int, layers=(2, 2, 2, 2), **kwargs) -> ResNet:
     """timm's ResNet with basic blocks, a 3x3 stride-1 stem and no max-pool (the usual 32-px recipe)."""
     model = ResNet(
-        block=timm.models.resnet.BasicBlock, layers=layers, num_classes=num_classes, in_chans=in_chans, **kwargs
+        block=timm.models.resnet.BasicBlock,  # type: ignore[arg-type]  # timm types block as an instance; it takes the class
+        layers=layers,
+        num_classes=num_classes,
+        in_chans=in_chans,
+        **kwargs,
     )
-    stem_width = model.conv1.out_channels
-    model.conv1 = nn.Conv2d(in_chans, stem_width, kernel_size=3, stride=1, padding=1, bias=False)
-    nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
-    _set_stem_stride(model, 1)
+    _cifar_stem(model, in_chans)
     return _checked(model, in_chans, name)
 
 
