@@ -14,24 +14,15 @@ Everything else (blocks, downsampling shortcuts, init with the last BN of each b
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Dict, List, Sequence, cast
 
-import timm
-from torch import nn
+from timm.models.resnet import Bottleneck
 
 from ..layers import LocalSelfAttention2d, NonLocalBlock2d
-from .cnn import ResNet, _checked, _cifar_resnet, _set_stem_stride
+from .cnn import ResNet, _checked, _cifar_resnet, _cifar_stem, _set_stem_stride
 from .registry import register_model
 
 __all__ = ["sasa_resnet26", "sasa_resnet50", "sasa_resnet26_cifar", "nonlocal_resnet18_cifar"]
-
-
-def _cifar_stem(model: nn.Module, in_chans: int) -> None:
-    """3x3 stride-1 stem without max-pool: 32-px images keep their resolution into layer1."""
-    stem_width = model.conv1.out_channels
-    model.conv1 = nn.Conv2d(in_chans, stem_width, kernel_size=3, stride=1, padding=1, bias=False)
-    nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
-    _set_stem_stride(model, 1)
 
 
 def _sasa_resnet(
@@ -43,19 +34,22 @@ def _sasa_resnet(
     num_heads: int,
     cifar: bool = False,
     **kwargs,
-) -> nn.Module:
+) -> ResNet:
     """timm's bottleneck ResNet with every bottleneck's 3x3 convolution swapped for local self-attention."""
     model = ResNet(
-        block=timm.models.resnet.Bottleneck, layers=tuple(layers), num_classes=num_classes, in_chans=in_chans, **kwargs
+        block=Bottleneck,  # type: ignore[arg-type]  # timm types block as an instance; it takes the class
+        layers=tuple(layers),
+        num_classes=num_classes,
+        in_chans=in_chans,
+        **kwargs,
     )
-    for stage in (model.layer1, model.layer2, model.layer3, model.layer4):
-        for block in stage:
-            conv = block.conv2
-            if conv.groups != 1 or conv.dilation != (1, 1) or conv.in_channels != conv.out_channels:
-                raise ValueError(
-                    f"{name}: cannot replace a grouped, dilated or width-changing 3x3 convolution ({conv})"
-                )
-            block.conv2 = LocalSelfAttention2d(conv.out_channels, kernel_size, num_heads, stride=conv.stride[0])
+    blocks = [m for m in model.modules() if isinstance(m, Bottleneck)]  # layer1..layer4's, in order
+    for block in blocks:
+        conv = block.conv2
+        if conv.groups != 1 or conv.dilation != (1, 1) or conv.in_channels != conv.out_channels:
+            raise ValueError(f"{name}: cannot replace a grouped, dilated or width-changing 3x3 convolution ({conv})")
+        # The swap itself: timm declares conv2 a Conv2d.
+        block.conv2 = LocalSelfAttention2d(conv.out_channels, kernel_size, num_heads, stride=conv.stride[0])  # type: ignore[assignment]
     if cifar:
         _cifar_stem(model, in_chans)
     return _checked(model, in_chans, name)
@@ -120,12 +114,13 @@ def nonlocal_resnet18_cifar(
     if stem_stride not in (1, 2):
         raise ValueError(f"nonlocal_resnet18_cifar: stem_stride must be 1 or 2; got stem_stride={stem_stride!r}")
     _set_stem_stride(model, stem_stride)
-    widths = {info["module"]: info["num_chs"] for info in model.feature_info}
+    feature_info = cast(List[Dict[str, Any]], model.feature_info)  # timm's metadata: one dict per feature map
+    widths = {info["module"]: info["num_chs"] for info in feature_info}
     for i in sorted(set(nonlocal_stages)):
         if i not in (1, 2, 3, 4):
             raise ValueError(
                 f"nonlocal_resnet18_cifar: nonlocal_stages must be among 1-4; got {tuple(nonlocal_stages)}"
             )
-        stage = getattr(model, f"layer{i}")
+        stage = model.get_submodule(f"layer{i}")
         stage.add_module("attn", NonLocalBlock2d(widths[f"layer{i}"], num_heads, reduction, kv_pool))
     return model
