@@ -11,6 +11,7 @@ from vision_attn.models.protocols import (
     CountsClassesInStateDict,
     FeatureHeadModel,
     FiltersCheckpoints,
+    IntermediatesModel,
     ResettableClassifier,
     check_protocol,
     conforms,
@@ -45,6 +46,7 @@ def test_registry_models_declare_what_they_provide():
     assert conforms(vit, ClassifierModel) and conforms(vit, FeatureHeadModel) and conforms(vit, FiltersCheckpoints)
     assert missing_members(vit, CountsClassesInStateDict) == ["num_classes_in_state_dict"]
     assert not conforms(nn.Linear(2, 2), ClassifierModel)
+    assert conforms(vit, IntermediatesModel) and not conforms(nn.Linear(2, 2), IntermediatesModel)  # getter features
     det = va.create_model("detr_tiny_prenorm", num_classes=3)  # a head, but no reset_classifier
     assert (
         conforms(det, ClassifierModel) and conforms(det, FiltersCheckpoints) and not conforms(det, ResettableClassifier)

@@ -5,6 +5,7 @@ A model is a plain ``nn.Module``; these are the optional members other code uses
 * :class:`ClassifierModel`: a class head timm's way (``num_classes``, ``get_classifier()``); a
   :class:`ResettableClassifier` can also replace or drop it (``reset_classifier()``);
 * :class:`FeatureHeadModel`: timm's ``forward_features`` / ``forward_head`` split (features for FID, pre-logits);
+* :class:`IntermediatesModel`: timm's ``forward_intermediates`` (what ``features_only``'s getter wrapper calls);
 * :class:`FiltersCheckpoints`: ``checkpoint_filter_fn(state_dict)`` maps foreign checkpoints onto the model;
 * :class:`CountsClassesInStateDict`: ``num_classes_in_state_dict(state_dict)`` when the head alone cannot tell;
 * :class:`OfflineRebuildable`: ``offline_model_args(args)``: arguments that rebuild it without downloads;
@@ -27,6 +28,7 @@ __all__ = [
     "DecaySkipping",
     "FeatureHeadModel",
     "FiltersCheckpoints",
+    "IntermediatesModel",
     "OfflineRebuildable",
     "ResettableClassifier",
     "check_protocol",
@@ -58,6 +60,14 @@ class FeatureHeadModel(Protocol):
     def forward_features(self, x: Tensor) -> Tensor: ...
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor: ...
+
+
+@runtime_checkable
+class IntermediatesModel(Protocol):
+    """timm's feature API: ``forward_intermediates(x, indices, ...)`` gives the outputs of chosen blocks (timm's
+    ``FeatureGetterNet`` calls it with ``indices``, ``norm``, ``output_fmt``, ``intermediates_only``)."""
+
+    def forward_intermediates(self, x: Tensor, indices: Any = None, **kwargs: Any) -> Any: ...
 
 
 @runtime_checkable
