@@ -31,7 +31,7 @@ __all__ = [
 
 def _sn(module: nn.Module, eps: float = 1e-6) -> nn.Module:
     """Orthogonal init, then spectral norm on ``module.weight`` (BigGAN's order)."""
-    nn.init.orthogonal_(module.weight)
+    nn.init.orthogonal_(module.get_parameter("weight"))
     return spectral_norm(module, eps=eps)
 
 
@@ -40,7 +40,7 @@ def _sn_attention(channels: int, kv_pool: int = 2, scale: Optional[float] = 1.0)
     block = NonLocalBlock2d(
         channels, num_heads=1, reduction=8, kv_pool=kv_pool, value_channels=channels // 2, scale=scale
     )
-    for name in ("query", "key", "value", "out_proj"):
+    for name in ("query", "key", "value", "out_proj"):  # a fixed list of submodule names, read and set by name
         setattr(block, name, _sn(getattr(block, name)))
     return block
 
@@ -227,7 +227,7 @@ class Generator(nn.Module):
             parts = [t for t in (y, chunks[i + 1]) if t is not None]
             cond = torch.cat(parts, 1) if parts else None
             h = block(h, cond)
-            if i == self.attn_index:
+            if i == self.attn_index and self.attention is not None:  # attn_index is -1 without attention
                 h = self.attention(h)
         return torch.tanh(self.out_conv(F.relu(self.out_bn(h))))
 
@@ -296,7 +296,7 @@ class Discriminator(nn.Module):
         h = images
         for i, block in enumerate(self.blocks):
             h = block(h)
-            if i == self.attn_index:
+            if i == self.attn_index and self.attention is not None:  # attn_index is -1 without attention
                 h = self.attention(h)
         h = F.relu(h).sum(dim=(2, 3))  # global sum pooling (B, C)
         out = self.linear(h).squeeze(1)
