@@ -372,6 +372,13 @@ def test_backbones_dc5_freezing_and_timm():
         va.create_model("detr_resnet18_small", dilation=True)
 
 
+def test_offline_args_of_a_pretrained_backbone_keep_its_frozen_batch_norm():
+    # save_pretrained rebuilds without the ImageNet download but with the batch norm freezing it implied
+    det = va.create_model("detr_tiny_prenorm", num_classes=3, freeze_bn=True)
+    args = det.offline_model_args({"pretrained_backbone": True, "num_classes": 3})
+    assert args == {"num_classes": 3, "pretrained_backbone": False, "freeze_bn": True, "freeze_early_layers": False}
+
+
 def test_benchmark_times_ours_against_hugging_face_with_the_same_weights():
     pytest.importorskip("transformers")
     from vision_attn.run.bench.detr import detr_implementations

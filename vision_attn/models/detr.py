@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import fnmatch
 import math
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Optional, Sequence, Tuple, Union, cast
 
 import timm
 import torch
 import torch.nn.functional as F
 import torchvision
+from timm.models import FeatureInfo
 from torch import Tensor, nn
 from torchvision.models._utils import IntermediateLayerGetter  # private: DETR's own; no public equivalent
 from torchvision.ops.misc import FrozenBatchNorm2d
@@ -122,12 +123,13 @@ class DetrBackbone(nn.Module):
             raise ValueError(
                 f"backbone_kwargs apply to the models of vision_attn's registry; {name!r} is not one of them"
             )
+        early: Tuple[str, ...]
         if name in _TORCHVISION_RESNETS:
             if dilation and name in ("resnet18", "resnet34"):
                 raise ValueError(f"dilation (DC5) needs a bottleneck ResNet; torchvision's {name} does not support it")
             weights = "IMAGENET1K_V1" if pretrained else None
             norm_layer = FrozenBatchNorm2d if freeze_bn else nn.BatchNorm2d
-            trunk = getattr(torchvision.models, name)(
+            trunk = getattr(torchvision.models, name)(  # the factory of that name (one of _TORCHVISION_RESNETS)
                 weights=weights, replace_stride_with_dilation=[False, False, dilation], norm_layer=norm_layer
             )
             self.body = IntermediateLayerGetter(trunk, return_layers={"layer4": "0"})
@@ -139,7 +141,7 @@ class DetrBackbone(nn.Module):
             early = self._from_registry(name, pretrained, dilation, freeze_bn, dict(backbone_kwargs or {}))
             self._timm = True
         else:
-            kwargs = {"output_stride": 16} if dilation else {}
+            kwargs: Dict[str, Any] = {"output_stride": 16} if dilation else {}
             self.body = timm.create_model(name, pretrained=pretrained, features_only=True, out_indices=(-1,), **kwargs)
             if freeze_bn:
                 self.body = timm.layers.freeze_batch_norm_2d(self.body)
@@ -170,7 +172,7 @@ class DetrBackbone(nn.Module):
         # a ViT's map: its last block's tokens through the final norm, as its own forward_features
         body = feature_extractor(create_model(name, pretrained=pretrained or None, **kwargs), name, (-1,), norm=vit)
         self.body = timm.layers.freeze_batch_norm_2d(body) if freeze_bn else body
-        info = body.feature_info
+        info = cast(FeatureInfo, body.feature_info)  # what timm's feature wrappers carry
         self.num_channels = info.channels()[-1]
         self.stride = info.reduction()[-1]
         if vit:
@@ -330,7 +332,7 @@ class DETR(PretrainedMixin, nn.Module):
         holds every weight): the download is switched off, the batch norm and freezing it implied are kept."""
         args = dict(args)
         if args.pop("pretrained_backbone", False):
-            frozen = (FrozenBatchNorm2d, timm.layers.FrozenBatchNorm2d)
+            frozen = (FrozenBatchNorm2d, timm.layers.FrozenBatchNormAct2d)  # what timm's freeze_batch_norm_2d makes
             args.setdefault("freeze_bn", any(isinstance(m, frozen) for m in self.backbone.modules()))
             args.setdefault("freeze_early_layers", any(not p.requires_grad for p in self.backbone.parameters()))
         args["pretrained_backbone"] = False
