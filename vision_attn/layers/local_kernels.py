@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..attention import attention_with_weights, flex_attention, scaled_dot_product_attention
+from ..attention import attention_with_weights, flex_attention
 
 __all__ = [
     "LOCAL_BACKENDS",
@@ -205,13 +205,12 @@ def unfold_local_attention(
     rows, cols = relative_logits(q, rel_h, rel_w)
     bias = (rows[..., :, None] + cols[..., None, :]).reshape(B, nh, N, 1, kernel * kernel) * scale
     mask = bias.masked_fill(~inside, float("-inf"))
-    res = scaled_dot_product_attention(
+    out, weights = attention_with_weights(
         q.unsqueeze(-2), windows(k), windows(v), mask, need_weights=need_weights, scale=scale
     )
-    if need_weights:
-        out, weights = res
+    if weights is not None:
         return out.squeeze(-2), weights.squeeze(-2)
-    return res.squeeze(-2)
+    return out.squeeze(-2)
 
 
 def flex_supported(device: torch.device, needs_grad: bool) -> bool:

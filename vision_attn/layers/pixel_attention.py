@@ -25,7 +25,7 @@ try:  # torch has no public name for it; newer torch logs a warning on the first
 except ImportError:  # torch < 2.6: is_fx_tracing, which is True under torch.export too (excluded where it is called)
     from torch.fx._symbolic_trace import is_fx_tracing as is_fx_symbolic_tracing
 
-from ..attention import attention_with_weights, scaled_dot_product_attention
+from ..attention import attention_with_weights
 from ..attention.core import shape_str
 from .local_kernels import (
     LOCAL_BACKENDS,
@@ -144,7 +144,7 @@ class NonLocalBlock2d(nn.Module):
         capture = self._capture
         out, weights = attention_with_weights(q, k, v, need_weights=capture is not None, scale=self.scale)
         out = out.transpose(-1, -2).reshape(B, -1, H, W)
-        if capture is not None:
+        if capture is not None and weights is not None:
             capture(weights)
         return x + self.gamma * self.out_proj(out)
 
@@ -355,9 +355,12 @@ class LocalSelfAttention2d(nn.Module):
             out = flex_local_attention(q.contiguous(), k.contiguous(), v.contiguous(), *args)
         else:
             res = unfold_local_attention(q, k, v, *args, need_weights=capture is not None)
-            out, weights = res if capture is not None else (res, None)
-            if capture is not None:
-                capture(weights)
+            if isinstance(res, tuple):
+                out, weights = res
+                if capture is not None:
+                    capture(weights)
+            else:
+                out = res
         return out.transpose(-1, -2).reshape(B, C, H, W)
 
     def _cached(self, key: Tuple, make: Callable[[], Tensor]) -> Tensor:
@@ -439,15 +442,14 @@ class LocalSelfAttention2d(nn.Module):
         # The window mask as SDPA's additive float mask (what it turns a boolean one into on every call), cached.
         mask = self._cached(("mask", H, W, x.device, q.dtype), lambda: self._float_mask(H, W, x.device, q.dtype))
         capture = self._capture
-        res = scaled_dot_product_attention(q, k, v, mask, need_weights=capture is not None, scale=d**-0.5)
-        out, weights = res if capture is not None else (res, None)
+        out, weights = attention_with_weights(q, k, v, mask, need_weights=capture is not None, scale=d**-0.5)
         out = (
             out[..., :d]
             .reshape(nbh, nbw, B, nh, bh, bw, d)
             .permute(2, 3, 6, 0, 4, 1, 5)
             .reshape(B, C, Hp, Wp)[:, :, :H, :W]
         )
-        if capture is not None:
+        if capture is not None and weights is not None:
             capture(self._window_weights(weights, B, H, W))
         return out
 
