@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import os
+import re
 import shutil
 import sys
 import traceback
@@ -17,7 +18,7 @@ import yaml
 from jsonargparse import Namespace
 from lightning_fabric.plugins import CheckpointIO
 from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.cli import LightningCLI
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_info
 
@@ -38,6 +39,7 @@ from ..models.data_config import resolve_data_config
 from ..models.option_defaults import model_option_defaults
 from ..models.protocols import check_protocol
 from ..models.registry import UnknownModelError, is_model
+from ..tasks import DetectionTask, GenerationTask
 from ..tasks.protocols import MonitoredTask
 from .quiet import quiet_library
 from .resume import NothingToResumeError, ResumableCSVLogger, Resume, find_last_checkpoint
@@ -101,6 +103,35 @@ def _as_list(value) -> list:
     return [] if value in (None, False) else list(value) if isinstance(value, (list, tuple)) else [value]
 
 
+_TASKS_WITH_MOVED_OPTIONS = {cls.__name__: cls.MOVED_OPTIONS for cls in (DetectionTask, GenerationTask)}
+_REFUSED_OPTION = re.compile(r"class_path '(?:[\w.]*\.)?(\w+)':\s*Option '(\w+)' is not accepted")
+
+
+def moved_option_message(message: str) -> Optional[str]:
+    """One line for jsonargparse's refusal of a task option that moved into a group (``lr_g`` -> ``optim.lr_g``),
+    naming where it goes and every option moved with it; None for any other parse error."""
+    found = _REFUSED_OPTION.search(message)
+    moved = _TASKS_WITH_MOVED_OPTIONS.get(found.group(1), {}) if found else {}
+    if found is None or found.group(2) not in moved:
+        return None
+    task, option, group = found.group(1), found.group(2), moved[found.group(2)]
+    together = ", ".join(k for k, g in moved.items() if g == group)
+    return (
+        f"{task}: option {option} moved into {group}: write model.init_args.{group}.{option}, or in a config nest "
+        f"it under {group}: ({group} holds {together})"
+    )
+
+
+class _Parser(LightningArgumentParser):
+    """Lightning's parser; a task option that moved into a group is refused in one line naming its new place."""
+
+    def error(self, message: str, ex: Optional[Exception] = None):
+        moved = moved_option_message(message)
+        if moved is not None:
+            raise SystemExit(f"error: {moved}")
+        super().error(message, ex)
+
+
 class VisionAttnCLI(LightningCLI):
     """LightningCLI over any task in ``vision_attn.tasks`` and any datamodule in ``vision_attn.data``.
 
@@ -143,6 +174,7 @@ class VisionAttnCLI(LightningCLI):
                 subclass_mode_model=True,
                 subclass_mode_data=True,
                 save_config_kwargs={"overwrite": True},
+                parser_class=_Parser,
                 args=args,
                 run=run,
                 **kwargs,

@@ -6,7 +6,7 @@ step decay) and COCO evaluation (pycocotools) around any registered DETR.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple, Union
 
 import pytorch_lightning as pl
 import torch
@@ -48,6 +48,11 @@ class DetectionTask(pl.LightningModule):
         aux_loss: losses at every decoder layer.
         monitor: the validation number that picks ``best.ckpt`` (``AP`` or ``AP50``, ...).
     """
+
+    # options that moved into a group (old name -> group): the CLI names the new place of one still given flat
+    MOVED_OPTIONS: ClassVar[Dict[str, str]] = dict.fromkeys(
+        ("cost_class", "cost_bbox", "cost_giou", "loss_ce", "loss_bbox", "loss_giou", "eos_coef"), "criterion"
+    )
 
     def __init__(
         self,
