@@ -20,7 +20,7 @@ from ..losses import SetCriterionConfig
 from ..metrics.coco import COCO_METRIC_NAMES, coco_evaluate, detr_postprocess, to_coco_results
 from ..models import compile_in_place, create_model, load_pretrained
 from ..models import detr as _detr  # noqa: F401  (registers the DETR models)
-from ..models.protocols import check_protocol
+from ..models.protocols import ClassifierModel, check_protocol, conforms
 from .classification import datamodule_class_names
 
 __all__ = ["DetectionTask"]
@@ -78,6 +78,7 @@ class DetectionTask(pl.LightningModule):
             raise ValueError(f"monitor must be one of {COCO_METRIC_NAMES}; got {monitor!r}")
         # a MonitoredTask: validation COCO ``monitor`` picks best.ckpt (the CLI's RunCheckpoint), higher is better
         self.checkpoint_monitor: Optional[Tuple[str, str]] = (f"val/{monitor}", "max")
+        self.loss_terms: Dict[str, Tensor] = {}  # NamesLossTerms: the last training step's, for NonFiniteGuard
         if isinstance(model, nn.Module):
             self.model = model
         else:
@@ -86,9 +87,9 @@ class DetectionTask(pl.LightningModule):
             if num_classes is not None:
                 kwargs["num_classes"] = num_classes
             self.model = create_model(model, pretrained=pretrained, **kwargs)
-        n = getattr(self.model, "num_classes", None) or num_classes
+        n = (self.model.num_classes if conforms(self.model, ClassifierModel) else None) or num_classes
         if not n:
-            raise ValueError("DetectionTask needs num_classes (or a model with a num_classes attribute)")
+            raise ValueError("DetectionTask needs num_classes (or a ClassifierModel: num_classes, get_classifier())")
         if num_classes is not None and n != num_classes:
             raise ValueError(f"the model has {n} classes but num_classes={num_classes}")
         self.num_classes = int(n)

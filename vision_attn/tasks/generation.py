@@ -28,8 +28,10 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..callbacks import default_callbacks
 from ..callbacks.sample_grids import SampleGrids
+from ..data.protocols import CIFARFormatData
 from ..losses.gan import GanCriterionConfig
 from ..models import compile_in_place, create_model, load_pretrained
+from ..models.protocols import GanModel, check_protocol, conforms
 
 __all__ = ["GanCriterionConfig", "GanOptimConfig", "GenerationEvalConfig", "GenerationTask"]
 
@@ -56,9 +58,9 @@ class GanOptimConfig:
 
     def __post_init__(self) -> None:
         where = "GanOptimConfig (model.init_args.optim)"
-        for name in ("lr_g", "lr_d"):
-            if not getattr(self, name) > 0:  # fields by name: one message for both rates
-                raise ValueError(f"{where}: {name} must be > 0; got {getattr(self, name)}")
+        for name, lr in (("lr_g", self.lr_g), ("lr_d", self.lr_d)):
+            if not lr > 0:
+                raise ValueError(f"{where}: {name} must be > 0; got {lr}")
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
             raise ValueError(f"{where}: betas must be two numbers in [0, 1); got {self.betas}")
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))  # a checkpoint's list, as a tuple
@@ -132,7 +134,7 @@ class GenerationEvalConfig:
 
     def to_hparams(self) -> Dict[str, Any]:
         """Plain values for checkpoints and hparams.yaml (an injected extractor module is left out)."""
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # shallow: asdict copies modules
         if isinstance(self.feature_extractor, nn.Module):
             del out["feature_extractor"]
         return out
@@ -231,6 +233,7 @@ class GenerationTask(pl.LightningModule):
         self.automatic_optimization = False
         # a MonitoredTask: no validation number picks a GAN, so best.ckpt holds the latest weights
         self.checkpoint_monitor: Optional[Tuple[str, str]] = None
+        self.loss_terms: Dict[str, Tensor] = {}  # NamesLossTerms: the last step's, for NonFiniteGuard
         self.d_loss_fn, self.g_loss_fn, self.diffaug = self.criterion.build()
         self.data_classes = int(num_classes or 0)
         if isinstance(model, nn.Module):
@@ -238,7 +241,8 @@ class GenerationTask(pl.LightningModule):
         else:
             n = self.data_classes if conditional else 0
             self.model = create_model(model, pretrained=pretrained, num_classes=n, **dict(model_args or {}))
-        self.num_classes = int(getattr(self.model, "num_classes", 0))
+        check_protocol(self.model, GanModel, "GenerationTask's model")
+        self.num_classes = int(self.model.num_classes)
         if conditional and self.num_classes == 0 and self.data_classes > 0 and not isinstance(model, nn.Module):
             raise ValueError("GenerationTask: conditional=True but the model has no classes")
         self.g_steps = 0  # generator steps taken (saved in checkpoints)
@@ -254,10 +258,10 @@ class GenerationTask(pl.LightningModule):
         compile_in_place(self.hparams.get("compile", False), self.model.generator, self.model.discriminator)
 
     def read_normalisation(self, datamodule) -> None:
-        """Take the datamodule's ``spec.mean`` / ``spec.std`` (if any) for :meth:`to_unit_range`."""
-        spec = getattr(datamodule, "spec", None)
-        if spec is not None and getattr(spec, "mean", None) is not None:
-            self.data_mean, self.data_std = tuple(spec.mean), tuple(spec.std)
+        """Take a :class:`~vision_attn.data.protocols.CIFARFormatData`'s ``spec.mean`` / ``spec.std`` for
+        :meth:`to_unit_range` (other data: images are taken as they come, in [-1, 1])."""
+        if conforms(datamodule, CIFARFormatData):
+            self.data_mean, self.data_std = tuple(datamodule.spec.mean), tuple(datamodule.spec.std)
 
     def to_unit_range(self, images: Tensor) -> Tensor:
         """Datamodule-normalised images ``(B, 3, H, W)`` -> [-1, 1] (identity when mean = std = 0.5, as the shapes)."""
@@ -268,10 +272,10 @@ class GenerationTask(pl.LightningModule):
         return (images * std + mean) * 2 - 1
 
     def setup(self, stage: str) -> None:
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        dm = self.trainer.datamodule if self._trainer is not None else None  # _trainer: None outside a Trainer
         if dm is not None:
             self.read_normalisation(dm)
-            if stage == "fit" and getattr(dm, "augment", False):
+            if stage == "fit" and conforms(dm, CIFARFormatData) and dm.augment:
                 raise ValueError(
                     f"GenerationTask: {type(dm).__name__} has augment=True: its zero-padded random crops would teach "
                     "the generator black borders. Set --data.init_args.augment false (the task flips real images "
