@@ -5,6 +5,7 @@ import contextlib
 import csv
 import io
 import json
+import os
 
 import torch
 import torch.nn.functional as F
@@ -65,3 +66,54 @@ def test_flop_counts_equal_the_formulas_attention_on_cpu_included():
     assert forward == 2 * (2 * Bh * H * Nq * Nk * d)  # q k^T and p v
     both, _ = count_flops(lambda: F.scaled_dot_product_attention(q, k, v).sum().backward())
     assert both == forward * 7 // 2  # the backward: 5 matmuls of the 2 of the forward
+
+
+def test_sasa_counts_its_model_flops_whatever_the_kernel_wastes():
+    from vision_attn.layers import LocalSelfAttention2d
+    from vision_attn.run.bench.limit import model_flops_step
+
+    B, C, H, W, nh, k = 2, 16, 9, 10, 2, 5
+    d, N = C // nh, H * W
+    # the definition: the 1x1 projection, q.k and p.v over each pixel's k x k window, the row and column terms
+    formula = 2 * B * N * C * 3 * C + 2 * (2 * B * nh * N * k * k * d) + 2 * B * nh * N * k * d
+    x = torch.randn(B, C, H, W)
+    counted = {}
+    for block in (3, 8):
+        layer = LocalSelfAttention2d(C, k, nh, block_size=block).eval()
+        step = lambda layer=layer: layer(x)  # noqa: E731
+        counted[block] = (count_flops(model_flops_step(layer, step))[0], count_flops(step)[0])
+        assert layer.backend == "auto"  # restored
+    assert counted[3][0] == counted[8][0] == formula
+    assert counted[3][1] != counted[8][1] and min(counted[3][1], counted[8][1]) > formula  # the halo kernel's work
+    assert model_flops_step(nn.Linear(2, 2), lambda: None) is None
+
+
+def test_paired_ratios_get_a_median_confidence_interval_and_old_csvs_gain_the_column(tmp_path):
+    from vision_attn.run.bench.harness import median_ci95
+    from vision_attn.run.bench.limit import CSV_COLUMNS, write_csv
+
+    assert median_ci95(list(range(11, 0, -1))) == (2, 10)
+    assert median_ci95([3.0, 1.0, 2.0]) == (1.0, 3.0)
+    old = tmp_path / f"limit-cpu-{os.cpu_count()}core.csv"
+    columns = [c for c in CSV_COLUMNS if c != "paired_ci95"]
+    old.write_text(",".join(columns) + "\n" + ",".join("x" for _ in columns) + "\n")
+    row = {
+        "implementation": "timm resnet26",
+        "family": "SASA-26",
+        "mode": "train",
+        "batch": 2,
+        "size": [8, 8],
+        "flops": 1e9,
+        "median_ms": 1.0,
+        "flop_per_s": 1e12,
+        "peak_flop_per_s": 2e12,
+        "fraction": 0.5,
+        "paired_peer_over_ours": 0.9,
+        "paired_ci95": (0.8, 1.1),
+        "load": None,
+        "uncounted_ops": [],
+    }
+    write_csv([row], {"torch_threads": 1}, str(tmp_path), commit="abc")
+    lines = list(csv.DictReader(old.open()))
+    assert list(lines[0]) == CSV_COLUMNS and lines[0]["paired_ci95"] == "" and lines[0]["fraction"] == "x"
+    assert lines[1]["paired_ci95"] == "0.800-1.100" and lines[1]["commit"] == "abc"

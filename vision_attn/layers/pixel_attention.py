@@ -19,13 +19,18 @@ import torch.fx
 import torch.nn.functional as F
 from timm.models import register_notrace_module
 from torch import Tensor, nn
-from torch.fx._symbolic_trace import is_fx_tracing  # torch has no public name for it
 
-from ..attention import attention_with_weights, scaled_dot_product_attention
+try:  # torch has no public name for it; newer torch logs a warning on the first call of is_fx_tracing
+    from torch.fx._symbolic_trace import is_fx_symbolic_tracing
+except ImportError:  # torch < 2.6: is_fx_tracing, which is True under torch.export too (excluded where it is called)
+    from torch.fx._symbolic_trace import is_fx_tracing as is_fx_symbolic_tracing
+
+from ..attention import attention_with_weights
 from ..attention.core import shape_str
 from .local_kernels import (
     LOCAL_BACKENDS,
     _halo_layout,
+    _halo_radius,
     _halo_window_mask,
     _halo_window_weights,
     _shifted,
@@ -139,30 +144,41 @@ class NonLocalBlock2d(nn.Module):
         capture = self._capture
         out, weights = attention_with_weights(q, k, v, need_weights=capture is not None, scale=self.scale)
         out = out.transpose(-1, -2).reshape(B, -1, H, W)
-        if capture is not None:
+        if capture is not None and weights is not None:
             capture(weights)
         return x + self.gamma * self.out_proj(out)
 
 
-class _HaloGather(torch.autograd.Function):
-    """``padded (B, C, Hp + 2r, Wp + 2r)`` -> every block's halo, ``(B, C, blocks * Kh * Kw)`` (blocks, then halo pixels
-    row-major). Forward: a copy of two unfold views (4-5x faster than ``index_select``); backward: one scatter-add of
-    the flat ``index`` (2-3x faster than the backward of two unfolds). Same values as either."""
+class _HaloKV(torch.autograd.Function):
+    """``kv (B, Hp + 2r, Wp + 2r, 2C)`` (channels last, zero-padded) -> the halo keys and values of every block with
+    their tails, in one copy: ``(2, blocks, B * heads, Kh * Kw, d + t)``, ``[..., d:]`` = ``tail (2, Kh * Kw, t)`` (the
+    one-hot code for keys, zeros for values). Backward: one scatter-add of the ``d`` columns over the flat ``index``
+    (neighbouring halos overlap); the tail is a constant."""
 
     @staticmethod
-    def forward(ctx, padded: Tensor, index: Tensor, halo: Tuple[int, int], block: Tuple[int, int]) -> Tensor:
+    def forward(
+        ctx, kv: Tensor, tail: Tensor, index: Tensor, heads: int, halo: Tuple[int, int], block: Tuple[int, int]
+    ):
+        B, Hpad, Wpad, C2 = kv.shape
+        (Kh, Kw), d = halo, C2 // (2 * heads)
+        windows = kv.unfold(1, Kh, block[0]).unfold(2, Kw, block[1])  # (B, nbh, nbw, 2C, Kh, Kw), a view
+        nbh, nbw = windows.shape[1], windows.shape[2]
+        windows = windows.unflatten(3, (2, heads, d)).permute(
+            3, 1, 2, 0, 4, 6, 7, 5
+        )  # (2, nbh, nbw, B, heads, Kh, Kw, d)
+        out = torch.cat([windows, tail.view(2, 1, 1, 1, 1, Kh, Kw, -1).expand(-1, nbh, nbw, B, heads, -1, -1, -1)], -1)
         ctx.save_for_backward(index)
-        ctx.shape = padded.shape
-        B, C = padded.shape[:2]
-        windows = padded.unfold(2, halo[0], block[0]).unfold(3, halo[1], block[1])  # (B, C, nbh, nbw, Kh, Kw), a view
-        return windows.reshape(B, C, -1)
+        ctx.geometry = (B, Hpad, Wpad, C2, heads, d, nbh, nbw, Kh, Kw)
+        return out.view(2, nbh * nbw, B * heads, Kh * Kw, -1)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         (index,) = ctx.saved_tensors
-        B, C, Hpad, Wpad = ctx.shape
-        out = grad.new_zeros(B, C, Hpad * Wpad).index_add_(2, index, grad)
-        return out.view(B, C, Hpad, Wpad), None, None, None
+        B, Hpad, Wpad, C2, heads, d, nbh, nbw, Kh, Kw = ctx.geometry
+        g = grad.view(2, nbh, nbw, B, heads, Kh, Kw, -1)[..., :d].permute(3, 1, 2, 5, 6, 0, 4, 7)
+        g = g.reshape(B, nbh * nbw * Kh * Kw, C2)  # (B, halo pixels, 2C): rows of 2C contiguous floats to add
+        out = grad.new_zeros(B, Hpad * Wpad, C2).index_add_(1, index, g)
+        return out.view(B, Hpad, Wpad, C2), None, None, None, None, None
 
 
 # timm's fx tools (its feature extractor, the tracer of its tests) keep it whole: eager kernels, bit-identical outputs.
@@ -294,10 +310,16 @@ class LocalSelfAttention2d(nn.Module):
         """Block sides ``(bh, bw)`` and block counts ``(nbh, nbw)`` for an ``height x width`` map."""
         return _halo_layout(height, width, self.block_size)
 
+    def _halos(self, nbh: int, nbw: int) -> Tuple[int, int]:
+        """The halo ``(hy, hx)`` around each block: ``k // 2``, or 0 along an axis that is one block."""
+        r = self.kernel_size // 2
+        return _halo_radius(nbh, r), _halo_radius(nbw, r)
+
     @staticmethod
-    def _shifted(rel: Tensor, block: int) -> Tensor:
-        """``rel (heads, k, c)`` -> ``(heads, block, block + k - 1, c)``: ``[h, i, j] = rel[h, j - i]`` (0 outside)."""
-        return _shifted(rel, block)
+    def _shifted(rel: Tensor, block: int, halo: int) -> Tensor:
+        """``rel (heads, k, c)`` -> ``(heads, block, block + 2 * halo, c)``: ``[h, i, j] = rel[h, j - halo - i + k // 2]``
+        (0 outside the window)."""
+        return _shifted(rel, block, halo)
 
     def _window_mask(self, height: int, width: int, device) -> Tensor:
         """``(blocks, 1, bh*bw, Kh*Kw)`` bool, SDPA meaning (True = may attend): the key is in the query's window
@@ -310,7 +332,9 @@ class LocalSelfAttention2d(nn.Module):
         if torch.jit.is_scripting():  # all kernels are exact: TorchScript runs the plain halo one
             out, _ = halo_local_attention(self.qkv(x), self.rel_pos_h, self.rel_pos_w, self.num_heads, self.block_size)
             return self.pool(out)
-        elif is_fx_tracing() and not torch.compiler.is_compiling():  # symbolic tracing, not torch.export / compile:
+        elif (
+            is_fx_symbolic_tracing() and not torch.compiler.is_compiling()
+        ):  # symbolic tracing, not torch.export / compile:
             # plain torch.fx (timm's tools keep this module whole) records one call, run with the graph
             out, _ = halo_local_attention(self.qkv(x), self.rel_pos_h, self.rel_pos_w, self.num_heads, self.block_size)
             return self.pool(out)
@@ -331,16 +355,21 @@ class LocalSelfAttention2d(nn.Module):
             out = flex_local_attention(q.contiguous(), k.contiguous(), v.contiguous(), *args)
         else:
             res = unfold_local_attention(q, k, v, *args, need_weights=capture is not None)
-            out, weights = res if capture is not None else (res, None)
-            if capture is not None:
-                capture(weights)
+            if isinstance(res, tuple):
+                out, weights = res
+                if capture is not None:
+                    capture(weights)
+            else:
+                out = res
         return out.transpose(-1, -2).reshape(B, C, H, W)
 
     def _cached(self, key: Tuple, make: Callable[[], Tensor]) -> Tensor:
-        """Shape-only tensors (window mask, halo index) kept per map size, device and dtype: built once, not per call."""
+        """Shape-only tensors (window mask, halo index, tails) kept per map size, device and dtype: built once, not per
+        call, and never as inference tensors (a first call under ``torch.inference_mode`` must not break training)."""
         cache = self.__dict__.setdefault("_shape_cache", {})  # not a buffer: no state_dict key, rebuilt on a new device
         if key not in cache:
-            made = make()
+            with torch.inference_mode(False):
+                made = make()
             if type(made) is not Tensor:  # a traced tensor (export, compile, fx): it must not outlive the trace
                 return made
             if len(cache) >= 16:  # many map sizes (e.g. multi-scale inputs): start over rather than grow
@@ -349,66 +378,78 @@ class LocalSelfAttention2d(nn.Module):
         return cache[key]
 
     def _halo_index(self, height: int, width: int, device) -> Tensor:
-        """``(nblocks * Kh * Kw,)`` flat positions in the ``r``-padded map of each block's halo pixels, row-major."""
-        r = self.kernel_size // 2
+        """``(nblocks * Kh * Kw,)`` flat positions in the halo-padded map of each block's halo pixels, row-major."""
         bh, bw, nbh, nbw = self._layout(height, width)
-        Kh, Kw, Wpad = bh + 2 * r, bw + 2 * r, nbw * bw + 2 * r
+        hy, hx = self._halos(nbh, nbw)
+        Kh, Kw, Wpad = bh + 2 * hy, bw + 2 * hx, nbw * bw + 2 * hx
         ys = torch.arange(nbh, device=device)[:, None] * bh + torch.arange(Kh, device=device)  # (nbh, Kh)
         xs = torch.arange(nbw, device=device)[:, None] * bw + torch.arange(Kw, device=device)  # (nbw, Kw)
         return (ys[:, None, :, None] * Wpad + xs[None, :, None, :]).reshape(-1)
+
+    @staticmethod
+    def _halo_tail(Kh: int, Kw: int, device, dtype: torch.dtype) -> Tensor:
+        """``(2, Kh * Kw, Kh + Kw)``: for keys the one-hot code of each halo key's row and column (so ``q' . k'`` adds
+        the query's row and column terms), for values zeros (the fused kernel needs equal head sizes)."""
+        code = torch.cat(
+            [
+                torch.eye(Kh, dtype=dtype, device=device).repeat_interleave(Kw, dim=0),
+                torch.eye(Kw, dtype=dtype, device=device).repeat(Kh, 1),
+            ],
+            dim=1,
+        )
+        return torch.stack([code, torch.zeros_like(code)])
 
     def _float_mask(self, height: int, width: int, device, dtype: torch.dtype) -> Tensor:
         """:meth:`_window_mask` as an additive mask: 0 where a key may be attended, -inf where not."""
         allowed = self._window_mask(height, width, device)
         return torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill_(~allowed, float("-inf"))
 
+    def _qkv_channels_last(self, x: Tensor) -> Tensor:
+        """The 1x1 projection as one matmul on ``x (B, C, H, W)`` read as ``(B, H*W, C)`` -> ``(B, H, W, 3C)``: the
+        halo copies then move runs of ``d`` contiguous floats instead of single strided ones. Same products as the
+        convolution (its weight, its bias)."""
+        B, C, H, W = x.shape
+        out = torch.matmul(x.flatten(2).transpose(1, 2), self.qkv.weight.view(3 * C, C).t())
+        if self.qkv.bias is not None:
+            out = out + self.qkv.bias
+        return out.view(B, H, W, 3 * C)
+
     def _forward_halo(self, x: Tensor) -> Tensor:
         """The ``halo`` kernel: ``x (B, C, H, W)`` -> ``(B, C, H, W)`` (before the stride pool)."""
         B, C, H, W = x.shape
-        nh, d, r = self.num_heads, self.head_dim, self.kernel_size // 2
+        nh, d = self.num_heads, self.head_dim
         bh, bw, nbh, nbw = self._layout(H, W)
-        Hp, Wp, Kh, Kw = nbh * bh, nbw * bw, bh + 2 * r, bw + 2 * r
+        hy, hx = self._halos(nbh, nbw)
+        Hp, Wp, Kh, Kw = nbh * bh, nbw * bw, bh + 2 * hy, bw + 2 * hx
         nblocks, dk = nbh * nbw, d + Kh + Kw
-        qkv = self.qkv(x)
-        q, kv = qkv[:, :C], qkv[:, C:]  # keys and values stay one view: no copy
+        qkv = self._qkv_channels_last(x)
+        q, kv = qkv[..., :C], qkv[..., C:]  # views
 
-        # Queries: (B, C, Hp, Wp) -> (nbh, nbw, B, heads, bh, bw, d).
-        q = F.pad(q, (0, Wp - W, 0, Hp - H)).reshape(B, nh, d, nbh, bh, nbw, bw).permute(3, 5, 0, 1, 4, 6, 2)
+        # Queries: (B, Hp, Wp, C) -> (nbh, nbw, B, heads, bh, bw, d), extended by their row and column terms.
+        q = F.pad(q, (0, 0, 0, Wp - W, 0, Hp - H)).view(B, nbh, bh, nbw, bw, nh, d).permute(1, 3, 0, 5, 2, 4, 6)
         dr = d // 2
-        rows = torch.einsum("abnhijc,hikc->abnhijk", q[..., :dr], self._shifted(self.rel_pos_h, bh))
-        cols = torch.einsum("abnhijc,hjkc->abnhijk", q[..., dr:], self._shifted(self.rel_pos_w, bw))
+        rows = torch.einsum("abnhijc,hikc->abnhijk", q[..., :dr], self._shifted(self.rel_pos_h, bh, hy))
+        cols = torch.einsum("abnhijc,hjkc->abnhijk", q[..., dr:], self._shifted(self.rel_pos_w, bw, hx))
         q = torch.cat([q, rows, cols], dim=-1).reshape(nblocks, B * nh, bh * bw, dk)
 
-        # Keys and values: each block's (bh + 2r) x (bw + 2r) halo, from the zero-padded map (the padding is masked below).
-        kv = F.pad(kv, (r, r + Wp - W, r, r + Hp - H))
+        # Keys and values: each block's (bh + 2hy) x (bw + 2hx) halo of the zero-padded map (the padding is masked
+        # below), with k' = [k, code] and v' = [v, 0] written in the same copy.
+        kv = F.pad(kv, (0, 0, hx, hx + Wp - W, hy, hy + Hp - H))
         index = self._cached(("halo", H, W, x.device), lambda: self._halo_index(H, W, x.device))
-        kv = _HaloGather.apply(kv, index, (Kh, Kw), (bh, bw))  # (B, 2C, blocks * Kh * Kw)
-        kv = kv.view(B, 2, nh, d, nblocks, Kh * Kw).permute(1, 4, 0, 2, 5, 3)  # (2, blocks, B, heads, Kh*Kw, d)
-        # One concatenation makes k' = [k, code] and v' = [v, 0]: the fused kernel needs equal head sizes, and
-        # padding v here saves the copy the core's zero-padding would make (same values, the same kernel call).
-        code = torch.cat(
-            [  # one-hot code of each halo key's row and column: q'.k' adds the query's row and column terms
-                torch.eye(Kh, dtype=kv.dtype, device=kv.device).repeat_interleave(Kw, dim=0),
-                torch.eye(Kw, dtype=kv.dtype, device=kv.device).repeat(Kh, 1),
-            ],
-            dim=1,
-        )  # (Kh*Kw, Kh + Kw)
-        tail = torch.stack([code, torch.zeros_like(code)])[:, None, None, None]  # (2, 1, 1, 1, Kh*Kw, Kh + Kw)
-        kvp = torch.cat([kv, tail.expand(-1, nblocks, B, nh, -1, -1)], dim=-1)
-        k, v = kvp.view(2, nblocks, B * nh, Kh * Kw, dk).unbind(0)
+        tail = self._cached(("tail", Kh, Kw, x.device, x.dtype), lambda: self._halo_tail(Kh, Kw, x.device, x.dtype))
+        k, v = _HaloKV.apply(kv, tail, index, nh, (Kh, Kw), (bh, bw)).unbind(0)
 
         # The window mask as SDPA's additive float mask (what it turns a boolean one into on every call), cached.
         mask = self._cached(("mask", H, W, x.device, q.dtype), lambda: self._float_mask(H, W, x.device, q.dtype))
         capture = self._capture
-        res = scaled_dot_product_attention(q, k, v, mask, need_weights=capture is not None, scale=d**-0.5)
-        out, weights = res if capture is not None else (res, None)
+        out, weights = attention_with_weights(q, k, v, mask, need_weights=capture is not None, scale=d**-0.5)
         out = (
             out[..., :d]
             .reshape(nbh, nbw, B, nh, bh, bw, d)
             .permute(2, 3, 6, 0, 4, 1, 5)
             .reshape(B, C, Hp, Wp)[:, :, :H, :W]
         )
-        if capture is not None:
+        if capture is not None and weights is not None:
             capture(self._window_weights(weights, B, H, W))
         return out
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
+import math
 import platform
 import random
 import statistics
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Callable, ContextManager, Dict, Iterable, List, Sequence, Tuple
+from typing import Callable, ContextManager, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +35,9 @@ class Implementation:
     name: str
     step: Callable[[], Tensor]
     ours: bool = False
+    # The step whose counted FLOPs are the model's (``limit``): default ``step``; a model whose kernel computes more
+    # than its definition (the halo kernel's masked keys) counts through one that does not.
+    count: Optional[Callable[[], object]] = None
     times_ms: List[float] = field(default_factory=list)
     peaks_mib: List[float] = field(default_factory=list)
 
@@ -173,11 +177,23 @@ def summarize(impls: Sequence[Implementation]) -> List[Dict[str, object]]:
                 # Median of the per-repeat ratios: timings of one repeat are neighbours, so this one
                 # also cancels load that drifts during the run (e.g. a shared machine).
                 "paired_peer_over_ours": None if impl.ours else statistics.median(p / o for p, o in zip(t, ours_times)),
+                "paired_ci95": None if impl.ours else median_ci95([p / o for p, o in zip(t, ours_times)]),
                 "peak_mib": max(impl.peaks_mib) if impl.peaks_mib else None,
                 "times_ms": list(t),
             }
         )
     return rows
+
+
+def median_ci95(values: Sequence[float]) -> Tuple[float, float]:
+    """A distribution-free 95% confidence interval of the median of ``values``: the order statistics at ranks
+    ``(n - 1.96 sqrt(n)) / 2`` and ``1 + (n + 1.96 sqrt(n)) / 2`` (binomial, normal approximation; the whole range
+    below 6 values)."""
+    xs = sorted(values)
+    n = len(xs)
+    lo = max(math.floor((n - 1.96 * n**0.5) / 2), 1)
+    hi = min(math.ceil(1 + (n + 1.96 * n**0.5) / 2), n)
+    return xs[lo - 1], xs[hi - 1]
 
 
 # --- shared steps and output ---------------------------------------------------------------------

@@ -49,6 +49,7 @@ __all__ = [
     "limit_table",
     "matmul_peak",
     "measure_limit",
+    "model_flops_step",
     "write_csv",
 ]
 
@@ -205,10 +206,35 @@ def _classifier(name: str, peer: Optional[str], classes: int = 1000, **kwargs) -
         for label, make, ours in builders:
             torch.manual_seed(seed)
             model = make().to(device).train(mode == "train")
-            impls.append(Implementation(bench, label, _step(model, mode, images, labels, device, dtype), ours=ours))
+            step = _step(model, mode, images, labels, device, dtype)
+            impls.append(Implementation(bench, label, step, ours=ours, count=model_flops_step(model, step)))
         return impls
 
     return build
+
+
+def model_flops_step(model: nn.Module, step: Callable[[], object]) -> Optional[Callable[[], object]]:
+    """For a model with :class:`~vision_attn.layers.LocalSelfAttention2d` layers: ``step`` run with their ``unfold``
+    kernel, which computes the definition and nothing more (each pixel's k x k keys, head size ``d``), so its count
+    is the model's FLOPs whatever kernel is timed (the ``halo`` kernel also multiplies masked keys and padding:
+    counting those would score wasted work as speed). ``None`` for other models (their step counts as it runs)."""
+    from vision_attn.layers import LocalSelfAttention2d
+
+    layers = [m for m in model.modules() if isinstance(m, LocalSelfAttention2d)]
+    if not layers:
+        return None
+
+    def exact_windows() -> object:
+        backends = [m.backend for m in layers]
+        for m in layers:
+            m.backend = "unfold"
+        try:
+            return step()
+        finally:
+            for m, backend in zip(layers, backends):
+                m.backend = backend
+
+    return exact_windows
 
 
 def _step(model: nn.Module, mode: str, images: Tensor, labels: Tensor, device, dtype) -> Callable[[], Tensor]:
@@ -296,7 +322,7 @@ def measure_limit(
     """Time ``impls`` and the matmul peak interleaved; rows with FLOPs, FLOP/s, the peak and the fraction (the median
     over repeats of step FLOP/s / peak FLOP/s of the same repeat, so load that drifts during the run cancels)."""
     peak, peak_flops = matmul_peak(impls[0].benchmark, device, dtype)
-    counts = {impl.name: count_flops(impl.step) for impl in impls}
+    counts = {impl.name: count_flops(impl.count or impl.step) for impl in impls}
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     measure([*impls, peak], repeats, warmup, device, same_shapes=False)
     rows = summarize([*impls, peak])
@@ -379,6 +405,7 @@ CSV_COLUMNS = [
     "peak_gflop_per_s",
     "fraction",
     "paired_peer_over_ours",
+    "paired_ci95",
     "load_1min",
     "uncounted_ops",
 ]
@@ -415,6 +442,14 @@ def write_csv(
         )
     except OSError:
         commit = "unknown"
+    if path.exists():  # a file written before a column was added: rewrite it with the column empty in old rows
+        with path.open(newline="") as f:
+            old = list(csv.DictReader(f))
+        if old and list(old[0]) != CSV_COLUMNS:
+            with path.open("w", newline="") as f:
+                writer = csv.DictWriter(f, CSV_COLUMNS, restval="")
+                writer.writeheader()
+                writer.writerows({c: r.get(c, "") for c in CSV_COLUMNS} for r in old)
     new = not path.exists()
     with path.open("a", newline="") as f:
         writer = csv.DictWriter(f, CSV_COLUMNS)
@@ -443,6 +478,7 @@ def write_csv(
                     "paired_peer_over_ours": ""
                     if r["paired_peer_over_ours"] is None
                     else f"{r['paired_peer_over_ours']:.3f}",
+                    "paired_ci95": "" if r.get("paired_ci95") is None else "{:.3f}-{:.3f}".format(*r["paired_ci95"]),
                     "load_1min": "" if r["load"] is None else f"{r['load']:.2f}",
                     "uncounted_ops": " ".join(r["uncounted_ops"]),
                 }
