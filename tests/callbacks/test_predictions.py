@@ -28,11 +28,14 @@ def _infos(*errors):
     ]
 
 
-class _Named(nn.Module):
+class _Named(nn.Module):  # a ClassifierModel (num_classes, get_classifier) with a pretrained_cfg
     def __init__(self, n, names=None):
         super().__init__()
         self.num_classes = n
         self.pretrained_cfg = {"label_names": names, "num_classes": n} if names else {"x": 1}
+
+    def get_classifier(self):
+        return nn.Identity()
 
 
 def test_is_file_batch():

@@ -75,3 +75,27 @@ def test_detection_annotations_are_checked_without_reading_the_files(tmp_path):
         "it lacks ann_file, category_ids, label_to_category_id, split_name$",
     ):
         det.coco_metrics(nn.Module(), "val")
+
+
+def test_the_probes_of_tasks_callbacks_and_run_are_declared_protocols(tmp_path):
+    """What GAN training, the callbacks and predict read from a model, task or datamodule is a declared protocol:
+    the shipped objects conform (without reading files), and a GAN task refuses a model that is no GanModel."""
+    from vision_attn.callbacks.protocols import CountsGeneratorSteps, NamesLossTerms, WrapsModel
+    from vision_attn.callbacks.sample_grids import SampleGrids
+    from vision_attn.data import ImageFolderDataModule, SyntheticShapesDataModule
+    from vision_attn.data.protocols import CIFARFormatData, LabelledImages, PredictsImageFiles
+    from vision_attn.models.protocols import GanModel, PretrainedConfigured
+
+    gan = GenerationTask(model_args={"ch": 8}, num_classes=3)
+    cls = ClassificationTask("vit_nano_patch4_32", num_classes=3, model_args={"depth": 1})
+    assert conforms(gan.model, GanModel) and conforms(gan.model, PretrainedConfigured)
+    assert conforms(gan, CountsGeneratorSteps) and not conforms(cls, CountsGeneratorSteps)
+    assert all(conforms(t, WrapsModel) and conforms(t, NamesLossTerms) for t in (gan, cls))  # before any step
+    shapes = SyntheticShapesDataModule(root=str(tmp_path / "absent"))
+    folder = ImageFolderDataModule(root=str(tmp_path / "absent"))
+    assert conforms(shapes, CIFARFormatData) and conforms(folder, LabelledImages)
+    assert not conforms(folder, CIFARFormatData) and conforms(folder, PredictsImageFiles)
+    with pytest.raises(TypeError, match="^GenerationTask's model: Linear is not a GanModel: it lacks discriminator, "):
+        GenerationTask(model=nn.Linear(2, 2))
+    with pytest.raises(TypeError, match="^SampleGrids' module.model: VisionTransformer is not a GanModel"):
+        SampleGrids().setup(None, cls, "fit")

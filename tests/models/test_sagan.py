@@ -23,7 +23,7 @@ from vision_attn.metrics.generation import (
 )
 from vision_attn.models.sagan import truncated_normal
 from vision_attn.run.evaluate.generation import evaluate_generation
-from vision_attn.tasks.generation import GenerationEvalConfig, GenerationTask
+from vision_attn.tasks.generation import GanCriterionConfig, GanOptimConfig, GenerationEvalConfig, GenerationTask
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tools"))
@@ -289,9 +289,9 @@ def _cli(tmp_path, *extra, steps=4):
             "1",
             "--model.init_args.n_samples",
             "10",
-            "--model.init_args.ema_start",
+            "--model.init_args.optim.ema_start",
             "0",
-            "--model.init_args.ema_decay",
+            "--model.init_args.optim.ema_decay",
             "0.5",
             *shapes_args(tmp_path),
             *extra,
@@ -302,7 +302,9 @@ def _cli(tmp_path, *extra, steps=4):
 
 @pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
 def test_training_steps_change_g_and_d_and_write_sample_grids(tmp_path, precision):
-    cli = _cli(tmp_path, "--trainer.precision", precision, "--model.init_args.diffaug", "color,translation,cutout")
+    cli = _cli(
+        tmp_path, "--trainer.precision", precision, "--model.init_args.criterion.diffaug", "color,translation,cutout"
+    )
     task = cli.model
     assert task.num_classes == 10
     before = {k: v.clone() for k, v in task.model.state_dict().items()}
@@ -359,10 +361,8 @@ def test_gan_step_without_a_trainer_trains_as_training_step_under_a_trainer(tmp_
             model="sagan_32",
             model_args=TINY,
             num_classes=10,
-            d_steps=2,
-            ema_start=0,
-            ema_decay=0.5,
-            diffaug="color,translation,cutout",
+            optim=GanOptimConfig(d_steps=2, ema_start=0, ema_decay=0.5),
+            criterion=GanCriterionConfig(diffaug="color,translation,cutout"),
             sample_every_n_steps=0,
         )
 

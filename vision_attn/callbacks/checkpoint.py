@@ -119,7 +119,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             tmp.unlink(missing_ok=True)
             if not isinstance(err, (OSError, RuntimeError)):  # RuntimeError: torch.save's own wrapper of a failed write
                 raise
-            why = getattr(err, "strerror", None) or str(err) or type(err).__name__
+            why = (err.strerror if isinstance(err, OSError) else None) or str(err) or type(err).__name__
             kept = f"the previous {path.name} is unchanged" if path.exists() else "no file was written"
             raise CheckpointWriteError(f"could not write checkpoint {path}: {why}; {kept}") from err
         _fsync_dir(path.parent)
@@ -207,9 +207,7 @@ class RunCheckpoint(ModelCheckpoint):
         self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        parent = getattr(super(), "on_train_end", None)
-        if parent is not None:
-            parent(trainer, pl_module)
+        super().on_train_end(trainer, pl_module)
         if trainer.fast_dev_run or self.dirpath is None or trainer.global_step == 0:
             return
         if self._last_global_step_saved != trainer.global_step:
@@ -254,10 +252,10 @@ def set_rng_states(states: Dict[str, Any]) -> None:
 
 def _train_samplers(trainer: pl.Trainer) -> List[Any]:
     """The :class:`~vision_attn.data.resumable.ResumableSampler` of each training loader (others have none)."""
-    loaders = getattr(trainer.fit_loop, "_combined_loader", None)
+    loaders = getattr(trainer.fit_loop, "_combined_loader", None)  # private: no public handle on the fit's loaders
     found = []
     for dl in loaders.flattened if loaders is not None else []:
-        sampler = getattr(dl, "sampler", None)
+        sampler = getattr(dl, "sampler", None)  # a loader may be any iterable, not only a DataLoader
         if isinstance(sampler, ResumableSampler):
             found.append(sampler)
     return found
@@ -304,6 +302,7 @@ class ResumeState(Callback):
         # Lightning made the resumed epoch's iterator already (before our restore, and before setting the sampler's
         # epoch): make it again, as an uninterrupted run does at the start of each epoch, minus the batches trained.
         fit_loop = trainer.fit_loop
+        # private: Lightning has no public handle on the fit's loaders and fetcher (None before the first epoch)
         loaders, fetcher = getattr(fit_loop, "_combined_loader", None), getattr(fit_loop, "_data_fetcher", None)
         if loaders is None or fetcher is None:
             return
@@ -318,7 +317,7 @@ class ResumeState(Callback):
             sampler.load_state_dict(state)
         for dl in loaders.flattened:
             _set_sampler_epoch(dl, fit_loop.epoch_progress.current.processed)
-            if isinstance(getattr(dl, "sampler", None), ResumableSampler) and done:
+            if isinstance(getattr(dl, "sampler", None), ResumableSampler) and done:  # dl: any iterable
                 dl.sampler.skip(done * int(dl.batch_size or 1))
         iter(fetcher)
 

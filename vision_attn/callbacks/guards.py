@@ -11,6 +11,9 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from torch import Tensor
 
+from ..models.protocols import conforms
+from .protocols import NamesLossTerms
+
 __all__ = ["NonFiniteError", "NonFiniteGuard", "first_nonfinite"]
 
 log = logging.getLogger(__name__)
@@ -63,7 +66,7 @@ class NonFiniteGuard(Callback):
 
     # --- loss ---------------------------------------------------------------------------------
     def _name_of(self, pl_module: pl.LightningModule, loss: Tensor) -> str:
-        terms: Dict[str, Tensor] = getattr(pl_module, "loss_terms", None) or {}
+        terms: Dict[str, Tensor] = pl_module.loss_terms if conforms(pl_module, NamesLossTerms) else {}
         bad = [k for k, v in terms.items() if isinstance(v, Tensor) and not bool(torch.isfinite(v.detach()).all())]
         same = [k for k, v in terms.items() if v is loss]
         # a component names the cause better than the sum it poisoned
@@ -84,6 +87,7 @@ class NonFiniteGuard(Callback):
         return [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
 
     def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer) -> None:
+        # Lightning's MixedPrecision and FSDPPrecision both hold the GradScaler: no public type covers both
         if getattr(trainer.precision_plugin, "scaler", None) is not None:
             return  # fp16: the GradScaler skips overflowing steps itself
         grads = self._grads(optimizer)

@@ -24,7 +24,8 @@ from torch import Tensor, nn
 
 from ..data.protocols import CategoryLabels
 from ..models import class_names
-from ..models.protocols import conforms
+from ..models.protocols import ClassifierModel, conforms
+from .protocols import CarriesClassNames, WrapsModel
 
 __all__ = [
     "PredictionWriter",
@@ -75,7 +76,8 @@ def class_names_for(
             return [str(n) for n in datamodule.classes]
         except Exception:  # a datamodule whose names need its files (CIFAR, image folders) when they are absent
             pass
-    return _coco91_names() if detection and getattr(model, "num_classes", None) == 91 else None
+    coco91 = detection and conforms(model, ClassifierModel) and model.num_classes == 91
+    return _coco91_names() if coco91 else None
 
 
 def _name(names: Optional[Sequence[str]], label: int) -> str:
@@ -202,8 +204,9 @@ class PredictionWriter(BasePredictionWriter):
 
     def _labels(self, trainer, pl_module, detection: bool) -> Any:
         if self._names is None:
-            model = getattr(pl_module, "model", pl_module)
-            names = class_names_for(model, trainer.datamodule, getattr(pl_module, "class_names", None), detection)
+            model = pl_module.model if conforms(pl_module, WrapsModel) else pl_module
+            own = pl_module.class_names if conforms(pl_module, CarriesClassNames) else None
+            names = class_names_for(model, trainer.datamodule, own, detection)
             self._names = category_map(pl_module.num_classes, names, trainer.datamodule) if detection else names
         return self._names
 
@@ -237,5 +240,5 @@ class PredictionWriter(BasePredictionWriter):
 
 def default_prediction_writer(trainer: Any) -> List[PredictionWriter]:
     """``[PredictionWriter()]`` for a task's ``configure_callbacks``, unless the trainer already has one (yours wins)."""
-    callbacks = getattr(trainer, "callbacks", None) or []
+    callbacks = getattr(trainer, "callbacks", None) or []  # a Trainer, or None / a stand-in when none is attached
     return [] if any(isinstance(c, PredictionWriter) for c in callbacks) else [PredictionWriter()]

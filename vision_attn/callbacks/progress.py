@@ -95,7 +95,7 @@ def default_progress_callbacks(
             added.append(StepBar())
         except ModuleNotFoundError:  # rich is not installed: Lightning's default tqdm bar counts right
             pass
-    isatty = getattr(stream, "isatty", None)
+    isatty = getattr(stream, "isatty", None)  # any file-like object: a replaced sys.stdout may have no isatty
     if lines and not (callable(isatty) and isatty()) and not any(isinstance(c, LogLines) for c in callbacks):
         added.append(LogLines())
     return added

@@ -12,6 +12,9 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from torch import Tensor
 from torchvision.utils import make_grid, save_image
 
+from ..models.protocols import GanModel, check_protocol, conforms
+from .protocols import CountsGeneratorSteps, WrapsModel
+
 __all__ = ["SampleGrids", "grid_nrow", "save_image_grid"]
 
 
@@ -57,9 +60,13 @@ class SampleGrids(pl.Callback):
         self.every_n_steps, self.n_samples, self.truncation, self.seed = every_n_steps, n_samples, truncation, seed
         self._last_step: Optional[int] = None  # with d_steps > 1 several batches share one generator step
 
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        check_protocol(pl_module, WrapsModel, "SampleGrids' module")
+        check_protocol(pl_module.model, GanModel, "SampleGrids' module.model")
+
     @staticmethod
     def _step(trainer: pl.Trainer, pl_module: pl.LightningModule) -> int:
-        return int(getattr(pl_module, "g_steps", trainer.global_step))
+        return pl_module.g_steps if conforms(pl_module, CountsGeneratorSteps) else trainer.global_step
 
     @torch.no_grad()
     def images(self, pl_module: pl.LightningModule) -> Tensor:
@@ -76,7 +83,7 @@ class SampleGrids(pl.Callback):
         if not trainer.is_global_zero:
             return None
         images = self.images(pl_module)
-        nrow = grid_nrow(self.n_samples, int(getattr(pl_module.model, "num_classes", 0)))
+        nrow = grid_nrow(self.n_samples, int(pl_module.model.num_classes))
         path = save_image_grid(images, root / "samples" / f"step_{step:06d}.png", nrow=nrow)
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):

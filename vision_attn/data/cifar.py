@@ -188,6 +188,7 @@ class SplitLoadersMixin:
     """Train/val/test loaders over the ``train_set``/``val_set``/``test_set`` that ``setup()`` builds."""
 
     collate_fn: Optional[Callable] = None  # None: the DataLoader's default
+    shuffle: bool = True  # a datamodule may set False (a fixed order)
 
     def train_dataloader(self) -> DataLoader:
         return make_loader(
@@ -195,7 +196,7 @@ class SplitLoadersMixin:
             self.batch_size,
             self.num_workers,
             train=True,
-            shuffle=getattr(self, "shuffle", True),
+            shuffle=self.shuffle,
             collate_fn=self.collate_fn,
         )
 

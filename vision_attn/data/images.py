@@ -17,7 +17,7 @@ from __future__ import annotations
 import glob
 import os
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -26,6 +26,9 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..ops import pad_images_to_batch
+
+if TYPE_CHECKING:
+    import pytorch_lightning as pl
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -251,6 +254,8 @@ class PredictFolderMixin:
     ``num_workers`` and may override ``predict_batch_size`` and ``predict_detection``."""
 
     predict_detection = False
+    predict_root: Optional[str] = None  # set by the datamodule's __init__
+    trainer: Optional[pl.Trainer]  # LightningDataModule's: None until a Trainer uses the datamodule
 
     @property
     def predict_batch_size(self) -> int:
@@ -260,7 +265,7 @@ class PredictFolderMixin:
         raise NotImplementedError(f"{type(self).__name__} has no predict_transform()")
 
     def predict_dataloader(self) -> DataLoader:
-        root = getattr(self, "predict_root", None)
+        root = self.predict_root
         if not root:
             raise ValueError(
                 f"{type(self).__name__}: predict needs images: pass --data.init_args.predict_root DIR "
@@ -276,9 +281,4 @@ class PredictFolderMixin:
 
     def skip_prepare_for_predict(self) -> bool:
         """True while a Trainer predicts from ``predict_root``: the dataset's own files are then not needed."""
-        trainer = getattr(self, "trainer", None)
-        return (
-            bool(getattr(self, "predict_root", None))
-            and trainer is not None
-            and bool(getattr(trainer, "predicting", False))
-        )
+        return bool(self.predict_root) and self.trainer is not None and self.trainer.predicting

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Callable, Protocol, Sequence, Union, runtime_checkable
 
-__all__ = ["CategoryLabels", "DetectionAnnotations"]
+from PIL import Image
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from .cifar import DatasetSpec
+
+__all__ = ["CIFARFormatData", "CategoryLabels", "DetectionAnnotations", "LabelledImages", "PredictsImageFiles"]
 
 
 @runtime_checkable
@@ -34,4 +40,52 @@ class DetectionAnnotations(CategoryLabels, Protocol):
 
     def split_name(self, split: str) -> str:
         """``"train"``/``"val"``/``"test"`` (or a split name) -> the split name."""
+        ...
+
+
+@runtime_checkable
+class LabelledImages(Protocol):
+    """Image classification data stored under ``root`` (:class:`~vision_attn.data.CIFARDataModule`, the synthetic
+    shapes, :class:`~vision_attn.data.ImageFolderDataModule`)."""
+
+    root: Union[str, Path]
+
+    @property
+    def classes(self) -> Sequence[str]:
+        """Class names, index = label (may need the data's files)."""
+        ...
+
+    @property
+    def n_train(self) -> int:
+        """Training images after ``train_fraction`` (after ``setup``)."""
+        ...
+
+
+@runtime_checkable
+class CIFARFormatData(LabelledImages, Protocol):
+    """CIFAR-format data (:class:`~vision_attn.data.CIFARDataModule`, the synthetic shapes): what a GAN's training
+    and evaluation read beside the images: the normalisation to undo (``spec.mean``, ``spec.std``), whether training
+    images get padded random crops (``augment``) and the folder of the files (``dataset_dir``)."""
+
+    spec: DatasetSpec
+    augment: bool
+
+    @property
+    def dataset_dir(self) -> Path:
+        """The folder the dataset files live in."""
+        ...
+
+
+@runtime_checkable
+class PredictsImageFiles(Protocol):
+    """A datamodule that predicts on the user's own image files (every datamodule here: ``PredictFolderMixin``):
+    the transform of one PIL image and the batch size to use."""
+
+    @property
+    def predict_batch_size(self) -> int:
+        """Images per prediction batch."""
+        ...
+
+    def predict_transform(self) -> Callable[[Image.Image], Tensor]:
+        """PIL RGB image -> ``(3, H, W)``, as the model's evaluation images."""
         ...

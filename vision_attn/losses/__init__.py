@@ -8,6 +8,7 @@ __all__ = ["HungarianMatcher", "SetCriterion", "SetCriterionConfig"]
 # GAN losses (SA-GAN)
 from .gan import (  # noqa: E402
     DiffAugment,
+    GanCriterionConfig,
     d_hinge_loss,
     d_nonsaturating_loss,
     diff_augment,
@@ -18,6 +19,7 @@ from .gan import (  # noqa: E402
 
 __all__ += [
     "DiffAugment",
+    "GanCriterionConfig",
     "diff_augment",
     "d_hinge_loss",
     "g_hinge_loss",

@@ -2,17 +2,20 @@
 
 Losses take discriminator logits ``(B,)``. DiffAugment takes images ``(B, C, H, W)`` and is differentiable with
 respect to them, so the generator is trained through it; apply the same policy to real and fake images.
+:class:`GanCriterionConfig` is ``GenerationTask``'s choice among them (``criterion:`` in its configs).
 """
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple, Union
+import dataclasses
+from typing import Any, Callable, Dict, Literal, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
+    "GanCriterionConfig",
     "d_hinge_loss",
     "g_hinge_loss",
     "d_nonsaturating_loss",
@@ -43,12 +46,14 @@ def g_nonsaturating_loss(fake_logits: Tensor) -> Tensor:
     return F.softplus(-fake_logits).mean()
 
 
+_LOSSES = {"hinge": (d_hinge_loss, g_hinge_loss), "nonsaturating": (d_nonsaturating_loss, g_nonsaturating_loss)}
+
+
 def gan_losses(kind: str):
     """``(d_loss(real_logits, fake_logits), g_loss(fake_logits))`` for ``kind`` = ``"hinge"`` or ``"nonsaturating"``."""
-    table = {"hinge": (d_hinge_loss, g_hinge_loss), "nonsaturating": (d_nonsaturating_loss, g_nonsaturating_loss)}
-    if kind not in table:
-        raise ValueError(f"GAN loss must be one of {sorted(table)}; got {kind!r}")
-    return table[kind]
+    if kind not in _LOSSES:
+        raise ValueError(f"GAN loss must be one of {sorted(_LOSSES)}; got {kind!r}")
+    return _LOSSES[kind]
 
 
 # ---- DiffAugment ------------------------------------------------------------------------------------------------
@@ -136,3 +141,41 @@ def diff_augment(
 ) -> Tensor:
     """Functional form of :class:`DiffAugment`: ``x (B, C, H, W)`` -> augmented ``(B, C, H, W)``."""
     return DiffAugment(policy)(x, generator)
+
+
+# ---- the task's settings ---------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class GanCriterionConfig:
+    """The adversarial loss and what the discriminator sees (``model.init_args.criterion`` of ``GenerationTask``
+    configs); the defaults are SA-GAN's.
+
+    Args:
+        loss: ``"hinge"`` (SA-GAN, BigGAN) or ``"nonsaturating"`` (Goodfellow et al.).
+        diffaug: DiffAugment policy on every image D sees (``"color,translation,cutout"``) for small data; None = off.
+        real_flip: random horizontal flips of real images (the datamodule must have ``augment=False``: its
+            zero-padded crops would teach G black borders; ``GenerationTask`` says so if not).
+    """
+
+    loss: Literal["hinge", "nonsaturating"] = "hinge"
+    diffaug: Optional[str] = None
+    real_flip: bool = True
+
+    def __post_init__(self) -> None:
+        where = "GanCriterionConfig (model.init_args.criterion)"
+        if self.loss not in _LOSSES:
+            raise ValueError(f"{where}: loss must be one of {sorted(_LOSSES)}; got {self.loss!r}")
+        try:
+            DiffAugment(self.diffaug)
+        except ValueError as err:
+            raise ValueError(f"{where}: diffaug: {err}") from None
+        if not isinstance(self.real_flip, bool):
+            raise ValueError(f"{where}: real_flip must be true or false; got {self.real_flip!r}")
+
+    def build(self) -> Tuple[Callable[[Tensor, Tensor], Tensor], Callable[[Tensor], Tensor], DiffAugment]:
+        """``(d_loss(real_logits, fake_logits), g_loss(fake_logits), DiffAugment)`` of these settings."""
+        d_loss, g_loss = gan_losses(self.loss)
+        return d_loss, g_loss, DiffAugment(self.diffaug)
+
+    def to_hparams(self) -> Dict[str, Any]:
+        """Plain values for checkpoints (read with ``weights_only=True``) and hparams.yaml."""
+        return dataclasses.asdict(self)

@@ -9,7 +9,9 @@ A model is a plain ``nn.Module``; these are the optional members other code uses
 * :class:`FiltersCheckpoints`: ``checkpoint_filter_fn(state_dict)`` maps foreign checkpoints onto the model;
 * :class:`CountsClassesInStateDict`: ``num_classes_in_state_dict(state_dict)`` when the head alone cannot tell;
 * :class:`OfflineRebuildable`: ``offline_model_args(args)``: arguments that rebuild it without downloads;
-* :class:`DecaySkipping`: ``no_weight_decay()``: parameter names AdamW must not decay.
+* :class:`DecaySkipping`: ``no_weight_decay()``: parameter names AdamW must not decay;
+* :class:`PretrainedConfigured`: ``pretrained_cfg``: what ``create_model`` records (architecture, preprocessing, ...);
+* :class:`GanModel`: a generator / discriminator pair with an EMA sampler, as ``SAGAN`` (what ``GenerationTask`` trains).
 
 :func:`check_protocol` is the check where an object enters: one line naming it and the members it lacks;
 :func:`conforms` asks without raising. Both look members up statically (no property runs).
@@ -28,8 +30,10 @@ __all__ = [
     "DecaySkipping",
     "FeatureHeadModel",
     "FiltersCheckpoints",
+    "GanModel",
     "IntermediatesModel",
     "OfflineRebuildable",
+    "PretrainedConfigured",
     "ResettableClassifier",
     "check_protocol",
     "conforms",
@@ -96,6 +100,37 @@ class DecaySkipping(Protocol):
     """Names parameters weight decay must leave alone (position embeddings, class token)."""
 
     def no_weight_decay(self) -> Iterable[str]: ...
+
+
+@runtime_checkable
+class PretrainedConfigured(Protocol):
+    """A model ``create_model`` built (or one that says the same): its ``pretrained_cfg`` dict (``architecture``,
+    ``input_size``, ``mean``, ``std``, ``category_ids``, ...)."""
+
+    pretrained_cfg: Dict[str, Any]
+
+
+@runtime_checkable
+class GanModel(Protocol):
+    """A class-conditional (``num_classes > 0``) or unconditional GAN, as ``SAGAN``: ``generator(z (B, z_dim),
+    labels (B,) | None) -> (B, 3, img_size, img_size)`` in [-1, 1], ``discriminator(images, labels) -> (B,)``, an EMA
+    copy of the generator (or None) that ``sampler`` and ``sample(n) -> (n, 3, H, W)`` use and ``update_ema`` moves."""
+
+    generator: nn.Module
+    discriminator: nn.Module
+    generator_ema: Optional[nn.Module]
+    num_classes: int
+    z_dim: int
+    img_size: int
+
+    @property
+    def sampler(self) -> nn.Module:
+        """The generator that samples: the EMA copy when there is one."""
+        ...
+
+    def sample(self, n: int, *args: Any, **kwargs: Any) -> Tensor: ...
+
+    def update_ema(self, decay: float, *args: Any, **kwargs: Any) -> None: ...
 
 
 def _members(protocol: type) -> List[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import os
+import re
 import shutil
 import sys
 import traceback
@@ -12,12 +13,11 @@ from pathlib import Path
 from typing import Any, List, Optional, Sequence, Tuple
 
 import pytorch_lightning as pl
-import torch
 import yaml
 from jsonargparse import Namespace
 from lightning_fabric.plugins import CheckpointIO
 from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.cli import LightningCLI
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_info
 
@@ -29,6 +29,7 @@ from ..callbacks import (
     default_progress_callbacks,
 )
 from ..callbacks.checkpoint import read_lightning_checkpoint
+from ..callbacks.protocols import WrapsModel
 from ..data.cifar import CorruptedDatasetError
 from ..data.coco import COCOFormatError
 from ..data.folder import BadImageError, ImageFolderDataModule
@@ -36,8 +37,9 @@ from ..models import validate_model_args
 from ..models.checkpoint import CheckpointError
 from ..models.data_config import resolve_data_config
 from ..models.option_defaults import model_option_defaults
-from ..models.protocols import check_protocol
+from ..models.protocols import PretrainedConfigured, check_protocol, conforms
 from ..models.registry import UnknownModelError, is_model
+from ..tasks import DetectionTask, GenerationTask
 from ..tasks.protocols import MonitoredTask
 from .quiet import quiet_library
 from .resume import NothingToResumeError, ResumableCSVLogger, Resume, find_last_checkpoint
@@ -101,6 +103,35 @@ def _as_list(value) -> list:
     return [] if value in (None, False) else list(value) if isinstance(value, (list, tuple)) else [value]
 
 
+_TASKS_WITH_MOVED_OPTIONS = {cls.__name__: cls.MOVED_OPTIONS for cls in (DetectionTask, GenerationTask)}
+_REFUSED_OPTION = re.compile(r"class_path '(?:[\w.]*\.)?(\w+)':\s*Option '(\w+)' is not accepted")
+
+
+def moved_option_message(message: str) -> Optional[str]:
+    """One line for jsonargparse's refusal of a task option that moved into a group (``lr_g`` -> ``optim.lr_g``),
+    naming where it goes and every option moved with it; None for any other parse error."""
+    found = _REFUSED_OPTION.search(message)
+    moved = _TASKS_WITH_MOVED_OPTIONS.get(found.group(1), {}) if found else {}
+    if found is None or found.group(2) not in moved:
+        return None
+    task, option, group = found.group(1), found.group(2), moved[found.group(2)]
+    together = ", ".join(k for k, g in moved.items() if g == group)
+    return (
+        f"{task}: option {option} moved into {group}: write model.init_args.{group}.{option}, or in a config nest "
+        f"it under {group}: ({group} holds {together})"
+    )
+
+
+class _Parser(LightningArgumentParser):
+    """Lightning's parser; a task option that moved into a group is refused in one line naming its new place."""
+
+    def error(self, message: str, ex: Optional[Exception] = None):
+        moved = moved_option_message(message)
+        if moved is not None:
+            raise SystemExit(f"error: {moved}")
+        super().error(message, ex)
+
+
 class VisionAttnCLI(LightningCLI):
     """LightningCLI over any task in ``vision_attn.tasks`` and any datamodule in ``vision_attn.data``.
 
@@ -134,6 +165,7 @@ class VisionAttnCLI(LightningCLI):
         self, args: Optional[List[str]] = None, run: bool = True, extra_plugins: Sequence = (), **kwargs
     ) -> None:
         self._exit_on_config_error = run  # the command line gets one error line; Python callers the exception
+        self._explicit_num_classes: Optional[int] = None  # set by before_instantiate_classes
         self._fresh_run_dir: Optional[Path] = None
         self._extra_plugins = list(extra_plugins)
         with quiet_library():
@@ -143,6 +175,7 @@ class VisionAttnCLI(LightningCLI):
                 subclass_mode_model=True,
                 subclass_mode_data=True,
                 save_config_kwargs={"overwrite": True},
+                parser_class=_Parser,
                 args=args,
                 run=run,
                 **kwargs,
@@ -200,7 +233,7 @@ class VisionAttnCLI(LightningCLI):
 
     def _data_num_classes(self, datamodule) -> int:
         n = datamodule.num_classes
-        explicit = getattr(self, "_explicit_num_classes", None)
+        explicit = self._explicit_num_classes
         if explicit is not None and int(explicit) != int(n):
             raise NumClassesMismatchError(
                 f"--model.init_args.num_classes {explicit} disagrees with {type(datamodule).__name__}'s num_classes {n}; "
@@ -211,10 +244,12 @@ class VisionAttnCLI(LightningCLI):
     def instantiate_classes(self) -> None:
         try:
             super().instantiate_classes()
-            net = getattr(self.model, "model", None)
-            if isinstance(self.datamodule, ImageFolderDataModule) and isinstance(net, torch.nn.Module):
-                name = (getattr(net, "pretrained_cfg", None) or {}).get("architecture", type(net).__name__)
-                self.datamodule.use_model_data_config(resolve_data_config(net), name)
+            if isinstance(self.datamodule, ImageFolderDataModule) and conforms(self.model, WrapsModel):
+                net = self.model.model
+                cfg = net.pretrained_cfg if conforms(net, PretrainedConfigured) else {}
+                self.datamodule.use_model_data_config(
+                    resolve_data_config(net), cfg.get("architecture", type(net).__name__)
+                )
         except Exception as err:  # jsonargparse wraps a constructor's or a link's error (with multi-line reprs)
             cause = _user_error(err) or _our_check(err)
             if cause is None:
@@ -314,7 +349,7 @@ class VisionAttnCLI(LightningCLI):
 
     def _drop_unstarted_run(self) -> None:
         """After a fit failed before its first optimizer step: remove the ``version_N`` it opened (and nothing else)."""
-        run_dir, trainer = self._fresh_run_dir, getattr(self, "trainer", None)
+        run_dir, trainer = self._fresh_run_dir, getattr(self, "trainer", None)  # unset if building it failed
         if run_dir is None or trainer is None or trainer.global_step > 0 or trainer.global_rank != 0:
             return
         if run_dir.is_dir() and not any((run_dir / "checkpoints").glob("*.ckpt")):

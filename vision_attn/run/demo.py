@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 from typing import Dict, List, Sequence
 
+from ..data.protocols import LabelledImages
+from ..models.protocols import conforms
 from .cli import VisionAttnCLI
 
 __all__ = ["DEFAULT_CONFIGS", "run_config", "run_demo"]
@@ -31,7 +33,7 @@ def run_config(config: str, root: Path, overrides: Sequence[str] = ()) -> Dict[s
         "top5": float(res["test/top5"]),
         "train_seconds": round(train_seconds, 1),
         "params": sum(p.numel() for p in task.model.parameters()),
-        "n_train": getattr(data, "n_train", None),
+        "n_train": data.n_train if conforms(data, LabelledImages) else None,
         "config": config,
     }
 

@@ -27,6 +27,7 @@ from torch.utils._pytree import tree_leaves  # private: torch has no public pytr
 from ..data import CIFARDataModule, COCODataModule, ImageFolderDataModule
 from ..models import load_pretrained, read_checkpoint
 from ..models.detr import DETR
+from ..models.protocols import ClassifierModel, PretrainedConfigured, conforms
 from ..models.sagan import SAGAN
 
 __all__ = [
@@ -248,7 +249,8 @@ def load_model_for_export(config: str, ckpt: Union[str, Path], overrides: Sequen
     cfg = model.pretrained_cfg
     for k in _SOURCE_KEYS:
         cfg.pop(k, None)
-    cfg.update(data_config_of(datamodule), tag=None, num_classes=getattr(model, "num_classes", cfg.get("num_classes")))
+    n = model.num_classes if conforms(model, ClassifierModel) else cfg.get("num_classes")
+    cfg.update(data_config_of(datamodule), tag=None, num_classes=n)
     n = cfg["num_classes"]
     names = ck.class_names if ck.class_names and len(ck.class_names) == n else _class_names(datamodule, n)
     cfg["label_names_source"] = None
@@ -342,7 +344,7 @@ def write_runtime_config(model: nn.Module, folder: Path, file: str) -> Path:
     config.update(task=task, file=file, inputs=inputs, outputs=outputs)
     if not isinstance(model, SAGAN):
         config["preprocessing"] = _preprocessing(model)
-    ids = (getattr(model, "pretrained_cfg", None) or {}).get("category_ids")
+    ids = (model.pretrained_cfg if conforms(model, PretrainedConfigured) else {}).get("category_ids")
     if ids:
         config["category_ids"] = [int(c) for c in ids]
     path = folder / "config.json"

@@ -142,7 +142,7 @@ def _saved_predictor(folder: Path) -> Predictor:
     task = DetectionTask(net) if isinstance(net, DETR) else ClassificationTask(net)
     detection = isinstance(task, DetectionTask)
     names = class_names_for(net, None, None, detection)
-    ids = (getattr(net, "pretrained_cfg", None) or {}).get("category_ids")
+    ids = net.pretrained_cfg.get("category_ids")  # from_pretrained's models are create_model's: they have one
     labels = category_map(task.num_classes, names, None, ids) if detection else names
     return Predictor(task.eval(), None, detection, labels)
 

@@ -21,7 +21,7 @@ import contextlib
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple, runtime_checkable
 
 import numpy as np
 import pytorch_lightning as pl
@@ -40,9 +40,11 @@ from ..callbacks.predictions import (
 )
 from ..data.coco.transforms import detr_predict_transform
 from ..data.images import MAX_PIXELS, find_images, image_loader, load_rgb
+from ..data.protocols import PredictsImageFiles
 from ..data.transforms import AlbumentationsTransform
 from ..models import create_eval_transform, create_model
 from ..models.detr import DETR
+from ..models.protocols import ClassifierModel, conforms
 from ..models.vit import VisionTransformer
 from ..tasks import ClassificationTask, DetectionTask
 from .cli import load_task
@@ -62,7 +64,7 @@ def _eval_transform(
     config's model was trained with; ``train.py predict`` uses the same); for a DETR DETR's evaluation resize (short
     side 800, long side at most 1333, ImageNet statistics); else ``vision_attn.create_eval_transform(model)`` when
     (timm's eval transform of the model's ``pretrained_cfg``)."""
-    if datamodule is not None and hasattr(datamodule, "predict_transform"):
+    if datamodule is not None and conforms(datamodule, PredictsImageFiles):
         return datamodule.predict_transform()
     if isinstance(model, DETR):
         return AlbumentationsTransform(detr_predict_transform())
@@ -77,6 +79,7 @@ def _normalization(transform: Any) -> Tuple[Optional[Sequence[float]], Optional[
         if id(t) in seen:
             continue
         seen.add(id(t))
+        # albumentations' or torchvision's transform objects: duck-typed, as neither declares a type for this
         if type(t).__name__ == "Normalize" and hasattr(t, "mean") and hasattr(t, "std"):
             mean, std = np.asarray(t.mean, dtype=float).reshape(-1), np.asarray(t.std, dtype=float).reshape(-1)
             if mean.max() > 1.0:  # albumentations may hold them in 0..255 units
@@ -111,6 +114,13 @@ def _checkpoint_meta(ckpt: Optional[str]) -> Dict[str, Any]:
     }
 
 
+@runtime_checkable
+class CarriesTransform(Protocol):
+    """A task that carries its own preprocessing (an exported folder's ``OnnxTask``): PIL image -> ``(3, H, W)``."""
+
+    transform: Callable[[Image.Image], Tensor]
+
+
 @dataclass
 class Predictor:
     """A task ready to predict, with how to read its labels."""
@@ -140,7 +150,7 @@ def load_predictor(
         if meta.get("num_classes"):
             kwargs["num_classes"] = int(meta["num_classes"])
         net = create_model(model, pretrained=ckpt if ckpt else True, **kwargs)
-        if not isinstance(net, DETR) and not getattr(net, "num_classes", 0):
+        if not isinstance(net, DETR) and not (conforms(net, ClassifierModel) and net.num_classes):
             raise ValueError(
                 f"--model {model}: {type(net).__name__} is no image classifier or detector; predict needs one"
             )
@@ -239,8 +249,7 @@ def _draw_attention(
 
 def predictor_transform(p: Predictor) -> Callable[[Image.Image], Tensor]:
     """THE preprocessing of ``p`` (see :func:`_eval_transform`; an exported model carries its own)."""
-    own = getattr(p.task, "transform", None)
-    return own if callable(own) else _eval_transform(p.model, p.datamodule)
+    return p.task.transform if conforms(p.task, CarriesTransform) else _eval_transform(p.model, p.datamodule)
 
 
 def predict_loader(
@@ -248,7 +257,8 @@ def predict_loader(
 ) -> DataLoader:
     """The loader of image files, PIL images or RGB tensors ``(3, H, W)`` for ``p`` (its transform and batching);
     files declaring more than ``max_pixels`` pixels are reported as unreadable, never decoded."""
-    default_bs = getattr(p.datamodule, "predict_batch_size", None) or (8 if p.detection else 32)
+    own_bs = p.datamodule.predict_batch_size if conforms(p.datamodule, PredictsImageFiles) else None
+    default_bs = own_bs or (8 if p.detection else 32)
     return image_loader(inputs, predictor_transform(p), batch_size or default_bs, 0, p.detection, max_pixels)
 
 

@@ -18,7 +18,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from ..callbacks import default_callbacks
 from ..callbacks.predictions import default_prediction_writer
 from ..models import compile_in_place, create_model, load_pretrained
-from ..models.protocols import DecaySkipping, conforms
+from ..models.protocols import ClassifierModel, DecaySkipping, conforms
 
 __all__ = [
     "ClassificationTask",
@@ -113,14 +113,17 @@ class ClassificationTask(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters(ignore=["model"] if isinstance(model, nn.Module) else None)
         self.checkpoint_monitor: Optional[Tuple[str, str]] = ("val/top1", "max")  # a MonitoredTask: picks best.ckpt
+        self.loss_terms: Dict[str, Tensor] = {}  # NamesLossTerms: the last training step's, for NonFiniteGuard
         if isinstance(model, nn.Module):
             self.model = model
         else:
             kwargs = dict(model_args or {})
             self.model = create_model(model, pretrained=pretrained, num_classes=num_classes, **kwargs)
-        n_out = num_classes or getattr(self.model, "num_classes", None)
+        n_out = num_classes or (self.model.num_classes if conforms(self.model, ClassifierModel) else None)
         if not n_out:
-            raise ValueError("ClassificationTask needs num_classes (or a model with a num_classes attribute)")
+            raise ValueError(
+                "ClassificationTask needs num_classes (or a ClassifierModel: num_classes, get_classifier())"
+            )
         self.num_classes = int(n_out)
         if optimizer not in ("adamw", "sgd"):
             raise ValueError(f"optimizer must be 'adamw' or 'sgd'; got {optimizer!r}")

@@ -6,7 +6,7 @@ step decay) and COCO evaluation (pycocotools) around any registered DETR.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple, Union
 
 import pytorch_lightning as pl
 import torch
@@ -20,7 +20,7 @@ from ..losses import SetCriterionConfig
 from ..metrics.coco import COCO_METRIC_NAMES, coco_evaluate, detr_postprocess, to_coco_results
 from ..models import compile_in_place, create_model, load_pretrained
 from ..models import detr as _detr  # noqa: F401  (registers the DETR models)
-from ..models.protocols import check_protocol
+from ..models.protocols import ClassifierModel, check_protocol, conforms
 from .classification import datamodule_class_names
 
 __all__ = ["DetectionTask"]
@@ -49,6 +49,11 @@ class DetectionTask(pl.LightningModule):
         monitor: the validation number that picks ``best.ckpt`` (``AP`` or ``AP50``, ...).
     """
 
+    # options that moved into a group (old name -> group): the CLI names the new place of one still given flat
+    MOVED_OPTIONS: ClassVar[Dict[str, str]] = dict.fromkeys(
+        ("cost_class", "cost_bbox", "cost_giou", "loss_ce", "loss_bbox", "loss_giou", "eos_coef"), "criterion"
+    )
+
     def __init__(
         self,
         model: Union[str, nn.Module] = "detr_resnet18_small",
@@ -73,6 +78,7 @@ class DetectionTask(pl.LightningModule):
             raise ValueError(f"monitor must be one of {COCO_METRIC_NAMES}; got {monitor!r}")
         # a MonitoredTask: validation COCO ``monitor`` picks best.ckpt (the CLI's RunCheckpoint), higher is better
         self.checkpoint_monitor: Optional[Tuple[str, str]] = (f"val/{monitor}", "max")
+        self.loss_terms: Dict[str, Tensor] = {}  # NamesLossTerms: the last training step's, for NonFiniteGuard
         if isinstance(model, nn.Module):
             self.model = model
         else:
@@ -81,9 +87,9 @@ class DetectionTask(pl.LightningModule):
             if num_classes is not None:
                 kwargs["num_classes"] = num_classes
             self.model = create_model(model, pretrained=pretrained, **kwargs)
-        n = getattr(self.model, "num_classes", None) or num_classes
+        n = (self.model.num_classes if conforms(self.model, ClassifierModel) else None) or num_classes
         if not n:
-            raise ValueError("DetectionTask needs num_classes (or a model with a num_classes attribute)")
+            raise ValueError("DetectionTask needs num_classes (or a ClassifierModel: num_classes, get_classifier())")
         if num_classes is not None and n != num_classes:
             raise ValueError(f"the model has {n} classes but num_classes={num_classes}")
         self.num_classes = int(n)

@@ -2,7 +2,8 @@
 
 Manual optimisation: per batch one discriminator step (hinge loss on real and generated images), and after every
 ``d_steps`` discriminator steps one generator step; TTUR (Adam ``betas=(0, 0.9)``, ``lr_d = 4 lr_g``); an EMA copy
-of the generator; optional DiffAugment on everything D sees. Works with ``--trainer.precision bf16-mixed`` and DDP
+of the generator (those settings are :class:`GanOptimConfig`); optional DiffAugment on everything D sees (the loss
+and what D sees are :class:`~vision_attn.losses.GanCriterionConfig`). Works with ``--trainer.precision bf16-mixed`` and DDP
 (``--trainer.strategy ddp_find_unused_parameters_true``: each backward uses only one of the two networks).
 The step itself is :meth:`GenerationTask.gan_step`, usable without a Trainer (the benchmark times it).
 
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from typing import Any, Callable, Dict, Iterator, Literal, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, ClassVar, Dict, Iterator, Literal, Optional, Sequence, Tuple, Type, TypeVar, Union
 
 import pytorch_lightning as pl
 import torch
@@ -27,10 +28,52 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..callbacks import default_callbacks
 from ..callbacks.sample_grids import SampleGrids
-from ..losses.gan import DiffAugment, gan_losses
+from ..data.protocols import CIFARFormatData
+from ..losses.gan import GanCriterionConfig
 from ..models import compile_in_place, create_model, load_pretrained
+from ..models.protocols import GanModel, check_protocol, conforms
 
-__all__ = ["GenerationEvalConfig", "GenerationTask"]
+__all__ = ["GanCriterionConfig", "GanOptimConfig", "GenerationEvalConfig", "GenerationTask"]
+
+
+@dataclasses.dataclass(frozen=True)
+class GanOptimConfig:
+    """How G and D are optimised and averaged (``model.init_args.optim`` of ``GenerationTask`` configs); the
+    defaults are SA-GAN's.
+
+    Args:
+        lr_g, lr_d: Adam learning rates of G and D (TTUR: 1e-4 / 4e-4).
+        betas: Adam betas of both (``(0, 0.9)``).
+        d_steps: discriminator steps (each on a new batch) per generator step.
+        ema_decay: decay of the generator EMA used for sampling and evaluation, in [0, 1).
+        ema_start: generator steps before which the EMA simply copies G.
+    """
+
+    lr_g: float = 1e-4
+    lr_d: float = 4e-4
+    betas: Tuple[float, float] = (0.0, 0.9)
+    d_steps: int = 1
+    ema_decay: float = 0.9999
+    ema_start: int = 1000
+
+    def __post_init__(self) -> None:
+        where = "GanOptimConfig (model.init_args.optim)"
+        for name, lr in (("lr_g", self.lr_g), ("lr_d", self.lr_d)):
+            if not lr > 0:
+                raise ValueError(f"{where}: {name} must be > 0; got {lr}")
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ValueError(f"{where}: betas must be two numbers in [0, 1); got {self.betas}")
+        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))  # a checkpoint's list, as a tuple
+        if self.d_steps < 1:
+            raise ValueError(f"{where}: d_steps must be >= 1; got {self.d_steps}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"{where}: ema_decay must be in [0, 1); got {self.ema_decay}")
+        if self.ema_start < 0:
+            raise ValueError(f"{where}: ema_start must be >= 0; got {self.ema_start}")
+
+    def to_hparams(self) -> Dict[str, Any]:
+        """Plain values for checkpoints (read with ``weights_only=True``) and hparams.yaml."""
+        return {**dataclasses.asdict(self), "betas": [float(b) for b in self.betas]}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,10 +134,26 @@ class GenerationEvalConfig:
 
     def to_hparams(self) -> Dict[str, Any]:
         """Plain values for checkpoints and hparams.yaml (an injected extractor module is left out)."""
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # shallow: asdict copies modules
         if isinstance(self.feature_extractor, nn.Module):
             del out["feature_extractor"]
         return out
+
+
+_Config = TypeVar("_Config", GanOptimConfig, GanCriterionConfig, GenerationEvalConfig)
+
+
+def _as_config(cls: Type[_Config], value: Any, arg: str) -> _Config:
+    """``value`` as a ``cls``: one already, or a dict of its fields (a checkpoint's hyper-parameters, a YAML group)."""
+    if isinstance(value, dict):
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(value) - set(names))
+        if unknown:
+            raise TypeError(f"GenerationTask: {arg} has no option {unknown[0]!r}; expected some of {names}")
+        value = cls(**value)
+    if not isinstance(value, cls):
+        raise TypeError(f"GenerationTask: {arg} must be a {cls.__name__} or a dict of its fields; got {value!r}")
+    return value
 
 
 @contextlib.contextmanager
@@ -125,14 +184,10 @@ class GenerationTask(pl.LightningModule):
         model_args: architecture options for ``create_model`` (``ch``, ``g_attn_res``, ``hierarchical_z``, ...).
         num_classes: classes of the data (the CLI fills it from the datamodule).
         conditional: False trains an unconditional GAN (labels ignored) whatever the data's classes.
-        lr_g, lr_d, betas: Adam for G and D (TTUR: SAGAN's 1e-4 / 4e-4, ``betas=(0, 0.9)``).
-        d_steps: discriminator steps (each on a new batch) per generator step.
-        loss: ``"hinge"`` (SAGAN) or ``"nonsaturating"``.
-        ema_decay: decay of the generator EMA used for sampling and evaluation; ema_start: generator steps
-            before which the EMA simply copies G.
-        diffaug: DiffAugment policy (``"color,translation,cutout"``) for small data; None = off.
-        real_flip: random horizontal flips of real images (the datamodule must have ``augment=False``: its
-            zero-padded crops would teach G black borders; the task says so if not).
+        optim: Adam for G and D (TTUR), discriminator steps per generator step and the generator EMA
+            (:class:`GanOptimConfig`; SA-GAN's).
+        criterion: the adversarial loss, DiffAugment and flips of real images
+            (:class:`~vision_attn.losses.GanCriterionConfig`; SA-GAN's).
         sample_every_n_steps: write a sample grid (PNG under ``<log_dir>/samples``, TensorBoard image) every N
             generator steps and at the end of training (:class:`~vision_attn.callbacks.SampleGrids`); 0 = never.
         n_samples: images in that grid and in the evaluation's ``samples.png`` (fixed noise, cycling classes).
@@ -143,6 +198,12 @@ class GenerationTask(pl.LightningModule):
         seed: seed of the evaluation / grid noise.
     """
 
+    # options that moved into a group (old name -> group): the CLI names the new place of one still given flat
+    MOVED_OPTIONS: ClassVar[Dict[str, str]] = {
+        **dict.fromkeys(("lr_g", "lr_d", "betas", "d_steps", "ema_decay", "ema_start"), "optim"),
+        **dict.fromkeys(("loss", "diffaug", "real_flip"), "criterion"),
+    }
+
     def __init__(
         self,
         model: Union[str, nn.Module] = "sagan_32",
@@ -150,15 +211,8 @@ class GenerationTask(pl.LightningModule):
         num_classes: Optional[int] = None,
         conditional: bool = True,
         pretrained: Optional[str] = None,
-        lr_g: float = 1e-4,
-        lr_d: float = 4e-4,
-        betas: Tuple[float, float] = (0.0, 0.9),
-        d_steps: int = 1,
-        loss: str = "hinge",
-        ema_decay: float = 0.9999,
-        ema_start: int = 1000,
-        diffaug: Optional[str] = None,
-        real_flip: bool = True,
+        optim: GanOptimConfig = GanOptimConfig(),
+        criterion: GanCriterionConfig = GanCriterionConfig(),
         sample_every_n_steps: int = 500,
         n_samples: int = 64,
         sample_truncation: Optional[float] = None,
@@ -168,30 +222,29 @@ class GenerationTask(pl.LightningModule):
         compile: Union[bool, str] = False,
     ) -> None:
         super().__init__()
-        if isinstance(evaluation, dict):  # a checkpoint's hyper-parameters
-            evaluation = GenerationEvalConfig(**evaluation)
-        self.save_hyperparameters(ignore=["evaluation"] + (["model"] if isinstance(model, nn.Module) else []))
-        # the evaluation settings as plain values (checkpoints load with weights_only=True, hparams.yaml dumps them)
-        self.save_hyperparameters({**self.hparams, "evaluation": evaluation.to_hparams()})
-        self.evaluation = evaluation  # a plain dataclass: read by the evaluation code, not part of the state dict
+        # plain dataclasses (not part of the state dict); a dict is a checkpoint's hyper-parameters or a YAML's group
+        self.optim = _as_config(GanOptimConfig, optim, "optim")
+        self.criterion = _as_config(GanCriterionConfig, criterion, "criterion")
+        self.evaluation = _as_config(GenerationEvalConfig, evaluation, "evaluation")
+        groups = {"optim": self.optim, "criterion": self.criterion, "evaluation": self.evaluation}
+        self.save_hyperparameters(ignore=[*groups] + (["model"] if isinstance(model, nn.Module) else []))
+        # the groups as plain values (checkpoints load with weights_only=True, hparams.yaml dumps them)
+        self.save_hyperparameters({**self.hparams, **{k: v.to_hparams() for k, v in groups.items()}})
         self.automatic_optimization = False
         # a MonitoredTask: no validation number picks a GAN, so best.ckpt holds the latest weights
         self.checkpoint_monitor: Optional[Tuple[str, str]] = None
-        if d_steps < 1:
-            raise ValueError(f"GenerationTask: d_steps must be >= 1; got {d_steps}")
-        if not 0.0 <= ema_decay < 1.0:
-            raise ValueError(f"GenerationTask: ema_decay must be in [0, 1); got {ema_decay}")
-        self.d_loss_fn, self.g_loss_fn = gan_losses(loss)
+        self.loss_terms: Dict[str, Tensor] = {}  # NamesLossTerms: the last step's, for NonFiniteGuard
+        self.d_loss_fn, self.g_loss_fn, self.diffaug = self.criterion.build()
         self.data_classes = int(num_classes or 0)
         if isinstance(model, nn.Module):
             self.model = model
         else:
             n = self.data_classes if conditional else 0
             self.model = create_model(model, pretrained=pretrained, num_classes=n, **dict(model_args or {}))
-        self.num_classes = int(getattr(self.model, "num_classes", 0))
+        check_protocol(self.model, GanModel, "GenerationTask's model")
+        self.num_classes = int(self.model.num_classes)
         if conditional and self.num_classes == 0 and self.data_classes > 0 and not isinstance(model, nn.Module):
             raise ValueError("GenerationTask: conditional=True but the model has no classes")
-        self.diffaug = DiffAugment(diffaug)
         self.g_steps = 0  # generator steps taken (saved in checkpoints)
         # images come normalised by the datamodule; (mean, std) maps them back to [-1, 1] (see read_normalisation)
         self.data_mean: Optional[Tuple[float, ...]] = None
@@ -205,10 +258,10 @@ class GenerationTask(pl.LightningModule):
         compile_in_place(self.hparams.get("compile", False), self.model.generator, self.model.discriminator)
 
     def read_normalisation(self, datamodule) -> None:
-        """Take the datamodule's ``spec.mean`` / ``spec.std`` (if any) for :meth:`to_unit_range`."""
-        spec = getattr(datamodule, "spec", None)
-        if spec is not None and getattr(spec, "mean", None) is not None:
-            self.data_mean, self.data_std = tuple(spec.mean), tuple(spec.std)
+        """Take a :class:`~vision_attn.data.protocols.CIFARFormatData`'s ``spec.mean`` / ``spec.std`` for
+        :meth:`to_unit_range` (other data: images are taken as they come, in [-1, 1])."""
+        if conforms(datamodule, CIFARFormatData):
+            self.data_mean, self.data_std = tuple(datamodule.spec.mean), tuple(datamodule.spec.std)
 
     def to_unit_range(self, images: Tensor) -> Tensor:
         """Datamodule-normalised images ``(B, 3, H, W)`` -> [-1, 1] (identity when mean = std = 0.5, as the shapes)."""
@@ -219,10 +272,10 @@ class GenerationTask(pl.LightningModule):
         return (images * std + mean) * 2 - 1
 
     def setup(self, stage: str) -> None:
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        dm = self.trainer.datamodule if self._trainer is not None else None  # _trainer: None outside a Trainer
         if dm is not None:
             self.read_normalisation(dm)
-            if stage == "fit" and getattr(dm, "augment", False):
+            if stage == "fit" and conforms(dm, CIFARFormatData) and dm.augment:
                 raise ValueError(
                     f"GenerationTask: {type(dm).__name__} has augment=True: its zero-padded random crops would teach "
                     "the generator black borders. Set --data.init_args.augment false (the task flips real images "
@@ -278,10 +331,10 @@ class GenerationTask(pl.LightningModule):
         Returns detached scalars ``d_loss``, ``d_real``, ``d_fake`` (mean D logits) and, after a G step, ``g_loss``.
         """
         backward = backward or Tensor.backward
-        hp, optimizers = self.hparams, (opt_g, opt_d)
-        if hp.channels_last:
+        optimizers = (opt_g, opt_d)
+        if self.hparams.channels_last:
             real = real.contiguous(memory_format=torch.channels_last)
-        if hp.real_flip:
+        if self.criterion.real_flip:
             flip = torch.rand(real.shape[0], device=real.device) < 0.5
             real = torch.where(flip[:, None, None, None], real.flip(-1), real)
         labels = labels.long() if self.num_classes else None
@@ -319,7 +372,7 @@ class GenerationTask(pl.LightningModule):
         out["g_loss"] = g_loss.detach().float()
         self.g_steps += 1
         if self.model.generator_ema is not None:
-            decay = 0.0 if self.g_steps <= hp.ema_start else hp.ema_decay
+            decay = 0.0 if self.g_steps <= self.optim.ema_start else self.optim.ema_decay
             self.model.update_ema(decay, z, y_gen)  # the forward keeps the EMA's own BatchNorm statistics current
         return out
 
@@ -331,7 +384,7 @@ class GenerationTask(pl.LightningModule):
             labels,
             opt_g,
             opt_d,
-            generator_step=(batch_idx + 1) % self.hparams.d_steps == 0,
+            generator_step=(batch_idx + 1) % self.optim.d_steps == 0,
             backward=self.manual_backward,
         )
         self.log_dict({f"train/{k}": losses[k] for k in ("d_loss", "d_real", "d_fake")}, prog_bar=False)
@@ -345,10 +398,9 @@ class GenerationTask(pl.LightningModule):
         self.g_steps = int(checkpoint.get("generator_steps", 0))
 
     def configure_optimizers(self):
-        hp = self.hparams
-        betas = tuple(float(b) for b in hp.betas)
-        opt_g = torch.optim.Adam(self.model.generator.parameters(), lr=hp.lr_g, betas=betas)
-        opt_d = torch.optim.Adam(self.model.discriminator.parameters(), lr=hp.lr_d, betas=betas)
+        opt = self.optim
+        opt_g = torch.optim.Adam(self.model.generator.parameters(), lr=opt.lr_g, betas=opt.betas)
+        opt_d = torch.optim.Adam(self.model.discriminator.parameters(), lr=opt.lr_d, betas=opt.betas)
         return [opt_g, opt_d]
 
     def configure_callbacks(self):

@@ -66,7 +66,7 @@ def gan_implementations(
         torch.manual_seed(seed)
         try:
             task = GenerationTask(**{**init, "num_classes": 10, "channels_last": channels_last}).to(device).train()
-        except TypeError as err:
+        except (TypeError, ValueError) as err:  # an unknown option, or a value the task's groups refuse
             raise SystemExit(
                 f"benchmark.py speed --only gan: model.init_args of {config} do not fit GenerationTask: {err}"
             ) from None

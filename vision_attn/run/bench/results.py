@@ -143,6 +143,7 @@ def model_stats(name: str) -> Dict[str, Any]:
     from torch.utils.flop_counter import FlopCounterMode
 
     import vision_attn
+    from vision_attn.models.protocols import GanModel, conforms
 
     with torch.device("meta"):
         model = vision_attn.create_model(name).eval()
@@ -154,8 +155,8 @@ def model_stats(name: str) -> Dict[str, Any]:
         counter = FlopCounterMode(display=False)
         try:
             with counter, torch.no_grad(), torch.device(device):
-                if hasattr(model, "generator"):
-                    labels = torch.zeros(1, dtype=torch.long) if getattr(model, "num_classes", 0) else None
+                if conforms(model, GanModel):
+                    labels = torch.zeros(1, dtype=torch.long) if model.num_classes else None
                     model.generator(torch.randn(1, model.generator.z_dim), labels)
                 else:
                     model(torch.randn(1, *size))

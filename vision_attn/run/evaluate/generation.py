@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from ...callbacks.sample_grids import grid_nrow, save_image_grid
+from ...data.protocols import CIFARFormatData, LabelledImages
 from ...metrics.generation import (
     ClassifierFeatures,
     InceptionFeatures,
@@ -22,6 +23,7 @@ from ...metrics.generation import (
     real_features,
 )
 from ...models import create_model
+from ...models.protocols import conforms
 from ...tasks.generation import GenerationEvalConfig, GenerationTask
 from . import evaluate_task
 
@@ -136,9 +138,9 @@ def evaluate_generation(
             cfg.standing_stats_batches, cfg.eval_batch_size, torch.Generator(device=device).manual_seed(seed + 2)
         )
     n_real = min(cfg.eval_n_samples, len(loader.dataset))
-    root = getattr(datamodule, "root", ".")
+    root = datamodule.root if conforms(datamodule, LabelledImages) else "."
     cache = Path(cfg.stats_cache_dir) if cfg.stats_cache_dir else Path(root) / "fid_stats"
-    where = getattr(datamodule, "dataset_dir", None)
+    where = datamodule.dataset_dir if conforms(datamodule, CIFARFormatData) else None
     key = f"{type(datamodule).__name__}:{Path(where).resolve() if where else root}:{split}"
     real = real_features(
         extractor, lambda: ((task.to_unit_range(x.to(device)), y) for x, y in loader), key, n_real, cache, device
@@ -152,7 +154,8 @@ def evaluate_generation(
         cfg.feature_extractor if isinstance(cfg.feature_extractor, str) else type(extractor).__name__
     )
     if classifier is not None and task.num_classes:
-        metrics.update(classifier_accuracy(task, classifier, gen, getattr(datamodule, "classes", None)))
+        names = datamodule.classes if conforms(datamodule, LabelledImages) else None
+        metrics.update(classifier_accuracy(task, classifier, gen, names))
     n = task.hparams.n_samples
     grid = task.model.sample(
         n,
