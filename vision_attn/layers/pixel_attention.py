@@ -197,13 +197,15 @@ class LocalSelfAttention2d(nn.Module):
     its in-image neighbours only. So the layer is exact (a pixel outside a query's window has no effect on it)
     and translation-equivariant inside the image.
 
-    How (memory linear in ``H*W``; no ``(B, C, H, W, k*k)`` unfold): queries are cut into ``block_size`` x
-    ``block_size`` blocks; each block attends to its block plus a halo of ``k // 2`` pixels, through the core's
-    fused SDPA with a boolean window mask (``(blocks, 1, b*b, (b+2r)^2)``, shared by batch and heads). The
-    relative term ``q . r`` is added inside the dot product: each query is extended by its ``(b+2r)`` row and
-    ``(b+2r)`` column terms and each key by the one-hot code of its row and column in the halo block, so
-    ``q' . k' = q . k + q . r[dy, dx]`` exactly, and the fused kernel's backward carries the gradient of the
-    embeddings (a learned additive mask would fall back to the materialising kernel).
+    How (memory linear in ``H*W``; no ``(B, C, H, W, k*k)`` unfold): queries are cut into as few equal blocks of
+    side at most ``block_size`` as cover the map (28 px, ``block_size=8``: 4 blocks of 7); each block attends to
+    its block plus a halo of ``r = k // 2`` pixels (none along an axis that is a single block: that halo would
+    lie outside the image), through the core's fused SDPA with a window mask (``(blocks, 1, b*b, (b+2r)^2)``,
+    shared by batch and heads). The relative term ``q . r`` is added inside the dot product: each query is
+    extended by its ``(b+2r)`` row and ``(b+2r)`` column terms and each key by the one-hot code of its row and
+    column in the halo block, so ``q' . k' = q . k + q . r[dy, dx]`` exactly, and the fused kernel's backward
+    carries the gradient of the embeddings (a learned additive mask would fall back to the materialising kernel).
+    Queries, keys and values are projected channels-last, so the halo copies move runs of ``d`` floats.
 
     Args:
         channels: C, input and output channels; must be divisible by ``num_heads``.
@@ -286,13 +288,13 @@ class LocalSelfAttention2d(nn.Module):
     def pick_backend(self, x: Tensor) -> str:
         """The kernel this call runs: ``backend``, or for ``"auto"`` always ``"halo"``: a fixed choice, not measured
         per call, from what ``python tools/benchmark.py pixel --only kernels kernels-inference --kernel-shapes sasa``
-        measured on CPU (1 thread, SASA-26 shapes):
+        measured on CPU (1 thread, SASA-26 shapes, 2026-12-03 at 665b9f8):
 
-        * with gradients: ``halo`` (``unfold`` takes 2.6-3.3x its time and 2.7-6x its memory; ``flex`` has no CPU
+        * with gradients: ``halo`` (``unfold`` takes 4.3-9.4x its time and 2.6-9.7x its memory; ``flex`` has no CPU
           backward);
-        * without: ``halo`` too: ``unfold`` takes 3.5-5.5x its time; ``flex`` takes 0.2-0.33x its memory but wins
-          time only on maps of 8x8 pixels or fewer (0.62-0.70x, where the layer costs least: ~9% of a SASA-26
-          forward) and compiles once per new shape (seconds), 1.6-5.4x slower on larger maps;
+        * without: ``halo`` too: ``unfold`` takes 6.3-13x its time; ``flex`` takes 0.2-0.7x its memory but
+          1.06-12x its time (it won on maps of 8x8 or fewer before the halo kernel dropped halos outside the
+          image) and compiles once per new shape (seconds);
         * CUDA: ``halo`` until measured there (``flex`` is the candidate; pass ``backend="flex"`` to use it).
         """
         if self.backend != "auto":
