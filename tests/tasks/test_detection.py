@@ -500,3 +500,23 @@ def test_ddp_fit_with_two_processes_evaluates_every_val_image_once(tmp_path):
         tmp_path / "run" / "version_0" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True
     )
     assert ckpt["global_step"] == 2  # 8 images / (2 processes x batch 2)
+
+
+def test_the_criterion_is_saved_as_plain_values_and_rebuilt_from_them():
+    import io
+
+    from vision_attn.losses import SetCriterionConfig
+    from vision_attn.tasks import DetectionTask
+
+    task = DetectionTask("detr_tiny_prenorm", num_classes=3, criterion=SetCriterionConfig(loss_giou=3.0, eos_coef=0.2))
+    buffer = io.BytesIO()
+    torch.save({"hyper_parameters": dict(task.hparams)}, buffer)
+    buffer.seek(0)
+    hparams = torch.load(buffer, weights_only=True)["hyper_parameters"]  # a pickled dataclass would be refused
+    assert hparams["criterion"]["loss_giou"] == 3.0
+    again = DetectionTask(**hparams)
+    assert again.criterion.weight_dict["loss_giou"] == 3.0 and float(again.criterion.empty_weight[-1]) == pytest.approx(
+        0.2
+    )
+    with pytest.raises(TypeError, match="criterion has no option 'giou'"):
+        DetectionTask("detr_tiny_prenorm", num_classes=3, criterion={"giou": 1.0})

@@ -6,6 +6,8 @@ step decay) and COCO evaluation (pycocotools) around any registered DETR.
 
 from __future__ import annotations
 
+import dataclasses
+
 from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple, Union
 
 import pytorch_lightning as pl
@@ -26,6 +28,20 @@ from .classification import datamodule_class_names
 __all__ = ["DetectionTask"]
 
 Batch = Tuple[Tensor, Tensor, List[Dict[str, Any]]]
+
+
+def _criterion_config(value: Any) -> SetCriterionConfig:
+    """``value`` as a :class:`SetCriterionConfig`: one already, or a dict of its fields (a checkpoint's
+    hyper-parameters, a YAML group)."""
+    if isinstance(value, dict):
+        names = [f.name for f in dataclasses.fields(SetCriterionConfig)]
+        unknown = sorted(set(value) - set(names))
+        if unknown:
+            raise TypeError(f"DetectionTask: criterion has no option {unknown[0]!r}; expected some of {names}")
+        value = SetCriterionConfig(**value)
+    if not isinstance(value, SetCriterionConfig):
+        raise TypeError(f"DetectionTask: criterion must be a SetCriterionConfig or a dict of its fields; got {value!r}")
+    return value
 
 
 class DetectionTask(pl.LightningModule):
@@ -73,7 +89,10 @@ class DetectionTask(pl.LightningModule):
         compile: Union[bool, str] = False,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["model"] if isinstance(model, nn.Module) else None)
+        criterion = _criterion_config(criterion)
+        self.save_hyperparameters(ignore=["criterion"] + (["model"] if isinstance(model, nn.Module) else []))
+        # plain values: checkpoints load with weights_only=True (a dataclass would not), hparams.yaml dumps them
+        self.save_hyperparameters({**self.hparams, "criterion": dataclasses.asdict(criterion)})
         if monitor not in COCO_METRIC_NAMES:
             raise ValueError(f"monitor must be one of {COCO_METRIC_NAMES}; got {monitor!r}")
         # a MonitoredTask: validation COCO ``monitor`` picks best.ckpt (the CLI's RunCheckpoint), higher is better
@@ -93,8 +112,6 @@ class DetectionTask(pl.LightningModule):
         if num_classes is not None and n != num_classes:
             raise ValueError(f"the model has {n} classes but num_classes={num_classes}")
         self.num_classes = int(n)
-        if not isinstance(criterion, SetCriterionConfig):
-            raise TypeError(f"DetectionTask: criterion must be a SetCriterionConfig; got {type(criterion).__name__}")
         self.criterion = criterion.build(self.num_classes, aux_loss)
         self._predictions: Dict[int, List[Dict[str, Any]]] = {}
 
