@@ -7,7 +7,6 @@ step decay) and COCO evaluation (pycocotools) around any registered DETR.
 from __future__ import annotations
 
 import dataclasses
-
 from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple, Union
 
 import pytorch_lightning as pl
