@@ -23,24 +23,11 @@ from ..models import compile_in_place, create_model, load_pretrained
 from ..models import detr as _detr  # noqa: F401  (registers the DETR models)
 from ..models.protocols import ClassifierModel, check_protocol, conforms
 from .classification import datamodule_class_names
+from .options import option_group
 
 __all__ = ["DetectionTask"]
 
 Batch = Tuple[Tensor, Tensor, List[Dict[str, Any]]]
-
-
-def _criterion_config(value: Any) -> SetCriterionConfig:
-    """``value`` as a :class:`SetCriterionConfig`: one already, or a dict of its fields (a checkpoint's
-    hyper-parameters, a YAML group)."""
-    if isinstance(value, dict):
-        names = [f.name for f in dataclasses.fields(SetCriterionConfig)]
-        unknown = sorted(set(value) - set(names))
-        if unknown:
-            raise TypeError(f"DetectionTask: criterion has no option {unknown[0]!r}; expected some of {names}")
-        value = SetCriterionConfig(**value)
-    if not isinstance(value, SetCriterionConfig):
-        raise TypeError(f"DetectionTask: criterion must be a SetCriterionConfig or a dict of its fields; got {value!r}")
-    return value
 
 
 class DetectionTask(pl.LightningModule):
@@ -88,7 +75,7 @@ class DetectionTask(pl.LightningModule):
         compile: Union[bool, str] = False,
     ) -> None:
         super().__init__()
-        criterion = _criterion_config(criterion)
+        criterion = option_group(SetCriterionConfig, criterion, "DetectionTask", "criterion")
         self.save_hyperparameters(ignore=["criterion"] + (["model"] if isinstance(model, nn.Module) else []))
         # plain values: checkpoints load with weights_only=True (a dataclass would not), hparams.yaml dumps them
         self.save_hyperparameters({**self.hparams, "criterion": dataclasses.asdict(criterion)})

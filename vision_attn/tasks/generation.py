@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from typing import Any, Callable, ClassVar, Dict, Iterator, Literal, Optional, Sequence, Tuple, Type, TypeVar, Union
+from typing import Any, Callable, ClassVar, Dict, Iterator, Literal, Optional, Sequence, Tuple, Union
 
 import pytorch_lightning as pl
 import torch
@@ -32,6 +32,7 @@ from ..data.protocols import CIFARFormatData
 from ..losses.gan import GanCriterionConfig
 from ..models import compile_in_place, create_model, load_pretrained
 from ..models.protocols import GanModel, check_protocol, conforms
+from .options import option_group
 
 __all__ = ["GanCriterionConfig", "GanOptimConfig", "GenerationEvalConfig", "GenerationTask"]
 
@@ -140,22 +141,6 @@ class GenerationEvalConfig:
         return out
 
 
-_Config = TypeVar("_Config", GanOptimConfig, GanCriterionConfig, GenerationEvalConfig)
-
-
-def _as_config(cls: Type[_Config], value: Any, arg: str) -> _Config:
-    """``value`` as a ``cls``: one already, or a dict of its fields (a checkpoint's hyper-parameters, a YAML group)."""
-    if isinstance(value, dict):
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(value) - set(names))
-        if unknown:
-            raise TypeError(f"GenerationTask: {arg} has no option {unknown[0]!r}; expected some of {names}")
-        value = cls(**value)
-    if not isinstance(value, cls):
-        raise TypeError(f"GenerationTask: {arg} must be a {cls.__name__} or a dict of its fields; got {value!r}")
-    return value
-
-
 @contextlib.contextmanager
 def _only_params_of(active, optimizers: Sequence) -> Iterator[None]:
     """Lightning's ``toggle_optimizer`` without a Trainer: only ``active``'s parameters require grad inside."""
@@ -223,9 +208,9 @@ class GenerationTask(pl.LightningModule):
     ) -> None:
         super().__init__()
         # plain dataclasses (not part of the state dict); a dict is a checkpoint's hyper-parameters or a YAML's group
-        self.optim = _as_config(GanOptimConfig, optim, "optim")
-        self.criterion = _as_config(GanCriterionConfig, criterion, "criterion")
-        self.evaluation = _as_config(GenerationEvalConfig, evaluation, "evaluation")
+        self.optim = option_group(GanOptimConfig, optim, "GenerationTask", "optim")
+        self.criterion = option_group(GanCriterionConfig, criterion, "GenerationTask", "criterion")
+        self.evaluation = option_group(GenerationEvalConfig, evaluation, "GenerationTask", "evaluation")
         groups = {"optim": self.optim, "criterion": self.criterion, "evaluation": self.evaluation}
         self.save_hyperparameters(ignore=[*groups] + (["model"] if isinstance(model, nn.Module) else []))
         # the groups as plain values (checkpoints load with weights_only=True, hparams.yaml dumps them)
