@@ -48,25 +48,38 @@ def test_equals_pytorchs_spectral_norm_call_by_call_and_shares_its_checkpoints()
         assert torch.linalg.matrix_norm(layer.weight.flatten(1), 2).item() == pytest.approx(1.0, abs=1e-4)
 
 
+def _as_accurate_as_eager(name, compiled, eager, exact):
+    """PyTorch's own accuracy check for inductor (``torch._dynamo.utils.same`` with an fp64 reference): the compiled
+    result's RMSE from the float64 run is at most ``m`` times eager float32's, plus ``tol / 10`` (``tol = 1e-4``;
+    ``m = 2``, or 3 under 1000 elements). Inductor sums in another order than eager, and by how much that moves a
+    float32 result depends on the CPU's vector width, so a fixed elementwise tolerance fails on some machines."""
+    exact = exact.to(eager.dtype)
+    rmse = lambda a: torch.sqrt(torch.mean((a.double() - exact.double()) ** 2)).item()  # noqa: E731
+    m = 3.0 if exact.numel() < 1000 else 2.0
+    assert rmse(compiled) <= m * rmse(eager) + 1e-5, f"{name}: compiled {rmse(compiled):.3g} vs eager {rmse(eager):.3g}"
+
+
 def test_a_discriminator_compiled_by_inductor_trains_on_two_calls_before_one_backward():
     """PyTorch's spectral norm failed here: inductor saved the power-iteration buffer for the backward, and the second
     call's in-place update broke it ("modified by an inplace operation")."""
     torch.manual_seed(0)
     model = va.create_model("sagan_32", num_classes=3, ch=4, z_dim=8, embed_dim=4)
     eager = model.discriminator.train()
-    compiled = copy.deepcopy(eager)
+    compiled, exact = copy.deepcopy(eager), copy.deepcopy(eager).double()
     compiled.compile(backend="inductor", fullgraph=True)
     real, fake = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1
     labels = torch.tensor([0, 2])
     for _ in range(2):
-        for net in (eager, compiled):
+        for net in (eager, compiled, exact):
             net.zero_grad()
-            (torch.relu(1 - net(real, labels)).mean() + torch.relu(1 + net(fake, labels)).mean()).backward()
-        grads = dict(compiled.named_parameters())
-        for name, p in eager.named_parameters():
-            torch.testing.assert_close(grads[name].grad, p.grad, rtol=1e-4, atol=1e-5, msg=lambda m: f"{name}: {m}")
-        for (name, a), b in zip(eager.state_dict().items(), compiled.state_dict().values()):
-            torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6, msg=lambda m: f"{name}: {m}")
+            x, y = (real, fake) if net is not exact else (real.double(), fake.double())
+            (torch.relu(1 - net(x, labels)).mean() + torch.relu(1 + net(y, labels)).mean()).backward()
+        nets = [dict(net.named_parameters()) for net in (compiled, eager, exact)]
+        for name in nets[1]:
+            _as_accurate_as_eager(name, *(n[name].grad for n in nets))
+        states = [net.state_dict() for net in (compiled, eager, exact)]
+        for name in states[1]:  # the power-iteration vectors
+            _as_accurate_as_eager(name, *(s[name] for s in states))
 
 
 def test_the_power_iteration_operator_declares_what_it_mutates_and_returns_fresh_fp32_copies():
