@@ -152,6 +152,15 @@ def test_validate_model_args_names_the_model_the_option_and_the_type(arch, args,
         va.create_model(arch, **args)
 
 
+@pytest.mark.parametrize("arch", ["resnet18_cifar", "nonlocal_resnet18_cifar", "sasa_resnet26_cifar"])
+def test_a_cifar_model_refuses_timms_deep_stem_in_one_line(arch):
+    """Its stem is replaced by one 3x3 stride-1 conv, so timm's deep stems (a Sequential) cannot be kept."""
+    with pytest.raises(TypeError, match=rf"^model '{arch}': option stem_type expects '' .*, got 'deep'$") as err:
+        va.create_model(arch, stem_type="deep")
+    assert "\n" not in str(err.value)
+    assert va.create_model(arch, stem_type="").conv1.stride == (1, 1)
+
+
 def test_validate_model_args_accepts_what_configs_give():
     validate_model_args("vit_tiny_patch16_224", {"img_size": [32, 32], "mlp_ratio": 2, "init_values": None, "depth": 1})
     validate_model_args("resnet18_cifar", {"channels": [8, 16, 32, 64], "layers": [1, 1, 1, 1], "drop_rate": 0.1})

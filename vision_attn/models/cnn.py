@@ -15,6 +15,7 @@ import torch.fx
 from torch import Tensor, nn
 
 from ..layers import check_image_input
+from .errors import ModelOptionError
 from .hub import PretrainedMixin
 from .registry import register_model
 
@@ -103,6 +104,15 @@ def _set_stem_stride(model: nn.Module, stride: int) -> None:
         info["reduction"] = reduction[info["module"]]
 
 
+def _cifar_stem_options(name: str, kwargs: Dict[str, Any]) -> None:
+    """Refuse timm's deep stems for a CIFAR model, whose stem is replaced by one 3x3 stride-1 conv."""
+    if kwargs.get("stem_type", ""):
+        raise ModelOptionError(
+            f"model {name!r}: option stem_type expects '' (the CIFAR recipe's stem is one 3x3 stride-1 conv), "
+            f"got {kwargs['stem_type']!r}"
+        )
+
+
 def _cifar_stem(model: nn.Module, in_chans: int) -> None:
     """3x3 stride-1 stem without max-pool: 32-px images keep their resolution into layer1."""
     stem = nn.Conv2d(in_chans, _stem_conv(model).out_channels, kernel_size=3, stride=1, padding=1, bias=False)
@@ -113,6 +123,7 @@ def _cifar_stem(model: nn.Module, in_chans: int) -> None:
 
 def _cifar_resnet(name: str, num_classes: int, in_chans: int, layers=(2, 2, 2, 2), **kwargs) -> ResNet:
     """timm's ResNet with basic blocks, a 3x3 stride-1 stem and no max-pool (the usual 32-px recipe)."""
+    _cifar_stem_options(name, kwargs)
     model = ResNet(
         block=timm.models.resnet.BasicBlock,  # type: ignore[arg-type]  # timm types block as an instance; it takes the class
         layers=layers,

@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Sequence, cast
 from timm.models.resnet import Bottleneck
 
 from ..layers import LocalSelfAttention2d, NonLocalBlock2d
-from .cnn import ResNet, _checked, _cifar_resnet, _cifar_stem, _set_stem_stride
+from .cnn import ResNet, _checked, _cifar_resnet, _cifar_stem, _cifar_stem_options, _set_stem_stride
 from .registry import register_model
 
 __all__ = ["sasa_resnet26", "sasa_resnet50", "sasa_resnet26_cifar", "nonlocal_resnet18_cifar"]
@@ -36,6 +36,8 @@ def _sasa_resnet(
     **kwargs,
 ) -> ResNet:
     """timm's bottleneck ResNet with every bottleneck's 3x3 convolution swapped for local self-attention."""
+    if cifar:
+        _cifar_stem_options(name, kwargs)
     model = ResNet(
         block=Bottleneck,  # type: ignore[arg-type]  # timm types block as an instance; it takes the class
         layers=tuple(layers),
