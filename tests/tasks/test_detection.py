@@ -520,3 +520,22 @@ def test_the_criterion_is_saved_as_plain_values_and_rebuilt_from_them():
     )
     with pytest.raises(TypeError, match="criterion has no option 'giou'"):
         DetectionTask("detr_tiny_prenorm", num_classes=3, criterion={"giou": 1.0})
+
+
+def test_load_from_checkpoint_of_a_run_saved_with_flat_criterion_options_keeps_them(tmp_path):
+    """A checkpoint from before ``criterion:`` (flat cost_* / loss_* / eos_coef) loads with its own weights, not the
+    defaults Lightning would silently give by dropping what ``__init__`` no longer takes."""
+    import pytorch_lightning as pl
+
+    from vision_attn.tasks import DetectionTask
+
+    old = DetectionTask("detr_tiny_prenorm", num_classes=3)
+    flat = {k: v for k, v in old.hparams.items() if k != "criterion"}
+    flat.update(cost_bbox=3.0, loss_giou=4.0, eos_coef=0.3)
+    ckpt = tmp_path / "old.ckpt"
+    torch.save(
+        {"state_dict": old.state_dict(), "hyper_parameters": flat, "pytorch-lightning_version": pl.__version__}, ckpt
+    )
+    task = DetectionTask.load_from_checkpoint(ckpt)
+    assert task.criterion.weight_dict["loss_giou"] == 4.0 and task.criterion.matcher.cost_bbox == 3.0
+    assert float(task.criterion.empty_weight[-1]) == pytest.approx(0.3)

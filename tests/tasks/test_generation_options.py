@@ -121,3 +121,24 @@ def test_a_checkpoint_saved_with_flat_options_still_gives_its_weights_to_the_new
     task, _, _ = load_task(str(REPO / "configs/sagan_shapes.yaml"), str(ckpt), overrides)
     assert task.optim.lr_g == 5e-4  # the config's settings, the checkpoint's weights
     assert all(torch.equal(v, old.state_dict()[k]) for k, v in task.state_dict().items())
+
+
+def test_load_from_checkpoint_of_a_run_saved_with_flat_options_keeps_its_settings(tmp_path):
+    """Lightning drops hyper-parameters ``__init__`` does not take: an older GAN checkpoint's flat lr_d, d_steps,
+    real_flip, ... would silently come back as the defaults. They go to their group; arguments given still win."""
+    import pytorch_lightning as pl
+
+    old = GenerationTask(model_args=TINY, num_classes=3)
+    flat = {k: v for k, v in old.hparams.items() if k not in ("optim", "criterion")}
+    flat.update(lr_d=7e-4, d_steps=3, betas=(0.5, 0.99), ema_start=7, loss="nonsaturating", real_flip=False)
+    ckpt = tmp_path / "old.ckpt"
+    torch.save(
+        {"state_dict": old.state_dict(), "hyper_parameters": flat, "pytorch-lightning_version": pl.__version__}, ckpt
+    )
+    task = GenerationTask.load_from_checkpoint(ckpt)
+    assert task.optim == GanOptimConfig(lr_d=7e-4, d_steps=3, betas=(0.5, 0.99), ema_start=7)
+    assert task.criterion == GanCriterionConfig(loss="nonsaturating", real_flip=False)
+    assert all(torch.equal(v, old.state_dict()[k]) for k, v in task.state_dict().items())
+    again = GenerationTask.load_from_checkpoint(str(ckpt), optim={"lr_d": 1e-4})
+    assert (again.optim.lr_d, again.optim.d_steps) == (1e-4, 3)
+    assert GenerationTask.load_from_checkpoint(ckpt, optim=GanOptimConfig()).optim == GanOptimConfig()

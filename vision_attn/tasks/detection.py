@@ -23,14 +23,14 @@ from ..models import compile_in_place, create_model, load_pretrained
 from ..models import detr as _detr  # noqa: F401  (registers the DETR models)
 from ..models.protocols import ClassifierModel, check_protocol, conforms
 from .classification import datamodule_class_names
-from .options import option_group
+from .options import MovedOptions, option_group
 
 __all__ = ["DetectionTask"]
 
 Batch = Tuple[Tensor, Tensor, List[Dict[str, Any]]]
 
 
-class DetectionTask(pl.LightningModule):
+class DetectionTask(MovedOptions, pl.LightningModule):
     """Train and evaluate a DETR from the registry on a COCO-format datamodule.
 
     Args:

@@ -32,7 +32,7 @@ from ..data.protocols import CIFARFormatData
 from ..losses.gan import GanCriterionConfig
 from ..models import compile_in_place, create_model, load_pretrained
 from ..models.protocols import GanModel, check_protocol, conforms
-from .options import option_group
+from .options import MovedOptions, option_group
 
 __all__ = ["GanCriterionConfig", "GanOptimConfig", "GenerationEvalConfig", "GenerationTask"]
 
@@ -161,7 +161,7 @@ def _only_params_of(active, optimizers: Sequence) -> Iterator[None]:
             p.requires_grad = flag
 
 
-class GenerationTask(pl.LightningModule):
+class GenerationTask(MovedOptions, pl.LightningModule):
     """Train a GAN from the registry (``sagan_32``, ``sagan_64``, ``sagan_128``).
 
     Args:
