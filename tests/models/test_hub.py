@@ -276,6 +276,38 @@ def test_to_timm_writes_weights_timms_vit_loads_strictly_with_the_same_outputs()
         assert _rel_err(ours(x), ref(x)) <= 1e-5
     with pytest.raises(ValueError, match="sine positions"):
         to_timm(va.create_model("vit_nano_patch4_32", depth=1, pos_embed="sine"))
+    # timm's fc_norm: the final norm before average pooling, as a model built with "token" and reset to "avg" has it
+    ours = va.create_model("vit_nano_patch4_32", depth=1, fc_norm=False).eval()
+    assert isinstance(ours.fc_norm, torch.nn.Identity) and isinstance(ours.norm, torch.nn.LayerNorm)
+    ref = timm.models.VisionTransformer(
+        img_size=32, patch_size=4, embed_dim=128, depth=1, num_heads=4, mlp_ratio=2.0, num_classes=10,
+        global_pool="avg", class_token=False, fc_norm=False,
+    ).eval()  # fmt: skip
+    ref.load_state_dict(to_timm(ours), strict=True)
+    with torch.no_grad():
+        assert _rel_err(ours(x), ref(x)) <= 1e-5
+
+
+@pytest.mark.parametrize(
+    "arch, args, pool",
+    [
+        ("vit_tiny_patch4_32", dict(depth=1), "avg"),  # class token -> mean of the patches; the norm stays before
+        ("vit_tiny_patch4_32", dict(depth=1, global_pool="avg"), "token"),  # and the other way
+        ("vit_tiny_patch4_32", dict(depth=1), ""),
+        ("resnet10_narrow_cifar", {}, "max"),
+        ("sasa_resnet26_cifar", dict(channels=(16, 16, 16, 16), layers=(1, 1, 1, 1)), ""),
+    ],
+)
+def test_save_pretrained_keeps_the_pooling_reset_classifier_chose(tmp_path, arch, args, pool):
+    """timm's ``reset_classifier(n, global_pool)``: the folder rebuilds that model, not the one first created."""
+    torch.manual_seed(0)
+    model = va.create_model(arch, **args).eval()
+    model.reset_classifier(4 if pool else 0, pool)
+    again = va.from_pretrained(model.save_pretrained(tmp_path / "m")).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(again(x), model(x))
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["global_pool"] == pool
 
 
 CLASS_COUNT = {

@@ -21,8 +21,9 @@ from torch import Tensor, nn
 
 from .download import CONFIG_NAME, WEIGHTS_NAMES, fetch_pretrained, hub_download, split_repo_id
 from .errors import HubFileNotCachedError
+from .options import factory_options
 from .protocols import OfflineRebuildable, conforms
-from .registry import is_model
+from .registry import is_model, model_entrypoint
 
 __all__ = [
     "PretrainedMixin",
@@ -58,6 +59,19 @@ def _jsonable(value: Any, where: str) -> Any:
     )
 
 
+def _pool_type(model: nn.Module) -> Optional[str]:
+    """The model's pooling as timm names it: ViT's ``global_pool`` string, or a ResNet's ``SelectAdaptivePool2d``'s
+    ``pool_type`` (``""`` = none); None for a model without one."""
+    pool = getattr(model, "global_pool", None)  # a plain read with a default: not every model pools
+    pool = getattr(pool, "pool_type", pool)  # timm's SelectAdaptivePool2d keeps the name here
+    return pool if isinstance(pool, str) else None
+
+
+def _takes(arch: str, option: str) -> bool:
+    options, open_ = factory_options(model_entrypoint(arch))
+    return open_ or option in options
+
+
 def model_config(model: nn.Module) -> Dict[str, Any]:
     """The ``config.json`` of ``model`` (made by :func:`~vision_attn.models.create_model`)."""
     # Plain reads with a default: create_model sets both, a model built by hand has neither.
@@ -72,17 +86,20 @@ def model_config(model: nn.Module) -> Dict[str, Any]:
     num_classes = getattr(model, "num_classes", None)  # a plain read with a default: not every model has a head
     if num_classes is not None:
         args["num_classes"] = int(num_classes)  # reset_classifier may have changed it since creation
+    global_pool = _pool_type(model)
+    if global_pool is not None and _takes(arch, "global_pool"):
+        args["global_pool"] = global_pool  # and its pooling (timm's reset_classifier(n, global_pool))
     args = cast(OfflineRebuildable, model).offline_model_args(args) if conforms(model, OfflineRebuildable) else args
     for k in SOURCE_KEYS + ("architecture",):
         cfg.pop(k, None)
     labels = cfg.pop("label_names", None)
     ours = {k: cfg.pop(k) for k in list(cfg) if k not in TIMM_CFG_KEYS}  # timm's PretrainedCfg refuses other keys
     config = {"architecture": arch, "num_classes": args.get("num_classes", cfg.get("num_classes"))}
-    # Plain reads with a default: timm's optional metadata, copied when the model has it.
-    num_features, global_pool = getattr(model, "num_features", None), getattr(model, "global_pool", None)
+    # A plain read with a default: timm's optional metadata, copied when the model has it.
+    num_features = getattr(model, "num_features", None)
     if num_features is not None:
         config["num_features"] = int(num_features)
-    if isinstance(global_pool, str):
+    if global_pool is not None:
         config["global_pool"] = global_pool
     if labels:
         config["label_names"] = list(labels)

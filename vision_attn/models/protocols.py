@@ -90,7 +90,8 @@ class CountsClassesInStateDict(Protocol):
 
 @runtime_checkable
 class OfflineRebuildable(Protocol):
-    """Turns its creation arguments into ones that rebuild it without downloading anything."""
+    """Turns its creation arguments into ones that rebuild it as it is now (after ``reset_classifier``, say) without
+    downloading anything."""
 
     def offline_model_args(self, args: Dict[str, Any]) -> Dict[str, Any]: ...
 

@@ -88,6 +88,10 @@ def _check_vit_args(
         )
 
 
+def _default_fc_norm(global_pool: str) -> bool:
+    return global_pool in ("avg", "max", "avgmax")
+
+
 class VisionTransformer(PretrainedMixin, nn.Module):
     """ViT: patch embedding, class token, positions, a stack of pre-norm encoder layers, a linear head.
 
@@ -109,6 +113,8 @@ class VisionTransformer(PretrainedMixin, nn.Module):
         attn_window: None = global attention; an odd k restricts every patch to attend to the k x k patches
             around it (prefix tokens such as the class token still see, and are seen by, every token): the
             receptive field between a CNN's and global attention, on the same model and weights.
+        fc_norm: the final norm after pooling (True) or before it (False); None = after it with ``"avg"`` /
+            ``"max"`` / ``"avgmax"`` pooling, as timm's.
     """
 
     def __init__(
@@ -133,6 +139,7 @@ class VisionTransformer(PretrainedMixin, nn.Module):
         attn_drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         attn_window: Optional[int] = None,
+        fc_norm: Optional[bool] = None,
     ) -> None:
         super().__init__()
         _check_vit_args(global_pool, class_token, pos_embed, embed_dim, num_heads, attn_window)
@@ -151,9 +158,8 @@ class VisionTransformer(PretrainedMixin, nn.Module):
         self.in_chans = in_chans
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if class_token else None
         if pos_embed == "learned":
-            self.pos_embed = nn.Parameter(
-                torch.zeros(1, self.num_prefix_tokens + self.patch_embed.num_patches, embed_dim)
-            )
+            n_tokens = self.num_prefix_tokens + self.patch_embed.num_patches
+            self.pos_embed = nn.Parameter(torch.zeros(1, n_tokens, embed_dim))
         else:
             self.register_parameter("pos_embed", None)
         self.pos_drop = nn.Dropout(pos_drop_rate)
@@ -164,7 +170,7 @@ class VisionTransformer(PretrainedMixin, nn.Module):
         # drop path linear in depth, as timm
         self.blocks = nn.Sequential(*[layer(drop_path=drop_path_rate * i / max(1, depth - 1)) for i in range(depth)])
         # timm: with avg pooling the final norm moves after pooling (fc_norm).
-        use_fc_norm = global_pool in ("avg", "max", "avgmax")
+        use_fc_norm = _default_fc_norm(global_pool) if fc_norm is None else fc_norm
         self.norm = nn.Identity() if use_fc_norm else norm_layer(embed_dim)
         self.fc_norm = norm_layer(embed_dim) if use_fc_norm else nn.Identity()
         self.head_drop = nn.Dropout(drop_rate)
@@ -207,6 +213,14 @@ class VisionTransformer(PretrainedMixin, nn.Module):
         """Recompute each block's activations in the backward pass instead of storing them (same outputs and
         gradients, less memory; TorchScript ignores it, as timm)."""
         self.grad_checkpointing = enable
+
+    def offline_model_args(self, args: Dict[str, Any]) -> Dict[str, Any]:
+        """``args`` that rebuild this model as it is: after ``reset_classifier(n, global_pool)`` the final norm stays
+        where it was built, which ``fc_norm`` then says (``save_pretrained`` records ``global_pool`` itself)."""
+        fc_norm = not isinstance(self.fc_norm, nn.Identity)
+        if fc_norm != _default_fc_norm(args.get("global_pool", self.global_pool)):
+            return {**args, "fc_norm": fc_norm}
+        return args
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
         """A new head of ``num_classes`` outputs (0 = none: ``forward`` returns pooled features ``(B, D)``), and with
