@@ -56,6 +56,7 @@ def speed_run(tmp_path_factory):
     return json.loads(path.read_text()), proc.stdout
 
 
+@pytest.mark.bench
 def test_json_has_every_contender_and_the_machine(speed_run):
     data, _ = speed_run
     names = {(r["benchmark"].split(" ")[0], r["implementation"].split(" (")[0]) for r in data["results"]}
@@ -70,6 +71,7 @@ def test_json_has_every_contender_and_the_machine(speed_run):
     assert data["config"]["repeats"] == 2
 
 
+@pytest.mark.bench
 def test_each_peer_has_a_positive_finite_ratio_to_ours(speed_run):
     data, _ = speed_run
     for benchmark_name in {r["benchmark"] for r in data["results"]}:
@@ -87,6 +89,7 @@ def test_each_peer_has_a_positive_finite_ratio_to_ours(speed_run):
                 assert math.isfinite(r["paired_peer_over_ours"]) and r["paired_peer_over_ours"] > 0
 
 
+@pytest.mark.bench
 def test_printed_markdown_table_names_every_implementation(speed_run):
     data, printed = speed_run
     assert "| benchmark | implementation | median ms | IQR ms | peer/ours |" in printed
@@ -197,6 +200,7 @@ def test_gan_benchmark_times_the_configs_model_in_both_memory_layouts(tmp_path, 
         main(["speed", "--only", "gan", "--gan-config", str(tmp_path / "missing.yaml"), "--repeats", "1"])
 
 
+@pytest.mark.bench
 def test_compiled_benchmark_times_each_family_eager_and_compiled_and_the_gan_compiles_in_place(tmp_path):
     config = tmp_path / "gan.yaml"
     config.write_text(
@@ -243,6 +247,7 @@ def test_compiled_benchmark_times_each_family_eager_and_compiled_and_the_gan_com
     assert data["config"]["compile_backend"] == "aot_eager" and data["config"]["compiled_batch"] == 2
 
 
+@pytest.mark.bench
 def test_pixel_benchmark_measures_each_peak_alone_and_the_materialised_peer_needs_more(tmp_path):
     path = tmp_path / "pixel.json"
     out = io.StringIO()
@@ -315,6 +320,7 @@ def test_pixel_kernels_on_sasa_shapes_take_batch_and_channels_from_each_layer(mo
     assert {(r["batch"], r["channels"], r["size"]) for r in data["results"]} == {(1, 16, 4)}
 
 
+@pytest.mark.bench
 def test_pixel_benchmark_compares_the_local_layers_own_kernels_and_checks_each_equals_halo(monkeypatch):
     """``pixel --only kernels``: halo (what backend="auto" runs) vs unfold (and flex where it has a backward), each
     first checked to compute halo's output; a kernel that computes something else stops the benchmark, named."""

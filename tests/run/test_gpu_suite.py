@@ -16,6 +16,7 @@ def _run(argv):
         return main(["gpu-suite", "--device", "cpu", *argv])
 
 
+@pytest.mark.bench
 def test_the_suite_runs_its_parts_each_in_a_process_and_writes_their_figures(tmp_path):
     out = tmp_path / "suite.json"
     data = _run(["--smoke", "--dtype", "float32", "--parts", "gan", "compiled", "--json", str(out)])
@@ -33,6 +34,7 @@ def test_the_suite_runs_its_parts_each_in_a_process_and_writes_their_figures(tmp
     assert "## gan:" in md and "| channels-last |" in md and "torch.compile (aot_eager)" in md
 
 
+@pytest.mark.bench
 def test_a_failing_part_an_overrun_and_the_budget_are_recorded_and_the_suite_goes_on(tmp_path, monkeypatch):
     parts = [
         suite.Part("broken", "a command that fails", ["speed", "--only", "nonsense"], 1),
@@ -76,6 +78,7 @@ def test_asking_for_a_missing_gpu_or_an_unknown_part_is_one_line():
         _run(["--parts", "vits"])
 
 
+@pytest.mark.bench
 def test_the_limit_part_gives_fractions_of_the_peak(tmp_path):
     out = tmp_path / "suite.json"
     data = _run(["--smoke", "--dtype", "float32", "--parts", "limit", "--json", str(out)])

@@ -7,6 +7,7 @@ import io
 import json
 import os
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -15,6 +16,7 @@ from vision_attn.run.bench import main
 from vision_attn.run.bench.limit import count_flops
 
 
+@pytest.mark.bench
 def test_the_limit_command_gives_every_family_and_mode_a_fraction_of_the_peak(tmp_path):
     out = tmp_path / "limit.json"
     with contextlib.redirect_stdout(io.StringIO()) as printed, contextlib.redirect_stderr(io.StringIO()):
