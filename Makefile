@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: demo test test-timm test-bench install clean mutation docs lint
+.PHONY: demo test test-timm test-long install clean mutation docs lint
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,10 +31,10 @@ test: $(VENV)/.installed-dev
 test-timm: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q -m timm_full tests/models/test_timm_models.py
 
-# The benchmark tools end to end (tools/benchmark.py speed, pixel, compiled, limit, gpu-suite at toy sizes): minutes of
-# subprocesses, so `make test` leaves them to this target; CI runs both.
-test-bench: $(VENV)/.installed-dev
-	$(BIN)/python -m pytest -q -m bench
+# The longer runs `make test` leaves out, so that it stays under 10 min on 2 cores (CI runs both): the benchmark tools
+# end to end (speed, pixel, compiled, limit, gpu-suite at toy sizes; marker bench) and DDP with two processes (slow).
+test-long: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest -q -m "bench or slow"
 
 # The docs site (mkdocs-material + mkdocstrings) into site/, offline, warnings as errors; sources in docs/.
 $(VENV)/.installed-docs: pyproject.toml | $(BIN)/python
